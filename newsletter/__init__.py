@@ -1,0 +1,3 @@
+"""Video Surveillance News: the email digest service."""
+
+__version__ = "0.1.0"
