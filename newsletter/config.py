@@ -1,0 +1,299 @@
+"""Settings: the only reader of configuration files and environment variables.
+
+``load_settings`` builds one frozen ``Settings`` object at the edge (CLI, web,
+scheduler); everything else receives it as an argument.
+
+Sources, later wins: built-in defaults, the TOML file (``--config``,
+``NEWSLETTER_CONFIG`` or ./newsletter.toml), then ``NEWSLETTER_<SECTION>_<KEY>``
+environment variables. Secrets come from the environment only:
+``NEWSLETTER_SMTP_PASSWORD`` and ``NEWSLETTER_SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from newsletter.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_TEMPLATES = PROJECT_DIR / "templates"
+DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_DIR / 'subscribers' / 'newsletter.db'}"
+SAMPLE_FEED = PACKAGE_DIR / "data" / "sample_feed.xml"
+SAMPLE_SUBSCRIBERS = PROJECT_DIR / "subscribers" / "sample.csv"
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    name: str = "Video Surveillance News"
+    base_url: str = "https://news.example.com"
+    publisher: str = "Video Surveillance News"
+    postal_address: str = "1 Example Plaza, Suite 100, Bethlehem, PA 18015, USA"
+    # Read from NEWSLETTER_SECRET_KEY only; never from a file that may be committed.
+    secret_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL
+
+
+@dataclass(frozen=True)
+class ReportsSettings:
+    feed: str = str(SAMPLE_FEED)
+    teaser_length: int = 280
+    timeout: float = 20.0
+    settle: int = 600  # seconds a new report waits before it may go out
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    max_reports: int = 10
+    max_html_bytes: int = 90_000
+    templates: str = str(DEFAULT_TEMPLATES)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 1025
+    security: str = "none"  # none | starttls | tls
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 30.0
+    connections: int = 4
+    rate_limit: float = 0.0  # messages per second over all connections, 0 = unlimited
+    retries: int = 3  # transient failures retried within one run
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    from_address: str = "news@example.com"
+    from_name: str = "Video Surveillance News"
+    reply_to: str = ""
+    list_id: str = "Video Surveillance News <digest.news.example.com>"
+    bounce_domain: str = ""  # empty: use the From domain
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    journal_dir: str = str(PROJECT_DIR / "subscribers" / "journal")
+    batch_size: int = 500  # rows claimed and results committed per transaction
+    retry_delay: float = 1.0  # first in-run retry of a transient failure, doubling each time
+    backoff: str = "300,900,3600,14400"  # seconds before each later attempt of a deferred row
+    max_age: int = 3 * 24 * 3600  # a deferred row older than this fails
+
+    @property
+    def backoff_steps(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.backoff.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    daily: str = "0 7 * * 1-5"
+    weekly: str = "0 7 * * 1"
+    timezone: str = "America/New_York"
+    misfire_grace: int = 3600
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class Settings:
+    site: SiteSettings = SiteSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    reports: ReportsSettings = ReportsSettings()
+    digest: DigestSettings = DigestSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    mail: MailSettings = MailSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    web: WebSettings = WebSettings()
+
+    def replace(self, section: str, **values: Any) -> "Settings":
+        """Return a copy with some keys of one section changed (values are not re-validated)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
+
+
+SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)}
+# Keys that only the environment may set (secrets), mapped to their variable.
+SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY"}
+SECURITY_CHOICES = ("none", "starttls", "tls")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to read: ``--config``, else NEWSLETTER_CONFIG, else ./newsletter.toml if present."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", hint="Pass an existing file to --config.")
+        return path
+    if env.get("NEWSLETTER_CONFIG"):
+        path = Path(env["NEWSLETTER_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"NEWSLETTER_CONFIG points at {path}, which does not exist", hint="Fix or unset NEWSLETTER_CONFIG.")
+        return path
+    local = Path("newsletter.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the TOML file and the environment.
+
+    Raises ConfigError (one line naming the key) for an unknown section or key,
+    a value of the wrong type, or a value outside its allowed set.
+    """
+    env = os.environ if env is None else env
+    path = find_config_file(config_path, env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}", hint="Fix the syntax at the line shown.") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    where = str(path) if path else "config"
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section, table in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown section [{section}] in {where}", hint=_suggest(section, SECTIONS))
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] in {where} must be a table of keys")
+        known = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(f"unknown key {section}.{key} in {where}", hint=_suggest(key, known))
+            if (section, key) in SECRET_KEYS:
+                raise ConfigError(
+                    f"{section}.{key} must not be written in {where}",
+                    hint=f"Set it in the environment variable {SECRET_KEYS[(section, key)]} instead.",
+                )
+            values[section][key] = _coerce(section, key, value, known[key], source=where)
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            var = SECRET_KEYS.get((section, f.name), f"NEWSLETTER_{section.upper()}_{f.name.upper()}")
+            if var in env:
+                values[section][f.name] = _coerce(section, f.name, env[var], f, source=var)
+    _reject_unknown_env(env)
+    settings = Settings(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})
+    _validate(settings)
+    return settings
+
+
+def _reject_unknown_env(env: Mapping[str, str]) -> None:
+    """A misspelt NEWSLETTER_* variable would silently do nothing; refuse it instead."""
+    allowed = {"NEWSLETTER_CONFIG", "NEWSLETTER_TEST_DATABASE_URL", *SECRET_KEYS.values()}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if (section, f.name) not in SECRET_KEYS:
+                allowed.add(f"NEWSLETTER_{section.upper()}_{f.name.upper()}")
+    for var in env:
+        if var.startswith("NEWSLETTER_") and var not in allowed:
+            raise ConfigError(f"unknown environment variable {var}", hint=_suggest(var, allowed))
+
+
+def _coerce(section: str, key: str, value: Any, f: dataclasses.Field[Any], *, source: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    name = f"{section}.{key}"
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(str(value).strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(str(value).strip())
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError
+        return str(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} (from {source}) must be {'a number' if kind in (int, float) else 'true or false' if kind is bool else 'a string'}, got {value!r}",
+            hint=f"Fix {name}; the default is {f.default!r}.",
+        ) from None
+
+
+def _validate(settings: Settings) -> None:
+    if settings.smtp.security not in SECURITY_CHOICES:
+        raise ConfigError(
+            f"smtp.security must be one of {', '.join(SECURITY_CHOICES)}, got {settings.smtp.security!r}",
+            hint="Use 'none' for a local sink, 'starttls' for port 587, 'tls' for port 465.",
+        )
+    for name, value, low in (
+        ("smtp.port", settings.smtp.port, 1),
+        ("smtp.connections", settings.smtp.connections, 1),
+        ("web.port", settings.web.port, 1),
+        ("digest.max_reports", settings.digest.max_reports, 1),
+        ("digest.max_html_bytes", settings.digest.max_html_bytes, 10_000),
+        ("reports.teaser_length", settings.reports.teaser_length, 20),
+    ):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if settings.smtp.port > 65535 or settings.web.port > 65535:
+        raise ConfigError("smtp.port and web.port must be at most 65535")
+    try:
+        steps = [int(x) for x in settings.delivery.backoff.split(",") if x.strip()]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) <= 0:
+        raise ConfigError(
+            f"delivery.backoff must be comma-separated seconds, got {settings.delivery.backoff!r}",
+            hint="For example 300,900,3600,14400 (5 min, 15 min, 1 h, 4 h).",
+        )
+    if settings.delivery.batch_size < 1 or settings.delivery.retry_delay < 0:
+        raise ConfigError("delivery.batch_size must be at least 1 and delivery.retry_delay at least 0")
+    if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
+        raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
+    if not settings.site.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"site.base_url must start with https:// (or http:// for local testing), got {settings.site.base_url!r}",
+            hint="Set it to the public address of 'newsletter serve', e.g. https://news.example.com.",
+        )
+    if "@" not in settings.mail.from_address:
+        raise ConfigError(f"mail.from_address must be an email address, got {settings.mail.from_address!r}")
+    for name, value in (("site.postal_address", settings.site.postal_address), ("mail.from_name", settings.mail.from_name), ("mail.list_id", settings.mail.list_id)):
+        if any(ch in value for ch in "\r\n\x00"):
+            raise ConfigError(f"{name} must be a single line", hint="Remove line breaks from the value.")
+    if not settings.site.postal_address.strip():
+        raise ConfigError("site.postal_address is empty", hint="CAN-SPAM requires a physical postal address in every message.")
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    if close:
+        return f"Did you mean '{close[0]}'?"
+    return "Valid names: " + ", ".join(sorted(choices))
+
+
+def describe_keys() -> list[tuple[str, str, Any]]:
+    """Every (key, environment variable, default), for docs and `newsletter config`."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            var = SECRET_KEYS.get((section, f.name), f"NEWSLETTER_{section.upper()}_{f.name.upper()}")
+            rows.append((f"{section}.{f.name}", var, f.default))
+    return rows

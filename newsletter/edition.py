@@ -1,0 +1,257 @@
+"""Editions: the one path every send takes (operator CLI and scheduler alike).
+
+``EditionRunner.run`` claims an edition key (unique in the database), fetches
+the feed, plans who gets which reports, renders each variant once, writes one
+outbox row per recipient, and drains the outbox. Progress is recorded only
+after it happened, so running the same key again resumes instead of resending.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from newsletter.config import Settings
+from newsletter.errors import EditionError, FeedError
+from newsletter.journal import journal_files, replay
+from newsletter.message import PreparedMessage, make_message_id
+from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus, Report, Subscriber
+from newsletter.outcome import DeliveryOutcome
+from newsletter.planner import Selection, select_reports
+from newsletter.render import DigestRenderer, web_version
+from newsletter.reports import load_reports
+from newsletter.sender import Sender
+from newsletter.store import Store
+from newsletter.tokens import TokenSigner
+
+log = logging.getLogger("newsletter.edition")
+RECENT_WINDOW = 500  # newest reports considered when planning
+
+
+@dataclass(frozen=True)
+class EditionResult:
+    edition: Edition
+    created: bool  # False: the key existed (a rerun or a resume)
+    tally: dict[str, int] = field(default_factory=dict)  # rows per state reached in this run
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class PlannedRecipient:
+    subscriber: Subscriber
+    selection: Selection
+
+
+class EditionRunner:
+    """Runs editions for one settings object. Built at the edge, passed down."""
+
+    def __init__(self, settings: Settings, store: Store, signer: TokenSigner, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.renderer = DigestRenderer(settings)
+        self.domain = settings.mail.from_address.rsplit("@", 1)[1]
+
+    # -- feed ---------------------------------------------------------------------
+
+    def ingest(self) -> tuple[int, int]:
+        """Fetch the feed and store its reports; FeedError (nothing stored) if it fails."""
+        result = load_reports(self.settings.reports.feed, timeout=self.settings.reports.timeout, teaser_length=self.settings.reports.teaser_length)
+        return self.store.upsert_reports(result.reports)
+
+    # -- planning -----------------------------------------------------------------
+
+    def plan(self, subscribers: Sequence[Subscriber] | None = None, *, as_of: datetime | None = None, cadences: Sequence[Cadence] | None = None) -> list[PlannedRecipient]:
+        """What each recipient would get now (for previews); nothing is written."""
+        cutoff, recent = self._recent(as_of or self.clock())
+        source = subscribers if subscribers is not None else self.store.iter_recipients(cadences=cadences)
+        return [PlannedRecipient(s, select_reports(s, recent, max_reports=self.settings.digest.max_reports, cutoff=cutoff)) for s in source]
+
+    def _recent(self, as_of: datetime) -> tuple[datetime, list[Report]]:
+        cutoff = as_of - timedelta(seconds=self.settings.reports.settle)
+        return cutoff, self.store.recent_reports(limit=RECENT_WINDOW, published_before=cutoff)
+
+    def archive_url(self, variant_id: int) -> str:
+        return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
+
+    # -- running ------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        key: str,
+        schedule: str = "manual",
+        cadences: Sequence[Cadence] | None = None,
+        as_of: datetime | None = None,
+        fetch: bool = True,
+        on_planned: Callable[[int], None] | None = None,
+        on_outcome: Callable[[DeliveryOutcome], None] | None = None,
+    ) -> EditionResult:
+        """Run the edition ``key`` to the end, or resume it if it exists unfinished.
+
+        A finished edition (sent, skipped, failed) is not run again. A feed that
+        cannot be fetched fails the edition with the reason and sends nothing.
+        """
+        as_of = as_of or self.clock()
+        edition, created = self.store.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
+        if not created:
+            if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED):
+                return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
+            return self.resume(edition, on_planned=on_planned, on_outcome=on_outcome)
+        log.info("edition %s (%s) started", key, schedule)
+        if fetch:
+            try:
+                added, updated = self.ingest()
+                log.info("feed: %d new and %d changed reports", added, updated)
+            except FeedError as exc:
+                self.store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+                raise
+        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True)
+
+    def resume(self, edition: Edition, *, on_planned: Callable[[int], None] | None = None, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
+        """Finish an unfinished edition: complete its planning, replay journals, send what is left."""
+        if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED):
+            raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
+        log.info("resuming edition %s (%s)", edition.key, edition.status.value)
+        self._recover(edition)
+        cadences = _cadences_for(edition.schedule)
+        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
+
+    def _plan_and_send(self, edition: Edition, *, cadences: Sequence[Cadence] | None, on_planned: Callable[[int], None] | None, on_outcome: Callable[[DeliveryOutcome], None] | None, created: bool) -> EditionResult:
+        if edition.status is EditionStatus.PLANNED:
+            total = self._write_outbox(edition, cadences=cadences)
+            if total == 0 and not self.store.delivery_counts(edition.id):
+                reason = "no new reports for any subscriber"
+                self.store.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock())
+                log.info("edition %s skipped: %s", edition.key, reason)
+                return EditionResult(self._reload(edition), created, message=f"skipped: {reason}")
+        if on_planned is not None:
+            on_planned(sum(n for s, n in self.store.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
+        self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
+        prepared = {
+            v.id: PreparedMessage(
+                from_name=self.settings.mail.from_name,
+                from_address=self.settings.mail.from_address,
+                reply_to=self.settings.mail.reply_to,
+                subject=v.subject,
+                text=v.text,
+                html=v.html,
+                list_id=self.settings.mail.list_id,
+                extra_headers=(("X-Newsletter-Edition", edition.key),),
+            )
+            for v in self.store.list_variants(edition.id)
+        }
+        sender = Sender(self.settings, self.store, self.signer, edition_id=edition.id, as_of=edition.as_of, prepared=prepared, on_outcome=on_outcome)
+        tally = sender.run()
+        return self._finish(edition, tally, created)
+
+    def _finish(self, edition: Edition, tally: dict[str, int], created: bool) -> EditionResult:
+        counts = self.store.delivery_counts(edition.id)
+        deferred = counts.get(DeliveryState.DEFERRED.value, 0)
+        if deferred:
+            due = self.store.next_due(edition.id)
+            reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
+            self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=reason, now=self.clock())
+            message = reason
+        else:
+            self.store.set_edition_status(edition.id, EditionStatus.SENT, now=self.clock())
+            message = "finished"
+        log.info("edition %s: %s (%s)", edition.key, message, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        return EditionResult(self._reload(edition), created, tally, message)
+
+    def _reload(self, edition: Edition) -> Edition:
+        fresh = self.store.get_edition(edition.id)
+        assert fresh is not None
+        return fresh
+
+    def _write_outbox(self, edition: Edition, *, cadences: Sequence[Cadence] | None) -> int:
+        """Plan in streamed batches: one row per recipient with new reports, one variant per report set.
+
+        Safe to rerun after a crash: subscribers that already have a row are skipped,
+        and existing variants are reused.
+        """
+        cutoff, recent = self._recent(edition.as_of)
+        variant_ids = {tuple(v.report_ids): v.id for v in self.store.list_variants(edition.id)}
+        batch: list[tuple[Subscriber, Selection]] = []
+        written = 0
+
+        def flush() -> int:
+            have = self.store.subscribers_with_rows(edition.id, [s.id for s, _ in batch])
+            rows = []
+            for subscriber, selection in batch:
+                if subscriber.id in have:
+                    continue
+                variant_id = variant_ids.get(selection.key)
+                if variant_id is None:
+                    variant_id = variant_ids[selection.key] = self._add_variant(edition, selection.reports)
+                rows.append(
+                    {
+                        "edition_id": edition.id,
+                        "subscriber_id": subscriber.id,
+                        "variant_id": variant_id,
+                        "email": subscriber.email,
+                        "name": subscriber.name,
+                        "message_id": make_message_id(self.domain),
+                    }
+                )
+            self.store.add_deliveries(rows, now=self.clock())
+            batch.clear()
+            return len(rows)
+
+        for subscriber in self.store.iter_recipients(cadences=cadences):
+            selection = select_reports(subscriber, recent, max_reports=self.settings.digest.max_reports, cutoff=cutoff)
+            if not selection.reports:
+                continue
+            batch.append((subscriber, selection))
+            if len(batch) >= self.settings.delivery.batch_size:
+                written += flush()
+        if batch:
+            written += flush()
+        return written
+
+    def _add_variant(self, edition: Edition, reports: Sequence[Report]) -> int:
+        variant_id = self.store.add_variant(edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text="")
+        digest = self.renderer.render(reports, archive_url=self.archive_url(variant_id))
+        self.store.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
+        return variant_id
+
+    def _recover(self, edition: Edition) -> None:
+        """Rows a dead sender left 'sending' get their journaled result, or go back to pending.
+
+        Rows whose data was sent without a recorded reply are sent again with the
+        same Message-ID (at most one per connection that was open at the crash).
+        """
+        directory = Path(self.settings.delivery.journal_dir)
+        paths = journal_files(directory, edition.id)
+        entries = replay(paths)
+        stuck = self.store.rows_in_state(edition.id, DeliveryState.SENDING)
+        outcomes: list[DeliveryOutcome] = []
+        retry: list[int] = []
+        for row_id in stuck:
+            entry = entries.get(row_id)
+            if entry is not None and entry.state is not None and entry.state is not DeliveryState.DEFERRED:
+                outcomes.append(DeliveryOutcome(row_id, self._subscriber_of(row_id), entry.state, entry.code, "recovered from the send journal"))
+            else:
+                retry.append(row_id)
+        if outcomes:
+            self.store.record_outcomes(outcomes, as_of=edition.as_of)
+        if retry:
+            self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
+        log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    def _subscriber_of(self, delivery_id: int) -> int:
+        return self.store.subscriber_of_delivery(delivery_id)
+
+
+def _cadences_for(schedule: str) -> list[Cadence] | None:
+    if schedule == Cadence.DAILY.value:
+        return [Cadence.DAILY]
+    if schedule == Cadence.WEEKLY.value:
+        return [Cadence.WEEKLY]
+    return None

@@ -1,0 +1,18 @@
+"""The result of one delivery attempt, as the sender reports it to the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from newsletter.models import DeliveryState
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivery_id: int
+    subscriber_id: int
+    state: DeliveryState
+    code: int | None = None
+    reply: str = ""
+    next_attempt_at: datetime | None = None

@@ -1,0 +1,60 @@
+"""Who gets what: the reports that are new for each subscriber.
+
+A subscriber's reports are those published after their last delivered digest
+(a first digest: the newest ``digest.max_reports``), in their topics (none
+chosen = every topic), and published before the edition's settle cut-off.
+Subscribers with the same report set share one variant, rendered once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from newsletter.models import Report, Subscriber
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one subscriber gets and why."""
+
+    reports: tuple[Report, ...]  # newest first
+    reason: str
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.reports)
+
+
+def wants(subscriber: Subscriber, report: Report) -> bool:
+    """Topic match, case-insensitive; a subscriber without topics wants everything."""
+    if not subscriber.topics:
+        return True
+    chosen = {t.casefold() for t in subscriber.topics}
+    return any(t.casefold() in chosen for t in report.topics)
+
+
+def select_reports(subscriber: Subscriber, recent: Sequence[Report], *, max_reports: int, cutoff: datetime | None = None) -> Selection:
+    """The reports for one subscriber from ``recent`` (newest first).
+
+    ``cutoff``: reports published after it are left for the next edition (settle time).
+    At most ``max_reports`` are chosen, newest first.
+    """
+    since = subscriber.last_digest_at
+    chosen: list[Report] = []
+    for report in recent:
+        if cutoff is not None and report.published > cutoff:
+            continue
+        if since is not None and report.published <= since:
+            break  # newest first: everything after this is older still
+        if wants(subscriber, report):
+            chosen.append(report)
+            if len(chosen) == max_reports:
+                break
+    topics = ", ".join(subscriber.topics) if subscriber.topics else "all topics"
+    if since is None:
+        reason = f"first digest: newest {max_reports} in {topics}"
+    else:
+        reason = f"published after the last digest ({since:%Y-%m-%d %H:%M} UTC) in {topics}"
+    return Selection(tuple(chosen), reason)

@@ -1,0 +1,63 @@
+"""Operator preview: what one subscriber would get now, rendered but not sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime
+
+from newsletter.errors import SubscriberError
+from newsletter.message import PreparedMessage
+from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.planner import Selection
+from newsletter.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.service import Service
+from newsletter.subscriptions import normalise_email
+from newsletter.tokens import Purpose
+
+
+@dataclass(frozen=True)
+class Preview:
+    subscriber: Subscriber
+    selection: Selection
+    subject: str
+    html: str  # personalised, as the subscriber would see it ("" when nothing is new)
+    text: str
+    message: bytes  # the full message as it would go on the wire
+
+
+def render_preview(service: Service, *, email: str | None = None) -> Preview:
+    """Render the digest one subscriber (default: the first active one) would get now."""
+    store = service.store
+    if email:
+        subscriber = store.find_subscriber(normalise_email(email))
+        if subscriber is None:
+            raise SubscriberError(f"{email} is not a subscriber", hint="'newsletter subscribers list' shows them.")
+    else:
+        subscriber = next(iter(store.list_subscribers(status=SubscriberStatus.ACTIVE)), None)
+        if subscriber is None:
+            raise SubscriberError("there are no active subscribers to preview for", hint="Add one with 'newsletter subscribers add EMAIL'.")
+    runner = service.runner
+    planned = runner.plan([subscriber])[0]
+    if not planned.selection.reports:
+        return Preview(subscriber, planned.selection, "", "", "", b"")
+    digest = runner.renderer.render(planned.selection.reports, archive_url="")
+    base = service.settings.site.base_url.rstrip("/")
+    unsubscribe = f"{base}/unsubscribe/{service.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}"
+    preferences = f"{base}/preferences/{service.signer.make(Purpose.PREFERENCES, subscriber.id)}"
+
+    def personalise(body: str) -> str:
+        return body.replace(UNSUBSCRIBE_MARK, unsubscribe).replace(PREFERENCES_MARK, preferences).replace(RECIPIENT_MARK, subscriber.email)
+
+    mail = service.settings.mail
+    message = PreparedMessage(
+        from_name=mail.from_name, from_address=mail.from_address, subject=digest.subject, text=digest.text, html=digest.html, list_id=mail.list_id, reply_to=mail.reply_to
+    ).for_recipient(
+        to_address=subscriber.email,
+        to_name=subscriber.name,
+        message_id=f"<preview@{mail.from_address.rsplit('@', 1)[1]}>",
+        date=format_datetime(datetime.now(timezone.utc)),
+        unsubscribe_url=unsubscribe,
+        preferences_url=preferences,
+    )
+    return Preview(subscriber, planned.selection, digest.subject, personalise(digest.html), personalise(digest.text), message)

@@ -1,0 +1,138 @@
+"""Render a digest: Jinja2 templates, CSS inlined by premailer, a plain-text twin.
+
+Rendering and inlining happen once per variant (a distinct report set). The
+output still holds the per-recipient markers of ``newsletter.message``
+(%%RECIPIENT%%, %%UNSUBSCRIBE_URL%%, %%PREFERENCES_URL%%), which the message
+builder splices per recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from premailer import Premailer
+
+from newsletter.config import Settings
+from newsletter.errors import TemplateError
+from newsletter.models import Report
+
+RECIPIENT_MARK = "%%RECIPIENT%%"
+UNSUBSCRIBE_MARK = "%%UNSUBSCRIBE_URL%%"
+PREFERENCES_MARK = "%%PREFERENCES_URL%%"
+MARKS = (RECIPIENT_MARK, UNSUBSCRIBE_MARK, PREFERENCES_MARK)
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """One variant's content, still holding the per-recipient markers."""
+
+    subject: str
+    html: str
+    text: str
+    reports: tuple[Report, ...]  # the reports shown
+    more_count: int  # reports left out to stay under the size limit
+
+
+def template_environment(templates_dir: str | Path) -> jinja2.Environment:
+    """Jinja2 with autoescape for .html, StrictUndefined so a missing value is an error, not a blank."""
+    directory = Path(templates_dir)
+    if not directory.is_dir():
+        raise TemplateError(f"template directory {directory} does not exist")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
+        autoescape=jinja2.select_autoescape(["html", "htm", "xml"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+class DigestRenderer:
+    """Renders digests for one settings object; reuse it across variants (templates are cached)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env = template_environment(settings.digest.templates)
+        # cssutils warns on every mso-/vendor property; those warnings are noise, not errors.
+        self._css_log = logging.getLogger("newsletter.premailer")
+        self._css_log.setLevel(logging.CRITICAL)
+
+    def render(self, reports: Sequence[Report], *, archive_url: str = "", as_of: datetime | None = None) -> RenderedDigest:
+        """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML under digest.max_html_bytes."""
+        if not reports:
+            raise ValueError("a digest needs at least one report")
+        limit = self.settings.digest.max_html_bytes
+        shown = len(reports)
+        while True:
+            digest = self._render_once(reports[:shown], more_count=len(reports) - shown, archive_url=archive_url)
+            size = len(digest.html.encode("utf-8"))
+            if size <= limit or shown == 1:
+                return digest
+            # Shrink in proportion to the overshoot, at least one report per round.
+            per_report = size / shown
+            shown = max(1, min(shown - 1, int(limit / per_report) - 1))
+
+    def _render_once(self, reports: Sequence[Report], *, more_count: int, archive_url: str) -> RenderedDigest:
+        site = self.settings.site
+        count = len(reports) + more_count
+        context: dict[str, Any] = {
+            "site": site,
+            "reports": list(reports),
+            "more_count": more_count,
+            "more_url": site.base_url.rstrip("/") + "/archive" if not reports else _reports_index(reports),
+            "archive_url": archive_url,
+            "tagline": "The newest video surveillance industry reports",
+            "intro": f"{count} new report{'s' if count != 1 else ''} since your last digest.",
+            "preheader": " | ".join(r.title for r in reports[:3]),
+        }
+        try:
+            subject = self.env.get_template("digest_subject.txt").render(context)
+            context["subject"] = " ".join(subject.split())  # one line, whatever the titles held
+            html = self.env.get_template("digest.html").render(context)
+            text = self.env.get_template("digest.txt").render(context)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template {exc.name} is missing from {self.settings.digest.templates}") from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"a digest template failed to render: {exc}") from exc
+        return RenderedDigest(context["subject"], inline_css(html, logger=self._css_log), _normalise_text(text), tuple(reports), more_count)
+
+
+def inline_css(html: str, *, logger: logging.Logger | None = None) -> str:
+    """Inline <style> rules into style attributes; keep @media rules; fetch nothing."""
+    return Premailer(
+        html,
+        allow_network=False,
+        allow_loading_external_files=False,
+        keep_style_tags=False,  # rules that cannot be inlined (@media) stay in a <style> block
+        remove_classes=False,
+        strip_important=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        cssutils_logging_handler=logging.NullHandler(),
+    ).transform()
+
+
+def _reports_index(reports: Sequence[Report]) -> str:
+    # "N more reports" points at the reports index of the site the reports come from.
+    first = reports[0].url
+    return first.rsplit("/", 1)[0] + "/" if "/" in first.split("://", 1)[-1] else first
+
+
+def _normalise_text(text: str) -> str:
+    # Collapse runs of blank lines the template's conditionals leave behind.
+    lines = [line.rstrip() for line in text.splitlines()]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def web_version(html: str, *, manage_url: str) -> str:
+    """The archive copy of a digest: no personal links or address."""
+    return html.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")

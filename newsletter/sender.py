@@ -1,0 +1,227 @@
+"""The sender: drains an edition's outbox over N SMTP connections.
+
+The main thread claims due rows in batches, splices each recipient's values
+into the variant's prepared bytes, and feeds a bounded queue; one thread per
+SMTP connection sends; results are journaled at once and committed to the
+database in batches. Rules:
+
+- a 4xx (or a lost connection before the data) is retried within the run
+  (``smtp.retries`` times, ``delivery.retry_delay`` doubling), then the row is
+  deferred with the ``delivery.backoff`` schedule until ``delivery.max_age``;
+- a 5xx fails the row; the run goes on;
+- a connection lost after the data was sent makes the row "unknown";
+- 421, refused connections and timeouts back off that connection only.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from pathlib import Path
+
+from newsletter.config import Settings
+from newsletter.journal import Journal
+from newsletter.message import PreparedMessage
+from newsletter.models import Delivery, DeliveryState
+from newsletter.outcome import DeliveryOutcome
+from newsletter.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.store import Store
+from newsletter.tokens import Purpose, TokenSigner
+
+log = logging.getLogger("newsletter.sender")
+ProgressCallback = Callable[[DeliveryOutcome], None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery: Delivery
+    mail_from: str
+    data: bytes
+
+
+class RateLimiter:
+    """Spaces sends evenly across all connections: at most ``per_second`` messages a second."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class Sender:
+    """Sends the rows of one edition; one Sender per run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        signer: TokenSigner,
+        *,
+        edition_id: int,
+        as_of: datetime,
+        prepared: dict[int, PreparedMessage],
+        on_outcome: ProgressCallback | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.edition_id = edition_id
+        self.as_of = as_of
+        self.prepared = prepared
+        self.on_outcome = on_outcome
+        self.base_url = settings.site.base_url.rstrip("/")
+        self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
+        self.limiter = RateLimiter(settings.smtp.rate_limit)
+        self._results: queue.Queue[DeliveryOutcome] = queue.Queue()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(2 * settings.delivery.batch_size, 2 * settings.smtp.connections))
+        self._stop = threading.Event()
+
+    # -- main thread ------------------------------------------------------------
+
+    def run(self) -> dict[str, int]:
+        """Send every due row; returns how many rows reached each state in this run."""
+        journal = Journal(Path(self.settings.delivery.journal_dir), self.edition_id)
+        workers = [
+            threading.Thread(target=self._work, args=(journal,), name=f"smtp-{i}", daemon=True)
+            for i in range(self.settings.smtp.connections)
+        ]
+        for worker in workers:
+            worker.start()
+        tally: dict[str, int] = {}
+        pending: list[DeliveryOutcome] = []
+        in_flight = 0
+        batch = self.settings.delivery.batch_size
+        clean = False
+        try:
+            while True:
+                rows = self.store.claim_deliveries(self.edition_id, limit=batch)
+                if not rows:
+                    break
+                date = format_datetime(datetime.now(timezone.utc))
+                for row in rows:
+                    self._jobs.put(self._job(row, date))
+                    in_flight += 1
+                    in_flight -= self._collect(pending, tally, block=False)
+                    if len(pending) >= batch:
+                        self._commit(pending)
+            while in_flight:
+                in_flight -= self._collect(pending, tally, block=True)
+                if len(pending) >= batch:
+                    self._commit(pending)
+            self._commit(pending)
+            clean = True
+        finally:
+            self._stop.set()
+            for _ in workers:
+                self._jobs.put(None)
+            for worker in workers:
+                worker.join(timeout=self.settings.smtp.timeout + 5)
+            if not clean:
+                # Results that arrived before the failure are in the journal; commit what we can.
+                self._collect(pending, tally, block=False)
+                try:
+                    self._commit(pending)
+                except Exception:  # the database itself may be the failure; the journal keeps them
+                    log.exception("could not commit the last results; a resume will replay the journal")
+            journal.close(remove=clean)
+        return tally
+
+    def _job(self, row: Delivery, date: str) -> _Job:
+        variant = self.prepared[row.variant_id]
+        unsubscribe = self.signer.make(Purpose.UNSUBSCRIBE, row.subscriber_id)
+        preferences = self.signer.make(Purpose.PREFERENCES, row.subscriber_id)
+        data = variant.for_recipient(
+            to_address=row.email,
+            to_name=row.name,
+            message_id=row.message_id,
+            date=date,
+            unsubscribe_url=f"{self.base_url}/unsubscribe/{unsubscribe}",
+            preferences_url=f"{self.base_url}/preferences/{preferences}",
+        )
+        # VERP: a bounce names the row it is about, so late bounces find their subscriber.
+        mail_from = f"bounces+{self.signer.make(Purpose.BOUNCE, row.id)}@{self.bounce_domain}"
+        return _Job(row, mail_from, data)
+
+    def _collect(self, pending: list[DeliveryOutcome], tally: dict[str, int], *, block: bool) -> int:
+        got = 0
+        while True:
+            try:
+                outcome = self._results.get(block=block and got == 0, timeout=1.0 if block else None)
+            except queue.Empty:
+                return got
+            got += 1
+            pending.append(outcome)
+            tally[outcome.state.value] = tally.get(outcome.state.value, 0) + 1
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+
+    def _commit(self, pending: list[DeliveryOutcome]) -> None:
+        if pending:
+            self.store.record_outcomes(pending, as_of=self.as_of)
+            pending.clear()
+
+    # -- connection threads -------------------------------------------------------
+
+    def _work(self, journal: Journal) -> None:
+        connection = SmtpConnection(self.settings.smtp)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                outcome = self._deliver(connection, journal, job)
+                journal.result(job.delivery.id, outcome.state, outcome.code)
+                self._results.put(outcome)
+        finally:
+            connection.close()
+
+    def _deliver(self, connection: SmtpConnection, journal: Journal, job: _Job) -> DeliveryOutcome:
+        row = job.delivery
+        delay = self.settings.delivery.retry_delay
+        attempt = Attempt(Result.TRANSIENT, None, "not attempted")
+        for tries in range(self.settings.smtp.retries + 1):
+            if tries:
+                # Back off this connection only; the other connections keep sending.
+                if self._stop.wait(delay):
+                    break
+                delay *= 2
+            self.limiter.wait()
+            attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id))
+            if attempt.result is not Result.TRANSIENT:
+                break
+            log.info("transient failure for row %s at %s: %s %s", row.id, attempt.stage, attempt.code, attempt.reply)
+        return self._outcome(row, attempt)
+
+    def _outcome(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
+        if attempt.result is Result.SENT:
+            return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.SENT, attempt.code, attempt.reply)
+        if attempt.result is Result.PERMANENT:
+            return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"{attempt.stage}: {attempt.reply}")
+        if attempt.result is Result.UNKNOWN:
+            return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply)
+        steps = self.settings.delivery.backoff_steps
+        wait = steps[min(row.attempts - 1, len(steps) - 1)]
+        return DeliveryOutcome(
+            row.id,
+            row.subscriber_id,
+            DeliveryState.DEFERRED,
+            attempt.code,
+            f"{attempt.stage}: {attempt.reply}",
+            next_attempt_at=datetime.now(timezone.utc) + timedelta(seconds=wait),
+        )

@@ -1,0 +1,147 @@
+"""One SMTP connection that reports exactly where a send failed.
+
+``smtplib.sendmail`` cannot tell "refused" from "connection lost after the
+data went out"; the difference decides between retrying and recording the row
+as unknown (the server may have it). So the transaction is driven step by step.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from newsletter.config import SmtpSettings
+
+DOT_RE = re.compile(rb"(?m)^\.")
+
+
+class Result(str, enum.Enum):
+    SENT = "sent"
+    TRANSIENT = "transient"  # not delivered, try again later (4xx, lost before data)
+    PERMANENT = "permanent"  # refused for good (5xx)
+    UNKNOWN = "unknown"  # data sent, reply lost: the server may have it
+
+
+@dataclass(frozen=True)
+class Attempt:
+    result: Result
+    code: int | None = None
+    reply: str = ""
+    stage: str = ""  # connect, mail, rcpt, data, content
+    connection_problem: bool = False  # the connection, not the recipient, is at fault (421, refused, timeout)
+
+
+class SmtpConnection:
+    """A lazily opened, reusable SMTP session for one sender thread."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()  # certificates and host names verified
+        if s.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        smtp.ehlo()
+        if s.security == "starttls":
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if s.username:
+            smtp.login(s.username, s.password)
+        return smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            finally:
+                try:
+                    self._smtp.close()
+                except OSError:
+                    pass
+            self._smtp = None
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            except OSError:
+                pass
+        self._smtp = None
+
+    def send(self, mail_from: str, rcpt: str, data: bytes, *, before_content: "callable[[], None] | None" = None) -> Attempt:  # type: ignore[valid-type]
+        """Deliver one message to one recipient; never raises for SMTP or network trouble.
+
+        ``before_content`` runs right before the message data is written, so the
+        caller can journal that the outcome may become unknown from here on.
+        """
+        stage = "connect"
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            smtp = self._smtp
+            stage = "mail"
+            options = ["SMTPUTF8"] if not (mail_from.isascii() and rcpt.isascii()) else []
+            code, reply = smtp.mail(mail_from, options)
+            if code != 250:
+                return self._refused(code, reply, stage)
+            stage = "rcpt"
+            code, reply = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                return self._refused(code, reply, stage)
+            stage = "data"
+            smtp.putcmd("data")
+            code, reply = smtp.getreply()
+            if code != 354:
+                return self._refused(code, reply, stage)
+            payload = DOT_RE.sub(b"..", data)
+            if not payload.endswith(b"\r\n"):
+                payload += b"\r\n"
+            if before_content is not None:
+                before_content()
+            stage = "content"
+            smtp.send(payload + b".\r\n")
+            stage = "reply"
+            code, reply = smtp.getreply()
+        except smtplib.SMTPAuthenticationError as exc:
+            self._drop()
+            return Attempt(Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True)
+        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPResponseException, OSError, socket.timeout) as exc:
+            self._drop()
+            code = getattr(exc, "smtp_code", None)
+            text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
+            if stage in ("content", "reply"):
+                return Attempt(Result.UNKNOWN, code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)
+            return Attempt(Result.TRANSIENT, code, text, stage, connection_problem=True)
+        if 200 <= code < 300:
+            return Attempt(Result.SENT, code, _text(reply), "data")
+        return self._refused(code, reply, "data")
+
+    def _refused(self, code: int, reply: bytes | str, stage: str) -> Attempt:
+        text = _text(reply)
+        if code == 421 or code == -1:
+            # The server is closing or throttling this connection: back off, blame nobody.
+            self._drop()
+            return Attempt(Result.TRANSIENT, code, text, stage, connection_problem=True)
+        try:
+            self._smtp.rset()  # type: ignore[union-attr]
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+        if 400 <= code < 500:
+            return Attempt(Result.TRANSIENT, code, text, stage)
+        return Attempt(Result.PERMANENT, code, text, stage)
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        reply = reply.decode("utf-8", "replace")
+    return " ".join(reply.split())[:500]

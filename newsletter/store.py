@@ -1,0 +1,678 @@
+"""The database: SQLAlchemy Core tables and every query the service runs.
+
+SQLite by default, any SQLAlchemy URL (PostgreSQL through psycopg 3) by
+``database.url``. Times are stored in UTC and always returned timezone-aware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from newsletter.errors import StoreError
+from newsletter.models import (
+    Cadence,
+    Delivery,
+    DeliveryState,
+    Edition,
+    EditionStatus,
+    Report,
+    Subscriber,
+    SubscriberStatus,
+    Variant,
+)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A DateTime that stores UTC and returns aware datetimes on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware one")
+        value = value.astimezone(timezone.utc)
+        # SQLite keeps no offset; store naive UTC so string comparison orders correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData()
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("topics", sa.JSON, nullable=False, default=list),
+    sa.Column("cadence", sa.String(10), nullable=False, default="daily"),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_digest_at", UTCDateTime),
+    sa.Column("confirmation_sent_at", UTCDateTime),
+    sa.Column("status_reason", sa.String(300), nullable=False, default=""),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", sa.String(500), primary_key=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("published", UTCDateTime, nullable=False, index=True),
+    sa.Column("teaser", sa.Text, nullable=False),
+    sa.Column("topics", sa.JSON, nullable=False),
+    sa.Column("members_only", sa.Boolean, nullable=False, default=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+editions = sa.Table(
+    "editions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),
+    sa.Column("schedule", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("as_of", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("reason", sa.String(1000), nullable=False, default=""),
+)
+
+variants = sa.Table(
+    "variants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("edition_id", sa.Integer, sa.ForeignKey("editions.id"), nullable=False, index=True),
+    sa.Column("report_ids", sa.JSON, nullable=False),
+    sa.Column("subject", sa.String(500), nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("edition_id", sa.Integer, sa.ForeignKey("editions.id"), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("variant_id", sa.Integer, sa.ForeignKey("variants.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("message_id", sa.String(300), nullable=False, unique=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("last_code", sa.Integer),
+    sa.Column("last_reply", sa.String(1000), nullable=False, default=""),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+    sa.Index("ix_deliveries_edition_state", "edition_id", "state"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_sqlite_parent(url: str) -> Path | None:
+    """The directory a file-backed SQLite URL needs, or None for other URLs."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url.removeprefix("sqlite:///")).parent
+    return None
+
+
+class Store:
+    """All reads and writes of the service's tables.
+
+    One Store per process; it owns the SQLAlchemy engine. Methods commit their
+    own transaction unless they say otherwise.
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        parent = default_sqlite_parent(url)
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connect_args: dict[str, Any] = {}
+            if url.startswith("sqlite"):
+                # Several threads (sender connections, web) share the engine; SQLite
+                # serialises writers itself, a busy timeout makes them wait instead of fail.
+                connect_args = {"check_same_thread": False, "timeout": 30}
+            self.engine: Engine = sa.create_engine(url, connect_args=connect_args, future=True)
+            if url.startswith("sqlite"):
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open database {url!r}: {exc}") from exc
+        self.url = url
+        if create:
+            self.create_schema()
+
+    # -- schema ---------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {self.url!r}: {exc.orig}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- subscribers ------------------------------------------------------------
+
+    def add_subscriber(
+        self,
+        *,
+        email: str,
+        name: str = "",
+        topics: Sequence[str] = (),
+        status: SubscriberStatus = SubscriberStatus.ACTIVE,
+        cadence: Cadence = Cadence.DAILY,
+        now: datetime | None = None,
+    ) -> tuple[Subscriber, bool]:
+        """Insert a subscriber unless the (normalised) email exists; returns (row, created)."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+            if existing is not None:
+                return _subscriber(existing), False
+            try:
+                new_id = conn.execute(
+                    subscribers.insert().values(
+                        email=email,
+                        name=name,
+                        status=status.value,
+                        topics=list(topics),
+                        cadence=cadence.value,
+                        paused=False,
+                        created_at=now,
+                        updated_at=now,
+                        confirmed_at=now if status is SubscriberStatus.ACTIVE else None,
+                        status_reason="",
+                    )
+                ).inserted_primary_key[0]
+            except IntegrityError:
+                # Another process inserted the same address between our check and insert.
+                row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).one()
+                return _subscriber(row), False
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == new_id)).one()
+            return _subscriber(row), True
+
+    def get_subscriber(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return _subscriber(row) if row else None
+
+    def find_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+        return _subscriber(row) if row else None
+
+    def list_subscribers(self, *, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+        """Every subscriber ordered by id, streamed in batches."""
+        query = sa.select(subscribers).order_by(subscribers.c.id)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id))
+
+    def remove_subscriber(self, email: str) -> bool:
+        """Delete a subscriber and their delivery history; False if unknown."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
+            if row is None:
+                return False
+            conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+            conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
+            return True
+
+    def set_status(self, subscriber_id: int, status: SubscriberStatus, *, reason: str = "", now: datetime | None = None) -> bool:
+        """Change a subscriber's status; True if the row changed (idempotent)."""
+        now = now or utcnow()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now, "status_reason": reason[:300]}
+        if status is SubscriberStatus.ACTIVE:
+            values["confirmed_at"] = now
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status != status.value)
+                .values(**values)
+            )
+            return result.rowcount > 0
+
+    def update_preferences(self, subscriber_id: int, *, topics: Sequence[str], cadence: Cadence, paused: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(topics=list(topics), cadence=cadence.value, paused=paused, updated_at=utcnow())
+            )
+
+    def mark_confirmation_sent(self, subscriber_id: int, when: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(confirmation_sent_at=when))
+
+    def confirmation_sent_at(self, subscriber_id: int) -> datetime | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(subscribers.c.confirmation_sent_at).where(subscribers.c.id == subscriber_id)
+            ).scalar()
+
+    def iter_recipients(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator[Subscriber]:
+        """Active, unpaused subscribers (optionally of some cadences), streamed by id."""
+        query = sa.select(subscribers).where(
+            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false()
+        )
+        if cadences is not None:
+            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
+
+    def _stream(self, query: sa.Select[Any], key: sa.Column[Any], *, batch_size: int = 2000) -> Iterator[Any]:
+        """Keyset pagination: never holds more than one batch, and no long-lived cursor."""
+        last: Any = None
+        while True:
+            page = query.order_by(key).limit(batch_size)
+            if last is not None:
+                page = page.where(key > last)
+            with self.engine.connect() as conn:
+                rows = conn.execute(page).all()
+            if not rows:
+                return
+            yield from rows
+            last = getattr(rows[-1], key.name)
+
+    # -- reports ------------------------------------------------------------------
+
+    def upsert_reports(self, items: Iterable[Report], *, now: datetime | None = None) -> tuple[int, int]:
+        """Store reports by id: new ids are added, changed ones updated. Returns (added, updated)."""
+        now = now or utcnow()
+        added = updated = 0
+        with self.engine.begin() as conn:
+            for report in items:
+                values = {
+                    "title": report.title,
+                    "url": report.url,
+                    "published": report.published,
+                    "teaser": report.teaser,
+                    "topics": list(report.topics),
+                    "members_only": report.members_only,
+                }
+                row = conn.execute(sa.select(reports).where(reports.c.id == report.id)).first()
+                if row is None:
+                    conn.execute(reports.insert().values(id=report.id, first_seen=now, updated_at=now, **values))
+                    added += 1
+                elif _report(row) != report:
+                    conn.execute(reports.update().where(reports.c.id == report.id).values(updated_at=now, **values))
+                    updated += 1
+        return added, updated
+
+    def recent_reports(self, *, limit: int = 200, published_before: datetime | None = None) -> list[Report]:
+        """The newest reports first (at most ``limit``), optionally only those published before a time."""
+        query = sa.select(reports).order_by(reports.c.published.desc(), reports.c.id).limit(limit)
+        if published_before is not None:
+            query = query.where(reports.c.published <= published_before)
+        with self.engine.connect() as conn:
+            return [_report(r) for r in conn.execute(query)]
+
+    def get_reports(self, ids: Sequence[str]) -> list[Report]:
+        with self.engine.connect() as conn:
+            rows = {r.id: _report(r) for r in conn.execute(sa.select(reports).where(reports.c.id.in_(list(ids))))}
+        return [rows[i] for i in ids if i in rows]
+
+    def count_reports(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(reports)).scalar_one())
+
+    def all_topics(self) -> list[str]:
+        """Every topic any stored report carries, sorted."""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for (topics,) in conn.execute(sa.select(reports.c.topics)):
+                found.update(topics or ())
+        return sorted(found)
+
+    # -- editions -----------------------------------------------------------------
+
+    def create_edition(self, *, key: str, schedule: str, as_of: datetime, now: datetime | None = None) -> tuple[Edition, bool]:
+        """Create the edition with this key, or return the existing one: (edition, created).
+
+        The key is unique in the database, so two processes racing for one slot get one edition.
+        """
+        now = now or utcnow()
+        try:
+            with self.engine.begin() as conn:
+                new_id = conn.execute(
+                    editions.insert().values(
+                        key=key, schedule=schedule, status=EditionStatus.PLANNED.value, as_of=as_of, created_at=now, reason=""
+                    )
+                ).inserted_primary_key[0]
+        except IntegrityError:
+            existing = self.find_edition(key)
+            assert existing is not None
+            return existing, False
+        edition = self.get_edition(int(new_id))
+        assert edition is not None
+        return edition, True
+
+    def find_edition(self, key: str) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(editions).where(editions.c.key == key)).first()
+        return _edition(row) if row else None
+
+    def get_edition(self, edition_id: int) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()
+        return _edition(row, self.delivery_counts(edition_id)) if row else None
+
+    def list_editions(self, *, limit: int = 50, statuses: Sequence[EditionStatus] | None = None) -> list[Edition]:
+        query = sa.select(editions).order_by(editions.c.id.desc()).limit(limit)
+        if statuses:
+            query = query.where(editions.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_edition(r, self.delivery_counts(r.id)) for r in rows]
+
+    def set_edition_status(self, edition_id: int, status: EditionStatus, *, reason: str | None = None, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        values: dict[str, Any] = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason[:1000]
+        if status is EditionStatus.SENDING:
+            values["started_at"] = sa.func.coalesce(editions.c.started_at, now)
+        if status in (EditionStatus.SENT, EditionStatus.FAILED, EditionStatus.SKIPPED, EditionStatus.PAUSED):
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(editions.update().where(editions.c.id == edition_id).values(**values))
+
+    # -- variants -----------------------------------------------------------------
+
+    def add_variant(self, *, edition_id: int, report_ids: Sequence[str], subject: str, html: str, text: str) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    variants.insert().values(edition_id=edition_id, report_ids=list(report_ids), subject=subject, html=html, text=text)
+                ).inserted_primary_key[0]
+            )
+
+    def set_variant_content(self, variant_id: int, *, subject: str, html: str, text: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(variants.update().where(variants.c.id == variant_id).values(subject=subject, html=html, text=text))
+
+    def get_variant(self, variant_id: int) -> Variant | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(variants).where(variants.c.id == variant_id)).first()
+        return Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text) if r else None
+
+    def subscribers_with_rows(self, edition_id: int, subscriber_ids: Sequence[int]) -> set[int]:
+        """Which of these subscribers already have an outbox row in the edition (resumed planning)."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.select(deliveries.c.subscriber_id).where(
+                        deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id.in_(list(subscriber_ids))
+                    )
+                ).scalars()
+            )
+
+    def subscriber_of_delivery(self, delivery_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)).scalar_one())
+
+    def rows_in_state(self, edition_id: int, state: DeliveryState) -> list[int]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id, deliveries.c.state == state.value)
+                ).scalars()
+            )
+
+    def set_rows_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str = "") -> None:
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_(list(ids[start : start + 500])))
+                    .values(state=state.value, updated_at=utcnow(), last_reply=reply)
+                )
+
+    def list_variants(self, edition_id: int) -> list[Variant]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(variants).where(variants.c.edition_id == edition_id).order_by(variants.c.id)).all()
+        return [Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text) for r in rows]
+
+    # -- deliveries ---------------------------------------------------------------
+
+    def add_deliveries(self, rows: Sequence[dict[str, Any]], *, now: datetime | None = None) -> None:
+        """Insert outbox rows (edition_id, subscriber_id, variant_id, email, name, message_id) as pending."""
+        if not rows:
+            return
+        now = now or utcnow()
+        payload = [{**r, "state": DeliveryState.PENDING.value, "attempts": 0, "updated_at": now, "last_reply": ""} for r in rows]
+        with self.engine.begin() as conn:
+            conn.execute(deliveries.insert(), payload)
+
+    def claim_deliveries(self, edition_id: int, *, limit: int, now: datetime | None = None) -> list[Delivery]:
+        """Take up to ``limit`` rows that are due (pending, or deferred and due) and mark them sending.
+
+        Rows whose subscriber is no longer active are marked suppressed instead, so
+        an unsubscribe or bounce during a send is honoured for every unsent row.
+        """
+        now = now or utcnow()
+        due = sa.or_(
+            deliveries.c.state == DeliveryState.PENDING.value,
+            sa.and_(deliveries.c.state == DeliveryState.DEFERRED.value, deliveries.c.next_attempt_at <= now),
+        )
+        query = (
+            sa.select(deliveries, subscribers.c.status.label("subscriber_status"))
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.edition_id == edition_id, due)
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=deliveries)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            take = [r for r in rows if r.subscriber_status == SubscriberStatus.ACTIVE.value]
+            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value]
+            if take:
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_([r.id for r in take]))
+                    .values(state=DeliveryState.SENDING.value, attempts=deliveries.c.attempts + 1, updated_at=now)
+                )
+            if gone:
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_(gone))
+                    .values(state=DeliveryState.SUPPRESSED.value, updated_at=now, last_reply="subscriber no longer active")
+                )
+        return [
+            Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState.SENDING, r.attempts + 1)
+            for r in take
+        ]
+
+    def record_outcomes(self, outcomes: Sequence["DeliveryOutcome"], *, as_of: datetime, now: datetime | None = None) -> None:
+        """Commit a batch of send results in one transaction.
+
+        A sent row also moves its subscriber's "last digest" mark to the edition's
+        ``as_of``, so the next edition starts after it.
+        """
+        if not outcomes:
+            return
+        now = now or utcnow()
+        sent = [o for o in outcomes if o.state is DeliveryState.SENT]
+        others = [o for o in outcomes if o.state is not DeliveryState.SENT]
+        with self.engine.begin() as conn:
+            for start in range(0, len(sent), 500):
+                chunk = sent[start : start + 500]
+                # One statement for a batch of sent rows: the common case stays cheap at scale.
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_([o.delivery_id for o in chunk]))
+                    .values(state=DeliveryState.SENT.value, updated_at=now, sent_at=now, last_code=250, last_reply="", next_attempt_at=None)
+                )
+            for outcome in others:
+                values: dict[str, Any] = {
+                    "state": outcome.state.value,
+                    "updated_at": now,
+                    "last_code": outcome.code,
+                    "last_reply": outcome.reply[:1000],
+                    "next_attempt_at": outcome.next_attempt_at,
+                }
+                conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id).values(**values))
+            sent_subscribers = [o.subscriber_id for o in sent]
+            for start in range(0, len(sent_subscribers), 500):
+                conn.execute(
+                    subscribers.update()
+                    .where(
+                        subscribers.c.id.in_(sent_subscribers[start : start + 500]),
+                        sa.or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < as_of),
+                    )
+                    .values(last_digest_at=as_of)
+                )
+
+    def reset_in_flight(self, edition_id: int) -> int:
+        """Rows left 'sending' by a dead sender become 'unknown': the server may have them.
+
+        Returns how many rows changed. The caller decides whether to retry them
+        (same Message-ID, so a repeat is recognisable).
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value)
+                .values(state=DeliveryState.UNKNOWN.value, updated_at=utcnow(), last_reply="sender stopped while sending")
+            )
+            return result.rowcount
+
+    def requeue_unknown(self, edition_id: int) -> int:
+        """Put 'unknown' rows back to pending so a resume sends them again (same Message-ID)."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                deliveries.update()
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.UNKNOWN.value)
+                .values(state=DeliveryState.PENDING.value, updated_at=utcnow())
+            ).rowcount
+
+    def delivery_counts(self, edition_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.state, sa.func.count())
+                .where(deliveries.c.edition_id == edition_id)
+                .group_by(deliveries.c.state)
+            ).all()
+        return {state: int(n) for state, n in rows}
+
+    def list_deliveries(self, edition_id: int) -> list[Delivery]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries).where(deliveries.c.edition_id == edition_id).order_by(deliveries.c.id)
+            ).all()
+        return [
+            Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts)
+            for r in rows
+        ]
+
+    def failure_replies(self, edition_id: int, *, limit: int = 5) -> list[tuple[int | None, str, int]]:
+        """The most common (code, reply, count) among failed, deferred and unknown rows."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.last_code, deliveries.c.last_reply, sa.func.count().label("n"))
+                .where(
+                    deliveries.c.edition_id == edition_id,
+                    deliveries.c.state.in_([DeliveryState.FAILED.value, DeliveryState.DEFERRED.value, DeliveryState.UNKNOWN.value]),
+                )
+                .group_by(deliveries.c.last_code, deliveries.c.last_reply)
+                .order_by(sa.text("n DESC"))
+                .limit(limit)
+            ).all()
+        return [(r.last_code, r.last_reply, int(r.n)) for r in rows]
+
+    def next_due(self, edition_id: int) -> datetime | None:
+        """When the earliest deferred row of an edition is due, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.DEFERRED.value
+                )
+            ).scalar()
+
+
+from newsletter.outcome import DeliveryOutcome  # noqa: E402  (value type, kept beside the sender)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets the web app read while a send writes; NORMAL sync is safe with WAL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=SubscriberStatus(row.status),
+        topics=tuple(row.topics or ()),
+        cadence=Cadence(row.cadence),
+        paused=bool(row.paused),
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        last_digest_at=row.last_digest_at,
+    )
+
+
+def _report(row: Any) -> Report:
+    return Report(
+        id=row.id,
+        title=row.title,
+        url=row.url,
+        published=row.published,
+        teaser=row.teaser,
+        topics=tuple(row.topics or ()),
+        members_only=bool(row.members_only),
+    )
+
+
+def _edition(row: Any, counts: dict[str, int] | None = None) -> Edition:
+    return Edition(
+        id=row.id,
+        key=row.key,
+        schedule=row.schedule,
+        status=EditionStatus(row.status),
+        as_of=row.as_of,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        reason=row.reason or "",
+        counts=counts or {},
+    )
