@@ -90,6 +90,10 @@ class DeliverySettings:
     retry_delay: float = 1.0  # first in-run retry of a transient failure, doubling each time
     backoff: str = "300,900,3600,14400"  # seconds before each later attempt of a deferred row
     max_age: int = 3 * 24 * 3600  # a deferred row older than this fails
+    soft_bounce_limit: int = 5  # soft failures within the window that suppress an address
+    soft_bounce_window: int = 30  # days
+    breaker_threshold: float = 0.5  # failure rate over the last attempts that pauses an edition
+    breaker_window: int = 100  # attempts the breaker looks at
 
     @property
     def backoff_steps(self) -> tuple[int, ...]:
@@ -264,8 +268,10 @@ def _validate(settings: Settings) -> None:
             f"delivery.backoff must be comma-separated seconds, got {settings.delivery.backoff!r}",
             hint="For example 300,900,3600,14400 (5 min, 15 min, 1 h, 4 h).",
         )
-    if settings.delivery.batch_size < 1 or settings.delivery.retry_delay < 0:
-        raise ConfigError("delivery.batch_size must be at least 1 and delivery.retry_delay at least 0")
+    if not 0 < settings.delivery.breaker_threshold <= 1:
+        raise ConfigError(f"delivery.breaker_threshold must be in (0, 1], got {settings.delivery.breaker_threshold}", hint="0.5 pauses an edition when half the recent attempts fail.")
+    if settings.delivery.batch_size < 1 or settings.delivery.retry_delay < 0 or settings.delivery.breaker_window < 10:
+        raise ConfigError("delivery.batch_size must be at least 1, delivery.retry_delay at least 0 and delivery.breaker_window at least 10")
     if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
         raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
     if not settings.site.base_url.startswith(("http://", "https://")):

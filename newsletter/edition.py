@@ -145,14 +145,26 @@ class EditionRunner:
             )
             for v in self.store.list_variants(edition.id)
         }
-        sender = Sender(self.settings, self.store, self.signer, edition_id=edition.id, as_of=edition.as_of, prepared=prepared, on_outcome=on_outcome)
+        sender = Sender(
+            self.settings,
+            self.store,
+            self.signer,
+            edition_id=edition.id,
+            as_of=edition.as_of,
+            prepared=prepared,
+            give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
+            on_outcome=on_outcome,
+        )
         tally = sender.run()
-        return self._finish(edition, tally, created)
+        return self._finish(edition, tally, created, paused_reason=sender.paused_reason)
 
-    def _finish(self, edition: Edition, tally: dict[str, int], created: bool) -> EditionResult:
+    def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
         counts = self.store.delivery_counts(edition.id)
         deferred = counts.get(DeliveryState.DEFERRED.value, 0)
-        if deferred:
+        if paused_reason:
+            self.store.set_edition_status(edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock())
+            message = paused_reason
+        elif deferred:
             due = self.store.next_due(edition.id)
             reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
             self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=reason, now=self.clock())
@@ -247,6 +259,20 @@ class EditionRunner:
 
     def _subscriber_of(self, delivery_id: int) -> int:
         return self.store.subscriber_of_delivery(delivery_id)
+
+
+def resume_due(runner: EditionRunner) -> list[EditionResult]:
+    """Resume every sending edition that has deferred rows now due (the scheduler calls this periodically).
+
+    Paused editions wait for an operator: the circuit breaker stopped them for a reason.
+    """
+    results = []
+    now = runner.clock()
+    for edition in runner.store.list_editions(statuses=[EditionStatus.SENDING], limit=20):
+        due = runner.store.next_due(edition.id)
+        if due is not None and due <= now:
+            results.append(runner.resume(edition))
+    return results
 
 
 def _cadences_for(schedule: str) -> list[Cadence] | None:

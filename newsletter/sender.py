@@ -10,7 +10,11 @@ database in batches. Rules:
   deferred with the ``delivery.backoff`` schedule until ``delivery.max_age``;
 - a 5xx fails the row; the run goes on;
 - a connection lost after the data was sent makes the row "unknown";
-- 421, refused connections and timeouts back off that connection only.
+- 421, refused connections and timeouts back off that connection only;
+- a subscriber who leaves or bounces during the send is skipped (suppressed);
+- when more than ``delivery.breaker_threshold`` of the last
+  ``delivery.breaker_window`` attempts failed, the run stops claiming rows and
+  reports itself paused (the circuit breaker); a resume continues it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,6 +37,7 @@ from newsletter.models import Delivery, DeliveryState
 from newsletter.outcome import DeliveryOutcome
 from newsletter.smtp_client import Attempt, Result, SmtpConnection
 from newsletter.store import Store
+from newsletter.suppression import Suppressor
 from newsletter.tokens import Purpose, TokenSigner
 
 log = logging.getLogger("newsletter.sender")
@@ -76,6 +82,7 @@ class Sender:
         edition_id: int,
         as_of: datetime,
         prepared: dict[int, PreparedMessage],
+        give_up_after: datetime | None = None,
         on_outcome: ProgressCallback | None = None,
     ) -> None:
         self.settings = settings
@@ -85,6 +92,13 @@ class Sender:
         self.as_of = as_of
         self.prepared = prepared
         self.on_outcome = on_outcome
+        self.give_up_after = give_up_after
+        self.suppressor = Suppressor(settings, store)
+        self.paused_reason = ""
+        self._recent: deque[bool] = deque(maxlen=settings.delivery.breaker_window)
+        self._inactive: frozenset[int] = frozenset()
+        self._inactive_checked = datetime.now(timezone.utc)
+        self._inactive_polled = time.monotonic()
         self.base_url = settings.site.base_url.rstrip("/")
         self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         self.limiter = RateLimiter(settings.smtp.rate_limit)
@@ -109,19 +123,25 @@ class Sender:
         batch = self.settings.delivery.batch_size
         clean = False
         try:
-            while True:
+            while not self.paused_reason:
                 rows = self.store.claim_deliveries(self.edition_id, limit=batch)
                 if not rows:
                     break
                 date = format_datetime(datetime.now(timezone.utc))
-                for row in rows:
+                for index, row in enumerate(rows):
+                    if self.paused_reason:
+                        # Claimed but not handed out: back to pending for the resume.
+                        self.store.set_rows_state([r.id for r in rows[index:]], DeliveryState.PENDING, reply="edition paused")
+                        break
                     self._jobs.put(self._job(row, date))
                     in_flight += 1
                     in_flight -= self._collect(pending, tally, block=False)
+                    self._refresh_inactive()
                     if len(pending) >= batch:
                         self._commit(pending)
             while in_flight:
                 in_flight -= self._collect(pending, tally, block=True)
+                self._refresh_inactive()
                 if len(pending) >= batch:
                     self._commit(pending)
             self._commit(pending)
@@ -167,13 +187,40 @@ class Sender:
                 return got
             got += 1
             pending.append(outcome)
+            self._watch_failures(outcome)
             tally[outcome.state.value] = tally.get(outcome.state.value, 0) + 1
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
 
+    def _watch_failures(self, outcome: DeliveryOutcome) -> None:
+        if outcome.state is DeliveryState.SUPPRESSED:
+            return
+        self._recent.append(outcome.state is not DeliveryState.SENT)
+        window = self._recent.maxlen or 0
+        if not self.paused_reason and len(self._recent) == window:
+            rate = sum(self._recent) / window
+            if rate > self.settings.delivery.breaker_threshold:
+                self.paused_reason = (
+                    f"paused: {rate:.0%} of the last {window} attempts failed (threshold {self.settings.delivery.breaker_threshold:.0%}); "
+                    f"last reply {outcome.code or '-'} {outcome.reply[:120]}; fix the cause, then 'newsletter send --resume'"
+                )
+                log.warning("edition %s %s", self.edition_id, self.paused_reason)
+
+    def _refresh_inactive(self) -> None:
+        """Every half second, learn who unsubscribed or bounced since the send began."""
+        if time.monotonic() - self._inactive_polled < 0.5:
+            return
+        self._inactive_polled = time.monotonic()
+        gone = self.store.inactive_since(self._inactive_checked)
+        if gone:
+            self._inactive = self._inactive | gone
+
     def _commit(self, pending: list[DeliveryOutcome]) -> None:
         if pending:
             self.store.record_outcomes(pending, as_of=self.as_of)
+            for outcome in pending:
+                if outcome.state is DeliveryState.FAILED:
+                    self.suppressor.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp")
             pending.clear()
 
     # -- connection threads -------------------------------------------------------
@@ -185,7 +232,10 @@ class Sender:
                 job = self._jobs.get()
                 if job is None:
                     return
-                outcome = self._deliver(connection, journal, job)
+                if job.delivery.subscriber_id in self._inactive:
+                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
+                else:
+                    outcome = self._deliver(connection, journal, job)
                 journal.result(job.delivery.id, outcome.state, outcome.code)
                 self._results.put(outcome)
         finally:
@@ -195,16 +245,23 @@ class Sender:
         row = job.delivery
         delay = self.settings.delivery.retry_delay
         attempt = Attempt(Result.TRANSIENT, None, "not attempted")
-        for tries in range(self.settings.smtp.retries + 1):
+        tries = 0
+        while tries <= self.settings.smtp.retries:
             if tries:
                 # Back off this connection only; the other connections keep sending.
                 if self._stop.wait(delay):
                     break
                 delay *= 2
             self.limiter.wait()
+            reused = connection.sent > 0
             attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id))
             if attempt.result is not Result.TRANSIENT:
                 break
+            if reused and attempt.connection_problem and attempt.stage == "mail":
+                # The server closed an idle or exhausted connection (e.g. after N messages):
+                # open a fresh one at once; this is not a failure of the row.
+                continue
+            tries += 1
             log.info("transient failure for row %s at %s: %s %s", row.id, attempt.stage, attempt.code, attempt.reply)
         return self._outcome(row, attempt)
 
@@ -216,12 +273,10 @@ class Sender:
         if attempt.result is Result.UNKNOWN:
             return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply)
         steps = self.settings.delivery.backoff_steps
-        wait = steps[min(row.attempts - 1, len(steps) - 1)]
-        return DeliveryOutcome(
-            row.id,
-            row.subscriber_id,
-            DeliveryState.DEFERRED,
-            attempt.code,
-            f"{attempt.stage}: {attempt.reply}",
-            next_attempt_at=datetime.now(timezone.utc) + timedelta(seconds=wait),
-        )
+        wait = steps[min(max(row.attempts, 1) - 1, len(steps) - 1)]
+        next_attempt = datetime.now(timezone.utc) + timedelta(seconds=wait)
+        if self.give_up_after is not None and next_attempt > self.give_up_after:
+            return DeliveryOutcome(
+                row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}"
+            )
+        return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.DEFERRED, attempt.code, f"{attempt.stage}: {attempt.reply}", next_attempt_at=next_attempt)

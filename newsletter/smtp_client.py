@@ -41,6 +41,7 @@ class SmtpConnection:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
+        self.sent = 0  # messages accepted on the current connection
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -87,6 +88,7 @@ class SmtpConnection:
         stage = "connect"
         try:
             if self._smtp is None:
+                self.sent = 0
                 self._smtp = self._connect()
             smtp = self._smtp
             stage = "mail"
@@ -123,6 +125,7 @@ class SmtpConnection:
                 return Attempt(Result.UNKNOWN, code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)
             return Attempt(Result.TRANSIENT, code, text, stage, connection_problem=True)
         if 200 <= code < 300:
+            self.sent += 1
             return Attempt(Result.SENT, code, _text(reply), "data")
         return self._refused(code, reply, "data")
 

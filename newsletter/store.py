@@ -132,6 +132,20 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_edition_state", "edition_id", "state"),
 )
 
+bounce_events = sa.Table(
+    "bounce_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("delivery_id", sa.Integer),
+    sa.Column("kind", sa.String(10), nullable=False),  # hard | soft
+    sa.Column("code", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False, default=""),  # enhanced status, e.g. 5.1.1
+    sa.Column("reply", sa.String(1000), nullable=False, default=""),
+    sa.Column("source", sa.String(20), nullable=False),  # smtp | dsn
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -440,6 +454,48 @@ class Store:
     def subscriber_of_delivery(self, delivery_id: int) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)).scalar_one())
+
+    def record_bounce(
+        self, *, subscriber_id: int, delivery_id: int | None, kind: str, code: int | None, status: str, reply: str, source: str, now: datetime | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                bounce_events.insert().values(
+                    subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply[:1000], source=source, at=now or utcnow()
+                )
+            )
+
+    def count_bounces(self, subscriber_id: int, *, kind: str, since: datetime) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(bounce_events)
+                    .where(bounce_events.c.subscriber_id == subscriber_id, bounce_events.c.kind == kind, bounce_events.c.at >= since)
+                ).scalar_one()
+            )
+
+    def inactive_since(self, since: datetime) -> set[int]:
+        """Subscribers that stopped being active (unsubscribed, bounced, paused) at or after ``since``."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.select(subscribers.c.id).where(
+                        subscribers.c.updated_at >= since,
+                        sa.or_(subscribers.c.status != SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.true()),
+                    )
+                ).scalars()
+            )
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+        return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts) if r else None
+
+    def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(deliveries).where(deliveries.c.message_id == message_id)).first()
+        return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts) if r else None
 
     def rows_in_state(self, edition_id: int, state: DeliveryState) -> list[int]:
         with self.engine.connect() as conn:
