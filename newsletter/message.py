@@ -57,6 +57,8 @@ def address_header(name: str, display: str, address: str) -> bytes:
     """From/To/Reply-To: an address with an optional display name (encoded when not ASCII)."""
     single_line(display)
     single_line(address)
+    if display and display.isascii() and display.replace(" ", "").isalnum():
+        return f"{name}: {display} <{address}>\r\n".encode("utf-8")  # the common case, no quoting needed
     value = formataddr((display, address), charset="utf-8") if display else address
     # formataddr folds long encoded names with bare LF; the wire wants CRLF.
     value = value.replace("\r\n", "\n").replace("\n", "\r\n")
@@ -165,7 +167,8 @@ class PreparedMessage:
             (
                 address_header("To", to_name, to_address),
                 f"Date: {single_line(date_value)}\r\nMessage-ID: {message_id}\r\n".encode("ascii"),
-                encode_header("List-Unsubscribe", list_unsubscribe),
+                # ASCII by construction (a URL); one line keeps the header exact for providers.
+                f"List-Unsubscribe: {list_unsubscribe}\r\n".encode("ascii"),
                 f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"),
                 self._fixed_headers,
             )

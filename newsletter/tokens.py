@@ -7,7 +7,9 @@ signing salt. Unsubscribe and preferences tokens never expire (CAN-SPAM asks
 
 from __future__ import annotations
 
+import base64
 import enum
+import hmac
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
@@ -45,12 +47,23 @@ class TokenSigner:
         # Serializers are built once: signing a token per recipient must stay cheap.
         object.__setattr__(self, "_plain", {p: URLSafeSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in Purpose})
         object.__setattr__(self, "_timed", {p: URLSafeTimedSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in EXPIRING})
+        # The fast path below makes byte-identical tokens to URLSafeSerializer.dumps for
+        # integer payloads, with the key derivation done once instead of per call
+        # (three tokens per recipient at 100k recipients is the hot path of a send).
+        macs = {}
+        for purpose, serializer in self._plain.items():  # type: ignore[attr-defined]
+            signer = serializer.make_signer()
+            macs[purpose] = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+        object.__setattr__(self, "_macs", macs)
 
     def make(self, purpose: Purpose, subscriber_id: int) -> str:
         """A URL-safe token (no '=' or '/') that names one subscriber for one purpose."""
         if purpose in EXPIRING:
             return self._timed[purpose].dumps(subscriber_id)  # type: ignore[attr-defined,no-any-return]
-        return self._plain[purpose].dumps(subscriber_id)  # type: ignore[attr-defined,no-any-return]
+        payload = base64.urlsafe_b64encode(b"%d" % subscriber_id).rstrip(b"=")
+        mac = self._macs[purpose].copy()  # type: ignore[attr-defined]
+        mac.update(payload)
+        return (payload + b"." + base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")).decode("ascii")
 
     def read(self, purpose: Purpose, token: str) -> int:
         """The subscriber id in a token; TokenError if tampered, expired or made for another purpose."""
