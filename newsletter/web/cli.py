@@ -1,0 +1,58 @@
+"""`newsletter serve`: the web app (and, beside it, the scheduler) under uvicorn.
+
+Importing this module is cheap (no Starlette, no uvicorn) so `newsletter --help`
+stays fast; both are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import click
+
+from newsletter.config import load_settings
+from newsletter.errors import NewsletterError
+
+NO_KEY = "NEWSLETTER_SECRET_KEY is not set, so links in mails cannot be signed"
+NO_KEY_HINT = "Set it to a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or pass --dev to try things out."
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on (default: web.port, 8000).")
+@click.option("--dev", is_flag=True, help="Run without NEWSLETTER_SECRET_KEY: a per-run key is made, so mailed links die with the process.")
+@click.option("--no-scheduler", is_flag=True, help="Serve the web app only; do not start scheduled editions in this process.")
+@click.option("--forwarded-allow-ips", default=None, help="Proxies trusted for X-Forwarded-For (the client address used by rate limits); default: uvicorn's (127.0.0.1).")
+@click.pass_context
+def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: bool, no_scheduler: bool, forwarded_allow_ips: str | None) -> None:
+    """Serve the subscriber web app: signup, confirm, unsubscribe, preferences, archive."""
+    from newsletter.service import Service
+
+    try:
+        settings = load_settings(ctx.find_root().params.get("config_path"))
+    except NewsletterError as exc:
+        raise _error(exc.message, exc.hint) from exc
+    if not settings.site.secret_key and not dev:
+        raise _error(NO_KEY, NO_KEY_HINT)
+    if not settings.site.secret_key:
+        click.echo("Warning: --dev without NEWSLETTER_SECRET_KEY: using a per-run key; links mailed now stop working on restart.", err=True)
+    service = Service(settings, dev_key=dev and not settings.site.secret_key)
+    try:
+        import uvicorn
+
+        from newsletter.web.app import create_app
+
+        try:
+            app = create_app(service, dev=dev, scheduler=not no_scheduler)
+        except NewsletterError as exc:
+            raise _error(exc.message, exc.hint) from exc
+        host = host or settings.web.host
+        port = port or settings.web.port
+        click.echo(f"Serving {settings.site.name} on http://{host}:{port} (public address {settings.site.base_url})", err=True)
+        options = {"forwarded_allow_ips": forwarded_allow_ips} if forwarded_allow_ips else {}
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, **options)  # type: ignore[arg-type]
+    finally:
+        service.close()
+
+
+def _error(message: str, hint: str) -> click.ClickException:
+    """A one-line error plus its hint, printed the way the rest of the CLI prints them."""
+    return click.ClickException(f"{message}\nHint: {hint}" if hint else message)
