@@ -94,6 +94,7 @@ class DeliverySettings:
     soft_bounce_window: int = 30  # days
     breaker_threshold: float = 0.5  # failure rate over the last attempts that pauses an edition
     breaker_window: int = 100  # attempts the breaker looks at
+    lease: int = 300  # seconds a sender holds claimed rows before another may take them
 
     @property
     def backoff_steps(self) -> tuple[int, ...]:

@@ -9,6 +9,8 @@ after it happened, so running the same key again resumes instead of resending.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -161,9 +163,13 @@ class EditionRunner:
     def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
         counts = self.store.delivery_counts(edition.id)
         deferred = counts.get(DeliveryState.DEFERRED.value, 0)
+        others = counts.get(DeliveryState.PENDING.value, 0) + counts.get(DeliveryState.SENDING.value, 0)
         if paused_reason:
             self.store.set_edition_status(edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock())
             message = paused_reason
+        elif others:
+            # Other senders (workers) still hold rows of this edition; the last one to finish closes it.
+            message = f"{others} rows still with other senders"
         elif deferred:
             due = self.store.next_due(edition.id)
             reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
@@ -232,18 +238,25 @@ class EditionRunner:
         return variant_id
 
     def _recover(self, edition: Edition) -> None:
-        """Rows a dead sender left 'sending' get their journaled result, or go back to pending.
+        """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.
 
         Rows whose data was sent without a recorded reply are sent again with the
         same Message-ID (at most one per connection that was open at the crash).
+        Rows held by a live sender, or by one on another machine, are left alone:
+        the other machine's rows come back when their lease runs out.
         """
         directory = Path(self.settings.delivery.journal_dir)
-        paths = journal_files(directory, edition.id)
+        host = socket.gethostname()
+        dead = set()
+        for row_id, claimed_by, _lease in self.store.sending_rows(edition.id):
+            owner_host, _, pid = claimed_by.rpartition(":")
+            if not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid))):
+                dead.add(row_id)
+        paths = [p for p in journal_files(directory, edition.id) if not _alive(_journal_pid(p))]
         entries = replay(paths)
-        stuck = self.store.rows_in_state(edition.id, DeliveryState.SENDING)
         outcomes: list[DeliveryOutcome] = []
         retry: list[int] = []
-        for row_id in stuck:
+        for row_id in sorted(dead):
             entry = entries.get(row_id)
             if entry is not None and entry.state is not None and entry.state is not DeliveryState.DEFERRED:
                 outcomes.append(DeliveryOutcome(row_id, self._subscriber_of(row_id), entry.state, entry.code, "recovered from the send journal"))
@@ -253,12 +266,40 @@ class EditionRunner:
             self.store.record_outcomes(outcomes, as_of=edition.as_of)
         if retry:
             self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
-        log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
+        if dead or paths:
+            log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
         for path in paths:
             path.unlink(missing_ok=True)
 
+    def drain(self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
+        """Help send an edition that is already planned (the `newsletter worker` path)."""
+        self._recover(edition)
+        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False)
+
     def _subscriber_of(self, delivery_id: int) -> int:
         return self.store.subscriber_of_delivery(delivery_id)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _journal_pid(path: Path) -> int:
+    # edition-<id>.<pid>.journal
+    try:
+        return int(path.name.split(".")[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def resume_due(runner: EditionRunner) -> list[EditionResult]:

@@ -20,7 +20,9 @@ database in batches. Rules:
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -42,6 +44,11 @@ from newsletter.tokens import Purpose, TokenSigner
 
 log = logging.getLogger("newsletter.sender")
 ProgressCallback = Callable[[DeliveryOutcome], None]
+
+
+def worker_name() -> str:
+    """This process's name in the outbox's claimed_by column: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class Sender:
         self._inactive: frozenset[int] = frozenset()
         self._inactive_checked = datetime.now(timezone.utc)
         self._inactive_polled = time.monotonic()
+        self.worker = worker_name()
+        self._lease_renewed = time.monotonic()
         self.base_url = settings.site.base_url.rstrip("/")
         self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         self.limiter = RateLimiter(settings.smtp.rate_limit)
@@ -124,7 +133,9 @@ class Sender:
         clean = False
         try:
             while not self.paused_reason:
-                rows = self.store.claim_deliveries(self.edition_id, limit=batch)
+                rows = self.store.claim_deliveries(
+                    self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease
+                )
                 if not rows:
                     break
                 date = format_datetime(datetime.now(timezone.utc))
@@ -216,6 +227,11 @@ class Sender:
             self._inactive = self._inactive | gone
 
     def _commit(self, pending: list[DeliveryOutcome]) -> None:
+        lease = self.settings.delivery.lease
+        if time.monotonic() - self._lease_renewed > lease / 3:
+            # Rows still queued here must not look abandoned to other senders.
+            self.store.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease)
+            self._lease_renewed = time.monotonic()
         if pending:
             self.store.record_outcomes(pending, as_of=self.as_of)
             for outcome in pending:

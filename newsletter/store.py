@@ -7,7 +7,7 @@ SQLite by default, any SQLAlchemy URL (PostgreSQL through psycopg 3) by
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,8 @@ deliveries = sa.Table(
     sa.Column("last_reply", sa.String(1000), nullable=False, default=""),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
+    sa.Column("claimed_by", sa.String(200)),  # "host:pid" of the sender holding the row
+    sa.Column("lease_until", UTCDateTime),  # a 'sending' row whose lease ran out is claimable again
     sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     sa.Index("ix_deliveries_edition_state", "edition_id", "state"),
 )
@@ -187,9 +189,11 @@ class Store:
     # -- schema ---------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Bring a fresh database to the newest schema; refuse one that is behind (see newsletter.migrations)."""
+        from newsletter.migrations import ensure_schema
+
         try:
-            metadata.create_all(self.engine)
+            ensure_schema(self.engine)
         except OperationalError as exc:
             raise StoreError(f"cannot open database {self.url!r}: {exc.orig}") from exc
 
@@ -532,19 +536,36 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(deliveries.insert(), payload)
 
-    def claim_deliveries(self, edition_id: int, *, limit: int, now: datetime | None = None) -> list[Delivery]:
-        """Take up to ``limit`` rows that are due (pending, or deferred and due) and mark them sending.
+    def claim_deliveries(
+        self, edition_id: int, *, limit: int, worker: str = "", lease_seconds: int = 300, now: datetime | None = None
+    ) -> list[Delivery]:
+        """Take up to ``limit`` due rows and mark them sending under a lease held by ``worker``.
 
-        Rows whose subscriber is no longer active are marked suppressed instead, so
-        an unsubscribe or bounce during a send is honoured for every unsent row.
+        Due: pending, deferred whose next attempt has come, or sending whose lease
+        ran out (its sender died on another machine). On PostgreSQL the rows are
+        locked with FOR UPDATE SKIP LOCKED, so several senders never take the same
+        row. Rows whose subscriber is no longer active (or paused) are marked
+        suppressed instead, so an unsubscribe or bounce during a send is honoured.
         """
         now = now or utcnow()
         due = sa.or_(
             deliveries.c.state == DeliveryState.PENDING.value,
             sa.and_(deliveries.c.state == DeliveryState.DEFERRED.value, deliveries.c.next_attempt_at <= now),
+            sa.and_(deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now),
         )
         query = (
-            sa.select(deliveries, subscribers.c.status.label("subscriber_status"))
+            sa.select(
+                deliveries.c.id,
+                deliveries.c.edition_id,
+                deliveries.c.subscriber_id,
+                deliveries.c.variant_id,
+                deliveries.c.email,
+                deliveries.c.name,
+                deliveries.c.message_id,
+                deliveries.c.attempts,
+                subscribers.c.status.label("subscriber_status"),
+                subscribers.c.paused.label("subscriber_paused"),
+            )
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
             .where(deliveries.c.edition_id == edition_id, due)
             .order_by(deliveries.c.id)
@@ -552,26 +573,79 @@ class Store:
         )
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=deliveries)
+        lease_until = now + timedelta(seconds=lease_seconds)
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
-            take = [r for r in rows if r.subscriber_status == SubscriberStatus.ACTIVE.value]
-            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value]
-            if take:
+            take = [r for r in rows if r.subscriber_status == SubscriberStatus.ACTIVE.value and not r.subscriber_paused]
+            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value or r.subscriber_paused]
+            for start in range(0, len(take), 500):
                 conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id.in_([r.id for r in take]))
-                    .values(state=DeliveryState.SENDING.value, attempts=deliveries.c.attempts + 1, updated_at=now)
+                    .where(deliveries.c.id.in_([r.id for r in take[start : start + 500]]))
+                    .values(
+                        state=DeliveryState.SENDING.value,
+                        attempts=deliveries.c.attempts + 1,
+                        updated_at=now,
+                        claimed_by=worker,
+                        lease_until=lease_until,
+                    )
                 )
-            if gone:
+            for start in range(0, len(gone), 500):
                 conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id.in_(gone))
+                    .where(deliveries.c.id.in_(gone[start : start + 500]))
                     .values(state=DeliveryState.SUPPRESSED.value, updated_at=now, last_reply="subscriber no longer active")
                 )
         return [
             Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState.SENDING, r.attempts + 1)
             for r in take
         ]
+
+    def renew_lease(self, edition_id: int, *, worker: str, lease_seconds: int, now: datetime | None = None) -> None:
+        """Extend the lease of every row this worker still holds as sending."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.edition_id == edition_id,
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                    deliveries.c.claimed_by == worker,
+                )
+                .values(lease_until=now + timedelta(seconds=lease_seconds))
+            )
+
+    def sending_rows(self, edition_id: int) -> list[tuple[int, str, datetime | None]]:
+        """(row id, claimed_by, lease_until) of every row left sending."""
+        with self.engine.connect() as conn:
+            return [
+                (r.id, r.claimed_by or "", r.lease_until)
+                for r in conn.execute(
+                    sa.select(deliveries.c.id, deliveries.c.claimed_by, deliveries.c.lease_until).where(
+                        deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value
+                    )
+                )
+            ]
+
+    def claimable_editions(self, *, now: datetime | None = None) -> list[int]:
+        """Editions in progress that have rows a worker could take now."""
+        now = now or utcnow()
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(deliveries.c.edition_id)
+                    .distinct()
+                    .join(editions, editions.c.id == deliveries.c.edition_id)
+                    .where(
+                        editions.c.status == EditionStatus.SENDING.value,
+                        sa.or_(
+                            deliveries.c.state == DeliveryState.PENDING.value,
+                            sa.and_(deliveries.c.state == DeliveryState.DEFERRED.value, deliveries.c.next_attempt_at <= now),
+                            sa.and_(deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now),
+                        ),
+                    )
+                ).scalars()
+            )
 
     def record_outcomes(self, outcomes: Sequence["DeliveryOutcome"], *, as_of: datetime, now: datetime | None = None) -> None:
         """Commit a batch of send results in one transaction.

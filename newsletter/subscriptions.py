@@ -27,7 +27,7 @@ CSV_FIELDS = ("email", "name", "topics", "status", "cadence", "created_at", "con
 
 
 def normalise_email(value: str, *, check_deliverability: bool = False) -> str:
-    """The canonical form of an address; InvalidAddress with the reason when it is not one."""
+    """The canonical (lower-case, IDNA-normalised) form of an address; InvalidAddress with the reason when it is not one."""
     raw = (value or "").strip()
     if any(ch in raw for ch in FORBIDDEN_CHARS):
         raise InvalidAddress("email address contains a line break or NUL character")
@@ -37,7 +37,9 @@ def normalise_email(value: str, *, check_deliverability: bool = False) -> str:
         result = validate_email(raw, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
         raise InvalidAddress(f"{raw!r} is not a valid email address: {exc}") from exc
-    return result.normalized
+    # Stored lower-case: mailbox providers ignore case in the local part, and two
+    # spellings of one address must not become two subscribers.
+    return result.normalized.lower()
 
 
 def clean_name(value: str) -> str:

@@ -1,0 +1,61 @@
+"""Feed validators kept between fetches, so a scheduled fire makes a conditional GET.
+
+One row per feed source in ``feed_state`` (ETag, Last-Modified, when fetched). A
+``304 Not Modified`` stores nothing new and keeps the validators; a failed fetch
+keeps them too, so the next fire asks the same question again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from newsletter.config import Settings
+from newsletter.reports import FeedValidators, load_reports
+from newsletter.store import Store, UTCDateTime, metadata
+
+feed_state = sa.Table(
+    "feed_state",
+    metadata,
+    sa.Column("source", sa.String(2000), primary_key=True),
+    sa.Column("etag", sa.String(500)),
+    sa.Column("modified", sa.String(100)),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+)
+
+
+def ensure_feed_state_table(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[feed_state])
+
+
+def load_validators(engine: Engine, source: str) -> FeedValidators | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(feed_state).where(feed_state.c.source == source)).first()
+    return FeedValidators(row.etag, row.modified) if row else None
+
+
+def save_validators(engine: Engine, source: str, validators: FeedValidators, *, now: datetime) -> None:
+    values = {"etag": validators.etag, "modified": validators.modified, "fetched_at": now}
+    with engine.begin() as conn:
+        if conn.execute(feed_state.update().where(feed_state.c.source == source).values(**values)).rowcount == 0:
+            conn.execute(feed_state.insert().values(source=source, **values))
+
+
+def refresh_feed(settings: Settings, store: Store, *, now: datetime) -> tuple[int, int, bool]:
+    """Fetch the feed (conditionally) and store its reports: (added, updated, not_modified).
+
+    Raises FeedError (nothing stored, validators unchanged) when the feed is down or broken.
+    """
+    source = settings.reports.feed
+    ensure_feed_state_table(store.engine)
+    result = load_reports(
+        source, timeout=settings.reports.timeout, teaser_length=settings.reports.teaser_length, validators=load_validators(store.engine, source)
+    )
+    if result.not_modified:
+        save_validators(store.engine, source, result.validators, now=now)
+        return 0, 0, True
+    added, updated = store.upsert_reports(result.reports, now=now)
+    save_validators(store.engine, source, result.validators, now=now)
+    return added, updated, False

@@ -1,0 +1,14 @@
+"""Alembic environment: runs migrations on the engine the service passes in."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from newsletter.store import metadata
+
+engine = context.config.attributes["engine"]
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
