@@ -1,0 +1,219 @@
+"""`StoredMessage`: one message the sink received, with lazily parsed views of it.
+
+The raw bytes are exactly what the client sent between DATA and the final dot (CRLF kept,
+dot-stuffing removed), so checks see bare LF or long lines if a client sent them. Parsing
+is lazy and cached per object: receiving a message costs no parsing at all.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from newsletter.sink.errors import MessageGoneError
+
+if TYPE_CHECKING:
+    from newsletter.sink.checks import Check
+
+_header_parser = BytesHeaderParser(policy=email.policy.default)
+
+
+@dataclass(frozen=True, eq=False)
+class StoredMessage:
+    """A received message. Envelope fields are set at receipt; everything else is derived.
+
+    `path` is where the file is written (Maildir `new/`) -- by the store's writer thread,
+    so call `SinkServer.flush()` before reading it directly. A mail client may since have
+    moved it to `cur/` with flags appended, which `raw` follows.
+    """
+
+    id: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    received_at: datetime
+    size: int
+    path: Path
+
+    # -- raw bytes ---------------------------------------------------------------------
+    @cached_property
+    def raw(self) -> bytes:
+        """The message bytes exactly as received (read from disk on first use if needed)."""
+        for candidate in self._candidate_paths():
+            try:
+                return candidate.read_bytes()
+            except FileNotFoundError:
+                continue
+        raise MessageGoneError(f"message {self.id} is no longer in the maildir ({self.path})")
+
+    def _candidate_paths(self) -> list[Path]:
+        paths = [self.path]
+        maildir = self.path.parent.parent
+        cur = maildir / "cur"
+        if cur.is_dir():
+            paths.extend(sorted(cur.glob(self.path.name + ":*")))
+            paths.append(cur / self.path.name)
+        return paths
+
+    # -- headers -----------------------------------------------------------------------
+    @cached_property
+    def headers(self) -> Message:
+        """The header block only (cheap: the body is not parsed)."""
+        return _header_parser.parsebytes(self.raw, headersonly=True)
+
+    def header_items(self) -> list[tuple[str, str]]:
+        """All headers in order, values decoded (RFC 2047) as a person would read them."""
+        items = []
+        for name, value in self.headers.items():
+            try:
+                items.append((name, str(value)))
+            except Exception:  # a malformed header must not hide the others
+                items.append((name, repr(value)))
+        return items
+
+    @cached_property
+    def subject(self) -> str:
+        return _header_text(self.headers, "Subject")
+
+    @cached_property
+    def from_(self) -> str:
+        """The From header as displayed (decoded)."""
+        return _header_text(self.headers, "From")
+
+    @cached_property
+    def to(self) -> tuple[str, ...]:
+        """Addresses (addr-spec) from the To and Cc headers."""
+        values = []
+        for name in ("To", "Cc"):
+            values.extend(str(v) for v in self.headers.get_all(name, []))
+        return tuple(addr for _, addr in getaddresses(values) if addr)
+
+    @cached_property
+    def from_address(self) -> str:
+        found = [addr for _, addr in getaddresses([self.from_]) if addr]
+        return found[0] if found else ""
+
+    # -- body --------------------------------------------------------------------------
+    def as_email(self) -> EmailMessage:
+        """A fresh `EmailMessage` (policy=default) parsed from the raw bytes."""
+        msg = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+    @cached_property
+    def _parsed(self) -> EmailMessage:
+        return self.as_email()
+
+    @cached_property
+    def text(self) -> str | None:
+        """The decoded text/plain body (the one a client would show), or None."""
+        return _body(self._parsed, "plain")
+
+    @cached_property
+    def html(self) -> str | None:
+        """The decoded text/html body, or None."""
+        return _body(self._parsed, "html")
+
+    @cached_property
+    def checks(self) -> list[Check]:
+        """Deliverability checks (computed on first access, then cached)."""
+        from newsletter.sink.checks import run_checks
+
+        return run_checks(self)
+
+    # -- presentation ------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The fields the message list shows (JSON-ready)."""
+        return {
+            "id": self.id,
+            "mail_from": self.mail_from,
+            "rcpt_tos": list(self.rcpt_tos),
+            "received_at": self.received_at.isoformat(),
+            "size": self.size,
+            "subject": self.subject,
+            "from": self.from_,
+            "to": list(self.to),
+        }
+
+
+def _header_text(headers: Message, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(value)
+    except Exception:
+        return ""
+
+
+def _body(msg: EmailMessage, subtype: str) -> str | None:
+    try:
+        part = msg.get_body(preferencelist=(subtype,))
+    except Exception:
+        return None
+    if part is None:
+        return None
+    try:
+        content = part.get_content()
+    except Exception:
+        # Unknown charset or broken transfer encoding: still show something.
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+    return content if isinstance(content, str) else content.decode("utf-8", "replace")
+
+
+def address_matches(query: str, addresses: list[str] | tuple[str, ...]) -> bool:
+    """Filter semantics shared by `messages()`, `wait_for()` and the API.
+
+    A query with `*` or `?` is an fnmatch pattern; one with `@` must equal an address
+    (case-insensitive); anything else is a case-insensitive substring.
+    """
+    import fnmatch
+
+    q = query.strip().lower()
+    if not q:
+        return True
+    lowered = [a.lower() for a in addresses]
+    if "*" in q or "?" in q:
+        return any(fnmatch.fnmatchcase(a, q) for a in lowered)
+    if "@" in q:
+        return q in lowered
+    return any(q in a for a in lowered)
+
+
+def matches(
+    message: StoredMessage,
+    *,
+    to: str | None = None,
+    sender: str | None = None,
+    subject: str | None = None,
+    since: datetime | None = None,
+) -> bool:
+    """True if `message` passes every given filter (None means "any").
+
+    `to` looks at envelope recipients and To/Cc; `sender` at the envelope sender and From
+    (see `address_matches`); `subject` is a case-insensitive substring; `since` keeps
+    messages received strictly after it (naive datetimes are taken as UTC).
+    """
+    if since is not None:
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        if message.received_at <= since:
+            return False
+    if to and not address_matches(to, message.rcpt_tos + message.to):
+        return False
+    if sender and not address_matches(sender, (message.mail_from, message.from_address)):
+        return False
+    if subject and subject.lower() not in message.subject.lower():
+        return False
+    return True
+
+
+__all__ = ["StoredMessage", "MessageGoneError", "address_matches", "matches"]
