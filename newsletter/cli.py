@@ -187,6 +187,35 @@ def demo(ctx: click.Context, maildir: str) -> None:
     run_demo(settings, maildir=Path(maildir), console=console)
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="Drain what is claimable now, then exit (default: keep polling).")
+@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds between looks for work.")
+@click.pass_context
+@reports_errors
+def worker(ctx: click.Context, once: bool, poll: float) -> None:
+    """Only drain outboxes: help send editions that are already planned (run several, on several machines)."""
+    import time
+
+    service = service_from(ctx)
+    console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C stops.")
+    try:
+        while True:
+            worked = False
+            for edition_id in service.store.claimable_editions():
+                edition = service.store.get_edition(edition_id)
+                if edition is None:
+                    continue
+                result = service.runner.drain(edition)
+                worked = True
+                console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
+            if once and not worked:
+                return
+            if not worked:
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        console.print("Stopped; rows this worker held go back to the others when their lease runs out.")
+
+
 # -- editions ---------------------------------------------------------------------
 
 
@@ -371,6 +400,42 @@ def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_mail
                 time.sleep(3600)
         except KeyboardInterrupt:
             console.print("Stopped.")
+
+
+# -- database ---------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Schema versions (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_context
+@reports_errors
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every pending schema migration (back up the database first)."""
+    from newsletter.migrations import upgrade
+    from newsletter.store import Store
+
+    store = Store(service_from(ctx).settings.database.url, create=False)
+    before, after = upgrade(store.engine)
+    console.print(f"Database schema: {before or 'empty'} -> {after}" if before != after else f"Database schema is current ({after})")
+    store.dispose()
+
+
+@db.command("current")
+@click.pass_context
+@reports_errors
+def db_current(ctx: click.Context) -> None:
+    """Show the database's schema revision and the one this release needs."""
+    from newsletter.migrations import current_revision, head_revision
+    from newsletter.store import Store
+
+    store = Store(service_from(ctx).settings.database.url, create=False)
+    current, head = current_revision(store.engine), head_revision()
+    console.print(f"database: {current or 'empty'}; this release: {head}" + ("" if current == head else "  -> run 'newsletter db upgrade'"))
+    store.dispose()
 
 
 # -- configuration ----------------------------------------------------------------
