@@ -90,6 +90,9 @@ def main(config_path: str | None, verbose: bool) -> None:
 @reports_errors
 def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
+    from newsletter.edition_lock import hold_send_lock
+    from newsletter.schedules import schedule_for_key
+
     service = service_from(ctx)
     runner = service.runner
     progress = _progress()
@@ -113,10 +116,13 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool) -> N
             edition = unfinished[0]
             counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
             console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
-            result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
+            # A database-held lock per schedule: never two sends of one schedule at once.
+            with hold_send_lock(service.store.engine, edition.schedule):
+                result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
         else:
             key = key or "manual-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-            result = runner.run(key=key, fetch=not no_fetch, on_planned=planned, on_outcome=outcome)
+            with hold_send_lock(service.store.engine, schedule_for_key(key)):
+                result = runner.run(key=key, fetch=not no_fetch, on_planned=planned, on_outcome=outcome)
     finally:
         if task:
             progress.stop()
@@ -464,6 +470,7 @@ def _register_optional_commands() -> None:
     from newsletter.sink.cli import sink_command
 
     main.add_command(sink_command, "sink")
+    main.add_command(__import__("newsletter.scheduler_cli", fromlist=["schedule_command"]).schedule_command, "schedule")
     main.add_command(__import__("newsletter.web.cli", fromlist=["serve_command"]).serve_command, "serve")
 
 
