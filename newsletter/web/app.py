@@ -124,7 +124,7 @@ class WebApp:
         return await run_in_threadpool(self.signup_page, "embed.html")
 
     async def subscribe(self, request: Request) -> Response:
-        self.limit(self.per_client, "subscribe:" + self.client_key(request))
+        self.limit(self.per_client, self.client_key(request))
         form = await read_form(request, SIGNUP_LIMITS)
         if form.get("website"):
             # A person never sees the honeypot field; answer as usual and do nothing.
@@ -163,7 +163,7 @@ class WebApp:
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
         subscriber = await run_in_threadpool(self.subscriber_for, Purpose.CONFIRM, token)
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             return self.page("confirm.html", headers=NO_STORE, title="Confirm your subscription", email=subscriber.email, action=f"/confirm/{token}")
         await read_form(request, {})
         if subscriber.status is SubscriberStatus.BOUNCED:
@@ -179,7 +179,7 @@ class WebApp:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             subscriber = await run_in_threadpool(self.subscriber_for, Purpose.UNSUBSCRIBE, token)
             return self.page(
                 "unsubscribe.html", headers=NO_STORE, title="Unsubscribe", email=subscriber.email, action=f"/unsubscribe/{token}",
@@ -247,9 +247,9 @@ class WebApp:
     # -- lost link -----------------------------------------------------------------
 
     async def manage(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             return self.page("manage.html", title="Manage your subscription", error="", email="")
-        self.limit(self.per_client, "manage:" + self.client_key(request))
+        self.limit(self.per_client, self.client_key(request))
         form = await read_form(request, {"email": 320, "website": 200})
         if form.get("website"):
             log.info("manage request dropped: honeypot filled")

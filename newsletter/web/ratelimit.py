@@ -25,7 +25,7 @@ class Limit:
 class RateLimits:
     """The web app's limits; tests pass tighter ones to create_app."""
 
-    per_client: Limit = Limit(10, 600.0)  # posts per client address
+    per_client: Limit = Limit(10, 600.0)  # posts to /subscribe and /manage together, per client address
     per_target: Limit = Limit(3, 3600.0)  # posts naming one email address
 
 
