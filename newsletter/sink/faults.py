@@ -22,7 +22,7 @@ Compact text form (CLI `--fault`, `parse_fault_spec`)::
     KEY     to=PATTERN  from=PATTERN   fnmatch pattern, or re:REGEX (case-insensitive)
             probability=P  seed=N  after=N  every=N  times=N  delay=SECONDS
 
-The TEXT of a reply cannot contain ':'. A 421 reply always closes the connection after it is
+The TEXT of a reply and a REGEX cannot contain ':'. A 421 reply always closes the connection after it is
 sent, as RFC 5321 requires.
 """
 
@@ -301,7 +301,14 @@ def parse_fault_spec(spec: str) -> FaultRule:
                 f"fault {spec!r}: action must be a reply code, drop, drop-after-store or delay=SECONDS; {example}"
             )
         fields.update(action="reply", code=int(code_text), text=text.strip())
+    # "to=re:REGEX" contains the separator; glue the regex back on (so it cannot hold ':').
+    merged: list[str] = []
     for option in options:
+        if merged and re.fullmatch(r"\s*(to|from)\s*=\s*re\s*", merged[-1], re.IGNORECASE):
+            merged[-1] += ":" + option
+        else:
+            merged.append(option)
+    for option in merged:
         key, sep, value = option.partition("=")
         key = key.strip().lower()
         if not sep or key not in _OPTION_KEYS:

@@ -42,6 +42,26 @@ class StoredMessage:
     size: int
     path: Path
 
+    @classmethod
+    def from_bytes(
+        cls,
+        raw: bytes,
+        *,
+        mail_from: str = "",
+        rcpt_tos: tuple[str, ...] = (),
+        msg_id: str = "offline",
+        path: Path | None = None,
+    ) -> StoredMessage:
+        """A message not received over SMTP (an .eml file, a rendered digest) -- e.g. to
+        run the checks on it: `StoredMessage.from_bytes(data).checks`."""
+        message = cls(
+            id=msg_id, mail_from=mail_from, rcpt_tos=tuple(rcpt_tos),
+            received_at=datetime.now(timezone.utc), size=len(raw),
+            path=path or Path("new") / msg_id,
+        )
+        message.__dict__["raw"] = raw  # the cached property's slot
+        return message
+
     # -- raw bytes ---------------------------------------------------------------------
     @cached_property
     def raw(self) -> bytes:
@@ -160,6 +180,14 @@ def _body(msg: EmailMessage, subtype: str) -> str | None:
         return None
     if part is None:
         return None
+    if part.get_content_charset() is None:
+        # No charset: RFC 2045 says us-ascii, but SMTPUTF8 senders often mean UTF-8.
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            try:
+                return payload.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
     try:
         content = part.get_content()
     except Exception:
