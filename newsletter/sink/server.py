@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from newsletter.sink.errors import ListenError, MessageGoneError
 from newsletter.sink.faults import FaultSet
@@ -311,13 +311,3 @@ class SinkServer:
         where = f"{self.host}:{self._smtp_port}" if self._smtp_port else "not started"
         return f"<SinkServer {where} maildir={str(self.maildir)!r}>"
 
-
-def describe(message: StoredMessage) -> dict[str, Any]:
-    """A full JSON-ready description: envelope, headers, parts and checks."""
-    return {
-        **message.summary(),
-        "headers": [[k, v] for k, v in message.header_items()],
-        "text": message.text,
-        "html": message.html,
-        "checks": [c.to_dict() for c in message.checks],
-    }

@@ -1,0 +1,139 @@
+"""Act as the mailbox provider: RFC 8058 one-click unsubscribe, the way Gmail performs it.
+
+Gmail (and Yahoo) POST to the https URI of List-Unsubscribe with the body
+`List-Unsubscribe=One-Click` (application/x-www-form-urlencoded), send no cookies, and do
+not follow redirects: the endpoint must answer 2xx itself. We do the same and report what
+happened, so a developer sees exactly what a provider would see.
+
+Safety: the POST goes only to loopback hosts unless the sink was started with
+`allow_remote_one_click=True` (CLI `--allow-remote-one-click`). Plain http is accepted for
+loopback targets (the project's web app runs on http://127.0.0.1:PORT in tests) with a
+"not https" warning, since a provider would refuse it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from newsletter.sink.errors import OneClickError
+from newsletter.sink.message import StoredMessage
+
+BODY = b"List-Unsubscribe=One-Click"
+USER_AGENT = "newsletter-sink one-click (RFC 8058, as a mailbox provider)"
+_EXCERPT = 200
+
+
+@dataclass(frozen=True)
+class OneClickResult:
+    """What the unsubscribe endpoint answered. `ok` means a provider would count it done."""
+
+    url: str
+    status_code: int | None
+    redirected: bool
+    location: str | None
+    body_excerpt: str
+    warnings: tuple[str, ...] = field(default=())
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "status_code": self.status_code,
+            "redirected": self.redirected,
+            "location": self.location,
+            "body_excerpt": self.body_excerpt,
+            "warnings": list(self.warnings),
+            "error": self.error,
+            "ok": self.ok,
+        }
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP literals (127.0.0.0/8, ::1). Names are not resolved."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def choose_target(message: StoredMessage, *, allow_remote: bool) -> tuple[str, list[str]]:
+    """The URI a provider would POST to, plus warnings. `OneClickError` if there is none."""
+    warnings: list[str] = []
+    header = message.headers.get("List-Unsubscribe")
+    if header is None:
+        raise OneClickError("the message has no List-Unsubscribe header; nothing to click")
+    uris = [u.strip() for u in re.findall(r"<([^<>]*)>", str(header))]
+    https = [u for u in uris if u.lower().startswith("https://")]
+    http = [u for u in uris if u.lower().startswith("http://")]
+    post = message.headers.get("List-Unsubscribe-Post")
+    if post is None or str(post).strip() != "List-Unsubscribe=One-Click":
+        warnings.append("no valid List-Unsubscribe-Post header: a provider would not offer one-click")
+    if https:
+        url = https[0]
+    elif http:
+        url = http[0]
+        warnings.append("not https: a provider requires an https URI")
+    else:
+        raise OneClickError("List-Unsubscribe has no http(s) URI in <angle brackets>; nothing to POST to")
+    host = urlsplit(url).hostname or ""
+    if not is_loopback_host(host):
+        if not allow_remote:
+            raise OneClickError(
+                f"{host or url!r} is not a loopback host; start the sink with --allow-remote-one-click to POST there"
+            )
+        if not url.lower().startswith("https://"):
+            raise OneClickError(f"{url!r} is plain http on a remote host; a provider would never POST there")
+    return url, warnings
+
+
+def perform_one_click(
+    message: StoredMessage,
+    *,
+    allow_remote: bool = False,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> OneClickResult:
+    """POST `List-Unsubscribe=One-Click` to the message's unsubscribe URI, like Gmail.
+
+    `transport` lets a caller route the request elsewhere (an httpx transport). Network
+    errors are reported in the result (`error`), not raised; `OneClickError` is raised when
+    there is nothing to click or the target is not allowed.
+    """
+    url, warnings = choose_target(message, allow_remote=allow_remote)
+    # A fresh client per click: no cookie jar, no proxies from the environment, no redirects.
+    with httpx.Client(follow_redirects=False, timeout=timeout, trust_env=False, transport=transport) as client:
+        try:
+            response = client.post(
+                url,
+                content=BODY,
+                headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
+            )
+        except httpx.HTTPError as exc:
+            return OneClickResult(url, None, False, None, "", tuple(warnings), f"{type(exc).__name__}: {exc}")
+    redirected = response.is_redirect or 300 <= response.status_code < 400
+    if redirected:
+        warnings.append("the endpoint redirected: providers do not follow redirects, the unsubscribe may not count")
+    elif not 200 <= response.status_code < 300:
+        warnings.append(f"HTTP {response.status_code}: a provider would treat the unsubscribe as failed")
+    excerpt = " ".join(response.text.split())[:_EXCERPT]
+    return OneClickResult(
+        url=url,
+        status_code=response.status_code,
+        redirected=redirected,
+        location=response.headers.get("location"),
+        body_excerpt=excerpt,
+        warnings=tuple(warnings),
+    )
