@@ -92,7 +92,7 @@ class Harness:
     def add_report(self) -> None:
         """A fresh report, so that every subscriber has something new for the next edition."""
         self._report_seq += 1
-        now = datetime.now(timezone.utc) - timedelta(seconds=1)
+        now = datetime.now(timezone.utc)  # after every earlier edition's as_of
         self.store.upsert_reports(
             [Report(id=f"test-report-{self._report_seq}", title=f"Fresh report {self._report_seq}", url=f"https://example.com/r/{self._report_seq}", published=now, teaser="News.")]
         )
@@ -124,6 +124,7 @@ class Harness:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
         env.update(self.env)
+        env["COLUMNS"] = "200"  # rich wraps tables to the terminal width
         result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
         return result
 
