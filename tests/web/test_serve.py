@@ -1,0 +1,74 @@
+"""`newsletter serve`: the secret key rule, and the scheduler's place in the lifespan."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from newsletter.errors import TokenError
+from newsletter.service import Service
+from newsletter.web.app import create_app
+from newsletter.web.cli import serve_command
+from tests.web.conftest import make_settings
+
+
+def test_serve_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("", encoding="utf-8")
+    result = CliRunner().invoke(serve_command, [], env={"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": None})
+    assert result.exit_code != 0
+    assert "NEWSLETTER_SECRET_KEY is not set" in result.output and "--dev" in result.output
+
+
+def test_serve_help_documents_dev_and_no_scheduler() -> None:
+    result = CliRunner().invoke(serve_command, ["--help"])
+    assert result.exit_code == 0 and "--dev" in result.output and "--no-scheduler" in result.output
+
+
+def test_create_app_without_a_key_fails_at_once_unless_dev(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, smtp_port=1).replace("site", secret_key="")
+    with pytest.raises(TokenError):
+        create_app(Service(settings))
+    app = create_app(Service(settings, dev_key=True), dev=True)
+    with TestClient(app) as client:
+        assert "Development instance" in client.get("/").text
+
+
+class RecordingScheduler:
+    """A stand-in honouring the scheduler contract: start_scheduler(service) -> object with shutdown()."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def shutdown(self) -> None:
+        self.events.append("shutdown")
+
+
+def test_lifespan_starts_and_stops_the_scheduler_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[RecordingScheduler] = []
+
+    def start_scheduler(service: Service) -> RecordingScheduler:
+        started.append(RecordingScheduler())
+        return started[-1]
+
+    module = types.ModuleType("newsletter.scheduler")
+    module.start_scheduler = start_scheduler  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "newsletter.scheduler", module)
+    service = Service(make_settings(tmp_path, smtp_port=1))
+    with TestClient(create_app(service, scheduler=False)):
+        assert started == []
+    with TestClient(create_app(service, scheduler=True)) as client:
+        assert len(started) == 1 and started[0].events == []
+        assert client.get("/").status_code == 200
+    assert started[0].events == ["shutdown"]
+
+
+def test_lifespan_runs_without_a_scheduler_module_that_lacks_the_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "newsletter.scheduler", types.ModuleType("newsletter.scheduler"))
+    with TestClient(create_app(Service(make_settings(tmp_path, smtp_port=1)), scheduler=True)) as client:
+        assert client.get("/").status_code == 200
