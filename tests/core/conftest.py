@@ -18,14 +18,10 @@ TEST_KEY = "test-key"
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[SinkServer]:
-    """The project's SMTP sink on a free loopback port, storing into tmp_path/maildir."""
-    server = SinkServer(maildir=tmp_path / "maildir", smtp_port=0)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def sink(smtp_sink: SinkServer) -> SinkServer:
+    """The project's SMTP sink (the `smtp_sink` fixture of newsletter.sink.pytest_plugin):
+    a real aiosmtpd server on a free loopback port, storing into a fresh Maildir."""
+    return smtp_sink
 
 
 @pytest.fixture
