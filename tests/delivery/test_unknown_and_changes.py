@@ -1,0 +1,75 @@
+"""A connection lost after the data (unknown outcome), and subscribers who leave while an
+edition is being sent (issue 5, items 1 "unknown" and 7)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from newsletter.models import SubscriberStatus
+from newsletter.sink.faults import FaultRule
+from newsletter.store import Store
+
+from tests.delivery.conftest import flat
+
+
+@pytest.mark.parametrize("action", ["drop_after_store", "drop"])
+def test_connection_lost_after_data_leaves_the_row_unknown(world, action):
+    # The rule stays active: a sender that retried an unknown row within the run would
+    # make the sink store a second copy.
+    world.configure(smtp_retries=2)
+    emails = world.add_subscribers(6)
+    victim = emails[3]
+    rule = world.sink.faults.add(FaultRule(stage="data", action=action, to=victim))
+    result = world.run("e1")
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 5, "unknown": 1}
+    row = checked.row(victim)
+    assert "connection lost after the message data was sent" in row.last_reply
+    assert world.sink.faults.fired(rule) == 1, "an unknown outcome is not retried blindly"
+    copies = checked.by_row.get(row.id, [])
+    assert len(copies) == (1 if action == "drop_after_store" else 0)
+    if copies:
+        assert copies[0].headers["Message-ID"] == row.message_id
+    assert world.store.find_subscriber(victim).status.value == "active"
+    assert result.edition.status.value == "sent"
+
+    # A resume (or rerun of the key) never sends it again with another Message-ID.
+    world.sink.faults.clear()
+    out = world.cli("send", "--resume")
+    assert out.exit_code == 0, out.output
+    world.run("e1")
+    again = world.check("e1", expected=emails)
+    assert again.row(victim).message_id == row.message_id
+    assert len(again.by_row.get(row.id, [])) <= 1 + len(copies)
+
+
+@pytest.mark.parametrize("status", [SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED])
+def test_subscriber_leaving_during_the_send_is_never_mailed(world, status):
+    world.configure(smtp_connections=2)
+    emails = world.add_subscribers(60)
+    leavers = emails[-8:]
+    # Slow server: 30 ms per message over 2 connections, about a second in all.
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.03))
+    other = Store(world.settings().database.url)
+    changed = threading.Event()
+
+    def leave() -> None:
+        world.sink.wait_for(count=1, timeout=20)  # the send is under way
+        for email in leavers:
+            other.set_status(other.find_subscriber(email).id, status, reason="left during the send")
+        changed.set()
+
+    thread = threading.Thread(target=leave)
+    thread.start()
+    try:
+        world.run("e1")
+    finally:
+        thread.join(timeout=30)
+        other.dispose()
+    assert changed.is_set()
+    checked = world.check("e1", expected=emails, never=leavers)
+    assert checked.states() == {"sent": 52, "suppressed": 8}
+    assert {r.email for r in checked.rows if r.state == "suppressed"} == set(leavers)
+    assert world.edition("e1").status.value == "sent"
