@@ -1,0 +1,79 @@
+"""Schema migrations on PostgreSQL: `newsletter db upgrade` on an empty database, `db current`,
+the migrations matching the tables the code declares, and the start-up check."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from newsletter.errors import StoreError
+from newsletter.migrations import current_revision, head_revision
+from newsletter.store import Store, metadata
+
+from .helpers import NEWSLETTER, subprocess_env
+
+
+def cli(args: list[str], env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NEWSLETTER, *args], env=subprocess_env(env), cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_db_upgrade_on_an_empty_database_then_current(pg_env, pg_url, tmp_path):
+    head = head_revision()
+    before = cli(["db", "current"], pg_env, tmp_path)
+    assert before.returncode == 0, before.stderr
+    assert "database: empty" in before.stdout and f"this release: {head}" in before.stdout and "newsletter db upgrade" in before.stdout
+
+    upgraded = cli(["db", "upgrade"], pg_env, tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"empty -> {head}" in upgraded.stdout
+
+    engine = sa.create_engine(pg_url)
+    try:
+        assert current_revision(engine) == head
+        tables = set(sa.inspect(engine).get_table_names())
+        assert set(metadata.tables) <= tables
+    finally:
+        engine.dispose()
+
+    now = cli(["db", "current"], pg_env, tmp_path)
+    assert now.returncode == 0, now.stderr
+    assert f"database: {head}; this release: {head}" in now.stdout and "upgrade" not in now.stdout
+    again = cli(["db", "upgrade"], pg_env, tmp_path)
+    assert again.returncode == 0 and f"is current ({head})" in again.stdout
+
+
+def test_migrations_create_exactly_the_declared_schema(pg_url):
+    """Autogenerate finds nothing to change: the migration scripts and store.metadata agree on PostgreSQL."""
+    store = Store(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+        assert diff == []
+    finally:
+        store.dispose()
+
+
+def test_start_up_refuses_a_schema_it_does_not_know(pg_url):
+    Store(pg_url).dispose()
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_from_the_future'"))
+    engine.dispose()
+    with pytest.raises(StoreError) as caught:
+        Store(pg_url)
+    assert "ffff_from_the_future" in caught.value.message and caught.value.hint
+
+
+def test_start_up_refuses_tables_without_a_version(pg_url):
+    Store(pg_url).dispose()
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    engine.dispose()
+    with pytest.raises(StoreError) as caught:
+        Store(pg_url)
+    assert "no schema version" in caught.value.message
