@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from newsletter.store import UTCDateTime, metadata
 
 log = logging.getLogger("newsletter.edition_lock")
 DEFAULT_TTL = 600.0  # seconds; renewed every ttl/3 while held
+
+_created: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose table is known to exist
 
 send_locks = sa.Table(
     "send_locks",
@@ -57,8 +60,16 @@ def lock_name(schedule: str) -> str:
 
 
 def ensure_lock_table(engine: Engine) -> None:
-    """Create ``send_locks`` if missing (idempotent)."""
-    metadata.create_all(engine, tables=[send_locks])
+    """Create ``send_locks`` if missing (idempotent, safe when processes race to create it)."""
+    if engine in _created:
+        return
+    try:
+        metadata.create_all(engine, tables=[send_locks])
+    except sa.exc.DatabaseError:
+        # Another process created it between the existence check and our CREATE TABLE.
+        if not sa.inspect(engine).has_table("send_locks"):
+            raise
+    _created.add(engine)
 
 
 def _utcnow() -> datetime:

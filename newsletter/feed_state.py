@@ -7,14 +7,19 @@ keeps them too, so the next fire asks the same question again.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.config import Settings
 from newsletter.reports import FeedValidators, load_reports
 from newsletter.store import Store, UTCDateTime, metadata
+
+_created: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose table is known to exist
 
 feed_state = sa.Table(
     "feed_state",
@@ -24,10 +29,24 @@ feed_state = sa.Table(
     sa.Column("modified", sa.String(100)),
     sa.Column("fetched_at", UTCDateTime, nullable=False),
 )
+# The daily and weekly fires of a Monday refresh together; Store.upsert_reports reads
+# then inserts, so two concurrent upserts of one new report collide. Serialise them in
+# the process, and retry the rare collision with another process (the retry sees the row).
+_refreshing = threading.Lock()
+UPSERT_ATTEMPTS = 3
 
 
 def ensure_feed_state_table(engine: Engine) -> None:
-    metadata.create_all(engine, tables=[feed_state])
+    """Create ``feed_state`` if missing (idempotent, safe when processes race to create it)."""
+    if engine in _created:
+        return
+    try:
+        metadata.create_all(engine, tables=[feed_state])
+    except sa.exc.DatabaseError:
+        # Another process created it between the existence check and our CREATE TABLE.
+        if not sa.inspect(engine).has_table("feed_state"):
+            raise
+    _created.add(engine)
 
 
 def load_validators(engine: Engine, source: str) -> FeedValidators | None:
@@ -56,6 +75,13 @@ def refresh_feed(settings: Settings, store: Store, *, now: datetime) -> tuple[in
     if result.not_modified:
         save_validators(store.engine, source, result.validators, now=now)
         return 0, 0, True
-    added, updated = store.upsert_reports(result.reports, now=now)
+    for attempt in range(1, UPSERT_ATTEMPTS + 1):
+        try:
+            with _refreshing:
+                added, updated = store.upsert_reports(result.reports, now=now)
+            break
+        except IntegrityError:
+            if attempt == UPSERT_ATTEMPTS:
+                raise
     save_validators(store.engine, source, result.validators, now=now)
     return added, updated, False
