@@ -28,7 +28,7 @@ SECRET = "test-secret-key-that-is-long-enough-0123456789"
 LINK_RE = re.compile(r"https?://[^\s\"<>]+")
 
 
-def make_settings(tmp_path: Path, *, smtp_port: int, base_url: str = "http://testserver", **extra: str) -> Settings:
+def make_settings(tmp_path: Path, *, smtp_port: int, base_url: str = "https://news.example.test", **extra: str) -> Settings:
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
     env = {
@@ -65,6 +65,8 @@ class Web:
     def one_mail(self, to: str) -> EmailMessage:
         found = self.sink.wait_for(to=to, count=1, timeout=5)
         assert len(found) == 1, f"expected one mail to {to}, got {len(found)}"
+        # Every mail must pass the sink's checks (CRLF, line lengths, Message-ID, unsubscribe headers...).
+        assert [(c.name, c.reason) for c in found[0].checks if c.status == "fail"] == []
         return found[0].as_email()
 
     def add(self, email: str, status: SubscriberStatus = SubscriberStatus.ACTIVE, topics: tuple[str, ...] = ()) -> int:

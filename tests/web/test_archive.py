@@ -13,7 +13,7 @@ def test_archive_lists_sent_editions_and_shows_the_web_version(web: Web) -> None
     web.service.runner.run(key="archive-1", fetch=False)
     digest = web.sink.wait_for(to="reader@example.org", timeout=5)[0].as_email()
     html_part = digest.get_body(preferencelist=("html",)).get_content()
-    view_link = re.search(r'href="http://testserver(/archive/\d+)"', html_part)
+    view_link = re.search(r'href="https://news.example.test(/archive/\d+)"', html_part)
     assert view_link, "the digest carries a View in browser link"
 
     listing = web.client.get("/archive")
@@ -24,7 +24,7 @@ def test_archive_lists_sent_editions_and_shows_the_web_version(web: Web) -> None
     assert page.status_code == 200
     assert "/unsubscribe/" not in page.text and "/preferences/" not in page.text
     assert "%%" not in page.text and "reader@example.org" not in page.text
-    assert "http://testserver/manage" in page.text
+    assert "https://news.example.test/manage" in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none' covers scripts
 

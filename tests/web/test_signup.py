@@ -51,6 +51,8 @@ def test_confirmation_mail_envelope_sender_is_the_from_address(web: Web) -> None
     stored = web.sink.wait_for(to="envelope@example.org", timeout=5)[0]
     assert list(stored.rcpt_tos) == ["envelope@example.org"]
     assert stored.mail_from == web.service.settings.mail.from_address
+    # The sink's own checks (CRLF, line lengths, Message-ID, Date, unsubscribe headers...) all pass.
+    assert [(c.name, c.reason) for c in stored.checks if c.status == "fail"] == []
 
 
 @pytest.mark.parametrize("status", [None, SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED])
