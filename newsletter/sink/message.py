@@ -110,7 +110,7 @@ class StoredMessage:
     @cached_property
     def to(self) -> tuple[str, ...]:
         """Addresses (addr-spec) from the To and Cc headers."""
-        values = []
+        values: list[str] = []
         for name in ("To", "Cc"):
             values.extend(str(v) for v in self.headers.get_all(name, []))
         return tuple(addr for _, addr in getaddresses(values) if addr)

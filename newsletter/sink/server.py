@@ -237,7 +237,7 @@ class SinkServer:
     ) -> list[StoredMessage]:
         """Stored messages passing the filters (see `message.matches`), newest first."""
         return [
-            m for m in self.store.list() if matches(m, to=to, sender=sender, subject=subject, since=since)
+            m for m in self.store.newest_first() if matches(m, to=to, sender=sender, subject=subject, since=since)
         ]
 
     def get(self, msg_id: str) -> StoredMessage:
@@ -272,7 +272,7 @@ class SinkServer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = ", ".join(
-                        f"{m.subject!r} to {','.join(m.rcpt_tos)}" for m in store.list()[:5]
+                        f"{m.subject!r} to {','.join(m.rcpt_tos)}" for m in store.newest_first()[:5]
                     ) or "nothing"
                     raise TimeoutError(
                         f"waited {timeout}s for {count} message(s) (to={to!r}, sender={sender!r}, "

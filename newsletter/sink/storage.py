@@ -138,7 +138,7 @@ class MaildirStore:
             raise StorageError(f"maildir {self.maildir} writer did not catch up in {timeout}s; is the disk full?")
 
     # -- reading -----------------------------------------------------------------------
-    def list(self) -> list[StoredMessage]:
+    def newest_first(self) -> list[StoredMessage]:
         """All messages, newest first."""
         with self._lock:
             return list(reversed(self._messages.values()))
