@@ -1,0 +1,246 @@
+"""Schedule validation, the `newsletter schedule` command, and the database-held send lock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import main
+from newsletter.config import load_settings
+from newsletter.edition_lock import SendLock, SendLockBusy, current_lock, ensure_lock_table, hold_send_lock, lock_name
+from newsletter.errors import ConfigError
+from newsletter.models import Cadence
+from newsletter.scheduler import start_scheduler
+from newsletter.schedules import edition_key, load_schedules, load_zone, schedule_for_key
+from newsletter.service import Service
+from newsletter.store import Store
+
+from .conftest import FakeClock, World
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)  # DST scans start here: 2026-2031
+
+
+def schedules(**env: str) -> dict[str, object]:
+    settings = load_settings(env={f"NEWSLETTER_SCHEDULE_{k.upper()}": v for k, v in env.items()})
+    return {s.name: s for s in load_schedules(settings, now=NOW)}
+
+
+def test_defaults_are_weekdays_and_mondays_at_seven_new_york() -> None:
+    found = schedules()
+    daily, weekly = found["daily"], found["weekly"]
+    assert daily.cadence is Cadence.DAILY and weekly.cadence is Cadence.WEEKLY  # type: ignore[attr-defined]
+    days = [t.strftime("%a %H:%M %Z") for t in daily.next_fire_times(7, after=NOW)]  # type: ignore[attr-defined]
+    assert days == ["Tue 07:00 EST", "Wed 07:00 EST", "Thu 07:00 EST", "Fri 07:00 EST", "Mon 07:00 EST", "Tue 07:00 EST", "Wed 07:00 EST"]
+    assert [t.strftime("%a %Y-%m-%d") for t in weekly.next_fire_times(2, after=NOW)] == ["Mon 2026-01-12", "Mon 2026-01-19"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("expr", "days"),
+    [("0 7 * * 0", "Sun"), ("0 7 * * 7", "Sun"), ("0 7 * * 6,0", "Sat Sun"), ("0 7 * * mon-wed", "Mon Tue Wed"), ("0 7 * * */3", "Sun Wed Sat"), ("0 7 * * 5-7", "Fri Sat Sun")],
+)
+def test_weekday_numbers_follow_crontab_not_apscheduler(expr: str, days: str) -> None:
+    daily = schedules(daily=expr, timezone="UTC")["daily"]
+    fired = {t.strftime("%a") for t in daily.next_fire_times(14, after=NOW)}  # type: ignore[attr-defined]
+    assert fired == set(days.split())
+
+
+def test_an_empty_expression_turns_a_schedule_off() -> None:
+    assert list(schedules(weekly="")) == ["daily"]
+    assert schedules(daily="", weekly="") == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"daily": "0 7 * *"}, "schedule.daily '0 7 * *' must have 5 fields, got 4"),
+        ({"weekly": "0 25 * * 1"}, "schedule.weekly '0 25 * * 1' is not a valid cron expression"),
+        ({"daily": "0 7 * * 9"}, "schedule.daily '0 7 * * 9' is not a valid cron expression"),
+        ({"timezone": "Mars/Olympus"}, "schedule.timezone 'Mars/Olympus' is not a known time zone"),
+        ({"misfire_grace": "0"}, "schedule.misfire_grace must be at least 1 second"),
+    ],
+)
+def test_bad_schedules_are_one_line_errors_with_a_hint(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        schedules(**env)
+    assert caught.value.message.startswith(message)
+    assert "\n" not in caught.value.message and caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("zone", "expr", "words"),
+    [
+        ("America/New_York", "30 2 * * *", "02:30, which does not exist on 2026-03-08 in America/New_York (clocks jump from 02:00 to 03:00)"),
+        ("America/New_York", "30 1 * * *", "01:30, which happens twice on 2026-11-01 in America/New_York (clocks go back from 02:00 to 01:00)"),
+        ("Europe/Berlin", "0 2 * * 0", "02:00, which does not exist on 2026-03-29 in Europe/Berlin"),
+        ("Europe/Berlin", "15 2 * * *", "02:15, which does not exist on 2026-03-29"),
+    ],
+)
+def test_fire_times_in_a_dst_gap_or_overlap_are_refused(zone: str, expr: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        schedules(daily=expr, timezone=zone)
+    assert f"schedule.daily '{expr}' fires at {words}" in caught.value.message
+    assert "Pick a time outside" in caught.value.hint
+
+
+@pytest.mark.parametrize(("zone", "expr"), [("America/New_York", "30 2 * * 1-5"), ("Europe/Berlin", "30 1 * * *"), ("UTC", "30 2 * * *")])
+def test_times_clear_of_dst_changes_are_accepted(zone: str, expr: str) -> None:
+    assert "daily" in schedules(daily=expr, timezone=zone)
+
+
+def test_edition_keys_name_the_slot_in_the_zone() -> None:
+    zone = load_zone("America/New_York")
+    assert edition_key("daily", datetime(2026, 3, 9, 11, 0, tzinfo=timezone.utc), zone) == "daily-2026-03-09T07:00-04:00"
+    # The repeated 01:30 of a fall-back night gets two different keys.
+    first, second = datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc), datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc)
+    assert edition_key("x", first, zone) == "x-2026-11-01T01:30-04:00" != edition_key("x", second, zone) == "x-2026-11-01T01:30-05:00"
+    assert [schedule_for_key(k) for k in ("daily-2026-03-09T07:00-04:00", "weekly-x", "manual-20260309T1", "special")] == ["daily", "weekly", "manual", "manual"]
+
+
+def test_start_scheduler_refuses_a_bad_schedule_and_needs_a_loop(world: World) -> None:
+    bad = world.service(NEWSLETTER_SCHEDULE_DAILY="30 2 * * *")
+
+    async def start() -> None:
+        start_scheduler(bad, clock=FakeClock(NOW))
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        asyncio.run(start())
+    with pytest.raises(RuntimeError):
+        start_scheduler(world.service(), clock=FakeClock(NOW))
+
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_schedule_command_prints_next_five_fire_times_per_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"NEWSLETTER_SCHEDULE_TIMEZONE": "Europe/Berlin", "NEWSLETTER_SCHEDULE_WEEKLY": "", "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"}
+    result = CliRunner().invoke(main, ["schedule"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    fires = [line for line in lines if line.startswith("  ")]
+    assert len(fires) == 5
+    assert all(" 07:00 CE" in line and "daily-" in line for line in fires)
+    assert "weekly: off (schedule.weekly is empty)" in result.output
+    assert "Time zone Europe/Berlin" in lines[0]
+
+
+def test_schedule_command_reports_a_dst_clash_as_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["schedule"], env={"NEWSLETTER_SCHEDULE_DAILY": "30 2 * * *"})
+    assert result.exit_code == 1
+    assert "Error: schedule.daily '30 2 * * *' fires at 02:30, which does not exist" in result.output
+    assert "Hint: Pick a time outside 02:00-03:00" in result.output
+
+
+def test_send_refuses_to_run_beside_another_send_of_its_schedule(world: World) -> None:
+    service = world.service()
+    store = service.store
+    ensure_lock_table(store.engine)
+    other = SendLock(store.engine, lock_name("manual"), heartbeat=False)
+    assert other.try_acquire()
+    result = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env=world.env)
+    assert result.exit_code == 1, result.output
+    assert "Error: another send of schedule 'manual' is running (held by " in result.output
+    assert store.find_edition("manual-test") is None  # nothing was started
+    other.release()
+    result = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env=world.env)
+    assert result.exit_code == 0, result.output
+    assert current_lock(store.engine, lock_name("manual")) is None  # released after the send
+
+
+# -- the lock itself, on every configured database -----------------------------------
+
+
+def test_one_holder_at_a_time_per_schedule(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        ensure_lock_table(store.engine)
+        clock = FakeClock(NOW)
+        first = SendLock(store.engine, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
+        second = SendLock(store.engine, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
+        weekly = SendLock(store.engine, lock_name("weekly"), ttl=600, clock=clock, heartbeat=False)
+        assert first.try_acquire()
+        assert not second.try_acquire()
+        assert weekly.try_acquire()  # another schedule is independent
+        with pytest.raises(SendLockBusy, match=r"another send of schedule 'daily' is running \(held by .+ since 2026-01-05 12:00:00 UTC\)"):
+            second.acquire()
+        clock.advance(timedelta(seconds=300))
+        assert first.renew()  # a live holder pushes its expiry out...
+        clock.advance(timedelta(seconds=400))
+        assert not second.try_acquire()  # ...so it is not taken at the original expiry
+        first.release()
+        assert second.try_acquire()
+        second.release()
+        weekly.release()
+        assert current_lock(store.engine, lock_name("daily")) is None
+    finally:
+        store.dispose()
+
+
+def test_a_dead_holders_lock_expires_and_is_taken_over_once(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        ensure_lock_table(store.engine)
+        clock = FakeClock(NOW)
+        dead = SendLock(store.engine, lock_name("daily"), ttl=60, clock=clock, heartbeat=False)
+        assert dead.try_acquire()
+        clock.advance(timedelta(seconds=61))  # the holder crashed: no heartbeat renewed it
+        takers = [SendLock(store.engine, lock_name("daily"), ttl=60, clock=clock, heartbeat=False) for _ in range(2)]
+        assert [t.try_acquire() for t in takers] == [True, False]
+        assert not dead.renew()  # the old holder learns it lost the lock
+        dead.release()  # and cannot release the new holder's lock
+        held = current_lock(store.engine, lock_name("daily"))
+        assert held is not None and held.holder == takers[0].holder
+        with hold_send_lock(store.engine, "weekly", clock=clock) as lock:
+            assert current_lock(store.engine, lock_name("weekly")).holder == lock.holder  # type: ignore[union-attr]
+        assert current_lock(store.engine, lock_name("weekly")) is None
+    finally:
+        store.dispose()
+
+
+def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
+    one, two = Store(database_url), Store(database_url)
+    try:
+        slot = datetime(2026, 3, 9, 11, tzinfo=timezone.utc)
+        first, created_first = one.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
+        second, created_second = two.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
+        assert (created_first, created_second) == (True, False)
+        assert first.id == second.id
+    finally:
+        one.dispose()
+        two.dispose()
+
+
+def test_jobs_persist_in_the_database_with_their_next_run(world: World, database_url: str) -> None:
+    clock = FakeClock(datetime(2026, 3, 2, 10, tzinfo=timezone.utc))  # Monday 05:00 New York
+    service: Service = world.service(NEWSLETTER_DATABASE_URL=database_url)
+
+    async def once() -> dict[str, datetime | None]:
+        handle = start_scheduler(service, clock=clock)
+        times = handle.next_run_times()
+        handle.shutdown()
+        await asyncio.sleep(0)
+        return times
+
+    first = asyncio.run(once())
+    assert {k: v.isoformat() if v else None for k, v in first.items()} == {"daily": "2026-03-02T07:00:00-05:00", "weekly": "2026-03-02T07:00:00-05:00"}
+    clock.advance(timedelta(days=3))  # a restart days later keeps the stored (now past) next run: the catch-up
+    assert asyncio.run(once()) == first
+    changed = world.service(NEWSLETTER_DATABASE_URL=database_url, NEWSLETTER_SCHEDULE_DAILY="0 8 * * *", NEWSLETTER_SCHEDULE_WEEKLY="")
+    service = changed
+
+    async def reconfigured() -> dict[str, datetime | None]:
+        handle = start_scheduler(changed, clock=clock)
+        times = handle.next_run_times()
+        jobs = sorted(j.id for j in handle.scheduler.get_jobs())
+        handle.shutdown()
+        await asyncio.sleep(0)
+        assert jobs == ["edition:daily"]  # the weekly job was removed with its schedule
+        return times
+
+    # A changed cron starts afresh from now (Thursday 05:00): no catch-up of a slot it never had.
+    assert {k: v.isoformat() if v else None for k, v in asyncio.run(reconfigured()).items()} == {"daily": "2026-03-05T08:00:00-05:00"}
