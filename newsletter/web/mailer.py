@@ -65,7 +65,6 @@ class Mailer:
             "email": subscriber.email,
             "action_url": f"{self.base_url}{kind.path}{self.signer.make(kind.purpose, subscriber.id)}",
             "unsubscribe_url": unsubscribe_url,
-            "preferences_url": f"{self.base_url}/preferences/{self.signer.make(Purpose.PREFERENCES, subscriber.id)}",
             "valid_days": self.signer.confirm_max_age // 86400 if kind is CONFIRM else 2,
         }
         try:

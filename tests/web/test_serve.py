@@ -72,3 +72,45 @@ def test_lifespan_runs_without_a_scheduler_module_that_lacks_the_function(tmp_pa
     monkeypatch.setitem(sys.modules, "newsletter.scheduler", types.ModuleType("newsletter.scheduler"))
     with TestClient(create_app(Service(make_settings(tmp_path, smtp_port=1)), scheduler=True)) as client:
         assert client.get("/").status_code == 200
+
+
+def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import threading
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "empty.toml"
+    config.write_text("", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", "NEWSLETTER_SITE_BASE_URL": f"http://127.0.0.1:{port}"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(config), "serve", "--dev", "--no-scheduler", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "Uvicorn running on" in line or "Application startup complete" in line:
+                ready.set()
+        ready.set()  # the process ended: let the test see why
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(30), "serve did not start within 30 s"
+        assert process.poll() is None, "".join(lines)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "Development instance" in page.text
+        assert any("per-run key" in line for line in lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from newsletter.models import SubscriberStatus
-from tests.web.conftest import Web, body_text, link_path, unsubscribe_path
+from tests.web.conftest import Web, link_path, unsubscribe_path
 
 
 def test_front_page_shows_the_signup_box_with_topics(web: Web) -> None:
@@ -114,3 +114,14 @@ def test_honeypot_filled_is_answered_as_usual_and_dropped(web: Web) -> None:
     assert web.store.find_subscriber("robot@example.org") is None
     web.one_mail("person@example.org")  # the person's mail arrived, so the robot's would have too
     assert web.mails("robot@example.org") == []
+
+
+def test_a_confirmation_the_server_refused_may_be_asked_for_again_at_once(web: Web) -> None:
+    from newsletter.sink.faults import parse_fault_spec
+
+    web.sink.faults.add(parse_fault_spec("rcpt:451 4.3.0 Try again later:to=unlucky@example.org:times=1"))
+    assert web.subscribe("unlucky@example.org").status_code == 200
+    assert web.mails("unlucky@example.org") == []
+    # The failed send released its hourly slot: the reader's retry is not held back.
+    assert web.subscribe("unlucky@example.org").status_code == 200
+    web.one_mail("unlucky@example.org")
