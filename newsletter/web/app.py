@@ -361,7 +361,8 @@ def _lifespan(service: Service, scheduler: bool) -> Callable[[Starlette], contex
             yield
         finally:
             if running is not None:
-                await run_in_threadpool(running.shutdown)
+                # On the loop thread: an asyncio scheduler's timer may only be touched from its loop.
+                running.shutdown()
                 log.info("scheduler stopped")
 
     return lifespan

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from newsletter.config import load_settings
+from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
 
 NO_KEY = "NEWSLETTER_SECRET_KEY is not set, so links in mails cannot be signed"
@@ -30,6 +30,8 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
         settings = load_settings(ctx.find_root().params.get("config_path"))
     except NewsletterError as exc:
         raise _error(exc.message, exc.hint) from exc
+    if not no_scheduler:
+        _check_schedules(settings)
     if not settings.site.secret_key and not dev:
         raise _error(NO_KEY, NO_KEY_HINT)
     if not settings.site.secret_key:
@@ -51,6 +53,18 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, **options)  # type: ignore[arg-type]
     finally:
         service.close()
+
+
+def _check_schedules(settings: Settings) -> None:
+    """A bad schedule is an operator error: say so in one line now, not as a traceback from the lifespan."""
+    try:
+        from newsletter.schedules import load_schedules
+    except ImportError:  # no scheduler in this build: nothing to check
+        return
+    try:
+        load_schedules(settings)
+    except NewsletterError as exc:
+        raise _error(exc.message, exc.hint) from exc
 
 
 def _error(message: str, hint: str) -> click.ClickException:

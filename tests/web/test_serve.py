@@ -114,3 +114,26 @@ def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) 
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_real_scheduler_starts_and_stops_with_the_app(tmp_path: Path) -> None:
+    scheduler = pytest.importorskip("newsletter.scheduler")
+    import sqlalchemy as sa
+
+    service = Service(make_settings(tmp_path, smtp_port=1))
+    with TestClient(create_app(service, scheduler=True)) as client:
+        assert client.get("/").status_code == 200
+        with service.store.engine.connect() as conn:
+            jobs = conn.execute(sa.text(f"SELECT id FROM {scheduler.JOB_TABLE}")).scalars().all()
+        assert jobs, "the scheduler stored its jobs"
+    service.close()
+
+
+def test_serve_reports_a_bad_schedule_as_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("newsletter.schedules")
+    config = tmp_path / "empty.toml"
+    config.write_text("", encoding="utf-8")
+    env = {"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SCHEDULE_DAILY": "not a cron"}
+    result = CliRunner().invoke(serve_command, [], env=env)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "schedule" in result.output.lower()
