@@ -1,101 +1,19 @@
-"""Fixtures for the web tests: a real Service on a SQLite file, mail into the in-process sink.
-
-Settings are built from an explicit env and an empty config file, so neither the
-developer's environment nor ./newsletter.toml leaks in.
-"""
+"""Fixtures for the web tests: a real Service on a SQLite file, mail into the in-process sink (smtp_sink)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from newsletter.config import Settings, load_settings
-from newsletter.models import SubscriberStatus
 from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import Limit, RateLimits
 
-SECRET = "test-secret-key-that-is-long-enough-0123456789"
-LINK_RE = re.compile(r"https?://[^\s\"<>]+")
-
-
-def make_settings(tmp_path: Path, *, smtp_port: int, base_url: str = "https://news.example.test", **extra: str) -> Settings:
-    config = tmp_path / "empty.toml"
-    config.write_text("", encoding="utf-8")
-    env = {
-        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}",
-        "NEWSLETTER_SMTP_PORT": str(smtp_port),
-        "NEWSLETTER_SITE_BASE_URL": base_url,
-        "NEWSLETTER_SECRET_KEY": SECRET,
-        "NEWSLETTER_DELIVERY_JOURNAL_DIR": str(tmp_path / "journal"),
-        "NEWSLETTER_REPORTS_SETTLE": "0",
-        **extra,
-    }
-    return load_settings(config, env=env)
-
-
-@dataclass
-class Web:
-    """One app under test: its service, a TestClient, and the sink its mail goes to."""
-
-    service: Service
-    app: Starlette
-    client: TestClient
-    sink: Any
-
-    @property
-    def store(self) -> Any:
-        return self.service.store
-
-    def subscribe(self, email: str, **fields: Any) -> Any:
-        return self.client.post("/subscribe", data={"email": email, **fields})
-
-    def mails(self, to: str) -> list[Any]:
-        return self.sink.messages(to=to)
-
-    def one_mail(self, to: str) -> EmailMessage:
-        found = self.sink.wait_for(to=to, count=1, timeout=5)
-        assert len(found) == 1, f"expected one mail to {to}, got {len(found)}"
-        # Every mail must pass the sink's checks (CRLF, line lengths, Message-ID, unsubscribe headers...).
-        assert [(c.name, c.reason) for c in found[0].checks if c.status == "fail"] == []
-        return found[0].as_email()
-
-    def add(self, email: str, status: SubscriberStatus = SubscriberStatus.ACTIVE, topics: tuple[str, ...] = ()) -> int:
-        subscriber, _ = self.store.add_subscriber(email=email, status=status, topics=topics)
-        if status is not SubscriberStatus.ACTIVE and status is not SubscriberStatus.PENDING:
-            self.store.set_status(subscriber.id, status)
-        return int(subscriber.id)
-
-
-def body_text(mail: EmailMessage) -> str:
-    part = mail.get_body(preferencelist=("plain",))
-    assert part is not None
-    return str(part.get_content())
-
-
-def link_path(mail: EmailMessage, prefix: str) -> str:
-    """The path of the first link in the text part that starts with ``prefix`` (e.g. /confirm/)."""
-    for url in LINK_RE.findall(body_text(mail)):
-        path = urlsplit(url).path
-        if path.startswith(prefix):
-            return path
-    raise AssertionError(f"no {prefix} link in:\n{body_text(mail)}")
-
-
-def unsubscribe_path(mail: EmailMessage) -> str:
-    header = str(mail["List-Unsubscribe"])
-    match = re.fullmatch(r"<(https?://[^>]+)>", header.strip())
-    assert match, header
-    return urlsplit(match.group(1)).path
+from .helpers import Web, make_settings
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.store import subscribers
 from newsletter.tokens import Purpose
 from newsletter.web.ratelimit import Limit, RateLimits
-from tests.web.conftest import Web
+from .helpers import Web
 
 BAD_CHARS = ["\r", "\n", "\x00"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.web.conftest import Web
+from .helpers import Web
 
 
 def test_archive_lists_sent_editions_and_shows_the_web_version(web: Web) -> None:

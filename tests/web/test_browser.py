@@ -22,7 +22,7 @@ import uvicorn
 from newsletter.models import Report, SubscriberStatus
 from newsletter.service import Service
 from newsletter.web.app import create_app
-from tests.web.conftest import link_path, make_settings
+from .helpers import link_path, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -7,7 +7,7 @@ import pytest
 from newsletter.models import Cadence, SubscriberStatus
 from newsletter.service import Service
 from newsletter.tokens import Purpose, TokenSigner
-from tests.web.conftest import SECRET, Web, link_path, make_settings, unsubscribe_path
+from .helpers import SECRET, Web, link_path, make_settings, unsubscribe_path
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 

@@ -14,7 +14,7 @@ from newsletter.errors import TokenError
 from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.web.cli import serve_command
-from tests.web.conftest import make_settings
+from .helpers import make_settings
 
 
 def test_serve_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from newsletter.models import SubscriberStatus
-from tests.web.conftest import Web, link_path, unsubscribe_path
+from .helpers import Web, link_path, unsubscribe_path
 
 
 def test_front_page_shows_the_signup_box_with_topics(web: Web) -> None:
