@@ -134,22 +134,22 @@ def _progress() -> Progress:
 
 
 def _print_result(result: Any) -> None:
+    """The summary table: sent / failed / skipped, plus the states that need attention."""
     edition = result.edition
-    table = Table(title=f"Edition {edition.key} (#{edition.id}): {edition.status.value}")
-    table.add_column("state")
-    table.add_column("rows", justify="right")
     counts = edition.counts
-    for state in ("sent", "failed", "deferred", "unknown", "suppressed", "pending", "sending"):
+    table = Table(title=f"Edition {edition.key} (#{edition.id}): {edition.status.value}")
+    table.add_column("outcome")
+    table.add_column("subscribers", justify="right")
+    table.add_column("meaning")
+    table.add_row("sent", str(counts.get("sent", 0)), "accepted by the SMTP server")
+    table.add_row("failed", str(counts.get("failed", 0)), "refused for good (see 'newsletter editions %d')" % edition.id)
+    table.add_row("skipped", str(counts.get("suppressed", 0)), "left or bounced during the send")
+    for state, meaning in (("deferred", "will be retried later"), ("unknown", "connection lost after the data"), ("pending", "not sent yet"), ("sending", "with another sender")):
         if counts.get(state):
-            table.add_row(state, str(counts[state]))
-    skipped = counts.get("suppressed", 0)
-    if not counts:
-        table.add_row("sent", "0")
+            table.add_row(state, str(counts[state]), meaning)
     console.print(table)
     if result.message and result.message != "finished":
         console.print(result.message)
-    elif skipped:
-        console.print(f"{skipped} skipped: the subscriber left or bounced during the send.")
 
 
 @main.command()

@@ -1,0 +1,50 @@
+"""The README stays true: every command and every configuration key is documented and has help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import main
+from newsletter.config import describe_keys
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+TOML = (Path(__file__).resolve().parents[1] / "newsletter.toml").read_text(encoding="utf-8")
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        path = prefix + (name,)
+        found.append(path)
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, path))
+    return found
+
+
+COMMANDS = _commands(main)
+
+
+def test_the_cli_has_the_commands_the_issues_name() -> None:
+    names = {" ".join(c) for c in COMMANDS}
+    for expected in ("send", "preview", "demo", "sink", "editions", "subscribers add", "subscribers import", "subscribers export", "subscribers reactivate", "bounces", "worker", "db upgrade"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p))
+def test_every_command_is_in_the_readme_and_has_help(path: tuple[str, ...]) -> None:
+    assert f"newsletter {' '.join(path)}" in README, f"README does not mention 'newsletter {' '.join(path)}'"
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize("key,variable", [(k, v) for k, v, _ in describe_keys()])
+def test_every_configuration_key_is_documented(key: str, variable: str) -> None:
+    section, name = key.split(".")
+    assert f"`{key}`" in README or f"`{section}.{name}` /" in README or f"/ `{key}`" in README, f"README does not document {key}"
+    if variable not in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD"):
+        assert f"{name} =" in TOML or f"# {name} =" in TOML, f"newsletter.toml does not show {key}"
