@@ -15,10 +15,16 @@ GONE = "tom.brandt@example.net"  # unsubscribed before every send below
 
 
 @pytest.fixture
-def service(sample_service):
-    store = sample_service.store
+def service(make_service):
+    """The sample subscribers (small digests keep rendering cheap), one of them unsubscribed."""
+    from newsletter.config import SAMPLE_SUBSCRIBERS
+    from newsletter.subscriptions import import_file
+
+    service = make_service(NEWSLETTER_DIGEST_MAX_REPORTS="2")
+    assert import_file(service.store, SAMPLE_SUBSCRIBERS).added == 8
+    store = service.store
     assert store.set_status(store.find_subscriber(GONE).id, SubscriberStatus.UNSUBSCRIBED, reason="test")
-    return sample_service
+    return service
 
 
 def run(service, sink, key="k"):
@@ -147,3 +153,35 @@ def test_several_connections_and_small_batches(make_service, sink):
     assert failed == {f"reader1{i}@example.org" for i in range(10)}
     assert len(inv.messages_by_rcpt) == 29
     assert len(service.store.list_variants(result.edition.id)) == 2
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_edition_resumes_and_sends_every_row_once(service, sink):
+    """A sender that dies after planning (some rows claimed, none sent) is finished by
+    running the same key again: each row sent once, with the Message-ID planned for it."""
+    store = service.store
+    planned_ids: dict[str, str] = {}
+
+    def die(_total: int) -> None:
+        edition = store.find_edition("k")
+        claimed = store.claim_deliveries(edition.id, limit=3)  # a sender that died mid-batch
+        assert len(claimed) == 3
+        planned_ids.update({r.email: r.message_id for r in store.list_deliveries(edition.id)})
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        service.runner.run(key="k", as_of=AS_OF, on_planned=die)
+    assert sink.messages() == []
+    edition = store.find_edition("k")
+    assert edition.status is not EditionStatus.SENT
+    assert store.delivery_counts(edition.id).get("sending") == 3
+    result = service.runner.run(key="k", as_of=AS_OF)
+    assert not result.created
+    assert result.edition.status is EditionStatus.SENT
+    inv = assert_delivery_invariants(store, service.signer, sink, result.edition, never=[GONE])
+    assert {r.state for r in inv.rows} == {DeliveryState.SENT}
+    assert all(len(v) == 1 for v in inv.messages_by_rcpt.values()) and len(inv.messages_by_rcpt) == 7
+    assert {r.email: r.message_id for r in inv.rows} == planned_ids

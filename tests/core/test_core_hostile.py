@@ -196,3 +196,21 @@ def test_body_lines_starting_with_a_dot_survive_smtp(make_service, sink, tmp_pat
     text, html = parts(parse(m.raw))
     assert teaser in text
     assert teaser in html
+
+
+@pytest.mark.parametrize("from_name", ["Vidéo Surveillance Nëws", "News, Inc. (Daily)", "监控新闻"])
+def test_configured_from_name_and_reply_to(make_service, sink, tmp_path, from_name):
+    from datetime import datetime, timezone
+    from email.utils import parsedate_to_datetime
+
+    service, m = send_one(
+        make_service, sink, tmp_path, [Item("Plain", "p", utc(2018, 8, 1))],
+        NEWSLETTER_MAIL_FROM_NAME=from_name, NEWSLETTER_MAIL_REPLY_TO="editors@example.com",
+    )
+    assert_wire_format(m.raw)
+    assert m.raw.split(b"\r\n\r\n", 1)[0].isascii()
+    msg = parse(m.raw)
+    assert getaddresses([str(msg["From"])]) == [(from_name, "news@example.com")]
+    assert getaddresses([str(msg["Reply-To"])]) == [("", "editors@example.com")]
+    sent = parsedate_to_datetime(str(msg["Date"]))
+    assert abs((datetime.now(timezone.utc) - sent).total_seconds()) < 300
