@@ -326,3 +326,32 @@ def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp
         finally:
             trial.close()
     pytest.fail("never caught the sender between creating and rendering a variant")
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a failure recovered from the send journal loses its reply text and skips the suppressor, so a 5.1.1 hard bounce does not suppress")
+def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_path: Path):
+    template, emails = template_db
+    trial = Trial(tmp_path / "trial", template)
+    trial.env["NEWSLETTER_DELIVERY_BATCH_SIZE"] = "500"  # no commit before the kill: results only in the journal
+    key = "journaled"
+    victim = emails[1]
+    try:
+        trial.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to=victim))
+        trial.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.015))
+        proc = trial.spawn("send", "--key", key)
+        wait_until(lambda: len(trial.sink.store) >= 40, proc)
+        assert kill(proc), "killed while sending"
+        assert not trial.query(sa.select(deliveries.c.id).where(deliveries.c.state == "failed")), "nothing committed yet"
+        trial.sink.faults.clear()
+        trial.finish(key)
+        store = trial.store()
+        try:
+            checked = check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails, max_duplicates=CONNECTIONS, never=[victim])
+            row = checked.row(victim)
+            assert (row.state, row.last_code) == ("failed", 550)
+            assert store.find_subscriber(victim).status.value == "bounced", "a 5.1.1 hard bounce suppresses at once"
+            assert "5.1.1" in row.last_reply, f"the reply text is kept: {row.last_reply!r}"
+        finally:
+            store.dispose()
+    finally:
+        trial.close()
