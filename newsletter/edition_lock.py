@@ -116,9 +116,27 @@ class SendLock:
             with self.engine.begin() as conn:
                 conn.execute(send_locks.insert().values(name=self.name, **values))
         except IntegrityError:
-            return False
+            return self._take_from_dead_holder(values)
         self._start_heartbeat()
         return True
+
+    def _take_from_dead_holder(self, values: dict[str, object]) -> bool:
+        """A holder on this host whose process is gone (killed mid-send) need not be waited for.
+
+        Without this, 'newsletter send --resume' after a crash would wait out the ttl.
+        Holders on other hosts cannot be checked and expire normally.
+        """
+        held = current_lock(self.engine, self.name)
+        if held is None or not _dead_local_holder(held.holder):
+            return False
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                send_locks.update().where(send_locks.c.name == self.name, send_locks.c.holder == held.holder).values(**values)
+            ).rowcount
+        if taken == 1:
+            log.warning("send lock %s: holder %s is no longer running; taken over", self.name, held.holder)
+            self._start_heartbeat()
+        return taken == 1
 
     def acquire(self) -> None:
         """Take the lock or raise SendLockBusy naming the holder."""
@@ -169,6 +187,23 @@ class SendLock:
 
         self._thread = threading.Thread(target=beat, name=f"lock-{self.name}", daemon=True)
         self._thread.start()
+
+
+def _dead_local_holder(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # another send in this very process: alive by definition
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists, owned by someone else
+    return False
 
 
 @contextmanager

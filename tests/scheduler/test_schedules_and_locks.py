@@ -244,3 +244,35 @@ def test_jobs_persist_in_the_database_with_their_next_run(world: World, database
 
     # A changed cron starts afresh from now (Thursday 05:00): no catch-up of a slot it never had.
     assert {k: v.isoformat() if v else None for k, v in asyncio.run(reconfigured()).items()} == {"daily": "2026-03-05T08:00:00-05:00"}
+
+
+def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url: str) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    store = Store(database_url)
+    try:
+        ensure_lock_table(store.engine)
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+        dead_pid = int(gone.stdout)  # that process has exited
+        from newsletter.edition_lock import send_locks
+
+        with store.engine.begin() as conn:
+            conn.execute(send_locks.insert().values(name=lock_name("manual"), holder=f"{socket.gethostname()}:{dead_pid}:deadbeef", acquired_at=NOW, expires_at=NOW + timedelta(hours=1)))
+        clock = FakeClock(NOW)
+        alive_elsewhere = SendLock(store.engine, lock_name("manual"), clock=clock, heartbeat=False)
+        with store.engine.begin() as conn:  # a holder on another host is never assumed dead
+            conn.execute(send_locks.update().values(holder=f"other-host:{dead_pid}:x"))
+        assert not alive_elsewhere.try_acquire()
+        with store.engine.begin() as conn:
+            conn.execute(send_locks.update().values(holder=f"{socket.gethostname()}:{dead_pid}:x"))
+        assert alive_elsewhere.try_acquire()
+        assert current_lock(store.engine, lock_name("manual")).holder == alive_elsewhere.holder  # type: ignore[union-attr]
+        mine = SendLock(store.engine, lock_name("manual"), clock=clock, heartbeat=False)
+        assert not mine.try_acquire()  # a live holder in this process is respected
+        alive_elsewhere.release()
+        assert os.getpid() != dead_pid
+    finally:
+        store.dispose()
