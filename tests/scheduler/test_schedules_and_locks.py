@@ -276,3 +276,22 @@ def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url
         assert os.getpid() != dead_pid
     finally:
         store.dispose()
+
+
+def test_start_scheduler_with_the_real_clock_starts_and_stops(world: World) -> None:
+    """The web app's call: start_scheduler(service) in its loop, later handle.shutdown()."""
+    service = world.service()
+
+    async def lifespan() -> tuple[dict[str, datetime | None], bool, bool]:
+        handle = start_scheduler(service)
+        running = handle.scheduler.running
+        times = handle.next_run_times()
+        handle.shutdown()
+        await asyncio.sleep(0)
+        return times, running, handle.scheduler.running
+
+    times, running, still_running = asyncio.run(lifespan())
+    assert running and not still_running
+    now = datetime.now(timezone.utc)
+    assert all(t is not None and now < t <= now + timedelta(days=7) for t in times.values())
+    assert {t.strftime("%H:%M") for t in times.values() if t} == {"07:00"}
