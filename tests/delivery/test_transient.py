@@ -137,11 +137,12 @@ def test_deferred_subscriber_who_leaves_is_suppressed_on_resume(world):
     assert world.edition("e1").status.value == "sent"
 
 
-def test_421_backs_off_that_connection_while_the_others_go_on(world):
+@pytest.mark.parametrize("stage", ["rcpt", "data"])
+def test_421_backs_off_that_connection_while_the_others_go_on(world, stage):
     world.configure(smtp_connections=2, smtp_retries=2, delivery_retry_delay=0.4)
     emails = world.add_subscribers(12)
     victim = emails[0]
-    rule = world.sink.faults.add(FaultRule(stage="rcpt", code=421, to=victim, times=1))
+    rule = world.sink.faults.add(FaultRule(stage=stage, code=421, to=victim, times=1))
     world.run("e1")
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 12}
