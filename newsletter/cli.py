@@ -25,8 +25,9 @@ from newsletter.models import EditionStatus, SubscriberStatus
 from newsletter.service import Service
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped or captured output gets a wide fixed width, so tables are not cut to 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 class CliError(click.ClickException):

@@ -77,6 +77,14 @@ class EditionRunner:
         cutoff = as_of - timedelta(seconds=self.settings.reports.settle)
         return cutoff, self.store.recent_reports(limit=RECENT_WINDOW, published_before=cutoff)
 
+    def _digest_mark(self, edition: Edition) -> datetime:
+        """What a sent row records as the subscriber's last digest: the edition's planning cut-off.
+
+        Reports published after the cut-off (still settling) were not in this digest,
+        so the next edition must still see them as new.
+        """
+        return edition.as_of - timedelta(seconds=self.settings.reports.settle)
+
     def archive_url(self, variant_id: int) -> str:
         return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
 
@@ -152,7 +160,7 @@ class EditionRunner:
             self.store,
             self.signer,
             edition_id=edition.id,
-            as_of=edition.as_of,
+            as_of=self._digest_mark(edition),
             prepared=prepared,
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
@@ -263,7 +271,7 @@ class EditionRunner:
             else:
                 retry.append(row_id)
         if outcomes:
-            self.store.record_outcomes(outcomes, as_of=edition.as_of)
+            self.store.record_outcomes(outcomes, as_of=self._digest_mark(edition))
         if retry:
             self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
         if dead or paths:

@@ -27,7 +27,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-from newsletter.render import MARKS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.render import ESCAPED_PERCENTS, MARKS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
@@ -54,15 +54,24 @@ def encode_header(name: str, value: str) -> bytes:
 
 
 def address_header(name: str, display: str, address: str) -> bytes:
-    """From/To/Reply-To: an address with an optional display name (encoded when not ASCII)."""
+    """From/To/Reply-To: an address with an optional display name.
+
+    A non-ASCII name becomes RFC 2047 encoded-words (each at most 75 octets,
+    folded with CRLF); a non-ASCII address is kept as UTF-8 (it needs SMTPUTF8).
+    """
     single_line(display)
     single_line(address)
-    if display and display.isascii() and display.replace(" ", "").isalnum():
-        return f"{name}: {display} <{address}>\r\n".encode("utf-8")  # the common case, no quoting needed
-    value = formataddr((display, address), charset="utf-8") if display else address
-    # formataddr folds long encoded names with bare LF; the wire wants CRLF.
-    value = value.replace("\r\n", "\n").replace("\n", "\r\n")
-    return f"{name}: {value}".encode("utf-8") + CRLF
+    if not display:
+        return f"{name}: {address}\r\n".encode("utf-8")
+    if display.isascii():
+        if display.replace(" ", "").isalnum():
+            return f"{name}: {display} <{address}>\r\n".encode("utf-8")  # the common case, no quoting needed
+        quoted = formataddr((display, "x@x"))[: -len(" <x@x>")]  # RFC 5322 quoting of specials
+        return f"{name}: {quoted} <{address}>\r\n".encode("utf-8")
+    words = Header(display, "utf-8", header_name=name, maxlinelen=76).encode(linesep="\r\n")
+    last_line = words.rsplit("\r\n", 1)[-1]
+    gap = " " if len(last_line) + len(address) + 3 + (len(name) + 2 if "\r\n" not in words else 0) <= 78 else "\r\n "
+    return f"{name}: {words}{gap}<{address}>\r\n".encode("utf-8")
 
 
 def make_message_id(domain: str) -> str:
@@ -96,7 +105,7 @@ class _EncodedBody:
         marks = tuple(parts[1::2])
         pieces = []
         for i, literal in enumerate(literals):
-            encoded = _qp(literal)
+            encoded = _qp(literal.replace(ESCAPED_PERCENTS, "%%"))
             # Around each spliced value, a soft break keeps every line short, whatever the value.
             if i > 0 and encoded and not encoded.startswith(CRLF):
                 encoded = SOFT_BREAK + encoded
@@ -167,8 +176,8 @@ class PreparedMessage:
             (
                 address_header("To", to_name, to_address),
                 f"Date: {single_line(date_value)}\r\nMessage-ID: {message_id}\r\n".encode("ascii"),
-                # ASCII by construction (a URL); one line keeps the header exact for providers.
-                f"List-Unsubscribe: {list_unsubscribe}\r\n".encode("ascii"),
+                # ASCII by construction (a URL); folded before the URI when the line would pass 78.
+                f"List-Unsubscribe:{' ' if len(list_unsubscribe) < 60 else chr(13) + chr(10) + ' '}{list_unsubscribe}\r\n".encode("ascii"),
                 f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"),
                 self._fixed_headers,
             )

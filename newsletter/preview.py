@@ -10,7 +10,7 @@ from newsletter.errors import SubscriberError
 from newsletter.message import PreparedMessage
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.planner import Selection
-from newsletter.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.render import ESCAPED_PERCENTS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
 from newsletter.service import Service
 from newsletter.subscriptions import normalise_email
 from newsletter.tokens import Purpose
@@ -47,7 +47,8 @@ def render_preview(service: Service, *, email: str | None = None) -> Preview:
     preferences = f"{base}/preferences/{service.signer.make(Purpose.PREFERENCES, subscriber.id)}"
 
     def personalise(body: str) -> str:
-        return body.replace(UNSUBSCRIBE_MARK, unsubscribe).replace(PREFERENCES_MARK, preferences).replace(RECIPIENT_MARK, subscriber.email)
+        personal = body.replace(UNSUBSCRIBE_MARK, unsubscribe).replace(PREFERENCES_MARK, preferences).replace(RECIPIENT_MARK, subscriber.email)
+        return personal.replace(ESCAPED_PERCENTS, "%%")
 
     mail = service.settings.mail
     message = PreparedMessage(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ RECIPIENT_MARK = "%%RECIPIENT%%"
 UNSUBSCRIBE_MARK = "%%UNSUBSCRIBE_URL%%"
 PREFERENCES_MARK = "%%PREFERENCES_URL%%"
 MARKS = (RECIPIENT_MARK, UNSUBSCRIBE_MARK, PREFERENCES_MARK)
+# "%%" in feed text is rendered as this, so it can never form a marker; the
+# message builder and the web version turn it back into "%%" after splitting.
+ESCAPED_PERCENTS = "%\u2060%"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class DigestRenderer:
 
     def _render_once(self, reports: Sequence[Report], *, more_count: int, archive_url: str) -> RenderedDigest:
         site = self.settings.site
+        reports = [neutralise_marks(r) for r in reports]
         count = len(reports) + more_count
         context: dict[str, Any] = {
             "site": site,
@@ -100,6 +104,17 @@ class DigestRenderer:
         except jinja2.TemplateError as exc:
             raise TemplateError(f"a digest template failed to render: {exc}") from exc
         return RenderedDigest(context["subject"], inline_css(html, logger=self._css_log), _normalise_text(text), tuple(reports), more_count)
+
+
+def neutralise_marks(report: Report) -> Report:
+    """Feed text that happens to contain a marker must stay literal, never become a reader's link.
+
+    "%%" becomes ESCAPED_PERCENTS until the markers have been split out.
+    """
+    fields = {name: getattr(report, name) for name in ("title", "teaser", "url")}
+    if not any("%%" in value for value in fields.values()):
+        return report
+    return replace(report, **{name: value.replace("%%", ESCAPED_PERCENTS) for name, value in fields.items()})
 
 
 def inline_css(html: str, *, logger: logging.Logger | None = None) -> str:
@@ -135,4 +150,5 @@ def _normalise_text(text: str) -> str:
 
 def web_version(html: str, *, manage_url: str) -> str:
     """The archive copy of a digest: no personal links or address."""
-    return html.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")
+    personal = html.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")
+    return personal.replace(ESCAPED_PERCENTS, "%%")

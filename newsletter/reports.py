@@ -42,15 +42,18 @@ class FeedResult:
     not_modified: bool = False
 
 
-def plain_text(value: str, *, limit: int | None = None) -> str:
-    """Markup stripped, entities decoded, whitespace (CR/LF included) collapsed, optionally capped."""
-    text = TAG_RE.sub(" ", value or "")
+def plain_text(value: str, *, limit: int | None = None, markup: bool = True) -> str:
+    """Entities decoded, whitespace (CR/LF included) collapsed, optionally capped.
+
+    ``markup``: the value is HTML, so tags are stripped too; plain text keeps its '<' and '>'.
+    """
+    text = TAG_RE.sub(" ", value or "") if markup else (value or "")
     # Feeds often escape twice (&amp;quot;): decode until stable, at most twice.
     for _ in range(2):
         decoded = html.unescape(text)
         if decoded == text:
             break
-        text = TAG_RE.sub(" ", decoded)
+        text = TAG_RE.sub(" ", decoded) if markup else decoded
     text = CONTROL_RE.sub("", SPACE_RE.sub(" ", text)).strip()
     if limit is not None and len(text) > limit:
         cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,.;:")
@@ -105,10 +108,16 @@ def load_reports(source: str, *, timeout: float, teaser_length: int, validators:
     return FeedResult(tuple(parse_feed(data, source=source, teaser_length=teaser_length)), fresh)
 
 
+def _is_markup(detail: Any) -> bool:
+    """feedparser says whether a text construct is HTML; unknown counts as HTML (the safe side)."""
+    kind = (detail or {}).get("type", "text/html") if hasattr(detail or {}, "get") else "text/html"
+    return kind != "text/plain"
+
+
 def _report_from_entry(entry: Any, *, source: str, index: int, teaser_length: int) -> Report:
     link = plain_text(entry.get("link", ""))
     ident = plain_text(entry.get("id", "")) or link
-    title = plain_text(entry.get("title", ""), limit=300)
+    title = plain_text(entry.get("title", ""), limit=300, markup=_is_markup(entry.get("title_detail")))
     if not ident:
         raise FeedError(f"feed {source}: entry {index} ({title or 'untitled'!r}) has neither a guid nor a link")
     if not title:
@@ -120,8 +129,10 @@ def _report_from_entry(entry: Any, *, source: str, index: int, teaser_length: in
         raise FeedError(f"feed {source}: entry {index} ({title!r}) has no publication date")
     published = datetime.fromtimestamp(calendar.timegm(stamp), tz=timezone.utc)
     teaser_source = entry.get("summary") or ""
+    teaser_markup = _is_markup(entry.get("summary_detail"))
     if not teaser_source and entry.get("content"):
         teaser_source = entry.content[0].get("value", "")
+        teaser_markup = _is_markup(entry.content[0])
     topics = tuple(dict.fromkeys(plain_text(t.get("term") or t.get("label") or "", limit=60) for t in entry.get("tags", []) if (t.get("term") or t.get("label"))))
     members_only = any(str(entry.get(key, "")).strip().lower() in ("true", "1", "yes") for key in MEMBERS_KEYS)
     return Report(
@@ -129,7 +140,7 @@ def _report_from_entry(entry: Any, *, source: str, index: int, teaser_length: in
         title=title,
         url=link,
         published=published,
-        teaser=plain_text(teaser_source, limit=teaser_length),
+        teaser=plain_text(teaser_source, limit=teaser_length, markup=teaser_markup),
         topics=tuple(t for t in topics if t),
         members_only=members_only,
     )

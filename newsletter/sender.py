@@ -144,7 +144,13 @@ class Sender:
                         # Claimed but not handed out: back to pending for the resume.
                         self.store.set_rows_state([r.id for r in rows[index:]], DeliveryState.PENDING, reply="edition paused")
                         break
-                    self._jobs.put(self._job(row, date))
+                    try:
+                        job = self._job(row, date)
+                    except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
+                        # One bad row (e.g. a CR/LF name written around the CLI) fails alone; the run goes on.
+                        self._results.put(DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}"))
+                    else:
+                        self._jobs.put(job)
                     in_flight += 1
                     in_flight -= self._collect(pending, tally, block=False)
                     self._refresh_inactive()

@@ -12,12 +12,12 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ImportRowError, InvalidAddress, SubscriberError
-from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.models import Cadence, Subscriber, SubscriberStatus
 from newsletter.store import Store
 
 MAX_NAME = 200
@@ -80,25 +80,38 @@ class ImportResult:
 
 
 def import_csv(store: Store, stream: TextIO, *, source: str = "CSV") -> ImportResult:
-    """Add every good row of a CSV (header: email[,name][,topics]) as an active subscriber.
+    """Add every good row of a CSV (header: email[,name][,topics][,status][,cadence]).
 
-    A bad row is reported with its line number and reason and skipped; the good
-    rows are kept. Rows whose address already exists change nothing, so importing
-    the same file twice is a no-op.
+    Rows are active unless a status column says otherwise (an export re-imported
+    keeps its unsubscribed and bounced people suppressed). A bad row is reported
+    with the line it starts on and the reason, and skipped; the good rows are
+    kept. Rows whose address already exists change nothing, so importing the same
+    file twice is a no-op.
     """
     result = ImportResult()
     reader = csv.DictReader(stream)
     if reader.fieldnames is None or "email" not in [f.strip().lower() for f in reader.fieldnames]:
         raise SubscriberError(f"{source} has no 'email' column in its header line", hint="The first line must name the columns, e.g. email,name,topics.")
     reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
-    for row in reader:
-        line = reader.line_num
+    while True:
+        line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            result.errors.append(ImportRowError(f"{source} line {line}: not valid CSV ({exc})"))
+            break
         try:
             if None in row:
                 raise SubscriberError("has more fields than the header")
             email = normalise_email(row.get("email") or "")
             subscriber, created = store.add_subscriber(
-                email=email, name=clean_name(row.get("name") or ""), topics=parse_topics(row.get("topics") or ""), status=SubscriberStatus.ACTIVE
+                email=email,
+                name=clean_name(row.get("name") or ""),
+                topics=parse_topics(row.get("topics") or ""),
+                status=_choice(SubscriberStatus, row.get("status"), SubscriberStatus.ACTIVE, "status"),
+                cadence=_choice(Cadence, row.get("cadence"), Cadence.DAILY, "cadence"),
             )
         except SubscriberError as exc:
             result.errors.append(ImportRowError(f"{source} line {line}: {exc.message}", hint=exc.hint))
@@ -108,6 +121,17 @@ def import_csv(store: Store, stream: TextIO, *, source: str = "CSV") -> ImportRe
         else:
             result.unchanged += 1
     return result
+
+
+def _choice(kind: Any, value: str | None, default: Any, column: str) -> Any:
+    text = (value or "").strip().lower()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise SubscriberError(f"{column} {text!r} is not one of {allowed}") from None
 
 
 def import_file(store: Store, path: Path) -> ImportResult:

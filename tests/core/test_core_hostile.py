@@ -6,6 +6,7 @@ from __future__ import annotations
 from email.utils import getaddresses
 
 import pytest
+from email.header import decode_header, make_header
 
 from newsletter.errors import SubscriberError
 from newsletter.message import HeaderInjection, PreparedMessage, address_header, encode_header
@@ -57,7 +58,21 @@ def test_long_non_ascii_subject_is_folded_and_names_decode_back(make_service, si
     assert len(subject_lines) > 1 and all(len(line) <= 78 for line in subject_lines)
     msg = parse(m.raw)
     assert str(msg["Subject"]) == f"Video Surveillance News: {title}"
-    assert getaddresses([str(msg["To"])]) == [(name, "reader@example.org")]
+    assert rfc2047_to(m.raw) == (name, "reader@example.org")
+
+
+def rfc2047_to(raw: bytes) -> tuple[str, str]:
+    """(display name, address) of the To header, decoded as RFC 2047 says.
+
+    Whitespace between adjacent encoded-words is not part of the text (RFC 2047
+    section 6.2). Python's structured-header parser keeps it, so long names are
+    decoded here with email.header, which follows the RFC, as mail clients do.
+    """
+    head = "\r\n" + raw.split(b"\r\n\r\n", 1)[0].decode("utf-8")
+    block = head[head.index("\r\nTo:") + 2 :].split("\r\n")
+    value = block[0][3:] + "".join(line for line in _takewhile_continuation(block[1:]))
+    phrase, _, address = value.rpartition("<")
+    return str(make_header(decode_header(phrase.strip()))), address.rstrip(">").strip()
 
 
 def _takewhile_continuation(lines):
@@ -67,14 +82,13 @@ def _takewhile_continuation(lines):
         yield line
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: message.address_header puts a non-ASCII display name in one unfolded RFC 2047 encoded-word; a 200-character emoji name makes a To line over 998 octets")
 def test_longest_allowed_non_ascii_name_stays_within_line_limits(make_service, sink, tmp_path):
     name = "\U0001f3a5" * 200  # clean_name accepts up to 200 characters
     service, m = send_one(make_service, sink, tmp_path, [Item("Plain", "p", utc(2018, 8, 1))], name=name)
     assert_wire_format(m.raw)
     head_lines = m.raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     assert max(len(line) for line in head_lines) <= 78
-    assert getaddresses([str(parse(m.raw)["To"])]) == [(name, "reader@example.org")]
+    assert rfc2047_to(m.raw) == (name, "reader@example.org")
 
 
 HOSTILE_TITLE = (
@@ -126,7 +140,6 @@ def test_markup_that_survives_cleaning_is_escaped_in_html(make_service, sink, tm
     assert title in link_text
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: per-recipient markers (%%UNSUBSCRIBE_URL%%, %%RECIPIENT%%) inside feed text are spliced as if they were template markers")
 def test_marker_text_in_a_report_title_stays_literal(make_service, sink, tmp_path):
     title = "Why %%RECIPIENT%% and %%UNSUBSCRIBE_URL%% appear here"
     service, m = send_one(make_service, sink, tmp_path, [Item(title, "marker", utc(2018, 8, 1))])
@@ -157,7 +170,6 @@ def test_crlf_in_a_subscriber_name_is_refused_at_every_entry_point(make_service)
     assert service.store.find_subscriber("b@example.org") is None
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a CR/LF name already in the database makes Sender._job raise HeaderInjection, aborting the whole run with rows left 'sending'")
 def test_crlf_name_in_the_database_does_not_break_the_edition(make_service, sink, tmp_path):
     """A name written by another path (older version, direct SQL) must not stop the edition:
     no header is created, and the other subscribers still get their mail."""
