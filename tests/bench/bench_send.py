@@ -108,6 +108,11 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_rss_mb() -> float:
     import resource
 
@@ -288,8 +293,12 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         marks["planned_cpu"] = cpu_seconds()
         marks["planned_thread"] = time.thread_time()
         marks["planned_total"] = total
+        marks["planned_rss"] = peak_rss_mb()
+
+    done = [0]
 
     def outcome(o: Any) -> None:
+        done[0] += 1
         if args.rate_limit and o.state.value == "sent":
             sent_at.append(time.monotonic())
 
@@ -300,6 +309,27 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         profiler = cProfile.Profile()
     rss_before = peak_rss_mb()
     cpu0, thread0, t0 = cpu_seconds(), time.thread_time(), time.perf_counter()
+    timeline: list[tuple[float, int, float]] = []
+
+    def watch() -> None:
+        """Every 10 s: progress and RSS; past --max-seconds, report what was measured so far and stop."""
+        while True:
+            time.sleep(10)
+            elapsed = time.perf_counter() - t0
+            timeline.append((round(elapsed, 1), done[0], round(current_rss_mb(), 1)))
+            print(f"    [{elapsed:6.0f} s] {done[0]:>9,} results, RSS {current_rss_mb():.0f} MB (peak {peak_rss_mb():.0f} MB)", file=sys.stderr, flush=True)
+            if args.max_seconds and elapsed > args.max_seconds:
+                partial = {
+                    "partial": True, "wall": elapsed, "cpu": cpu_seconds() - cpu0, "main_thread_cpu": 0.0,
+                    "plan_wall": marks.get("planned_wall", t0) - t0, "plan_cpu": marks.get("planned_cpu", cpu0) - cpu0,
+                    "plan_thread_cpu": 0.0, "count": done[0], "counts": {"results so far": done[0]}, "variants": 0,
+                    "status": "stopped by --max-seconds", "rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
+                    "rss_at_planned_mb": marks.get("planned_rss", 0.0), "timeline": timeline, "sent_at": [],
+                }
+                print(json.dumps(partial), flush=True)
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
     if profiler:
         profiler.enable()
     result = runner.run(key="bench", on_planned=planned, on_outcome=outcome)
@@ -322,6 +352,8 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "status": result.edition.status.value,
         "rss_mb": peak_rss_mb(),
         "rss_before_mb": rss_before,
+        "rss_at_planned_mb": marks.get("planned_rss", 0.0),
+        "timeline": timeline,
         "sent_at": sent_at if args.rate_limit else [],
     }
     if profiler:
@@ -355,9 +387,9 @@ def run_child(kind: str, **options: Any) -> dict[str, Any]:
             cmd.append(f"--{key.replace('_', '-')}")
         elif value not in (None, False):
             cmd += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if kind == "pipeline" else subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"child {kind} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"child {kind} failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -549,13 +581,17 @@ def scale_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
         run_dir.mkdir()
         print(f"  {fmt(n)} subscribers inserted in {setup:.0f} s; sending to smtp-sink ...", flush=True)
         with server("smtp-sink", work, max_messages=n) as srv:
-            res = run_child("pipeline", port=srv.port, connections=args.connections, db=db, work=run_dir)
+            res = run_child("pipeline", port=srv.port, connections=args.connections, db=db, work=run_dir,
+                            max_seconds=args.max_seconds if n == 1_000_000 else 0)
         db.unlink()
         results[n] = res
-        print(f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB (after imports {res['rss_before_mb']:.0f} MB), {fmt(res['count'] / res['wall'])} msg/s, "
-              f"{res['wall']:.0f} s, rows {res['counts']}", flush=True)
-    ratio = results[1_000_000]["rss_mb"] / results[100_000]["rss_mb"]
-    return ("peak RSS 1,000,000 / 100,000 <= 1.3", ratio <= TARGETS["rss_ratio"], f"{ratio:.2f} ({results[1_000_000]['rss_mb']:.0f} MB vs {results[100_000]['rss_mb']:.0f} MB)")
+        note = "  PARTIAL: stopped by --max-seconds" if res.get("partial") else ""
+        print(f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB (after imports {res['rss_before_mb']:.0f} MB, at the end of planning {res['rss_at_planned_mb']:.0f} MB);"
+              f" planning {res['plan_wall']:.0f} s; {fmt(res['count'])} results in {res['wall']:.0f} s; rows {res['counts']}{note}", flush=True)
+    big, small = results[1_000_000], results[100_000]
+    ratio = big["rss_mb"] / small["rss_mb"]
+    partial = f"; 1,000,000 run stopped after {big['wall']:.0f} s with {fmt(big['count'])} sent (peak so far)" if big.get("partial") else ""
+    return ("peak RSS 1,000,000 / 100,000 <= 1.3", ratio <= TARGETS["rss_ratio"], f"{ratio:.2f} ({big['rss_mb']:.0f} MB vs {small['rss_mb']:.0f} MB){partial}")
 
 
 def rate_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
@@ -618,6 +654,8 @@ def main() -> None:
     for name in ("message", "db", "work", "maildir"):
         parser.add_argument(f"--{name}", default="", help=argparse.SUPPRESS)
     parser.add_argument("--rate-limit", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="--scale-check: stop the 1,000,000 run after this long and report the peak RSS so far (default: no limit)")
     args = parser.parse_args()
 
     if args.child == "sink":
