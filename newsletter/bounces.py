@@ -160,8 +160,11 @@ class BounceReceiver:
     """An aiosmtpd server for DSNs, loopback by default; use as a context manager."""
 
     def __init__(self, processor: BounceProcessor, *, maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> None:
-        maildir.mkdir(parents=True, exist_ok=True)
-        self.archive = mailbox.Maildir(str(maildir), create=True)
+        # mailbox.Maildir(create=True) only builds tmp/new/cur for a path that does not
+        # exist yet; an existing empty folder (or a fresh default) needs them made here.
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        self.archive = mailbox.Maildir(str(maildir), create=False)
         self.host = host
         self.port = port or _free_port(host)
         self.controller = Controller(_Handler(processor, self.archive), hostname=host, port=self.port, decode_data=False)

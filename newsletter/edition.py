@@ -27,6 +27,7 @@ from newsletter.render import DigestRenderer, web_version
 from newsletter.reports import load_reports
 from newsletter.sender import Sender
 from newsletter.store import Store
+from newsletter.suppression import Suppressor
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.edition")
@@ -128,6 +129,14 @@ class EditionRunner:
             raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
         log.info("resuming edition %s (%s)", edition.key, edition.status.value)
         self._recover(edition)
+        if edition.status is EditionStatus.PLANNED and not self.store.delivery_counts(edition.id):
+            # Killed before planning wrote anything, maybe before the feed was stored: fetch it now,
+            # or the edition would be planned from stale (or no) reports.
+            try:
+                self.ingest()
+            except FeedError as exc:
+                self.store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+                raise
         cadences = _cadences_for(edition.schedule)
         return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
 
@@ -142,6 +151,7 @@ class EditionRunner:
         if on_planned is not None:
             on_planned(sum(n for s, n in self.store.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
         self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
+        self._repair_variants(edition)
         prepared = {
             v.id: PreparedMessage(
                 from_name=self.settings.mail.from_name,
@@ -239,6 +249,14 @@ class EditionRunner:
             written += flush()
         return written
 
+    def _repair_variants(self, edition: Edition) -> None:
+        """Render variants a crash left empty (the row is written before its render finishes)."""
+        for variant in self.store.list_variants(edition.id):
+            if not variant.html:
+                reports = self.store.get_reports(variant.report_ids)
+                digest = self.renderer.render(reports, archive_url=self.archive_url(variant.id))
+                self.store.set_variant_content(variant.id, subject=digest.subject, html=digest.html, text=digest.text)
+
     def _add_variant(self, edition: Edition, reports: Sequence[Report]) -> int:
         variant_id = self.store.add_variant(edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text="")
         digest = self.renderer.render(reports, archive_url=self.archive_url(variant_id))
@@ -266,12 +284,16 @@ class EditionRunner:
         retry: list[int] = []
         for row_id in sorted(dead):
             entry = entries.get(row_id)
-            if entry is not None and entry.state is not None and entry.state is not DeliveryState.DEFERRED:
-                outcomes.append(DeliveryOutcome(row_id, self._subscriber_of(row_id), entry.state, entry.code, "recovered from the send journal"))
+            if entry is not None and entry.state is not None and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING):
+                outcomes.append(DeliveryOutcome(row_id, self._subscriber_of(row_id), entry.state, entry.code, entry.reply or "recovered from the send journal"))
             else:
                 retry.append(row_id)
         if outcomes:
             self.store.record_outcomes(outcomes, as_of=self._digest_mark(edition))
+            suppressor = Suppressor(self.settings, self.store)
+            for outcome in outcomes:
+                if outcome.state is DeliveryState.FAILED:
+                    suppressor.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp")
         if retry:
             self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
         if dead or paths:

@@ -22,6 +22,7 @@ from newsletter.models import DeliveryState
 class JournalEntry:
     state: DeliveryState | None  # None: data was sent, no reply recorded (in flight)
     code: int | None
+    reply: str = ""
 
 
 class Journal:
@@ -35,8 +36,10 @@ class Journal:
     def data_sent(self, delivery_id: int) -> None:
         os.write(self._fd, b"S %d\n" % delivery_id)
 
-    def result(self, delivery_id: int, state: DeliveryState, code: int | None) -> None:
-        os.write(self._fd, b"R %d %s %d\n" % (delivery_id, state.value.encode(), code or 0))
+    def result(self, delivery_id: int, state: DeliveryState, code: int | None, reply: str = "") -> None:
+        # The reply goes last and on one line, so a bounce recovered after a kill keeps its text.
+        text = " ".join(reply.split())[:300].encode("utf-8", "replace")
+        os.write(self._fd, b"R %d %s %d %s\n" % (delivery_id, state.value.encode(), code or 0, text))
 
     def close(self, *, remove: bool) -> None:
         """Close; remove the file once every result in it is committed to the database."""
@@ -54,13 +57,14 @@ def replay(paths: list[Path]) -> dict[int, JournalEntry]:
     entries: dict[int, JournalEntry] = {}
     for path in paths:
         for raw in path.read_bytes().splitlines():
-            parts = raw.split()
+            parts = raw.split(b" ", 4)
             try:
                 if parts[0] == b"S" and len(parts) == 2:
                     entries[int(parts[1])] = JournalEntry(None, None)
-                elif parts[0] == b"R" and len(parts) == 4:
+                elif parts[0] == b"R" and len(parts) >= 4:
                     code = int(parts[3])
-                    entries[int(parts[1])] = JournalEntry(DeliveryState(parts[2].decode()), code or None)
+                    reply = parts[4].decode("utf-8", "replace").strip() if len(parts) == 5 else ""
+                    entries[int(parts[1])] = JournalEntry(DeliveryState(parts[2].decode()), code or None, reply)
             except (ValueError, IndexError):
                 continue  # a line torn by the kill: the row counts as in flight or untouched
     return entries

@@ -16,3 +16,4 @@ class DeliveryOutcome:
     code: int | None = None
     reply: str = ""
     next_attempt_at: datetime | None = None
+    expired: bool = False  # failed because it stayed deferred past delivery.max_age (a soft bounce)

@@ -210,7 +210,7 @@ class Sender:
                 self.on_outcome(outcome)
 
     def _watch_failures(self, outcome: DeliveryOutcome) -> None:
-        if outcome.state is DeliveryState.SUPPRESSED:
+        if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING):
             return
         self._recent.append(outcome.state is not DeliveryState.SENT)
         window = self._recent.maxlen or 0
@@ -242,7 +242,14 @@ class Sender:
             self.store.record_outcomes(pending, as_of=self.as_of)
             for outcome in pending:
                 if outcome.state is DeliveryState.FAILED:
-                    self.suppressor.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp")
+                    self.suppressor.record(
+                        subscriber_id=outcome.subscriber_id,
+                        delivery_id=outcome.delivery_id,
+                        code=outcome.code,
+                        reply=outcome.reply,
+                        source="smtp",
+                        kind="soft" if outcome.expired else None,
+                    )
             pending.clear()
 
     # -- connection threads -------------------------------------------------------
@@ -254,11 +261,14 @@ class Sender:
                 job = self._jobs.get()
                 if job is None:
                     return
-                if job.delivery.subscriber_id in self._inactive:
+                if self.paused_reason:
+                    # The breaker tripped: queued rows are not attempted; they wait for the resume.
+                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, "edition paused before this row was tried")
+                elif job.delivery.subscriber_id in self._inactive:
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
                 else:
                     outcome = self._deliver(connection, journal, job)
-                journal.result(job.delivery.id, outcome.state, outcome.code)
+                journal.result(job.delivery.id, outcome.state, outcome.code, outcome.reply)
                 self._results.put(outcome)
         finally:
             connection.close()
@@ -299,6 +309,6 @@ class Sender:
         next_attempt = datetime.now(timezone.utc) + timedelta(seconds=wait)
         if self.give_up_after is not None and next_attempt > self.give_up_after:
             return DeliveryOutcome(
-                row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}"
+                row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}", expired=True
             )
         return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.DEFERRED, attempt.code, f"{attempt.stage}: {attempt.reply}", next_attempt_at=next_attempt)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from newsletter.config import SmtpSettings
 
 DOT_RE = re.compile(rb"(?m)^\.")
+# smtplib asks socket.getfqdn() on every connect (a DNS round trip); ask once per process.
+LOCAL_HOSTNAME = socket.getfqdn()
 
 
 class Result(str, enum.Enum):
@@ -47,9 +49,9 @@ class SmtpConnection:
         s = self.settings
         context = ssl.create_default_context()  # certificates and host names verified
         if s.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context, local_hostname=LOCAL_HOSTNAME)
         else:
-            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=LOCAL_HOSTNAME)
         smtp.ehlo()
         if s.security == "starttls":
             smtp.starttls(context=context)

@@ -172,7 +172,6 @@ def test_bounces_from_maildir_processes_saved_dsns_the_same_way(world, tmp_path:
     world.check("e2", expected=[e for e in emails if e != failed])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: BounceReceiver mkdirs the Maildir path first, so Maildir(create=True) never makes tmp/new/cur and every DSN gets 500")
 def test_receiver_creates_its_maildir(world, tmp_path: Path):
     # `newsletter bounces` defaults to --maildir subscribers/bounces, which need not exist.
     emails = world.add_subscribers(2)

@@ -238,7 +238,6 @@ def slow_feed() -> Iterator[SlowFeed]:
         feed.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a resume of an edition killed while fetching its feed plans from the stored reports without fetching, and skips the edition")
 def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(template_db, tmp_path: Path, slow_feed: SlowFeed):
     template, emails = template_db
     trial = Trial(tmp_path / "trial", template, feed=slow_feed.url)
@@ -261,7 +260,6 @@ def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(template_db,
         trial.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a variant row is inserted before its content is rendered; a kill in between makes the resume send an empty digest")
 def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp_path: Path):
     template, emails = template_db
     key = "rendering"
@@ -297,7 +295,6 @@ def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp
     pytest.fail("never caught the sender between creating and rendering a variant")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a failure recovered from the send journal loses its reply text and skips the suppressor, so a 5.1.1 hard bounce does not suppress")
 def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_path: Path):
     template, emails = template_db
     trial = Trial(tmp_path / "trial", template)

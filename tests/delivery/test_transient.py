@@ -100,7 +100,6 @@ def test_deferral_older_than_max_age_fails(world):
     assert subscriber_status(world.store, victim) == "active"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a deferral that expired (delivery.max_age) is never counted as a soft bounce")
 def test_expired_deferral_counts_as_soft_bounce(world):
     # suppression.py: "Other permanent failures and deferrals that expired are soft".
     world.configure(smtp_retries=0, delivery_max_age=3600, delivery_soft_bounce_limit=1)
