@@ -293,8 +293,11 @@ class SchedulerHandle:
     scheduler: ClockedScheduler
     executor: EditionExecutor
     schedules: list[Schedule]
+    upkeep: "asyncio.Task[None] | None" = None
 
     def shutdown(self) -> None:
+        if self.upkeep is not None:
+            self.upkeep.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             log.info("scheduler stopped")
@@ -348,11 +351,55 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
     _sync_jobs(scheduler, schedules, now=clock())
     scheduler.resume()
     handle = SchedulerHandle(scheduler, executor, schedules)
+    handle.upkeep = asyncio.get_running_loop().create_task(_upkeep_loop(service, runner))
     for name, when in handle.next_run_times().items():
         log.info("schedule %s: next edition at %s", name, when.isoformat() if when else "never")
     if not schedules:
         log.warning("no schedule enabled (schedule.daily and schedule.weekly are empty); only 'newsletter send' sends")
     return handle
+
+
+UPKEEP_INTERVAL = 300.0  # seconds between looks for unfinished editions and due retries
+
+
+def finish_unfinished(service: Service, runner: EditionRunner) -> list[str]:
+    """Resume every edition a crash left unfinished, and every edition whose deferred rows are due.
+
+    Runs when the scheduler starts and every UPKEEP_INTERVAL. An edition whose
+    schedule lock another live send holds is left to that send. Paused editions
+    wait for an operator: the circuit breaker stopped them for a reason.
+    """
+    store = service.store
+    done: list[str] = []
+    for edition in store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
+        counts = edition.counts
+        due = store.next_due(edition.id)
+        stuck = edition.status is EditionStatus.PLANNED or counts.get("pending", 0) or counts.get("sending", 0)
+        if not stuck and (due is None or due > runner.clock()):
+            continue
+        try:
+            with hold_send_lock(store.engine, edition.schedule):
+                fresh = store.get_edition(edition.id)
+                if fresh is None or fresh.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
+                    continue
+                result = runner.resume(fresh)
+        except SendLockBusy:
+            continue
+        except NewsletterError as exc:
+            log.warning("could not resume edition %s: %s", edition.key, exc.message)
+            continue
+        log.info("resumed edition %s: %s", edition.key, result.message)
+        done.append(edition.key)
+    return done
+
+
+async def _upkeep_loop(service: Service, runner: EditionRunner) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(finish_unfinished, service, runner)
+        except Exception:  # the scheduler keeps running whatever one look costs
+            log.exception("looking for unfinished editions failed")
+        await asyncio.sleep(UPKEEP_INTERVAL)
 
 
 def _sync_jobs(scheduler: ClockedScheduler, schedules: list[Schedule], *, now: datetime) -> None:

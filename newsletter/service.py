@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from newsletter.config import Settings
 from newsletter.edition import EditionRunner
@@ -17,6 +19,7 @@ class Service:
 
     settings: Settings
     dev_key: bool = False  # True: a per-run secret key was generated (links die with the process)
+    clock: Callable[[], datetime] | None = None  # None: the real UTC clock; tests pass a fake one
     _store: Store | None = field(default=None, repr=False)
     _signer: TokenSigner | None = field(default=None, repr=False)
     _runner: EditionRunner | None = field(default=None, repr=False)
@@ -39,7 +42,7 @@ class Service:
     @property
     def runner(self) -> EditionRunner:
         if self._runner is None:
-            self._runner = EditionRunner(self.settings, self.store, self.signer)
+            self._runner = EditionRunner(self.settings, self.store, self.signer, clock=self.clock)
         return self._runner
 
     def close(self) -> None:

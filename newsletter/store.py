@@ -340,12 +340,25 @@ class Store:
                 }
                 row = conn.execute(sa.select(reports).where(reports.c.id == report.id)).first()
                 if row is None:
-                    conn.execute(reports.insert().values(id=report.id, first_seen=now, updated_at=now, **values))
+                    # Two processes ingesting at once (daily and weekly fire together) may both
+                    # see the id missing: the upsert makes the second insert an update.
+                    conn.execute(self._upsert_report(report.id, now, values))
                     added += 1
                 elif _report(row) != report:
                     conn.execute(reports.update().where(reports.c.id == report.id).values(updated_at=now, **values))
                     updated += 1
         return added, updated
+
+    def _upsert_report(self, report_id: str, now: datetime, values: dict[str, Any]) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            return reports.insert().values(id=report_id, first_seen=now, updated_at=now, **values)
+        statement = dialect_insert(reports).values(id=report_id, first_seen=now, updated_at=now, **values)
+        return statement.on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **values})
 
     def recent_reports(self, *, limit: int = 200, published_before: datetime | None = None) -> list[Report]:
         """The newest reports first (at most ``limit``), optionally only those published before a time."""

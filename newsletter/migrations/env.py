@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
+import newsletter.edition_lock  # noqa: F401  (their tables join the shared metadata)
+import newsletter.feed_state  # noqa: F401
 from newsletter.store import metadata
 
 engine = context.config.attributes["engine"]

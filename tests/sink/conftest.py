@@ -10,9 +10,6 @@ import pytest
 
 from newsletter.sink.server import SinkServer
 
-pytest_plugins = ["pytester"]
-
-
 @pytest.fixture
 def maildir(tmp_path: Path) -> Path:
     return tmp_path / "maildir"
