@@ -176,8 +176,10 @@ class PreparedMessage:
             (
                 address_header("To", to_name, to_address),
                 f"Date: {single_line(date_value)}\r\nMessage-ID: {message_id}\r\n".encode("ascii"),
-                # ASCII by construction (a URL); folded before the URI when the line would pass 78.
-                f"List-Unsubscribe:{' ' if len(list_unsubscribe) < 60 else chr(13) + chr(10) + ' '}{list_unsubscribe}\r\n".encode("ascii"),
+                # ASCII by construction (a URL). Never folded: a URI cannot be broken, and
+                # parsers differ on the leading space a fold before "<" leaves (RFC 5322
+                # only asks lines under 998 octets; 78 is a recommendation).
+                f"List-Unsubscribe: {list_unsubscribe}\r\n".encode("ascii"),
                 f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"),
                 self._fixed_headers,
             )
