@@ -72,4 +72,4 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
     console.print(f"Delivered {len(received)} digests. Look at them:")
     console.print(f"  Maildir (any mail client):  {maildir}/new")
     console.print(f"  Archive copy of a digest:   {preview_path}")
-    console.print("  Browse mail in a viewer:     newsletter sink --maildir " + str(maildir) + " --http-port 8025")
+    console.print("  Browse mail in a viewer:    newsletter sink --maildir " + str(maildir) + " --http-port 8025")
