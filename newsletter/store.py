@@ -455,7 +455,7 @@ class Store:
     def get_variant(self, variant_id: int) -> Variant | None:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(variants).where(variants.c.id == variant_id)).first()
-        return Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text) if r else None
+        return _variant(r) if r else None
 
     def subscribers_with_rows(self, edition_id: int, subscriber_ids: Sequence[int]) -> set[int]:
         """Which of these subscribers already have an outbox row in the edition (resumed planning)."""
@@ -507,12 +507,12 @@ class Store:
     def get_delivery(self, delivery_id: int) -> Delivery | None:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
-        return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts) if r else None
+        return _delivery(r) if r else None
 
     def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(deliveries).where(deliveries.c.message_id == message_id)).first()
-        return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts) if r else None
+        return _delivery(r) if r else None
 
     def rows_in_state(self, edition_id: int, state: DeliveryState) -> list[int]:
         with self.engine.connect() as conn:
@@ -536,7 +536,7 @@ class Store:
     def list_variants(self, edition_id: int) -> list[Variant]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(variants).where(variants.c.edition_id == edition_id).order_by(variants.c.id)).all()
-        return [Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text) for r in rows]
+        return [_variant(r) for r in rows]
 
     # -- deliveries ---------------------------------------------------------------
 
@@ -737,10 +737,7 @@ class Store:
             rows = conn.execute(
                 sa.select(deliveries).where(deliveries.c.edition_id == edition_id).order_by(deliveries.c.id)
             ).all()
-        return [
-            Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts)
-            for r in rows
-        ]
+        return [_delivery(r) for r in rows]
 
     def failure_replies(self, edition_id: int, *, limit: int = 5) -> list[tuple[int | None, str, int]]:
         """The most common (code, reply, count) among failed, deferred and unknown rows."""
@@ -792,6 +789,14 @@ def _subscriber(row: Any) -> Subscriber:
         confirmed_at=row.confirmed_at,
         last_digest_at=row.last_digest_at,
     )
+
+
+def _delivery(r: Any) -> Delivery:
+    return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts)
+
+
+def _variant(r: Any) -> Variant:
+    return Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text)
 
 
 def _report(row: Any) -> Report:
