@@ -43,15 +43,18 @@ class BounceVerdict:
 
 def dsn_recipients(msg: Message) -> list[dict[str, str]]:
     """The per-recipient fields (lower-cased names) of a multipart/report DSN, or [] if it is not one."""
-    if msg.get_content_type() != "multipart/report" or msg.get_param("report-type", "").lower() != "delivery-status":
+    report_type = msg.get_param("report-type", "")
+    if msg.get_content_type() != "multipart/report" or not isinstance(report_type, str) or report_type.lower() != "delivery-status":
         return []
     out: list[dict[str, str]] = []
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
-        blocks = part.get_payload()
-        if isinstance(blocks, str):  # some parsers leave it as text: parse the header blocks ourselves
-            blocks = [message_from_bytes(chunk.encode(), policy=policy.compat32) for chunk in blocks.replace("\r\n", "\n").split("\n\n") if chunk.strip()]
+        payload: Any = part.get_payload()
+        if isinstance(payload, str):  # some parsers leave it as text: parse the header blocks ourselves
+            payload = [message_from_bytes(chunk.encode(), policy=policy.compat32) for chunk in payload.replace("\r\n", "\n").split("\n\n") if chunk.strip()]
+        blocks: list[Message] = list(payload)
+        # The first block is per-message (Reporting-MTA...), the rest are per-recipient.
         for block in blocks[1:] if len(blocks) > 1 else blocks:
             fields = {k.lower(): str(v).strip() for k, v in block.items()}
             if "action" in fields or "status" in fields:
@@ -62,8 +65,8 @@ def dsn_recipients(msg: Message) -> list[dict[str, str]]:
 def original_message_id(msg: Message) -> str:
     for part in msg.walk():
         if part.get_content_type() in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
+            payload: Any = part.get_payload()
+            inner: Message | None = payload[0] if isinstance(payload, list) and payload else None
             if inner is None:
                 text = part.get_payload(decode=True) or b""
                 inner = message_from_bytes(text if isinstance(text, bytes) else str(text).encode(), policy=policy.compat32)

@@ -282,9 +282,14 @@ def _validate(settings: Settings) -> None:
         )
     if "@" not in settings.mail.from_address:
         raise ConfigError(f"mail.from_address must be an email address, got {settings.mail.from_address!r}")
-    for name, value in (("site.postal_address", settings.site.postal_address), ("mail.from_name", settings.mail.from_name), ("mail.list_id", settings.mail.list_id)):
-        if any(ch in value for ch in "\r\n\x00"):
-            raise ConfigError(f"{name} must be a single line", hint="Remove line breaks from the value.")
+    single_line_keys: tuple[tuple[str, str], ...] = (
+        ("site.postal_address", settings.site.postal_address),
+        ("mail.from_name", settings.mail.from_name),
+        ("mail.list_id", settings.mail.list_id),
+    )
+    for key, text in single_line_keys:
+        if any(ch in text for ch in "\r\n\x00"):
+            raise ConfigError(f"{key} must be a single line", hint="Remove line breaks from the value.")
     if not settings.site.postal_address.strip():
         raise ConfigError("site.postal_address is empty", hint="CAN-SPAM requires a physical postal address in every message.")
 

@@ -121,11 +121,11 @@ class SmtpConnection:
             return Attempt(Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True)
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPResponseException, OSError, socket.timeout) as exc:
             self._drop()
-            code = getattr(exc, "smtp_code", None)
+            failure_code: int | None = getattr(exc, "smtp_code", None)
             text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
             if stage in ("content", "reply"):
-                return Attempt(Result.UNKNOWN, code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)
-            return Attempt(Result.TRANSIENT, code, text, stage, connection_problem=True)
+                return Attempt(Result.UNKNOWN, failure_code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)
+            return Attempt(Result.TRANSIENT, failure_code, text, stage, connection_problem=True)
         if 200 <= code < 300:
             self.sent += 1
             return Attempt(Result.SENT, code, _text(reply), "data")

@@ -232,7 +232,7 @@ class Store:
                         confirmed_at=now if status is SubscriberStatus.ACTIVE else None,
                         status_reason="",
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             except IntegrityError:
                 # Another process inserted the same address between our check and insert.
                 row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).one()
@@ -351,14 +351,16 @@ class Store:
 
     def _upsert_report(self, report_id: str, now: datetime, values: dict[str, Any]) -> Any:
         dialect = self.engine.dialect.name
+        row = {"id": report_id, "first_seen": now, "updated_at": now, **values}
         if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            return reports.insert().values(id=report_id, first_seen=now, updated_at=now, **values)
-        statement = dialect_insert(reports).values(id=report_id, first_seen=now, updated_at=now, **values)
-        return statement.on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **values})
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(reports).values(**row).on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **values})
+        if dialect == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            return sqlite.insert(reports).values(**row).on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **values})
+        return reports.insert().values(**row)
 
     def recent_reports(self, *, limit: int = 200, published_before: datetime | None = None) -> list[Report]:
         """The newest reports first (at most ``limit``), optionally only those published before a time."""
@@ -399,7 +401,7 @@ class Store:
                     editions.insert().values(
                         key=key, schedule=schedule, status=EditionStatus.PLANNED.value, as_of=as_of, created_at=now, reason=""
                     )
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
         except IntegrityError:
             existing = self.find_edition(key)
             assert existing is not None
@@ -445,7 +447,7 @@ class Store:
             return int(
                 conn.execute(
                     variants.insert().values(edition_id=edition_id, report_ids=list(report_ids), subject=subject, html=html, text=text)
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def set_variant_content(self, variant_id: int, *, subject: str, html: str, text: str) -> None:
