@@ -87,9 +87,10 @@ def main(config_path: str | None, verbose: bool) -> None:
 @click.option("--key", default=None, help="Edition key (default: manual-<UTC time>). Rerunning a key resumes it, never resends.")
 @click.option("--resume", "resume", is_flag=True, help="Finish the newest unfinished edition instead of starting one.")
 @click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
+@click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool) -> None:
+def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, retry_unknown: bool) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
     from newsletter.edition_lock import hold_send_lock
     from newsletter.schedules import schedule_for_key
@@ -109,8 +110,19 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool) -> N
             progress.advance(task[0])
 
     try:
+        if retry_unknown and not resume:
+            raise click.UsageError("--retry-unknown goes with --resume")
         if resume:
             unfinished = service.store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+            if retry_unknown:
+                with_unknown = [e for e in service.store.list_editions(limit=50) if e.counts.get("unknown")]
+                if with_unknown:
+                    edition = with_unknown[0]
+                    requeued = service.store.requeue_unknown(edition.id)
+                    # The edition had ended; its unknown rows make it unfinished again.
+                    service.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator")
+                    console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
+                    unfinished = [service.store.get_edition(edition.id)]  # type: ignore[list-item]
             if not unfinished:
                 console.print("Nothing to resume: every edition has ended.")
                 return

@@ -77,3 +77,28 @@ def test_subscriber_leaving_during_the_send_is_never_mailed(world, status):
     assert checked.states() == {"sent": 52, "suppressed": 8}
     assert {r.email for r in checked.rows if r.state == "suppressed"} == set(leavers)
     assert world.edition("e1").status.value == "sent"
+
+
+def test_operator_can_resend_unknown_rows_with_the_same_message_id(world):
+    world.configure(smtp_retries=0)
+    emails = world.add_subscribers(4)
+    victim = emails[1]
+    # "drop": the sink keeps nothing, the sender sees the connection die after the data.
+    world.sink.faults.add(FaultRule(stage="data", action="drop", to=victim, times=1))
+    world.run("e1")
+    first = world.check("e1", expected=emails)
+    assert first.states() == {"sent": 3, "unknown": 1}
+    message_id = first.row(victim).message_id
+    assert not world.sink.messages(to=victim)
+
+    out = world.cli("send", "--retry-unknown")
+    assert out.exit_code != 0 and "--resume" in out.output
+
+    out = world.cli("send", "--resume", "--retry-unknown")
+    assert out.exit_code == 0, out.output
+    assert "1 rows of edition e1 whose outcome was unknown will be sent again" in flat(out.output)
+    after = world.check("e1", expected=emails)
+    assert after.states() == {"sent": 4}
+    [copy] = world.sink.messages(to=victim)
+    assert copy.headers["Message-ID"] == message_id
+    assert world.edition("e1").status.value == "sent"
