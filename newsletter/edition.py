@@ -19,14 +19,14 @@ from pathlib import Path
 from newsletter.config import Settings
 from newsletter.errors import EditionError, FeedError
 from newsletter.journal import journal_files, replay
-from newsletter.message import PreparedMessage, make_message_id
+from newsletter.message import MessageIds, PreparedMessage
 from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus, Report, Subscriber
 from newsletter.outcome import DeliveryOutcome
 from newsletter.planner import Selection, select_reports
 from newsletter.render import DigestRenderer, web_version
 from newsletter.reports import load_reports
 from newsletter.sender import Sender
-from newsletter.store import Store
+from newsletter.store import PlanningRow, Store
 from newsletter.suppression import Suppressor
 from newsletter.tokens import TokenSigner
 
@@ -208,15 +208,20 @@ class EditionRunner:
         """Plan in streamed batches: one row per recipient with new reports, one variant per report set.
 
         Safe to rerun after a crash: subscribers that already have a row are skipped,
-        and existing variants are reused.
+        and existing variants are reused. Subscribers with the same topics and the
+        same last digest get the same selection, so it is computed once per pair.
         """
         cutoff, recent = self._recent(edition.as_of)
         variant_ids = {tuple(v.report_ids): v.id for v in self.store.list_variants(edition.id)}
-        batch: list[tuple[Subscriber, Selection]] = []
+        # Only a resumed planning can meet rows it wrote before; a fresh one skips the lookup.
+        resuming = bool(variant_ids) or bool(self.store.delivery_counts(edition.id))
+        selections: dict[tuple[tuple[str, ...], datetime | None], Selection] = {}
+        message_ids = MessageIds(self.domain, edition.id)
+        batch: list[tuple[PlanningRow, Selection]] = []
         written = 0
 
         def flush() -> int:
-            have = self.store.subscribers_with_rows(edition.id, [s.id for s, _ in batch])
+            have = self.store.subscribers_with_rows(edition.id, [s.id for s, _ in batch]) if resuming else set()
             rows = []
             for subscriber, selection in batch:
                 if subscriber.id in have:
@@ -231,15 +236,19 @@ class EditionRunner:
                         "variant_id": variant_id,
                         "email": subscriber.email,
                         "name": subscriber.name,
-                        "message_id": make_message_id(self.domain),
+                        "message_id": message_ids.make(subscriber.id),
                     }
                 )
             self.store.add_deliveries(rows, now=self.clock())
             batch.clear()
             return len(rows)
 
-        for subscriber in self.store.iter_recipients(cadences=cadences):
-            selection = select_reports(subscriber, recent, max_reports=self.settings.digest.max_reports, cutoff=cutoff)
+        max_reports = self.settings.digest.max_reports
+        for subscriber in self.store.iter_planning_rows(cadences=cadences, batch_size=self.settings.delivery.batch_size * 4):
+            key = (subscriber.topics, subscriber.last_digest_at)
+            selection = selections.get(key)
+            if selection is None:
+                selection = selections[key] = select_reports(subscriber, recent, max_reports=max_reports, cutoff=cutoff)
             if not selection.reports:
                 continue
             batch.append((subscriber, selection))

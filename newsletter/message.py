@@ -79,6 +79,22 @@ def make_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}.{secrets.token_hex(4)}@{domain}>"
 
 
+class MessageIds:
+    """Message-IDs for one edition: unique by construction, cheap at 100k recipients.
+
+    <edition.subscriber.nonce@domain>: the edition and subscriber make it unique
+    within this database; the random nonce (one per planning run) keeps it unique
+    across databases and re-created editions.
+    """
+
+    def __init__(self, domain: str, edition_id: int) -> None:
+        self._suffix = f".{secrets.token_hex(6)}@{domain}>"
+        self._prefix = f"<e{edition_id}.s"
+
+    def make(self, subscriber_id: int) -> str:
+        return f"{self._prefix}{subscriber_id}{self._suffix}"
+
+
 def _qp(data: str) -> bytes:
     """Quoted-printable with CRLF everywhere, including soft breaks."""
     encoded = binascii.b2a_qp(data.replace("\r\n", "\n").encode("utf-8"), quotetabs=False, istext=True, header=False)
@@ -91,11 +107,20 @@ def _qp_value(value: str) -> bytes:
     return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+DOT_RE = re.compile(rb"(?m)^\.")
+
+
 @dataclass(frozen=True)
 class _EncodedBody:
-    """A QP-encoded body cut at its markers: literal pieces and the marker between each pair."""
+    """A QP-encoded body cut at its markers: literal pieces and the marker between each pair.
+
+    Every spliced value starts a line (a soft break precedes it), so SMTP
+    dot-stuffing can be done once here for the pieces (``stuffed``) and per value
+    by a one-byte check, instead of a regex over every message.
+    """
 
     pieces: tuple[bytes, ...]
+    stuffed: tuple[bytes, ...]
     marks: tuple[str, ...]
 
     @classmethod
@@ -107,19 +132,19 @@ class _EncodedBody:
         for i, literal in enumerate(literals):
             encoded = _qp(literal.replace(ESCAPED_PERCENTS, "%%"))
             # Around each spliced value, a soft break keeps every line short, whatever the value.
-            if i > 0 and encoded and not encoded.startswith(CRLF):
-                encoded = SOFT_BREAK + encoded
-            elif i > 0:
+            if i > 0:
                 encoded = SOFT_BREAK + encoded
             if i < len(literals) - 1 and not encoded.endswith(CRLF):
                 encoded += SOFT_BREAK
             pieces.append(encoded)
-        return cls(tuple(pieces), marks)
+        return cls(tuple(pieces), tuple(DOT_RE.sub(b"..", piece) for piece in pieces), marks)
 
-    def splice(self, values: dict[str, bytes]) -> bytes:
-        out = [self.pieces[0]]
-        for mark, piece in zip(self.marks, self.pieces[1:]):
-            out.append(values[mark])
+    def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
+        pieces = self.stuffed if dot_stuffed else self.pieces
+        out = [pieces[0]]
+        for mark, piece in zip(self.marks, pieces[1:]):
+            value = values[mark]
+            out.append(b"." + value if dot_stuffed and value[:1] == b"." else value)
             out.append(piece)
         return b"".join(out)
 
@@ -166,8 +191,13 @@ class PreparedMessage:
         unsubscribe_url: str,
         preferences_url: str,
         unsubscribe_mailto: str = "",
+        dot_stuffed: bool = False,
     ) -> bytes:
-        """The complete message bytes for one recipient (CRLF, ready for SMTP DATA)."""
+        """The complete message bytes for one recipient (CRLF line ends).
+
+        ``dot_stuffed``: lines starting with "." are doubled as SMTP DATA wants
+        (RFC 5321 4.5.2), ready to write after the DATA command as they are.
+        """
         single_line(message_id)
         single_line(unsubscribe_url)
         date_value = date if isinstance(date, str) else format_datetime(date)
@@ -199,9 +229,9 @@ class PreparedMessage:
                 headers,
                 b"\r\nThis is a multi-part message in MIME format.\r\n",
                 self._text_head,
-                self._text.splice(text_values),
+                self._text.splice(text_values, dot_stuffed=dot_stuffed),
                 self._html_head,
-                self._html.splice(html_values),
+                self._html.splice(html_values, dot_stuffed=dot_stuffed),
                 self._closing,
             )
         )

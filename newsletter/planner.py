@@ -11,8 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from newsletter.models import Report, Subscriber
+from newsletter.models import Report
+
+
+class Reader(Protocol):
+    """What selection needs to know of a subscriber."""
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    @property
+    def last_digest_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ class Selection:
         return tuple(r.id for r in self.reports)
 
 
-def wants(subscriber: Subscriber, report: Report) -> bool:
+def wants(subscriber: Reader, report: Report) -> bool:
     """Topic match, case-insensitive; a subscriber without topics wants everything."""
     if not subscriber.topics:
         return True
@@ -35,7 +46,7 @@ def wants(subscriber: Subscriber, report: Report) -> bool:
     return any(t.casefold() in chosen for t in report.topics)
 
 
-def select_reports(subscriber: Subscriber, recent: Sequence[Report], *, max_reports: int, cutoff: datetime | None = None) -> Selection:
+def select_reports(subscriber: Reader, recent: Sequence[Report], *, max_reports: int, cutoff: datetime | None = None) -> Selection:
     """The reports for one subscriber from ``recent`` (newest first).
 
     ``cutoff``: reports published after it are left for the next edition (settle time).
@@ -43,12 +54,13 @@ def select_reports(subscriber: Subscriber, recent: Sequence[Report], *, max_repo
     """
     since = subscriber.last_digest_at
     chosen: list[Report] = []
+    wanted = {t.casefold() for t in subscriber.topics}
     for report in recent:
         if cutoff is not None and report.published > cutoff:
             continue
         if since is not None and report.published <= since:
             break  # newest first: everything after this is older still
-        if wants(subscriber, report):
+        if not wanted or any(t.casefold() in wanted for t in report.topics):
             chosen.append(report)
             if len(chosen) == max_reports:
                 break

@@ -190,6 +190,7 @@ class Sender:
             date=date,
             unsubscribe_url=f"{self.base_url}/unsubscribe/{unsubscribe}",
             preferences_url=f"{self.base_url}/preferences/{preferences}",
+            dot_stuffed=True,
         )
         # VERP: a bounce names the row it is about, so late bounces find their subscriber.
         mail_from = f"bounces+{self.signer.make(Purpose.BOUNCE, row.id)}@{self.bounce_domain}"
@@ -286,7 +287,7 @@ class Sender:
                 delay *= 2
             self.limiter.wait()
             reused = connection.sent > 0
-            attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id))
+            attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id), dot_stuffed=True)
             if attempt.result is not Result.TRANSIENT:
                 break
             if reused and attempt.connection_problem and attempt.stage == "mail":

@@ -12,6 +12,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from newsletter.config import SmtpSettings
@@ -81,8 +82,10 @@ class SmtpConnection:
                 pass
         self._smtp = None
 
-    def send(self, mail_from: str, rcpt: str, data: bytes, *, before_content: "callable[[], None] | None" = None) -> Attempt:  # type: ignore[valid-type]
+    def send(self, mail_from: str, rcpt: str, data: bytes, *, before_content: Callable[[], None] | None = None, dot_stuffed: bool = False) -> Attempt:
         """Deliver one message to one recipient; never raises for SMTP or network trouble.
+
+        ``dot_stuffed``: ``data`` already has its leading dots doubled (and ends with CRLF).
 
         ``before_content`` runs right before the message data is written, so the
         caller can journal that the outcome may become unknown from here on.
@@ -107,7 +110,7 @@ class SmtpConnection:
             code, reply = smtp.getreply()
             if code != 354:
                 return self._refused(code, reply, stage)
-            payload = DOT_RE.sub(b"..", data)
+            payload = data if dot_stuffed else DOT_RE.sub(b"..", data)
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
             if before_content is not None:

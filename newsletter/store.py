@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,6 +27,16 @@ from newsletter.models import (
     SubscriberStatus,
     Variant,
 )
+
+
+class PlanningRow(NamedTuple):
+    """One recipient as planning sees it."""
+
+    id: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    last_digest_at: datetime | None
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -131,7 +141,7 @@ deliveries = sa.Table(
     sa.Column("claimed_by", sa.String(200)),  # "host:pid" of the sender holding the row
     sa.Column("lease_until", UTCDateTime),  # a 'sending' row whose lease ran out is claimable again
     sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
-    sa.Index("ix_deliveries_edition_state", "edition_id", "state"),
+    sa.Index("ix_deliveries_edition_state_id", "edition_id", "state", "id"),
 )
 
 bounce_events = sa.Table(
@@ -307,6 +317,16 @@ class Store:
         if cadences is not None:
             query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
+
+    def iter_planning_rows(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator["PlanningRow"]:
+        """What planning needs of each active, unpaused subscriber: light rows, streamed by id."""
+        query = sa.select(
+            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.topics, subscribers.c.last_digest_at
+        ).where(subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false())
+        if cadences is not None:
+            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        for r in self._stream(query, subscribers.c.id, batch_size=batch_size):
+            yield PlanningRow(r.id, r.email, r.name, tuple(r.topics or ()), r.last_digest_at)
 
     def _stream(self, query: sa.Select[Any], key: sa.Column[Any], *, batch_size: int = 2000) -> Iterator[Any]:
         """Keyset pagination: never holds more than one batch, and no long-lived cursor."""
@@ -563,34 +583,42 @@ class Store:
         suppressed instead, so an unsubscribe or bounce during a send is honoured.
         """
         now = now or utcnow()
-        due = sa.or_(
+        # Three narrow queries instead of one OR: each walks the (edition_id, state, id)
+        # index in order and stops at ``limit``, so a claim costs the same at row 10 and
+        # at row 1,000,000 (the OR made both SQLite and PostgreSQL scan the edition).
+        due_kinds = (
             deliveries.c.state == DeliveryState.PENDING.value,
             sa.and_(deliveries.c.state == DeliveryState.DEFERRED.value, deliveries.c.next_attempt_at <= now),
             sa.and_(deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now),
         )
-        query = (
-            sa.select(
-                deliveries.c.id,
-                deliveries.c.edition_id,
-                deliveries.c.subscriber_id,
-                deliveries.c.variant_id,
-                deliveries.c.email,
-                deliveries.c.name,
-                deliveries.c.message_id,
-                deliveries.c.attempts,
-                subscribers.c.status.label("subscriber_status"),
-                subscribers.c.paused.label("subscriber_paused"),
-            )
-            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-            .where(deliveries.c.edition_id == edition_id, due)
-            .order_by(deliveries.c.id)
-            .limit(limit)
+        columns = (
+            deliveries.c.id,
+            deliveries.c.edition_id,
+            deliveries.c.subscriber_id,
+            deliveries.c.variant_id,
+            deliveries.c.email,
+            deliveries.c.name,
+            deliveries.c.message_id,
+            deliveries.c.attempts,
+            subscribers.c.status.label("subscriber_status"),
+            subscribers.c.paused.label("subscriber_paused"),
         )
-        if self.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=deliveries)
         lease_until = now + timedelta(seconds=lease_seconds)
         with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
+            rows: list[Any] = []
+            for condition in due_kinds:
+                if len(rows) >= limit:
+                    break
+                query = (
+                    sa.select(*columns)
+                    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                    .where(deliveries.c.edition_id == edition_id, condition)
+                    .order_by(deliveries.c.state, deliveries.c.id)
+                    .limit(limit - len(rows))
+                )
+                if self.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True, of=deliveries)
+                rows.extend(conn.execute(query).all())
             take = [r for r in rows if r.subscriber_status == SubscriberStatus.ACTIVE.value and not r.subscriber_paused]
             gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value or r.subscriber_paused]
             for start in range(0, len(take), 500):

@@ -1,0 +1,39 @@
+"""PreparedMessage: the wire form (dot-stuffed once per variant) equals stuffing the message per send."""
+
+from __future__ import annotations
+
+import re
+
+from newsletter.message import MessageIds, PreparedMessage
+from newsletter.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+
+DOTS = re.compile(rb"(?m)^\.")
+
+
+def prepared() -> PreparedMessage:
+    text = f".leading dot\n..two dots\nmiddle . dot\n{RECIPIENT_MARK}\n.{UNSUBSCRIBE_MARK}\n{PREFERENCES_MARK}.\n." + "x" * 200 + "\n.\n"
+    html = f"<p>.x</p>\n.<a href=\"{UNSUBSCRIBE_MARK}\">u</a>\n<p>{RECIPIENT_MARK}</p>\n" + ". " * 300
+    return PreparedMessage(from_name="Video Surveillance News", from_address="news@example.com", subject="S", text=text, html=html, list_id="L <l.example.com>")
+
+
+def test_dot_stuffed_wire_form_matches_stuffing_the_plain_message() -> None:
+    message = prepared()
+    values = dict(
+        to_address=".odd.start@example.org",  # a (quoted-style) local part may start with a dot
+        to_name="Reader",
+        message_id="<m@example.com>",
+        date="Thu, 26 Nov 2026 12:00:00 +0000",
+        unsubscribe_url="https://news.example.com/unsubscribe/MQ.abc",
+        preferences_url=".relative-looking-but-stuffed",
+    )
+    plain = message.for_recipient(**values)
+    wire = message.for_recipient(**values, dot_stuffed=True)
+    assert wire == DOTS.sub(b"..", plain)
+    assert wire != plain  # the case really has lines starting with a dot
+
+
+def test_message_ids_are_unique_per_subscriber_and_per_planning_run() -> None:
+    first, second = MessageIds("example.com", 7), MessageIds("example.com", 7)
+    ids = {first.make(n) for n in range(1000)} | {second.make(n) for n in range(1000)}
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"<e7\.s\d+\.[0-9a-f]{12}@example\.com>", i) for i in ids)
