@@ -21,7 +21,7 @@ from rich.table import Table
 
 from newsletter.config import Settings, describe_keys, load_settings
 from newsletter.errors import NewsletterError, SubscriberError
-from newsletter.models import EditionStatus, SubscriberStatus
+from newsletter.models import Cadence, EditionStatus, SubscriberStatus
 from newsletter.service import Service
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,8 +134,12 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, retr
                 result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
         else:
             key = key or "manual-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-            with hold_send_lock(service.store.engine, schedule_for_key(key)):
-                result = runner.run(key=key, fetch=not no_fetch, on_planned=planned, on_outcome=outcome)
+            schedule = schedule_for_key(key)
+            # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
+            # exactly as the scheduler would; any other key is a manual edition for everyone.
+            cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
+            with hold_send_lock(service.store.engine, schedule):
+                result = runner.run(key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, on_planned=planned, on_outcome=outcome)
     finally:
         if task:
             progress.stop()

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS
+from newsletter.models import Cadence
 from newsletter.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 
@@ -277,3 +278,24 @@ def test_demo_subprocess_delivers_one_message_per_matching_subscriber(tmp_path):
 def test_python_dash_m_newsletter_help():
     proc = subprocess.run([sys.executable, "-m", "newsletter", "--help"], cwd=PROJECT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "Usage:" in proc.stdout and "demo" in proc.stdout
+
+
+def test_send_with_a_schedule_key_reaches_only_that_cadence(cli, sink, tmp_path):
+    ok(cli("subscribers", "add", "daily@example.org"))
+    ok(cli("subscribers", "add", "weekly@example.org"))
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        weekly = store.find_subscriber("weekly@example.org")
+        store.update_preferences(weekly.id, topics=(), cadence=Cadence.WEEKLY, paused=False)
+    finally:
+        store.dispose()
+    ok(cli("send", "--key", "weekly-2026-11-30T07:00-05:00"))
+    assert [m.rcpt_tos for m in sink.messages()] == [("weekly@example.org",)]
+    ok(cli("send", "--key", "manual-catch-up"))
+    # A manual edition is for every cadence; the weekly reader has nothing new since theirs.
+    assert sorted(m.rcpt_tos[0] for m in sink.messages()) == ["daily@example.org", "weekly@example.org"]
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    try:
+        assert store.find_edition("weekly-2026-11-30T07:00-05:00").schedule == "weekly"
+    finally:
+        store.dispose()
