@@ -122,7 +122,10 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(live: tuple[st
     assert service.store.find_subscriber(reader).status is SubscriberStatus.UNSUBSCRIBED
 
     # A new report arrives; the next send reaches the control reader and skips the one who left.
-    service.store.upsert_reports([Report(id="browser-new", title="A newer report", url="https://ipvm.com/reports/browser-new", published=datetime.now(timezone.utc) - timedelta(seconds=1), teaser="Fresh.")])
+    # Published after the first edition's cut-off and before the second's (settle is 0 here).
+    now = datetime.now(timezone.utc)
+    published = first.edition.as_of + (now - first.edition.as_of) / 2
+    service.store.upsert_reports([Report(id="browser-new", title="A newer report", url="https://ipvm.com/reports/browser-new", published=published, teaser="Fresh.")])
     second = service.runner.run(key="browser-2", fetch=False)
     delivered = {d.email for d in service.store.list_deliveries(second.edition.id)}
     assert delivered == {control.email}
