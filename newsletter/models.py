@@ -72,6 +72,7 @@ class Subscriber:
     created_at: datetime | None = None
     confirmed_at: datetime | None = None
     last_digest_at: datetime | None = None
+    updated_at: datetime | None = None  # last change of status or preferences
 
 
 @dataclass(frozen=True)

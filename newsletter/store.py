@@ -818,6 +818,7 @@ def _subscriber(row: Any) -> Subscriber:
         created_at=row.created_at,
         confirmed_at=row.confirmed_at,
         last_digest_at=row.last_digest_at,
+        updated_at=row.updated_at,
     )
 
 

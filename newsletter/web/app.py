@@ -168,6 +168,11 @@ class WebApp:
         await read_form(request, {})
         if subscriber.status is SubscriberStatus.BOUNCED:
             raise PageError(409, "We cannot mail this address", "Mail to this address has bounced, so we stopped sending to it. Contact us to have it checked.")
+        if subscriber.status is SubscriberStatus.UNSUBSCRIBED and subscriber.updated_at is not None:
+            # A confirmation made before the reader left must not bring them back: only a
+            # new signup (which mails a new link) can.
+            if self.signer.issued_at(Purpose.CONFIRM, token) < subscriber.updated_at.replace(microsecond=0):
+                raise PageError(400, "This link is older than your unsubscribe", "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.")
         if subscriber.status is not SubscriberStatus.ACTIVE:
             await run_in_threadpool(self.service.store.set_status, subscriber.id, SubscriberStatus.ACTIVE, reason="confirmed on the web")
         return self.page(

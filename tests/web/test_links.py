@@ -165,3 +165,32 @@ def test_manage_page_and_link_tokens_are_purpose_bound(web: Web) -> None:
     assert web.client.get("/manage/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id)).status_code == 400
     assert web.client.get("/preferences/" + web.service.signer.make(Purpose.MANAGE, subscriber_id)).status_code == 400
 
+
+
+def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(web: Web) -> None:
+    import time
+    from datetime import timedelta
+
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    class HourAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 3600
+
+    email = "leaver@example.org"
+    assert web.client.post(confirmation_for(web, email)).status_code == 200
+    subscriber = web.store.find_subscriber(email)
+    # A confirmation link mailed an hour ago (same key and purpose as the service's own).
+    old_token = URLSafeTimedSerializer(SECRET, salt="newsletter.confirm", signer=HourAgo).dumps(subscriber.id)
+    assert web.service.signer.read(Purpose.CONFIRM, old_token) == subscriber.id
+    web.store.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click")
+    page = web.client.post("/confirm/" + old_token)
+    assert page.status_code == 400 and "sign up again" in page.text
+    assert status_of(web, email) is SubscriberStatus.UNSUBSCRIBED
+    # Signing up again mails a fresh link, and that one brings the reader back.
+    web.store.mark_confirmation_sent(subscriber.id, subscriber.created_at - timedelta(hours=2))
+    web.subscribe(email)
+    mails = sorted((m for m in web.sink.messages(to=email) if "/confirm/" in (m.text or "")), key=lambda m: m.received_at)
+    assert len(mails) == 2
+    assert web.client.post(link_path(mails[-1].as_email(), "/confirm/")).status_code == 200
+    assert status_of(web, email) is SubscriberStatus.ACTIVE
