@@ -87,10 +87,11 @@ def main(config_path: str | None, verbose: bool) -> None:
 @click.option("--key", default=None, help="Edition key (default: manual-<UTC time>). Rerunning a key resumes it, never resends.")
 @click.option("--resume", "resume", is_flag=True, help="Finish the newest unfinished edition instead of starting one.")
 @click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
+@click.option("--plan-only", is_flag=True, help="Write the edition's outbox and stop; 'newsletter worker' processes send it.")
 @click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, retry_unknown: bool) -> None:
+def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
     from newsletter.edition_lock import hold_send_lock
     from newsletter.schedules import schedule_for_key
@@ -112,6 +113,8 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, retr
     try:
         if retry_unknown and not resume:
             raise click.UsageError("--retry-unknown goes with --resume")
+        if plan_only and resume:
+            raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
         if resume:
             unfinished = service.store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
             if retry_unknown:
@@ -139,7 +142,9 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, retr
             # exactly as the scheduler would; any other key is a manual edition for everyone.
             cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
             with hold_send_lock(service.store.engine, schedule):
-                result = runner.run(key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, on_planned=planned, on_outcome=outcome)
+                result = runner.run(
+                    key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome
+                )
     finally:
         if task:
             progress.stop()

@@ -99,6 +99,7 @@ class EditionRunner:
         cadences: Sequence[Cadence] | None = None,
         as_of: datetime | None = None,
         fetch: bool = True,
+        send: bool = True,
         on_planned: Callable[[int], None] | None = None,
         on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     ) -> EditionResult:
@@ -106,12 +107,16 @@ class EditionRunner:
 
         A finished edition (sent, skipped, failed) is not run again. A feed that
         cannot be fetched fails the edition with the reason and sends nothing.
+        ``send=False`` stops after planning: the outbox is written and the edition
+        is left "sending" for `newsletter worker` processes to drain.
         """
         as_of = as_of or self.clock()
         edition, created = self.store.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
         if not created:
             if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED):
                 return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
+            if not send:
+                return EditionResult(edition, False, message=f"edition {key} already exists ({edition.status.value}); nothing planned")
             return self.resume(edition, on_planned=on_planned, on_outcome=on_outcome)
         log.info("edition %s (%s) started", key, schedule)
         if fetch:
@@ -121,7 +126,7 @@ class EditionRunner:
             except FeedError as exc:
                 self.store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
                 raise
-        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True)
+        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True, send=send)
 
     def resume(self, edition: Edition, *, on_planned: Callable[[int], None] | None = None, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
         """Finish an unfinished edition: complete its planning, replay journals, send what is left."""
@@ -140,7 +145,16 @@ class EditionRunner:
         cadences = _cadences_for(edition.schedule)
         return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
 
-    def _plan_and_send(self, edition: Edition, *, cadences: Sequence[Cadence] | None, on_planned: Callable[[int], None] | None, on_outcome: Callable[[DeliveryOutcome], None] | None, created: bool) -> EditionResult:
+    def _plan_and_send(
+        self,
+        edition: Edition,
+        *,
+        cadences: Sequence[Cadence] | None,
+        on_planned: Callable[[int], None] | None,
+        on_outcome: Callable[[DeliveryOutcome], None] | None,
+        created: bool,
+        send: bool = True,
+    ) -> EditionResult:
         if edition.status is EditionStatus.PLANNED:
             total = self._write_outbox(edition, cadences=cadences)
             if total == 0 and not self.store.delivery_counts(edition.id):
@@ -152,6 +166,9 @@ class EditionRunner:
             on_planned(sum(n for s, n in self.store.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
         self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
         self._repair_variants(edition)
+        if not send:
+            planned = self.store.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
+            return EditionResult(self._reload(edition), created, message=f"planned {planned} rows; 'newsletter worker' sends them")
         prepared = {
             v.id: PreparedMessage(
                 from_name=self.settings.mail.from_name,

@@ -1,0 +1,43 @@
+"""Editions left unfinished are finished by the scheduler's upkeep and by workers (issue 5 item 2, issue 6 item 4)."""
+
+from __future__ import annotations
+
+import socket
+
+from newsletter.scheduler import finish_unfinished
+
+from tests.delivery.conftest import flat
+
+
+def test_plan_only_then_a_worker_sends_every_row_once(world):
+    emails = world.add_subscribers(30)
+    out = world.cli("send", "--key", "e1", "--plan-only")
+    assert out.exit_code == 0, out.output
+    assert "planned 30 rows" in flat(out.output)
+    assert world.sink.messages() == []
+    assert world.edition("e1").status.value == "sending"
+
+    out = world.cli("worker", "--once")
+    assert out.exit_code == 0, out.output
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 30}
+    assert world.edition("e1").status.value == "sent"
+
+
+def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
+    emails = world.add_subscribers(12)
+    out = world.cli("send", "--key", "e1", "--plan-only")
+    assert out.exit_code == 0, out.output
+    # A sender on this machine claimed four rows and died before any result was committed.
+    world.sql(
+        "UPDATE deliveries SET state = 'sending', claimed_by = :owner, attempts = 1 WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 4)",
+        owner=f"{socket.gethostname()}:999999",
+    )
+    service = world.service
+    done = finish_unfinished(service, service.runner)
+    assert done == ["e1"]
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 12}
+    assert world.edition("e1").status.value == "sent"
+    # Nothing left: a second look does nothing.
+    assert finish_unfinished(service, service.runner) == []
