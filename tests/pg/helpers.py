@@ -49,24 +49,11 @@ def bulk_subscribers(service: Service, count: int, *, domain: str = "example.org
 
 
 def plan_only(service: Service, key: str, *, as_of: datetime | None = None) -> Edition:
-    """Plan an edition and leave every row pending, the edition 'sending', for workers to drain.
-
-    There is no public planning-only entry point in EditionRunner (``run`` plans and
-    sends in one go), so this uses the runner's own steps: create the edition, ingest
-    the feed, ``_write_outbox`` (the streamed planner ``run`` uses), then mark it sending
-    as ``_plan_and_send`` does before it starts the sender.
-    """
-    runner = service.runner
-    store = service.store
-    edition, created = store.create_edition(key=key, schedule="manual", as_of=as_of or runner.clock(), now=runner.clock())
-    assert created
-    runner.ingest()
-    written = runner._write_outbox(edition, cadences=None)
-    assert written > 0
-    store.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=runner.clock())
-    fresh = store.get_edition(edition.id)
-    assert fresh is not None
-    return fresh
+    """Plan an edition and leave every row pending, the edition 'sending', for workers to drain."""
+    result = service.runner.run(key=key, as_of=as_of, send=False)
+    assert result.created and result.edition.status is EditionStatus.SENDING
+    assert result.edition.counts.get("pending", 0) > 0
+    return result.edition
 
 
 def claimed_by_counts(service: Service, edition_id: int) -> Counter[str]:
