@@ -182,6 +182,7 @@ def _print_result(result: Any) -> None:
 @reports_errors
 def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bool) -> None:
     """Render a digest without sending; list which reports are in and why."""
+    from newsletter.planner import why_included
     from newsletter.preview import render_preview
 
     service = service_from(ctx)
@@ -194,8 +195,14 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
     table.add_column("published")
     table.add_column("report")
     table.add_column("topics")
+    table.add_column("why")
     for report in result.selection.reports:
-        table.add_row(f"{report.published:%Y-%m-%d}", report.title + (" [members]" if report.members_only else ""), ", ".join(report.topics))
+        table.add_row(
+            f"{report.published:%Y-%m-%d}",
+            report.title + (" [members]" if report.members_only else ""),
+            ", ".join(report.topics),
+            why_included(result.subscriber, report),
+        )
     console.print(table)
     if out and result.html:
         Path(out).write_text(result.html, encoding="utf-8")

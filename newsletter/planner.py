@@ -46,6 +46,19 @@ def wants(subscriber: Reader, report: Report) -> bool:
     return any(t.casefold() in chosen for t in report.topics)
 
 
+def why_included(subscriber: Reader, report: Report) -> str:
+    """One line on why a selected report is in a subscriber's digest."""
+    if not subscriber.topics:
+        topic = "all topics chosen"
+    else:
+        chosen = {t.casefold() for t in subscriber.topics}
+        matched = [t for t in report.topics if t.casefold() in chosen]
+        topic = "topic " + ", ".join(matched)
+    since = subscriber.last_digest_at
+    when = "new since the last digest" if since is not None else "among the newest (first digest)"
+    return f"{when}; {topic}"
+
+
 def select_reports(subscriber: Reader, recent: Sequence[Report], *, max_reports: int, cutoff: datetime | None = None) -> Selection:
     """The reports for one subscriber from ``recent`` (newest first).
 

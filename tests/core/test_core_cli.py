@@ -150,6 +150,7 @@ def test_preview_writes_personalised_html(cli, tmp_path, sink):
     out = ok(cli("preview", "--subscriber", "priya.raman@example.org", "--out", str(out_file)))
     assert "priya.raman@example.org" in out and "Cybersecurity" in out
     assert "Why:" in out and "first digest" in out
+    assert "among the newest (first digest); topic Cybersecurity" in out  # the reason per report
     html = out_file.read_text(encoding="utf-8")
     assert "%%" not in html and "priya.raman@example.org" in html
     hrefs = [a.get("href") for t, a in scan_html(html).tags if t == "a"]
