@@ -262,9 +262,11 @@ class Sender:
                 job = self._jobs.get()
                 if job is None:
                     return
-                if self.paused_reason:
-                    # The breaker tripped: queued rows are not attempted; they wait for the resume.
-                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, "edition paused before this row was tried")
+                if self.paused_reason or self._stop.is_set():
+                    # The breaker tripped, or the run is stopping (an error, Ctrl-C): queued rows
+                    # are not attempted; they wait, pending, for the resume.
+                    why = "edition paused" if self.paused_reason else "sender stopped"
+                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, f"{why} before this row was tried")
                 elif job.delivery.subscriber_id in self._inactive:
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
                 else:
