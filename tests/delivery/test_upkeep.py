@@ -41,3 +41,34 @@ def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
     assert world.edition("e1").status.value == "sent"
     # Nothing left: a second look does nothing.
     assert finish_unfinished(service, service.runner) == []
+
+
+def test_a_run_that_stops_midway_leaves_untried_rows_pending_and_resumes_cleanly(world):
+    import pytest
+
+    from newsletter.sink.faults import FaultRule
+
+    world.configure(smtp_connections=2)
+    emails = world.add_subscribers(80)
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.01))
+    seen = []
+
+    class OperatorStop(KeyboardInterrupt):
+        pass
+
+    def stop_after_ten(outcome):
+        seen.append(outcome)
+        if len(seen) == 10:
+            raise OperatorStop()  # what Ctrl-C does to the main thread
+
+    with pytest.raises(OperatorStop):
+        world.run("e1", on_outcome=stop_after_ten)
+    counts = world.store.delivery_counts(world.edition("e1").id)
+    assert counts.get("sending", 0) == 0, counts  # nothing is left claimed by the stopped run
+    sent_before = counts.get("sent", 0)
+    assert 10 <= sent_before < 80 and counts.get("pending", 0) == 80 - sent_before
+    out = world.cli("send", "--resume")
+    assert out.exit_code == 0, out.output
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 80}
+    assert len(world.sink.messages()) == 80  # nobody got two copies
