@@ -23,7 +23,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from newsletter.errors import TokenError
+from newsletter.errors import ConfigError, TokenError
 from newsletter.store import Store
 from newsletter.suppression import Suppressor, enhanced_status
 from newsletter.tokens import Purpose, TokenSigner
@@ -173,7 +173,13 @@ class BounceReceiver:
         self.controller = Controller(_Handler(processor, self.archive), hostname=host, port=self.port, decode_data=False)
 
     def __enter__(self) -> "BounceReceiver":
-        self.controller.start()
+        try:
+            self.controller.start()
+        except (OSError, RuntimeError) as exc:  # aiosmtpd reports a taken port either way
+            raise ConfigError(
+                f"cannot receive bounces on {self.host}:{self.port}: {' '.join(str(exc).split())}",
+                hint="Pick a free port with --port, or stop what is listening there.",
+            ) from exc
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS, Settings
 from newsletter.errors import NewsletterError
+from newsletter.render import web_version
 from newsletter.service import Service
 from newsletter.sink.server import SinkServer
 from newsletter.subscriptions import import_file
@@ -24,7 +25,7 @@ from newsletter.subscriptions import import_file
 
 def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
     """Run the demo; raises NewsletterError with a hint if a step fails."""
-    out = maildir.parent if maildir.name == "maildir" else maildir.parent / "demo-output"
+    out = maildir.parent  # the demo's database, journal and preview sit beside its Maildir
     out.mkdir(parents=True, exist_ok=True)
     database = out / "demo.db"
     for stale in (database, out / "demo.db-wal", out / "demo.db-shm"):
@@ -51,13 +52,14 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
             result = service.runner.run(key="demo")
             console.print(f"Reports: {service.store.count_reports()} loaded from the sample feed")
             expected = result.edition.counts.get("sent", 0)
-            received = sink.wait_for(count=expected, timeout=30) if expected else []
+            try:
+                received = sink.wait_for(count=expected, timeout=30) if expected else []
+            except TimeoutError:
+                received = sink.messages()
             first = service.store.list_variants(result.edition.id)
             preview_path = out / "preview.html"
             if first:
                 # The archive copy of the first variant: what "view in browser" shows.
-                from newsletter.render import web_version
-
                 preview_path.write_text(web_version(first[0].html, manage_url=demo_settings.site.base_url + "/manage"), encoding="utf-8")
         finally:
             service.close()

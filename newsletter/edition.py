@@ -23,7 +23,7 @@ from newsletter.message import MessageIds, PreparedMessage
 from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus, Report, Subscriber
 from newsletter.outcome import DeliveryOutcome
 from newsletter.planner import Selection, select_reports
-from newsletter.render import DigestRenderer, web_version
+from newsletter.render import DigestRenderer
 from newsletter.reports import load_reports
 from newsletter.sender import Sender
 from newsletter.store import PlanningRow, Store
@@ -299,11 +299,11 @@ class EditionRunner:
         """
         directory = Path(self.settings.delivery.journal_dir)
         host = socket.gethostname()
-        dead = set()
-        for row_id, claimed_by, _lease in self.store.sending_rows(edition.id):
+        dead: dict[int, int] = {}  # row id -> subscriber id
+        for row_id, subscriber_id, claimed_by in self.store.sending_rows(edition.id):
             owner_host, _, pid = claimed_by.rpartition(":")
             if not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid))):
-                dead.add(row_id)
+                dead[row_id] = subscriber_id
         paths = [p for p in journal_files(directory, edition.id) if not _alive(_journal_pid(p))]
         entries = replay(paths)
         outcomes: list[DeliveryOutcome] = []
@@ -311,15 +311,12 @@ class EditionRunner:
         for row_id in sorted(dead):
             entry = entries.get(row_id)
             if entry is not None and entry.state is not None and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING):
-                outcomes.append(DeliveryOutcome(row_id, self._subscriber_of(row_id), entry.state, entry.code, entry.reply or "recovered from the send journal"))
+                outcomes.append(DeliveryOutcome(row_id, dead[row_id], entry.state, entry.code, entry.reply or "recovered from the send journal"))
             else:
                 retry.append(row_id)
         if outcomes:
             self.store.record_outcomes(outcomes, as_of=self._digest_mark(edition))
-            suppressor = Suppressor(self.settings, self.store)
-            for outcome in outcomes:
-                if outcome.state is DeliveryState.FAILED:
-                    suppressor.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp")
+            Suppressor(self.settings, self.store).record_failures(outcomes)
         if retry:
             self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
         if dead or paths:
@@ -331,9 +328,6 @@ class EditionRunner:
         """Help send an edition that is already planned (the `newsletter worker` path)."""
         self._recover(edition)
         return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False)
-
-    def _subscriber_of(self, delivery_id: int) -> int:
-        return self.store.subscriber_of_delivery(delivery_id)
 
 
 def _alive(pid: int) -> bool:
@@ -356,20 +350,6 @@ def _journal_pid(path: Path) -> int:
         return int(path.name.split(".")[1])
     except (IndexError, ValueError):
         return -1
-
-
-def resume_due(runner: EditionRunner) -> list[EditionResult]:
-    """Resume every sending edition that has deferred rows now due (the scheduler calls this periodically).
-
-    Paused editions wait for an operator: the circuit breaker stopped them for a reason.
-    """
-    results = []
-    now = runner.clock()
-    for edition in runner.store.list_editions(statuses=[EditionStatus.SENDING], limit=20):
-        due = runner.store.next_due(edition.id)
-        if due is not None and due <= now:
-            results.append(runner.resume(edition))
-    return results
 
 
 def _cadences_for(schedule: str) -> list[Cadence] | None:

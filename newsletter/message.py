@@ -110,6 +110,11 @@ def _qp_value(value: str) -> bytes:
 DOT_RE = re.compile(rb"(?m)^\.")
 
 
+def dot_stuff(data: bytes) -> bytes:
+    """Double every line-leading "." as SMTP DATA requires (RFC 5321 4.5.2)."""
+    return DOT_RE.sub(b"..", data)
+
+
 @dataclass(frozen=True)
 class _EncodedBody:
     """A QP-encoded body cut at its markers: literal pieces and the marker between each pair.
@@ -137,7 +142,7 @@ class _EncodedBody:
             if i < len(literals) - 1 and not encoded.endswith(CRLF):
                 encoded += SOFT_BREAK
             pieces.append(encoded)
-        return cls(tuple(pieces), tuple(DOT_RE.sub(b"..", piece) for piece in pieces), marks)
+        return cls(tuple(pieces), tuple(dot_stuff(piece) for piece in pieces), marks)
 
     def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
         pieces = self.stuffed if dot_stuffed else self.pieces
@@ -214,16 +219,13 @@ class PreparedMessage:
                 self._fixed_headers,
             )
         )
-        text_values = {
-            RECIPIENT_MARK: _qp_value(to_address),
-            UNSUBSCRIBE_MARK: _qp_value(unsubscribe_url),
-            PREFERENCES_MARK: _qp_value(preferences_url),
-        }
-        html_values = {
-            RECIPIENT_MARK: _qp_value(html_lib.escape(to_address)),
-            UNSUBSCRIBE_MARK: _qp_value(html_lib.escape(unsubscribe_url)),
-            PREFERENCES_MARK: _qp_value(html_lib.escape(preferences_url)),
-        }
+        text_values: dict[str, bytes] = {}
+        html_values: dict[str, bytes] = {}
+        for mark, value in ((RECIPIENT_MARK, to_address), (UNSUBSCRIBE_MARK, unsubscribe_url), (PREFERENCES_MARK, preferences_url)):
+            text_values[mark] = encoded = _qp_value(value)
+            escaped = html_lib.escape(value)
+            # Addresses and token URLs rarely hold &, <, > or quotes: encode once then.
+            html_values[mark] = encoded if escaped == value else _qp_value(escaped)
         return b"".join(
             (
                 headers,

@@ -241,16 +241,7 @@ class Sender:
             self._lease_renewed = time.monotonic()
         if pending:
             self.store.record_outcomes(pending, as_of=self.as_of)
-            for outcome in pending:
-                if outcome.state is DeliveryState.FAILED:
-                    self.suppressor.record(
-                        subscriber_id=outcome.subscriber_id,
-                        delivery_id=outcome.delivery_id,
-                        code=outcome.code,
-                        reply=outcome.reply,
-                        source="smtp",
-                        kind="soft" if outcome.expired else None,
-                    )
+            self.suppressor.record_failures(pending)
             pending.clear()
 
     # -- connection threads -------------------------------------------------------

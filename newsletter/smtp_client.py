@@ -8,7 +8,6 @@ as unknown (the server may have it). So the transaction is driven step by step.
 from __future__ import annotations
 
 import enum
-import re
 import smtplib
 import socket
 import ssl
@@ -16,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from newsletter.config import SmtpSettings
+from newsletter.message import dot_stuff
 
-DOT_RE = re.compile(rb"(?m)^\.")
 # smtplib asks socket.getfqdn() on every connect (a DNS round trip); ask once per process.
 LOCAL_HOSTNAME = socket.getfqdn()
 
@@ -110,7 +109,7 @@ class SmtpConnection:
             code, reply = smtp.getreply()
             if code != 354:
                 return self._refused(code, reply, stage)
-            payload = data if dot_stuffed else DOT_RE.sub(b"..", data)
+            payload = data if dot_stuffed else dot_stuff(data)
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
             if before_content is not None:

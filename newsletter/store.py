@@ -191,7 +191,7 @@ class Store:
             if url.startswith("sqlite"):
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreError(f"cannot open database {url!r}: {exc}") from exc
+            raise StoreError(f"cannot open database {url!r}: {_one_line(exc)}") from exc
         self.url = url
         if create:
             self.create_schema()
@@ -205,7 +205,7 @@ class Store:
         try:
             ensure_schema(self.engine)
         except OperationalError as exc:
-            raise StoreError(f"cannot open database {self.url!r}: {exc.orig}") from exc
+            raise StoreError(f"cannot open database {self.url!r}: {_one_line(exc.orig)}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -474,11 +474,6 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(variants.update().where(variants.c.id == variant_id).values(subject=subject, html=html, text=text))
 
-    def get_variant(self, variant_id: int) -> Variant | None:
-        with self.engine.connect() as conn:
-            r = conn.execute(sa.select(variants).where(variants.c.id == variant_id)).first()
-        return _variant(r) if r else None
-
     def subscribers_with_rows(self, edition_id: int, subscriber_ids: Sequence[int]) -> set[int]:
         """Which of these subscribers already have an outbox row in the edition (resumed planning)."""
         with self.engine.connect() as conn:
@@ -489,10 +484,6 @@ class Store:
                     )
                 ).scalars()
             )
-
-    def subscriber_of_delivery(self, delivery_id: int) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)).scalar_one())
 
     def record_bounce(
         self, *, subscriber_id: int, delivery_id: int | None, kind: str, code: int | None, status: str, reply: str, source: str, now: datetime | None = None
@@ -535,14 +526,6 @@ class Store:
         with self.engine.connect() as conn:
             r = conn.execute(sa.select(deliveries).where(deliveries.c.message_id == message_id)).first()
         return _delivery(r) if r else None
-
-    def rows_in_state(self, edition_id: int, state: DeliveryState) -> list[int]:
-        with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id, deliveries.c.state == state.value)
-                ).scalars()
-            )
 
     def set_rows_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str = "") -> None:
         if not ids:
@@ -658,13 +641,13 @@ class Store:
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
             )
 
-    def sending_rows(self, edition_id: int) -> list[tuple[int, str, datetime | None]]:
-        """(row id, claimed_by, lease_until) of every row left sending."""
+    def sending_rows(self, edition_id: int) -> list[tuple[int, int, str]]:
+        """(row id, subscriber id, claimed_by) of every row left sending."""
         with self.engine.connect() as conn:
             return [
-                (r.id, r.claimed_by or "", r.lease_until)
+                (r.id, r.subscriber_id, r.claimed_by or "")
                 for r in conn.execute(
-                    sa.select(deliveries.c.id, deliveries.c.claimed_by, deliveries.c.lease_until).where(
+                    sa.select(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.claimed_by).where(
                         deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value
                     )
                 )
@@ -730,20 +713,6 @@ class Store:
                     .values(last_digest_at=as_of)
                 )
 
-    def reset_in_flight(self, edition_id: int) -> int:
-        """Rows left 'sending' by a dead sender become 'unknown': the server may have them.
-
-        Returns how many rows changed. The caller decides whether to retry them
-        (same Message-ID, so a repeat is recognisable).
-        """
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                deliveries.update()
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value)
-                .values(state=DeliveryState.UNKNOWN.value, updated_at=utcnow(), last_reply="sender stopped while sending")
-            )
-            return result.rowcount
-
     def requeue_unknown(self, edition_id: int) -> int:
         """Put 'unknown' rows back to pending so a resume sends them again (same Message-ID)."""
         with self.engine.begin() as conn:
@@ -795,6 +764,11 @@ class Store:
 
 
 from newsletter.outcome import DeliveryOutcome  # noqa: E402  (value type, kept beside the sender)
+
+
+def _one_line(error: object) -> str:
+    # Driver messages (psycopg's above all) span lines; an operator error is one line.
+    return " ".join(str(error).split())
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -10,10 +10,12 @@ days suppress too. 4xx replies alone never bounce anyone.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from newsletter.config import Settings
-from newsletter.models import SubscriberStatus
+from newsletter.models import DeliveryState, SubscriberStatus
+from newsletter.outcome import DeliveryOutcome
 from newsletter.store import Store
 
 ENHANCED_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -66,3 +68,16 @@ class Suppressor:
             if self.store.count_bounces(subscriber_id, kind="soft", since=window) >= self.settings.delivery.soft_bounce_limit:
                 self.store.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days", now=now)
         return kind
+
+    def record_failures(self, outcomes: Iterable[DeliveryOutcome]) -> None:
+        """Record every failed send among ``outcomes``; an expired deferral counts as a soft bounce."""
+        for outcome in outcomes:
+            if outcome.state is DeliveryState.FAILED:
+                self.record(
+                    subscriber_id=outcome.subscriber_id,
+                    delivery_id=outcome.delivery_id,
+                    code=outcome.code,
+                    reply=outcome.reply,
+                    source="smtp",
+                    kind="soft" if outcome.expired else None,
+                )

@@ -17,7 +17,6 @@ from .helpers import (
     Item,
     assert_delivery_invariants,
     assert_wire_format,
-    edition_messages,
     header_names,
     parse,
     parts,

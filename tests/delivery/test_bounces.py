@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import mailbox
 
-import pytest
 import smtplib
 from pathlib import Path
 

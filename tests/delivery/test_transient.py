@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from newsletter.edition import resume_due
+from newsletter.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
 from newsletter.store import bounce_events
 
@@ -63,11 +63,11 @@ def test_4xx_defers_with_backoff_and_resume_sends_the_same_message_id(world, sta
     assert (row.state, row.attempts) == ("deferred", 2)
     assert_backoff(row, 900)
 
-    # Due, fault gone: the scheduler's resume_due sends it, with the same Message-ID.
+    # Due, fault gone: the scheduler's upkeep sends it, with the same Message-ID.
     world.sink.faults.clear()
     world.make_due("e1")
-    results = resume_due(world.service.runner)
-    assert [r.edition.key for r in results] == ["e1"]
+    resumed = finish_unfinished(world.service, world.service.runner)
+    assert resumed == ["e1"]
     checked = world.check("e1", expected=emails)
     row = checked.row(victim)
     assert (row.state, row.attempts, row.message_id) == ("sent", 3, message_id)
