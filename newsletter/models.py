@@ -114,3 +114,13 @@ class Delivery:
     message_id: str
     state: DeliveryState
     attempts: int = 0
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivery_id: int
+    subscriber_id: int
+    state: DeliveryState
+    code: int | None = None
+    reply: str = ""
+    next_attempt_at: datetime | None = None
+    expired: bool = False  # failed because it stayed deferred past delivery.max_age (a soft bounce)

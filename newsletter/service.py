@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from newsletter.config import Settings
-from newsletter.edition import EditionRunner
-from newsletter.store import Store
+from newsletter.editions.runner import EditionRunner
+from newsletter.storage.store import Store
 from newsletter.tokens import TokenSigner
 
 

@@ -18,7 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import ImportRowError, InvalidAddress, SubscriberError
 from newsletter.models import Cadence, Subscriber, SubscriberStatus
-from newsletter.store import Store
+from newsletter.storage.store import Store
 
 MAX_NAME = 200
 MAX_TOPIC = 60

@@ -2,7 +2,7 @@
 preferences, lost links and the archive.
 
 ``create_app(service, dev=...)`` builds the Starlette app; ``newsletter serve``
-(``newsletter.web.cli``) runs it under uvicorn. The web app is an edge: it
+(``newsletter.cli.serve``) runs it under uvicorn. The web app is an edge: it
 imports the core, never the other way round.
 """
 

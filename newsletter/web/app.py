@@ -14,7 +14,6 @@ Contract (see issue 3 and README "Web"):
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,7 +29,8 @@ from starlette.routing import Route
 
 from newsletter.errors import InvalidAddress, SubscriberError, TokenError
 from newsletter.models import Cadence, Subscriber, SubscriberStatus
-from newsletter.render import template_environment, web_version
+from newsletter.content.render import template_environment, web_version
+from newsletter.scheduling.scheduler import SchedulerHandle, start_scheduler
 from newsletter.service import Service
 from newsletter.subscriptions import normalise_email, parse_topics
 from newsletter.tokens import Purpose
@@ -303,8 +303,8 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
     """The web app for one Service.
 
     ``dev`` marks pages as a development instance. ``scheduler`` starts
-    ``newsletter.scheduler.start_scheduler(service)`` in the lifespan when that
-    module exists (``serve`` turns it on; tests leave it off). ``limits``
+    the edition scheduler in the lifespan (``serve`` turns it on; tests leave it off);
+    a bad schedule stops the app from starting. ``limits``
     overrides the rate limits. Raises TokenError at once if no secret key is set.
     """
     web = WebApp(service, dev=dev, limits=limits or RateLimits())
@@ -362,6 +362,7 @@ def _lifespan(service: Service, scheduler: bool) -> Callable[[Starlette], contex
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = _start_scheduler(service) if scheduler else None
+        app.state.scheduler = running  # the operator console and tests read its next fire times
         try:
             yield
         finally:
@@ -373,18 +374,7 @@ def _lifespan(service: Service, scheduler: bool) -> Callable[[Starlette], contex
     return lifespan
 
 
-def _start_scheduler(service: Service) -> Any:
-    """The scheduler lives beside the web app when its module exists; absent, serve runs without it."""
-    try:
-        module = importlib.import_module("newsletter.scheduler")
-        start = module.start_scheduler
-    except ModuleNotFoundError as exc:
-        if exc.name != "newsletter.scheduler":
-            log.warning("scheduler not started: %s", exc)
-        return None
-    except (ImportError, AttributeError) as exc:
-        log.warning("scheduler not started: %s", exc)
-        return None
-    running = start(service)
+def _start_scheduler(service: Service) -> SchedulerHandle:
+    running = start_scheduler(service)
     log.info("scheduler started")
     return running

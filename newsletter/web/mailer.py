@@ -20,11 +20,11 @@ import jinja2
 
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
-from newsletter.message import make_message_id, transactional_message
+from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.models import Subscriber
-from newsletter.render import inline_css
-from newsletter.smtp_client import Attempt, Result, SmtpConnection
-from newsletter.store import Store
+from newsletter.content.render import inline_css
+from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 from newsletter.web.queries import claim_mail_slot, release_mail_slot
 

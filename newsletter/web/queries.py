@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from newsletter.models import EditionStatus
-from newsletter.store import Store, editions, subscribers, variants
+from newsletter.storage.store import Store, editions, subscribers, variants
 
 # Editions whose digests went out (fully or partly) may be shown in the archive.
 PUBLISHED = (EditionStatus.SENT.value, EditionStatus.SENDING.value)

@@ -147,7 +147,7 @@ def make_subscriber_db(path: Path, count: int) -> float:
     """A fresh SQLite database (schema through the service's own migrations) with ``count`` active subscribers."""
     import sqlalchemy as sa
 
-    from newsletter.store import Store, subscribers
+    from newsletter.storage.store import Store, subscribers
 
     started = time.monotonic()
     store = Store(f"sqlite:///{path}")
@@ -195,11 +195,11 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     from datetime import datetime, timezone
 
     from newsletter.config import load_settings
-    from newsletter.message import PreparedMessage
+    from newsletter.delivery.message import PreparedMessage
     from newsletter.models import Subscriber, SubscriberStatus
-    from newsletter.planner import select_reports
-    from newsletter.render import DigestRenderer
-    from newsletter.reports import load_reports
+    from newsletter.content.planner import select_reports
+    from newsletter.content.render import DigestRenderer
+    from newsletter.content.feed import load_reports
 
     settings = load_settings(env={"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_REPORTS_SETTLE": "0"})
     reports = sorted(load_reports(settings.reports.feed, timeout=5, teaser_length=settings.reports.teaser_length).reports, key=lambda r: r.published, reverse=True)

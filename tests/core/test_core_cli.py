@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS
 from newsletter.models import Cadence
-from newsletter.store import Store
+from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 
 from .conftest import TEST_KEY
@@ -31,10 +31,11 @@ PROJECT = Path(__file__).resolve().parents[2]
 def cli(tmp_path, base_env, monkeypatch):
     """invoke(*args, env=...) -> Result, with --config pointing at an empty TOML file."""
     from newsletter import cli as cli_module
+    from newsletter.cli import common
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli_module.console, "width", 250)
-    monkeypatch.setattr(cli_module.err_console, "width", 250)
+    monkeypatch.setattr(common.console, "width", 250)
+    monkeypatch.setattr(common.err_console, "width", 250)
     config = tmp_path / "test.toml"
     config.write_text("# test configuration: everything comes from the environment\n", encoding="utf-8")
     for var in [v for v in os.environ if v.startswith("NEWSLETTER_")]:

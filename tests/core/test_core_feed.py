@@ -11,7 +11,7 @@ import pytest
 from newsletter.config import SAMPLE_FEED
 from newsletter.errors import FeedError
 from newsletter.models import EditionStatus
-from newsletter.reports import load_reports, parse_feed, plain_text
+from newsletter.content.feed import load_reports, parse_feed, plain_text
 from newsletter.subscriptions import add_subscriber
 
 from .helpers import Item, rss, utc

@@ -15,7 +15,7 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.models import Report
-from newsletter.render import DigestRenderer
+from newsletter.content.render import DigestRenderer
 from newsletter.subscriptions import add_subscriber
 
 from .helpers import Item, assert_wire_format, utc, write_rss

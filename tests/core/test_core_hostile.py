@@ -9,7 +9,7 @@ import pytest
 from email.header import decode_header, make_header
 
 from newsletter.errors import SubscriberError
-from newsletter.message import HeaderInjection, PreparedMessage, address_header, encode_header
+from newsletter.delivery.message import HeaderInjection, PreparedMessage, address_header, encode_header
 from newsletter.models import DeliveryState
 from newsletter.subscriptions import add_subscriber, import_csv
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from newsletter.message import MessageIds, PreparedMessage
-from newsletter.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.delivery.message import MessageIds, PreparedMessage
+from newsletter.content.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
 
 DOTS = re.compile(rb"(?m)^\.")
 

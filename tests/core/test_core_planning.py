@@ -9,7 +9,7 @@ import pytest
 
 from newsletter.errors import TokenError
 from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Subscriber, SubscriberStatus
-from newsletter.planner import select_reports, wants
+from newsletter.content.planner import select_reports, wants
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import Purpose, TokenSigner
 
@@ -130,17 +130,17 @@ def test_preference_link_in_the_mail_is_signed_for_preferences(sample_service, s
 
 
 def test_preview_renders_without_sending_and_is_empty_after_a_digest(sample_service, sink):
-    from newsletter.preview import render_preview
+    from newsletter.editions.preview import render_preview
 
     sample_service.runner.ingest()
-    before = render_preview(sample_service, email="marcus.oyelaran@example.net")
+    before = render_preview(sample_service.runner, email="marcus.oyelaran@example.net")
     assert before.subject.startswith("Video Surveillance News: ")
     assert before.selection.reports and all({"China", "Government"} & set(r.topics) for r in before.selection.reports)
     assert "%%" not in before.html and "%%" not in before.text
     assert before.message.endswith(b"\r\n") and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in before.message
     assert sink.messages() == []
     sample_service.runner.run(key="k", fetch=False)
-    after = render_preview(sample_service, email="marcus.oyelaran@example.net")
+    after = render_preview(sample_service.runner, email="marcus.oyelaran@example.net")
     assert after.selection.reports == () and after.html == "" and after.message == b""
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from newsletter.config import Settings, load_settings
-from newsletter.edition import EditionResult
+from newsletter.editions.runner import EditionResult
 from newsletter.models import Report
 from newsletter.service import Service
 from newsletter.subscriptions import add_subscriber

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from newsletter.store import Store, deliveries, subscribers
+from newsletter.storage.store import Store, deliveries, subscribers
 from newsletter.tokens import Purpose, TokenSigner
 
 FINAL_STATES = {"sent", "failed", "deferred", "unknown", "suppressed"}

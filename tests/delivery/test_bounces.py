@@ -10,9 +10,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from newsletter.bounces import BounceProcessor, BounceReceiver
-from newsletter.store import bounce_events
-from newsletter.suppression import Suppressor
+from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
+from newsletter.storage.store import bounce_events
+from newsletter.delivery.suppression import Suppressor
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status

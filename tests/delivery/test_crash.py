@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from newsletter.config import SAMPLE_FEED
 from newsletter.sink.faults import FaultRule
 from newsletter.sink.server import SinkServer
-from newsletter.store import Store, deliveries, editions, variants
+from newsletter.storage.store import Store, deliveries, editions, variants
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import TokenSigner
 

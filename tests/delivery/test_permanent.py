@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from newsletter.sink.faults import FaultRule
-from newsletter.store import bounce_events
+from newsletter.storage.store import bounce_events
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from newsletter.scheduler import finish_unfinished
+from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
-from newsletter.store import bounce_events
+from newsletter.storage.store import bounce_events
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status

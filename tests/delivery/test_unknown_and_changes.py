@@ -9,7 +9,7 @@ import pytest
 
 from newsletter.models import SubscriberStatus
 from newsletter.sink.faults import FaultRule
-from newsletter.store import Store
+from newsletter.storage.store import Store
 
 from tests.delivery.conftest import flat
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from newsletter.scheduler import finish_unfinished
+from newsletter.scheduling.scheduler import finish_unfinished
 
 from tests.delivery.conftest import flat
 

@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from newsletter.errors import StoreError
-from newsletter.migrations import current_revision, head_revision
-from newsletter.store import Store, metadata
+from newsletter.storage.migrations import current_revision, head_revision
+from newsletter.storage.store import Store, metadata
 
 from .helpers import NEWSLETTER, subprocess_env
 

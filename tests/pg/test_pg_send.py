@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from newsletter.models import DeliveryState, EditionStatus
-from newsletter.store import deliveries
+from newsletter.storage.store import deliveries
 
 from .helpers import NEWSLETTER, bulk_subscribers, claimed_by_counts, plan_only, subprocess_env, utc
 

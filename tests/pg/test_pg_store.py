@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, SubscriberStatus
-from newsletter.outcome import DeliveryOutcome
-from newsletter.store import deliveries, editions, subscribers
+from newsletter.models import DeliveryOutcome
+from newsletter.storage.store import deliveries, editions, subscribers
 
 from .helpers import bulk_subscribers, utc
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.models import Cadence, EditionStatus
-from newsletter.scheduler import FireResult, SchedulerHandle, fire, start_scheduler
+from newsletter.scheduling.scheduler import FireResult, SchedulerHandle, fire, start_scheduler
 from newsletter.service import Service
 
 from .conftest import FakeClock, FeedItem, World, write_feed

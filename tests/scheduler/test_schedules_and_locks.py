@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from newsletter.cli import main
 from newsletter.config import load_settings
-from newsletter.edition_lock import SendLock, SendLockBusy, current_lock, ensure_lock_table, hold_send_lock, lock_name
+from newsletter.editions.lock import SendLock, SendLockBusy, current_lock, ensure_lock_table, hold_send_lock, lock_name
 from newsletter.errors import ConfigError
 from newsletter.models import Cadence
-from newsletter.scheduler import start_scheduler
-from newsletter.schedules import edition_key, load_schedules, load_zone, schedule_for_key
+from newsletter.scheduling.scheduler import start_scheduler
+from newsletter.scheduling.schedules import edition_key, load_schedules, load_zone, schedule_for_key
 from newsletter.service import Service
-from newsletter.store import Store
+from newsletter.storage.store import Store
 
 from .conftest import FakeClock, World
 
@@ -257,7 +257,7 @@ def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url
         ensure_lock_table(store.engine)
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
         dead_pid = int(gone.stdout)  # that process has exited
-        from newsletter.edition_lock import send_locks
+        from newsletter.editions.lock import send_locks
 
         with store.engine.begin() as conn:
             conn.execute(send_locks.insert().values(name=lock_name("manual"), holder=f"{socket.gethostname()}:{dead_pid}:deadbeef", acquired_at=NOW, expires_at=NOW + timedelta(hours=1)))

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter.models import SubscriberStatus
-from newsletter.store import subscribers
+from newsletter.storage.store import subscribers
 from newsletter.tokens import Purpose
 from newsletter.web.ratelimit import Limit, RateLimits
 from .helpers import Web

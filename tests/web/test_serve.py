@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from newsletter.errors import TokenError
+from newsletter.errors import ConfigError, TokenError
 from newsletter.service import Service
 from newsletter.web.app import create_app
-from newsletter.web.cli import serve_command
+from newsletter.cli.serve import serve_command
 from .helpers import make_settings
 
 
@@ -39,39 +38,25 @@ def test_create_app_without_a_key_fails_at_once_unless_dev(tmp_path: Path) -> No
         assert "Development instance" in client.get("/").text
 
 
-class RecordingScheduler:
-    """A stand-in honouring the scheduler contract: start_scheduler(service) -> object with shutdown()."""
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def shutdown(self) -> None:
-        self.events.append("shutdown")
-
-
-def test_lifespan_starts_and_stops_the_scheduler_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[RecordingScheduler] = []
-
-    def start_scheduler(service: Service) -> RecordingScheduler:
-        started.append(RecordingScheduler())
-        return started[-1]
-
-    module = types.ModuleType("newsletter.scheduler")
-    module.start_scheduler = start_scheduler  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "newsletter.scheduler", module)
+def test_lifespan_starts_and_stops_the_real_scheduler_when_asked(tmp_path: Path) -> None:
     service = Service(make_settings(tmp_path, smtp_port=1))
-    with TestClient(create_app(service, scheduler=False)):
-        assert started == []
-    with TestClient(create_app(service, scheduler=True)) as client:
-        assert len(started) == 1 and started[0].events == []
+    plain = create_app(service, scheduler=False)
+    with TestClient(plain):
+        assert plain.state.scheduler is None
+    app = create_app(service, scheduler=True)
+    with TestClient(app) as client:
+        handle = app.state.scheduler
+        assert handle.scheduler.running
+        assert handle.next_run_times() and all(when is not None for when in handle.next_run_times().values())
         assert client.get("/").status_code == 200
-    assert started[0].events == ["shutdown"]
+    assert not handle.scheduler.running
 
 
-def test_lifespan_runs_without_a_scheduler_module_that_lacks_the_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "newsletter.scheduler", types.ModuleType("newsletter.scheduler"))
-    with TestClient(create_app(Service(make_settings(tmp_path, smtp_port=1)), scheduler=True)) as client:
-        assert client.get("/").status_code == 200
+def test_a_bad_schedule_stops_the_app_from_starting_instead_of_serving_without_schedules(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, smtp_port=1).replace("schedule", daily="not a cron line")
+    with pytest.raises(ConfigError, match="schedule.daily"):
+        with TestClient(create_app(Service(settings), scheduler=True)):
+            pass
 
 
 def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) -> None:
@@ -117,7 +102,7 @@ def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) 
 
 
 def test_the_real_scheduler_starts_and_stops_with_the_app(tmp_path: Path) -> None:
-    scheduler = pytest.importorskip("newsletter.scheduler")
+    scheduler = pytest.importorskip("newsletter.scheduling.scheduler")
     import sqlalchemy as sa
 
     service = Service(make_settings(tmp_path, smtp_port=1))
@@ -130,7 +115,7 @@ def test_the_real_scheduler_starts_and_stops_with_the_app(tmp_path: Path) -> Non
 
 
 def test_serve_reports_a_bad_schedule_as_one_line(tmp_path: Path) -> None:
-    pytest.importorskip("newsletter.schedules")
+    pytest.importorskip("newsletter.scheduling.schedules")
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
     env = {"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SCHEDULE_DAILY": "not a cron"}

@@ -33,16 +33,16 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from newsletter.config import Settings
-from newsletter.journal import Journal
-from newsletter.message import PreparedMessage
+from newsletter.delivery.journal import Journal
+from newsletter.delivery.message import PreparedMessage
 from newsletter.models import Delivery, DeliveryState
-from newsletter.outcome import DeliveryOutcome
-from newsletter.smtp_client import Attempt, Result, SmtpConnection
-from newsletter.store import Store
-from newsletter.suppression import Suppressor
+from newsletter.models import DeliveryOutcome
+from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.storage.store import Store
+from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import Purpose, TokenSigner
 
-log = logging.getLogger("newsletter.sender")
+log = logging.getLogger("newsletter.delivery.sender")
 ProgressCallback = Callable[[DeliveryOutcome], None]
 
 

@@ -11,7 +11,7 @@ Each fire calls ``fire(service, name, slot)`` in a worker thread. ``fire``:
 - names the edition ``<schedule>-<slot in the zone>`` (unique in the database, so
   two processes firing one slot make one edition);
 - records "skipped: too late" when it wakes more than the grace after the slot;
-- takes the schedule's send lock (``newsletter.edition_lock``), fetches the feed
+- takes the schedule's send lock (``newsletter.editions.lock``), fetches the feed
   with a conditional GET (a feed outage fails the edition, nothing is sent) and
   runs ``EditionRunner.run`` (the one send path; it records "skipped: no new
   reports" on a quiet day).
@@ -43,15 +43,15 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
 
-from newsletter.edition import EditionRunner
-from newsletter.edition_lock import SendLockBusy, ensure_lock_table, hold_send_lock
+from newsletter.editions.runner import EditionRunner
+from newsletter.editions.lock import SendLockBusy, ensure_lock_table, hold_send_lock
 from newsletter.errors import ConfigError, FeedError, NewsletterError
-from newsletter.feed_state import ensure_feed_state_table, refresh_feed
+from newsletter.content.feed_state import ensure_feed_state_table, refresh_feed
 from newsletter.models import EditionStatus
-from newsletter.schedules import Schedule, load_schedules
+from newsletter.scheduling.schedules import Schedule, load_schedules
 from newsletter.service import Service
 
-log = logging.getLogger("newsletter.scheduler")
+log = logging.getLogger("newsletter.scheduling.scheduler")
 JOB_TABLE = "scheduler_jobs"
 JOB_PREFIX = "edition:"
 ENDED = (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED)

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.config import Settings
-from newsletter.reports import FeedValidators, load_reports
-from newsletter.store import Store, UTCDateTime, metadata
+from newsletter.content.feed import FeedValidators, load_reports
+from newsletter.storage.store import Store, UTCDateTime, metadata
 
 _created: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose table is known to exist
 

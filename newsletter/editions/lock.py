@@ -26,9 +26,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.errors import EditionError
-from newsletter.store import UTCDateTime, metadata
+from newsletter.storage.store import UTCDateTime, metadata
 
-log = logging.getLogger("newsletter.edition_lock")
+log = logging.getLogger("newsletter.editions.lock")
 DEFAULT_TTL = 600.0  # seconds; renewed every ttl/3 while held
 
 _created: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose table is known to exist

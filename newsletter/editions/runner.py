@@ -18,19 +18,19 @@ from pathlib import Path
 
 from newsletter.config import Settings
 from newsletter.errors import EditionError, FeedError
-from newsletter.journal import journal_files, replay
-from newsletter.message import MessageIds, PreparedMessage
+from newsletter.delivery.journal import journal_files, replay
+from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus, Report, Subscriber
-from newsletter.outcome import DeliveryOutcome
-from newsletter.planner import Selection, select_reports
-from newsletter.render import DigestRenderer
-from newsletter.reports import load_reports
-from newsletter.sender import Sender
-from newsletter.store import PlanningRow, Store
-from newsletter.suppression import Suppressor
+from newsletter.models import DeliveryOutcome
+from newsletter.content.planner import Selection, select_reports
+from newsletter.content.render import DigestRenderer
+from newsletter.content.feed import load_reports
+from newsletter.delivery.sender import Sender
+from newsletter.storage.store import PlanningRow, Store
+from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import TokenSigner
 
-log = logging.getLogger("newsletter.edition")
+log = logging.getLogger("newsletter.editions.runner")
 RECENT_WINDOW = 500  # newest reports considered when planning
 
 

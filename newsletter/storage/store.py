@@ -199,8 +199,8 @@ class Store:
     # -- schema ---------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Bring a fresh database to the newest schema; refuse one that is behind (see newsletter.migrations)."""
-        from newsletter.migrations import ensure_schema
+        """Bring a fresh database to the newest schema; refuse one that is behind (see newsletter.storage.migrations)."""
+        from newsletter.storage.migrations import ensure_schema
 
         try:
             ensure_schema(self.engine)
@@ -763,7 +763,7 @@ class Store:
             ).scalar()
 
 
-from newsletter.outcome import DeliveryOutcome  # noqa: E402  (value type, kept beside the sender)
+from newsletter.models import DeliveryOutcome  # noqa: E402  (value type, kept beside the sender)
 
 
 def _one_line(error: object) -> str:

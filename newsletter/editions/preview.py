@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 
 from newsletter.errors import SubscriberError
-from newsletter.message import PreparedMessage
+from newsletter.delivery.message import PreparedMessage
 from newsletter.models import Subscriber, SubscriberStatus
-from newsletter.planner import Selection
-from newsletter.render import ESCAPED_PERCENTS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
-from newsletter.service import Service
+from newsletter.content.planner import Selection
+from newsletter.editions.runner import EditionRunner
+from newsletter.content.render import ESCAPED_PERCENTS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
 from newsletter.subscriptions import normalise_email
 from newsletter.tokens import Purpose
 
@@ -26,9 +26,9 @@ class Preview:
     message: bytes  # the full message as it would go on the wire
 
 
-def render_preview(service: Service, *, email: str | None = None) -> Preview:
+def render_preview(runner: EditionRunner, *, email: str | None = None) -> Preview:
     """Render the digest one subscriber (default: the first active one) would get now."""
-    store = service.store
+    store = runner.store
     if email:
         subscriber = store.find_subscriber(normalise_email(email))
         if subscriber is None:
@@ -37,20 +37,19 @@ def render_preview(service: Service, *, email: str | None = None) -> Preview:
         subscriber = next(iter(store.list_subscribers(status=SubscriberStatus.ACTIVE)), None)
         if subscriber is None:
             raise SubscriberError("there are no active subscribers to preview for", hint="Add one with 'newsletter subscribers add EMAIL'.")
-    runner = service.runner
     planned = runner.plan([subscriber])[0]
     if not planned.selection.reports:
         return Preview(subscriber, planned.selection, "", "", "", b"")
     digest = runner.renderer.render(planned.selection.reports, archive_url="")
-    base = service.settings.site.base_url.rstrip("/")
-    unsubscribe = f"{base}/unsubscribe/{service.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}"
-    preferences = f"{base}/preferences/{service.signer.make(Purpose.PREFERENCES, subscriber.id)}"
+    base = runner.settings.site.base_url.rstrip("/")
+    unsubscribe = f"{base}/unsubscribe/{runner.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}"
+    preferences = f"{base}/preferences/{runner.signer.make(Purpose.PREFERENCES, subscriber.id)}"
 
     def personalise(body: str) -> str:
         personal = body.replace(UNSUBSCRIBE_MARK, unsubscribe).replace(PREFERENCES_MARK, preferences).replace(RECIPIENT_MARK, subscriber.email)
         return personal.replace(ESCAPED_PERCENTS, "%%")
 
-    mail = service.settings.mail
+    mail = runner.settings.mail
     message = PreparedMessage(
         from_name=mail.from_name, from_address=mail.from_address, subject=digest.subject, text=digest.text, html=digest.html, list_id=mail.list_id, reply_to=mail.reply_to
     ).for_recipient(

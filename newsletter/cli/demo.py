@@ -12,12 +12,15 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import click
 from rich.console import Console
 from rich.table import Table
 
+from newsletter.cli.common import console as cli_console
+from newsletter.cli.common import reports_errors, settings_from
 from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS, Settings
 from newsletter.errors import NewsletterError
-from newsletter.render import web_version
+from newsletter.content.render import web_version
 from newsletter.service import Service
 from newsletter.sink.server import SinkServer
 from newsletter.subscriptions import import_file
@@ -75,3 +78,14 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
     console.print(f"  Maildir (any mail client):  {maildir}/new")
     console.print(f"  Archive copy of a digest:   {preview_path}")
     console.print("  Browse mail in a viewer:    newsletter sink --maildir " + str(maildir) + " --http-port 8025")
+
+
+@click.command()
+@click.option("--maildir", type=click.Path(file_okay=False), default="demo-output/maildir", show_default=True, help="Where the sink stores the delivered mail.")
+@click.pass_context
+@reports_errors
+def demo(ctx: click.Context, maildir: str) -> None:
+    """Deliver a digest of the sample feed to the sample subscribers, through a local sink."""
+    settings = settings_from(ctx)
+    run_demo(settings, maildir=Path(maildir), console=cli_console)
+

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from newsletter.config import SmtpSettings
-from newsletter.message import dot_stuff
+from newsletter.delivery.message import dot_stuff
 
 # smtplib asks socket.getfqdn() on every connect (a DNS round trip); ask once per process.
 LOCAL_HOSTNAME = socket.getfqdn()

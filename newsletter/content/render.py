@@ -1,7 +1,7 @@
 """Render a digest: Jinja2 templates, CSS inlined by premailer, a plain-text twin.
 
 Rendering and inlining happen once per variant (a distinct report set). The
-output still holds the per-recipient markers of ``newsletter.message``
+output still holds the per-recipient markers of ``newsletter.delivery.message``
 (%%RECIPIENT%%, %%UNSUBSCRIBE_URL%%, %%PREFERENCES_URL%%), which the message
 builder splices per recipient.
 """

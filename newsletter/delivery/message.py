@@ -2,7 +2,7 @@
 
 ``PreparedMessage`` encodes a variant's text and HTML parts once (quoted-printable,
 CRLF line ends, no line over 76 octets) around the per-recipient markers of
-``newsletter.render``. ``for_recipient`` then joins pre-encoded pieces with the
+``newsletter.content.render``. ``for_recipient`` then joins pre-encoded pieces with the
 recipient's values: no MIME objects, no re-encoding of the body, a few
 microseconds per message.
 
@@ -27,7 +27,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-from newsletter.render import ESCAPED_PERCENTS, MARKS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.content.render import ESCAPED_PERCENTS, MARKS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"

@@ -1,15 +1,17 @@
 """`newsletter serve`: the web app (and, beside it, the scheduler) under uvicorn.
 
-Importing this module is cheap (no Starlette, no uvicorn) so `newsletter --help`
-stays fast; both are imported when the command runs.
+Starlette and uvicorn are imported when the command runs, so `newsletter --help`
+does not pay for them.
 """
 
 from __future__ import annotations
 
 import click
 
-from newsletter.config import Settings, load_settings
-from newsletter.errors import NewsletterError
+from newsletter.cli.common import CliError, reports_errors, settings_from
+from newsletter.config import Settings
+from newsletter.scheduling.schedules import load_schedules
+from newsletter.service import Service
 
 NO_KEY = "NEWSLETTER_SECRET_KEY is not set, so links in mails cannot be signed"
 NO_KEY_HINT = "Set it to a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or pass --dev to try things out."
@@ -22,18 +24,14 @@ NO_KEY_HINT = "Set it to a long random string (python -c 'import secrets; print(
 @click.option("--no-scheduler", is_flag=True, help="Serve the web app only; do not start scheduled editions in this process.")
 @click.option("--forwarded-allow-ips", default=None, help="Proxies trusted for X-Forwarded-For (the client address used by rate limits); default: uvicorn's (127.0.0.1).")
 @click.pass_context
+@reports_errors
 def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: bool, no_scheduler: bool, forwarded_allow_ips: str | None) -> None:
     """Serve the subscriber web app: signup, confirm, unsubscribe, preferences, archive."""
-    from newsletter.service import Service
-
-    try:
-        settings = load_settings(ctx.find_root().params.get("config_path"))
-    except NewsletterError as exc:
-        raise _error(exc.message, exc.hint) from exc
+    settings = settings_from(ctx)
     if not no_scheduler:
         _check_schedules(settings)
     if not settings.site.secret_key and not dev:
-        raise _error(NO_KEY, NO_KEY_HINT)
+        raise CliError(NO_KEY, NO_KEY_HINT)
     if not settings.site.secret_key:
         click.echo("Warning: --dev without NEWSLETTER_SECRET_KEY: using a per-run key; links mailed now stop working on restart.", err=True)
     service = Service(settings, dev_key=dev and not settings.site.secret_key)
@@ -42,10 +40,7 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
 
         from newsletter.web.app import create_app
 
-        try:
-            app = create_app(service, dev=dev, scheduler=not no_scheduler)
-        except NewsletterError as exc:
-            raise _error(exc.message, exc.hint) from exc
+        app = create_app(service, dev=dev, scheduler=not no_scheduler)
         host = host or settings.web.host
         port = port or settings.web.port
         click.echo(f"Serving {settings.site.name} on http://{host}:{port} (public address {settings.site.base_url})", err=True)
@@ -57,16 +52,5 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
 
 def _check_schedules(settings: Settings) -> None:
     """A bad schedule is an operator error: say so in one line now, not as a traceback from the lifespan."""
-    try:
-        from newsletter.schedules import load_schedules
-    except ImportError:  # no scheduler in this build: nothing to check
-        return
-    try:
-        load_schedules(settings)
-    except NewsletterError as exc:
-        raise _error(exc.message, exc.hint) from exc
+    load_schedules(settings)
 
-
-def _error(message: str, hint: str) -> click.ClickException:
-    """A one-line error plus its hint, printed the way the rest of the CLI prints them."""
-    return click.ClickException(f"{message}\nHint: {hint}" if hint else message)

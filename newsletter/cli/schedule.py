@@ -6,29 +6,23 @@ from datetime import datetime, timezone
 
 import click
 
-from newsletter.config import load_settings
-from newsletter.errors import NewsletterError
-from newsletter.schedules import SCHEDULE_CADENCES, load_schedules
+from newsletter.cli.common import reports_errors, settings_from
+from newsletter.scheduling.schedules import SCHEDULE_CADENCES, load_schedules
 
 
 @click.command("schedule")
 @click.option("--count", default=5, show_default=True, type=click.IntRange(1, 100), help="How many upcoming fire times to show.")
 @click.pass_context
+@reports_errors
 def schedule_command(ctx: click.Context, count: int) -> None:
     """Show each schedule (schedule.daily, schedule.weekly) and its next fire times.
 
     Times are in schedule.timezone; each line also shows the edition key that
     fire will use. Exits non-zero with the reason if a schedule is invalid.
     """
-    root = ctx.find_root()
     now = datetime.now(timezone.utc)
-    try:
-        settings = load_settings(root.params.get("config_path"))
-        schedules = {s.name: s for s in load_schedules(settings, now=now)}
-    except NewsletterError as exc:
-        from newsletter.cli import CliError  # the CLI's one way of showing errors
-
-        raise CliError(exc) from exc
+    settings = settings_from(ctx)
+    schedules = {s.name: s for s in load_schedules(settings, now=now)}
     grace = settings.schedule.misfire_grace
     click.echo(f"Time zone {settings.schedule.timezone}; a fire more than {grace} s late is skipped (schedule.misfire_grace).")
     for name in SCHEDULE_CADENCES:

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 
 from newsletter.config import Settings
 from newsletter.models import DeliveryState, SubscriberStatus
-from newsletter.outcome import DeliveryOutcome
-from newsletter.store import Store
+from newsletter.models import DeliveryOutcome
+from newsletter.storage.store import Store
 
 ENHANCED_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 UNKNOWN_USER_RE = re.compile(r"user unknown|no such user|unknown user|does not exist|mailbox unavailable|invalid recipient|recipient rejected|address rejected", re.I)

@@ -24,11 +24,11 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from newsletter.errors import ConfigError, TokenError
-from newsletter.store import Store
-from newsletter.suppression import Suppressor, enhanced_status
+from newsletter.storage.store import Store
+from newsletter.delivery.suppression import Suppressor, enhanced_status
 from newsletter.tokens import Purpose, TokenSigner
 
-log = logging.getLogger("newsletter.bounces")
+log = logging.getLogger("newsletter.delivery.bounces")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""`newsletter preview`: what one subscriber would get now, and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from newsletter.cli.common import console, reports_errors, service_from
+
+
+@click.command()
+@click.option("--subscriber", "email", default=None, help="Preview for one subscriber (default: the first active one).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None, help="Write the personalised HTML here.")
+@click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
+@click.pass_context
+@reports_errors
+def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bool) -> None:
+    """Render a digest without sending; list which reports are in and why."""
+    from newsletter.content.planner import why_included
+    from newsletter.editions.preview import render_preview
+
+    service = service_from(ctx)
+    if not no_fetch:
+        service.runner.ingest()
+    result = render_preview(service.runner, email=email)
+    console.print(f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}")
+    console.print(f"Why: {result.selection.reason}")
+    table = Table()
+    table.add_column("published")
+    table.add_column("report")
+    table.add_column("topics")
+    table.add_column("why")
+    for report in result.selection.reports:
+        table.add_row(
+            f"{report.published:%Y-%m-%d}",
+            report.title + (" [members]" if report.members_only else ""),
+            ", ".join(report.topics),
+            why_included(result.subscriber, report),
+        )
+    console.print(table)
+    if out and result.html:
+        Path(out).write_text(result.html, encoding="utf-8")
+        console.print(f"HTML written to {out} ({len(result.html.encode()):,} bytes)")

@@ -1,0 +1,176 @@
+"""`newsletter send`, `worker` and `editions`: start, drain and inspect editions."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from newsletter.cli.common import console, reports_errors, service_from, when
+from newsletter.models import Cadence, EditionStatus
+
+
+@click.command()
+@click.option("--key", default=None, help="Edition key (default: manual-<UTC time>). Rerunning a key resumes it, never resends.")
+@click.option("--resume", "resume", is_flag=True, help="Finish the newest unfinished edition instead of starting one.")
+@click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
+@click.option("--plan-only", is_flag=True, help="Write the edition's outbox and stop; 'newsletter worker' processes send it.")
+@click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
+@click.pass_context
+@reports_errors
+def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool) -> None:
+    """Fetch the feed and send an edition through the configured SMTP server."""
+    from newsletter.editions.lock import hold_send_lock
+    from newsletter.scheduling.schedules import schedule_for_key
+
+    service = service_from(ctx)
+    runner = service.runner
+    progress = _progress()
+    task: list[Any] = []
+
+    def planned(total: int) -> None:
+        if total and sys.stdout.isatty():
+            progress.start()
+            task.append(progress.add_task("sending", total=total))
+
+    def outcome(_o: Any) -> None:
+        if task:
+            progress.advance(task[0])
+
+    try:
+        if retry_unknown and not resume:
+            raise click.UsageError("--retry-unknown goes with --resume")
+        if plan_only and resume:
+            raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
+        if resume:
+            unfinished = service.store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+            if retry_unknown:
+                with_unknown = [e for e in service.store.list_editions(limit=50) if e.counts.get("unknown")]
+                if with_unknown:
+                    edition = with_unknown[0]
+                    requeued = service.store.requeue_unknown(edition.id)
+                    # The edition had ended; its unknown rows make it unfinished again.
+                    service.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator")
+                    console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
+                    unfinished = [service.store.get_edition(edition.id)]  # type: ignore[list-item]
+            if not unfinished:
+                console.print("Nothing to resume: every edition has ended.")
+                return
+            edition = unfinished[0]
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
+            console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
+            # A database-held lock per schedule: never two sends of one schedule at once.
+            with hold_send_lock(service.store.engine, edition.schedule):
+                result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
+        else:
+            key = key or "manual-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            schedule = schedule_for_key(key)
+            # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
+            # exactly as the scheduler would; any other key is a manual edition for everyone.
+            cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
+            with hold_send_lock(service.store.engine, schedule):
+                result = runner.run(
+                    key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome
+                )
+    finally:
+        if task:
+            progress.stop()
+    _print_result(result)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True)
+
+
+def _print_result(result: Any) -> None:
+    """The summary table: sent / failed / skipped, plus the states that need attention."""
+    edition = result.edition
+    counts = edition.counts
+    table = Table(title=f"Edition {edition.key} (#{edition.id}): {edition.status.value}")
+    table.add_column("outcome")
+    table.add_column("subscribers", justify="right")
+    table.add_column("meaning")
+    table.add_row("sent", str(counts.get("sent", 0)), "accepted by the SMTP server")
+    table.add_row("failed", str(counts.get("failed", 0)), "refused for good (see 'newsletter editions %d')" % edition.id)
+    table.add_row("skipped", str(counts.get("suppressed", 0)), "left or bounced during the send")
+    for state, meaning in (("deferred", "will be retried later"), ("unknown", "connection lost after the data"), ("pending", "not sent yet"), ("sending", "with another sender")):
+        if counts.get(state):
+            table.add_row(state, str(counts[state]), meaning)
+    console.print(table)
+    if result.message and result.message != "finished":
+        console.print(result.message)
+
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Drain what is claimable now, then exit (default: keep polling).")
+@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds between looks for work.")
+@click.pass_context
+@reports_errors
+def worker(ctx: click.Context, once: bool, poll: float) -> None:
+    """Only drain outboxes: help send editions that are already planned (run several, on several machines)."""
+    import time
+
+    service = service_from(ctx)
+    console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C stops.")
+    try:
+        while True:
+            worked = False
+            for edition_id in service.store.claimable_editions():
+                edition = service.store.get_edition(edition_id)
+                if edition is None:
+                    continue
+                result = service.runner.drain(edition)
+                worked = True
+                console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
+            if once and not worked:
+                return
+            if not worked:
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        console.print("Stopped; rows this worker held go back to the others when their lease runs out.")
+
+
+@click.command()
+@click.argument("edition_id", required=False, type=int)
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+@reports_errors
+def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
+    """List editions, or show one with its counts and most common failure replies."""
+    store = service_from(ctx).store
+    if edition_id is None:
+        table = Table()
+        for col in ("id", "key", "status", "started", "finished", "sent", "failed", "deferred", "unknown", "other"):
+            table.add_column(col)
+        for e in store.list_editions(limit=limit):
+            c = e.counts
+            other = sum(n for s, n in c.items() if s not in ("sent", "failed", "deferred", "unknown"))
+            table.add_row(
+                str(e.id), e.key, e.status.value, when(e.started_at), when(e.finished_at),
+                str(c.get("sent", 0)), str(c.get("failed", 0)), str(c.get("deferred", 0)), str(c.get("unknown", 0)), str(other),
+            )
+        console.print(table)
+        return
+    edition = store.get_edition(edition_id)
+    if edition is None:
+        raise click.ClickException(f"no edition #{edition_id}; 'newsletter editions' lists them")
+    console.print(f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}")
+    if edition.reason:
+        console.print(f"Reason: {edition.reason}")
+    console.print(f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}")
+    for state, n in sorted(edition.counts.items()):
+        console.print(f"  {state:<11} {n}")
+    replies = store.failure_replies(edition.id)
+    if replies:
+        console.print("Most common failure replies:")
+        for code, reply, n in replies:
+            console.print(f"  {n:>6} × {code or '-'} {reply}")
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
