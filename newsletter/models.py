@@ -124,3 +124,11 @@ class DeliveryOutcome:
     reply: str = ""
     next_attempt_at: datetime | None = None
     expired: bool = False  # failed because it stayed deferred past delivery.max_age (a soft bounce)
+
+
+@dataclass(frozen=True)
+class FeedValidators:
+    """HTTP cache validators from the previous fetch of a feed, for a conditional GET."""
+
+    etag: str | None = None
+    modified: str | None = None

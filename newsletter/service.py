@@ -9,6 +9,7 @@ from datetime import datetime
 
 from newsletter.config import Settings
 from newsletter.editions.runner import EditionRunner
+from newsletter.storage.part import utcnow
 from newsletter.storage.store import Store
 from newsletter.tokens import TokenSigner
 
@@ -27,7 +28,7 @@ class Service:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.settings.database.url)
+            self._store = Store(self.settings.database.url, clock=self.clock or utcnow)
         return self._store
 
     @property

@@ -69,7 +69,7 @@ def parse_topics(value: str | Sequence[str]) -> tuple[str, ...]:
 
 def add_subscriber(store: Store, email: str, *, name: str = "", topics: str | Sequence[str] = (), status: SubscriberStatus = SubscriberStatus.ACTIVE) -> tuple[Subscriber, bool]:
     """Validate and add one subscriber; returns (subscriber, created)."""
-    return store.add_subscriber(email=normalise_email(email), name=clean_name(name), topics=parse_topics(topics), status=status)
+    return store.subscribers.add_subscriber(email=normalise_email(email), name=clean_name(name), topics=parse_topics(topics), status=status)
 
 
 @dataclass
@@ -106,7 +106,7 @@ def import_csv(store: Store, stream: TextIO, *, source: str = "CSV") -> ImportRe
             if None in row:
                 raise SubscriberError("has more fields than the header")
             email = normalise_email(row.get("email") or "")
-            subscriber, created = store.add_subscriber(
+            subscriber, created = store.subscribers.add_subscriber(
                 email=email,
                 name=clean_name(row.get("name") or ""),
                 topics=parse_topics(row.get("topics") or ""),

@@ -21,10 +21,9 @@ def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_mail
     import time
 
     from newsletter.delivery.bounces import BounceProcessor, BounceReceiver, process_maildir
-    from newsletter.delivery.suppression import Suppressor
 
     service = service_from(ctx)
-    processor = BounceProcessor(service.store, service.signer, Suppressor(service.settings, service.store))
+    processor = BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
     if from_maildir is not None:
         results = process_maildir(processor, from_maildir)
         for key, verdict in results:

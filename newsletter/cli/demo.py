@@ -53,13 +53,13 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
             imported = import_file(service.store, SAMPLE_SUBSCRIBERS)
             console.print(f"Subscribers: {imported.added} imported from {SAMPLE_SUBSCRIBERS.name}")
             result = service.runner.run(key="demo")
-            console.print(f"Reports: {service.store.count_reports()} loaded from the sample feed")
+            console.print(f"Reports: {service.store.reports.count_reports()} loaded from the sample feed")
             expected = result.edition.counts.get("sent", 0)
             try:
                 received = sink.wait_for(count=expected, timeout=30) if expected else []
             except TimeoutError:
                 received = sink.messages()
-            first = service.store.list_variants(result.edition.id)
+            first = service.store.editions.list_variants(result.edition.id)
             preview_path = out / "preview.html"
             if first:
                 # The archive copy of the first variant: what "view in browser" shows.

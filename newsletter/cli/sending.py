@@ -47,16 +47,16 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
         if plan_only and resume:
             raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
         if resume:
-            unfinished = service.store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+            unfinished = service.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
             if retry_unknown:
-                with_unknown = [e for e in service.store.list_editions(limit=50) if e.counts.get("unknown")]
+                with_unknown = [e for e in service.store.editions.list_editions(limit=50) if e.counts.get("unknown")]
                 if with_unknown:
                     edition = with_unknown[0]
-                    requeued = service.store.requeue_unknown(edition.id)
+                    requeued = service.store.outbox.requeue_unknown(edition.id)
                     # The edition had ended; its unknown rows make it unfinished again.
-                    service.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator")
+                    service.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator")
                     console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
-                    unfinished = [service.store.get_edition(edition.id)]  # type: ignore[list-item]
+                    unfinished = [service.store.editions.get_edition(edition.id)]  # type: ignore[list-item]
             if not unfinished:
                 console.print("Nothing to resume: every edition has ended.")
                 return
@@ -64,7 +64,7 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
             console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
             # A database-held lock per schedule: never two sends of one schedule at once.
-            with hold_send_lock(service.store.engine, edition.schedule):
+            with hold_send_lock(service.store.locks, edition.schedule):
                 result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
         else:
             key = key or "manual-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -72,7 +72,7 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
             # exactly as the scheduler would; any other key is a manual edition for everyone.
             cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
-            with hold_send_lock(service.store.engine, schedule):
+            with hold_send_lock(service.store.locks, schedule):
                 result = runner.run(
                     key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome
                 )
@@ -120,8 +120,8 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
     try:
         while True:
             worked = False
-            for edition_id in service.store.claimable_editions():
-                edition = service.store.get_edition(edition_id)
+            for edition_id in service.store.outbox.claimable_editions():
+                edition = service.store.editions.get_edition(edition_id)
                 if edition is None:
                     continue
                 result = service.runner.drain(edition)
@@ -147,7 +147,7 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
         table = Table()
         for col in ("id", "key", "status", "started", "finished", "sent", "failed", "deferred", "unknown", "other"):
             table.add_column(col)
-        for e in store.list_editions(limit=limit):
+        for e in store.editions.list_editions(limit=limit):
             c = e.counts
             other = sum(n for s, n in c.items() if s not in ("sent", "failed", "deferred", "unknown"))
             table.add_row(
@@ -156,7 +156,7 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
             )
         console.print(table)
         return
-    edition = store.get_edition(edition_id)
+    edition = store.editions.get_edition(edition_id)
     if edition is None:
         raise click.ClickException(f"no edition #{edition_id}; 'newsletter editions' lists them")
     console.print(f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}")
@@ -165,12 +165,9 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
     console.print(f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}")
     for state, n in sorted(edition.counts.items()):
         console.print(f"  {state:<11} {n}")
-    replies = store.failure_replies(edition.id)
+    replies = store.outbox.failure_replies(edition.id)
     if replies:
         console.print("Most common failure replies:")
         for code, reply, n in replies:
             console.print(f"  {n:>6} × {code or '-'} {reply}")
 
-
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"

@@ -9,7 +9,6 @@ import click
 from rich.table import Table
 
 from newsletter.cli.common import CliError, console, err_console, reports_errors, service_from, when
-from newsletter.errors import SubscriberError
 from newsletter.models import SubscriberStatus
 
 
@@ -44,7 +43,7 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     from newsletter.subscriptions import normalise_email
 
     address = normalise_email(email)
-    if not service_from(ctx).store.remove_subscriber(address):
+    if not service_from(ctx).store.subscribers.remove_subscriber(address):
         raise CliError(f"{address} is not a subscriber", "'newsletter subscribers list' shows them.")
     console.print(f"Removed {address}")
 
@@ -58,10 +57,10 @@ def subscribers_reactivate(ctx: click.Context, email: str) -> None:
     from newsletter.subscriptions import normalise_email
 
     store = service_from(ctx).store
-    subscriber = store.find_subscriber(normalise_email(email))
+    subscriber = store.subscribers.find_subscriber(normalise_email(email))
     if subscriber is None:
         raise CliError(f"{email} is not a subscriber", "'newsletter subscribers list' shows them.")
-    store.set_status(subscriber.id, SubscriberStatus.ACTIVE, reason="reactivated by an operator")
+    store.subscribers.set_status(subscriber.id, SubscriberStatus.ACTIVE, reason="reactivated by an operator")
     console.print(f"{subscriber.email} is active again (was {subscriber.status.value})")
 
 
@@ -75,7 +74,7 @@ def subscribers_list(ctx: click.Context, status: str | None) -> None:
     for col in ("email", "name", "status", "topics", "cadence", "last digest"):
         table.add_column(col)
     count = 0
-    for s in service_from(ctx).store.list_subscribers(status=SubscriberStatus(status) if status else None):
+    for s in service_from(ctx).store.subscribers.list_subscribers(status=SubscriberStatus(status) if status else None):
         table.add_row(s.email, s.name, s.status.value + (" (paused)" if s.paused else ""), ", ".join(s.topics) or "all", s.cadence.value, when(s.last_digest_at))
         count += 1
     console.print(table)
@@ -108,8 +107,8 @@ def subscribers_export(ctx: click.Context, file: Path | None) -> None:
 
     store = service_from(ctx).store
     if file is None:
-        export_csv(store.list_subscribers(), sys.stdout)
+        export_csv(store.subscribers.list_subscribers(), sys.stdout)
         return
     with file.open("w", newline="", encoding="utf-8") as stream:
-        count = export_csv(store.list_subscribers(), stream)
+        count = export_csv(store.subscribers.list_subscribers(), stream)
     console.print(f"{count} subscribers written to {file}")

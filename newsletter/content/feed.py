@@ -19,20 +19,12 @@ import feedparser
 import httpx
 
 from newsletter.errors import FeedError
-from newsletter.models import Report
+from newsletter.models import FeedValidators, Report
 
 TAG_RE = re.compile(r"<[^>]*>")
 SPACE_RE = re.compile(r"\s+")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MEMBERS_KEYS = ("vsn_membersonly", "membersonly", "members_only")
-
-
-@dataclass(frozen=True)
-class FeedValidators:
-    """HTTP cache validators from the previous fetch, for a conditional GET."""
-
-    etag: str | None = None
-    modified: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from newsletter.errors import ConfigError, TokenError
-from newsletter.storage.store import Store
+from newsletter.storage.outbox import OutboxStore
+from newsletter.storage.subscribers import SubscriberStore
 from newsletter.delivery.suppression import Suppressor, enhanced_status
 from newsletter.tokens import Purpose, TokenSigner
 
@@ -78,8 +79,9 @@ def original_message_id(msg: Message) -> str:
 class BounceProcessor:
     """Applies DSNs to the store."""
 
-    def __init__(self, store: Store, signer: TokenSigner, suppressor: Suppressor) -> None:
-        self.store = store
+    def __init__(self, outbox: OutboxStore, subscribers: SubscriberStore, signer: TokenSigner, suppressor: Suppressor) -> None:
+        self.outbox = outbox
+        self.subscribers = subscribers
         self.signer = signer
         self.suppressor = suppressor
 
@@ -111,18 +113,18 @@ class BounceProcessor:
                     delivery_id = self.signer.read(Purpose.BOUNCE, local.removeprefix("bounces+"))
                 except TokenError:
                     continue
-                row = self.store.get_delivery(delivery_id)
+                row = self.outbox.get_delivery(delivery_id)
                 if row is not None:
                     return row.subscriber_id, row.id
         message_id = original_message_id(msg)
         if message_id:
-            row = self.store.find_delivery_by_message_id(message_id)
+            row = self.outbox.find_delivery_by_message_id(message_id)
             if row is not None:
                 return row.subscriber_id, row.id
         final = fields.get("final-recipient", "") or fields.get("original-recipient", "")
         address = final.split(";", 1)[-1].strip().strip("<>")
         if address:
-            subscriber = self.store.find_subscriber(address)
+            subscriber = self.subscribers.find_subscriber(address)
             if subscriber is not None:
                 return subscriber.id, None
         return None, None

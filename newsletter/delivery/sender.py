@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -38,7 +38,9 @@ from newsletter.delivery.message import PreparedMessage
 from newsletter.models import Delivery, DeliveryState
 from newsletter.models import DeliveryOutcome
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
-from newsletter.storage.store import Store
+from newsletter.storage.outbox import OutboxStore
+from newsletter.storage.part import Clock, utcnow
+from newsletter.storage.subscribers import SubscriberStore
 from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import Purpose, TokenSigner
 
@@ -83,28 +85,33 @@ class Sender:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        outbox: OutboxStore,
+        subscribers: SubscriberStore,
         signer: TokenSigner,
+        suppressor: Suppressor,
         *,
         edition_id: int,
         as_of: datetime,
         prepared: dict[int, PreparedMessage],
         give_up_after: datetime | None = None,
         on_outcome: ProgressCallback | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.outbox = outbox
+        self.subscribers = subscribers
+        self.clock = clock
         self.signer = signer
         self.edition_id = edition_id
         self.as_of = as_of
         self.prepared = prepared
         self.on_outcome = on_outcome
         self.give_up_after = give_up_after
-        self.suppressor = Suppressor(settings, store)
+        self.suppressor = suppressor
         self.paused_reason = ""
         self._recent: deque[bool] = deque(maxlen=settings.delivery.breaker_window)
         self._inactive: frozenset[int] = frozenset()
-        self._inactive_checked = datetime.now(timezone.utc)
+        self._inactive_checked = clock()
         self._inactive_polled = time.monotonic()
         self.worker = worker_name()
         self._lease_renewed = time.monotonic()
@@ -133,16 +140,16 @@ class Sender:
         clean = False
         try:
             while not self.paused_reason:
-                rows = self.store.claim_deliveries(
+                rows = self.outbox.claim_deliveries(
                     self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease
                 )
                 if not rows:
                     break
-                date = format_datetime(datetime.now(timezone.utc))
+                date = format_datetime(self.clock())
                 for index, row in enumerate(rows):
                     if self.paused_reason:
                         # Claimed but not handed out: back to pending for the resume.
-                        self.store.set_rows_state([r.id for r in rows[index:]], DeliveryState.PENDING, reply="edition paused")
+                        self.outbox.set_rows_state([r.id for r in rows[index:]], DeliveryState.PENDING, reply="edition paused")
                         break
                     try:
                         job = self._job(row, date)
@@ -229,7 +236,7 @@ class Sender:
         if time.monotonic() - self._inactive_polled < 0.5:
             return
         self._inactive_polled = time.monotonic()
-        gone = self.store.inactive_since(self._inactive_checked)
+        gone = self.subscribers.inactive_since(self._inactive_checked)
         if gone:
             self._inactive = self._inactive | gone
 
@@ -237,10 +244,10 @@ class Sender:
         lease = self.settings.delivery.lease
         if time.monotonic() - self._lease_renewed > lease / 3:
             # Rows still queued here must not look abandoned to other senders.
-            self.store.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease)
+            self.outbox.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease)
             self._lease_renewed = time.monotonic()
         if pending:
-            self.store.record_outcomes(pending, as_of=self.as_of)
+            self.outbox.record_outcomes(pending, as_of=self.as_of)
             self.suppressor.record_failures(pending)
             pending.clear()
 
@@ -300,7 +307,7 @@ class Sender:
             return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply)
         steps = self.settings.delivery.backoff_steps
         wait = steps[min(max(row.attempts, 1) - 1, len(steps) - 1)]
-        next_attempt = datetime.now(timezone.utc) + timedelta(seconds=wait)
+        next_attempt = self.clock() + timedelta(seconds=wait)
         if self.give_up_after is not None and next_attempt > self.give_up_after:
             return DeliveryOutcome(
                 row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}", expired=True

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from newsletter.config import Settings
-from newsletter.models import DeliveryState, SubscriberStatus
-from newsletter.models import DeliveryOutcome
-from newsletter.storage.store import Store
+from newsletter.models import DeliveryOutcome, DeliveryState, SubscriberStatus
+from newsletter.storage.bounces import BounceStore
+from newsletter.storage.part import Clock, utcnow
+from newsletter.storage.subscribers import SubscriberStore
 
 ENHANCED_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 UNKNOWN_USER_RE = re.compile(r"user unknown|no such user|unknown user|does not exist|mailbox unavailable|invalid recipient|recipient rejected|address rejected", re.I)
@@ -45,9 +46,11 @@ def bounce_kind(code: int | None, reply: str) -> str | None:
 class Suppressor:
     """Records bounces and suppresses subscribers by the policy above."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, subscribers: SubscriberStore, bounces: BounceStore, *, clock: Clock = utcnow) -> None:
         self.settings = settings
-        self.store = store
+        self.subscribers = subscribers
+        self.bounces = bounces
+        self.clock = clock
 
     def record(self, *, subscriber_id: int, delivery_id: int | None, code: int | None, reply: str, source: str, kind: str | None = None, now: datetime | None = None) -> str | None:
         """Record one failure; returns the kind recorded ('hard'/'soft') or None if it is not a bounce.
@@ -55,18 +58,18 @@ class Suppressor:
         Suppresses the subscriber (status bounced) on a hard bounce, or when soft
         bounces within the window reach the limit.
         """
-        now = now or datetime.now(timezone.utc)
+        now = now or self.clock()
         kind = kind or bounce_kind(code, reply)
         if kind is None:
             return None
         status = enhanced_status(reply)
-        self.store.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply, source=source, now=now)
+        self.bounces.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply, source=source, now=now)
         if kind == "hard":
-            self.store.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"hard bounce {code or ''} {status} {reply}".strip(), now=now)
+            self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"hard bounce {code or ''} {status} {reply}".strip(), now=now)
         else:
             window = now - timedelta(days=self.settings.delivery.soft_bounce_window)
-            if self.store.count_bounces(subscriber_id, kind="soft", since=window) >= self.settings.delivery.soft_bounce_limit:
-                self.store.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days", now=now)
+            if self.bounces.count_bounces(subscriber_id, kind="soft", since=window) >= self.settings.delivery.soft_bounce_limit:
+                self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days", now=now)
         return kind
 
     def record_failures(self, outcomes: Iterable[DeliveryOutcome]) -> None:

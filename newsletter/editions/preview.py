@@ -30,11 +30,11 @@ def render_preview(runner: EditionRunner, *, email: str | None = None) -> Previe
     """Render the digest one subscriber (default: the first active one) would get now."""
     store = runner.store
     if email:
-        subscriber = store.find_subscriber(normalise_email(email))
+        subscriber = store.subscribers.find_subscriber(normalise_email(email))
         if subscriber is None:
             raise SubscriberError(f"{email} is not a subscriber", hint="'newsletter subscribers list' shows them.")
     else:
-        subscriber = next(iter(store.list_subscribers(status=SubscriberStatus.ACTIVE)), None)
+        subscriber = next(iter(store.subscribers.list_subscribers(status=SubscriberStatus.ACTIVE)), None)
         if subscriber is None:
             raise SubscriberError("there are no active subscribers to preview for", hint="Add one with 'newsletter subscribers add EMAIL'.")
     planned = runner.plan([subscriber])[0]

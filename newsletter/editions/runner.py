@@ -26,7 +26,8 @@ from newsletter.content.planner import Selection, select_reports
 from newsletter.content.render import DigestRenderer
 from newsletter.content.feed import load_reports
 from newsletter.delivery.sender import Sender
-from newsletter.storage.store import PlanningRow, Store
+from newsletter.storage.store import Store
+from newsletter.storage.subscribers import PlanningRow
 from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import TokenSigner
 
@@ -64,19 +65,19 @@ class EditionRunner:
     def ingest(self) -> tuple[int, int]:
         """Fetch the feed and store its reports; FeedError (nothing stored) if it fails."""
         result = load_reports(self.settings.reports.feed, timeout=self.settings.reports.timeout, teaser_length=self.settings.reports.teaser_length)
-        return self.store.upsert_reports(result.reports)
+        return self.store.reports.upsert_reports(result.reports)
 
     # -- planning -----------------------------------------------------------------
 
     def plan(self, subscribers: Sequence[Subscriber] | None = None, *, as_of: datetime | None = None, cadences: Sequence[Cadence] | None = None) -> list[PlannedRecipient]:
         """What each recipient would get now (for previews); nothing is written."""
         cutoff, recent = self._recent(as_of or self.clock())
-        source = subscribers if subscribers is not None else self.store.iter_recipients(cadences=cadences)
+        source = subscribers if subscribers is not None else self.store.subscribers.iter_recipients(cadences=cadences)
         return [PlannedRecipient(s, select_reports(s, recent, max_reports=self.settings.digest.max_reports, cutoff=cutoff)) for s in source]
 
     def _recent(self, as_of: datetime) -> tuple[datetime, list[Report]]:
         cutoff = as_of - timedelta(seconds=self.settings.reports.settle)
-        return cutoff, self.store.recent_reports(limit=RECENT_WINDOW, published_before=cutoff)
+        return cutoff, self.store.reports.recent_reports(limit=RECENT_WINDOW, published_before=cutoff)
 
     def _digest_mark(self, edition: Edition) -> datetime:
         """What a sent row records as the subscriber's last digest: the edition's planning cut-off.
@@ -85,6 +86,9 @@ class EditionRunner:
         so the next edition must still see them as new.
         """
         return edition.as_of - timedelta(seconds=self.settings.reports.settle)
+
+    def suppressor(self) -> Suppressor:
+        return Suppressor(self.settings, self.store.subscribers, self.store.bounces, clock=self.clock)
 
     def archive_url(self, variant_id: int) -> str:
         return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
@@ -111,7 +115,7 @@ class EditionRunner:
         is left "sending" for `newsletter worker` processes to drain.
         """
         as_of = as_of or self.clock()
-        edition, created = self.store.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
+        edition, created = self.store.editions.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
         if not created:
             if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED):
                 return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
@@ -124,7 +128,7 @@ class EditionRunner:
                 added, updated = self.ingest()
                 log.info("feed: %d new and %d changed reports", added, updated)
             except FeedError as exc:
-                self.store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+                self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
                 raise
         return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True, send=send)
 
@@ -134,13 +138,13 @@ class EditionRunner:
             raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
         log.info("resuming edition %s (%s)", edition.key, edition.status.value)
         self._recover(edition)
-        if edition.status is EditionStatus.PLANNED and not self.store.delivery_counts(edition.id):
+        if edition.status is EditionStatus.PLANNED and not self.store.editions.delivery_counts(edition.id):
             # Killed before planning wrote anything, maybe before the feed was stored: fetch it now,
             # or the edition would be planned from stale (or no) reports.
             try:
                 self.ingest()
             except FeedError as exc:
-                self.store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+                self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
                 raise
         cadences = _cadences_for(edition.schedule)
         return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
@@ -157,17 +161,17 @@ class EditionRunner:
     ) -> EditionResult:
         if edition.status is EditionStatus.PLANNED:
             total = self._write_outbox(edition, cadences=cadences)
-            if total == 0 and not self.store.delivery_counts(edition.id):
+            if total == 0 and not self.store.editions.delivery_counts(edition.id):
                 reason = "no new reports for any subscriber"
-                self.store.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock())
+                self.store.editions.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock())
                 log.info("edition %s skipped: %s", edition.key, reason)
                 return EditionResult(self._reload(edition), created, message=f"skipped: {reason}")
         if on_planned is not None:
-            on_planned(sum(n for s, n in self.store.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
-        self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
+            on_planned(sum(n for s, n in self.store.editions.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
+        self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
         self._repair_variants(edition)
         if not send:
-            planned = self.store.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
+            planned = self.store.editions.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
             return EditionResult(self._reload(edition), created, message=f"planned {planned} rows; 'newsletter worker' sends them")
         prepared = {
             v.id: PreparedMessage(
@@ -180,44 +184,47 @@ class EditionRunner:
                 list_id=self.settings.mail.list_id,
                 extra_headers=(("X-Newsletter-Edition", edition.key),),
             )
-            for v in self.store.list_variants(edition.id)
+            for v in self.store.editions.list_variants(edition.id)
         }
         sender = Sender(
             self.settings,
-            self.store,
+            self.store.outbox,
+            self.store.subscribers,
             self.signer,
+            self.suppressor(),
             edition_id=edition.id,
             as_of=self._digest_mark(edition),
             prepared=prepared,
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
+            clock=self.clock,
         )
         tally = sender.run()
         return self._finish(edition, tally, created, paused_reason=sender.paused_reason)
 
     def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
-        counts = self.store.delivery_counts(edition.id)
+        counts = self.store.editions.delivery_counts(edition.id)
         deferred = counts.get(DeliveryState.DEFERRED.value, 0)
         others = counts.get(DeliveryState.PENDING.value, 0) + counts.get(DeliveryState.SENDING.value, 0)
         if paused_reason:
-            self.store.set_edition_status(edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock())
+            self.store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock())
             message = paused_reason
         elif others:
             # Other senders (workers) still hold rows of this edition; the last one to finish closes it.
             message = f"{others} rows still with other senders"
         elif deferred:
-            due = self.store.next_due(edition.id)
+            due = self.store.outbox.next_due(edition.id)
             reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
-            self.store.set_edition_status(edition.id, EditionStatus.SENDING, reason=reason, now=self.clock())
+            self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=reason, now=self.clock())
             message = reason
         else:
-            self.store.set_edition_status(edition.id, EditionStatus.SENT, now=self.clock())
+            self.store.editions.set_edition_status(edition.id, EditionStatus.SENT, now=self.clock())
             message = "finished"
         log.info("edition %s: %s (%s)", edition.key, message, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         return EditionResult(self._reload(edition), created, tally, message)
 
     def _reload(self, edition: Edition) -> Edition:
-        fresh = self.store.get_edition(edition.id)
+        fresh = self.store.editions.get_edition(edition.id)
         assert fresh is not None
         return fresh
 
@@ -229,16 +236,16 @@ class EditionRunner:
         same last digest get the same selection, so it is computed once per pair.
         """
         cutoff, recent = self._recent(edition.as_of)
-        variant_ids = {tuple(v.report_ids): v.id for v in self.store.list_variants(edition.id)}
+        variant_ids = {tuple(v.report_ids): v.id for v in self.store.editions.list_variants(edition.id)}
         # Only a resumed planning can meet rows it wrote before; a fresh one skips the lookup.
-        resuming = bool(variant_ids) or bool(self.store.delivery_counts(edition.id))
+        resuming = bool(variant_ids) or bool(self.store.editions.delivery_counts(edition.id))
         selections: dict[tuple[tuple[str, ...], datetime | None], Selection] = {}
         message_ids = MessageIds(self.domain, edition.id)
         batch: list[tuple[PlanningRow, Selection]] = []
         written = 0
 
         def flush() -> int:
-            have = self.store.subscribers_with_rows(edition.id, [s.id for s, _ in batch]) if resuming else set()
+            have = self.store.outbox.subscribers_with_rows(edition.id, [s.id for s, _ in batch]) if resuming else set()
             rows = []
             for subscriber, selection in batch:
                 if subscriber.id in have:
@@ -256,12 +263,12 @@ class EditionRunner:
                         "message_id": message_ids.make(subscriber.id),
                     }
                 )
-            self.store.add_deliveries(rows, now=self.clock())
+            self.store.outbox.add_deliveries(rows, now=self.clock())
             batch.clear()
             return len(rows)
 
         max_reports = self.settings.digest.max_reports
-        for subscriber in self.store.iter_planning_rows(cadences=cadences, batch_size=self.settings.delivery.batch_size * 4):
+        for subscriber in self.store.subscribers.iter_planning_rows(cadences=cadences, batch_size=self.settings.delivery.batch_size * 4):
             key = (subscriber.topics, subscriber.last_digest_at)
             selection = selections.get(key)
             if selection is None:
@@ -277,16 +284,16 @@ class EditionRunner:
 
     def _repair_variants(self, edition: Edition) -> None:
         """Render variants a crash left empty (the row is written before its render finishes)."""
-        for variant in self.store.list_variants(edition.id):
+        for variant in self.store.editions.list_variants(edition.id):
             if not variant.html:
-                reports = self.store.get_reports(variant.report_ids)
+                reports = self.store.reports.get_reports(variant.report_ids)
                 digest = self.renderer.render(reports, archive_url=self.archive_url(variant.id))
-                self.store.set_variant_content(variant.id, subject=digest.subject, html=digest.html, text=digest.text)
+                self.store.editions.set_variant_content(variant.id, subject=digest.subject, html=digest.html, text=digest.text)
 
     def _add_variant(self, edition: Edition, reports: Sequence[Report]) -> int:
-        variant_id = self.store.add_variant(edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text="")
+        variant_id = self.store.editions.add_variant(edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text="")
         digest = self.renderer.render(reports, archive_url=self.archive_url(variant_id))
-        self.store.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
+        self.store.editions.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
         return variant_id
 
     def _recover(self, edition: Edition) -> None:
@@ -300,7 +307,7 @@ class EditionRunner:
         directory = Path(self.settings.delivery.journal_dir)
         host = socket.gethostname()
         dead: dict[int, int] = {}  # row id -> subscriber id
-        for row_id, subscriber_id, claimed_by in self.store.sending_rows(edition.id):
+        for row_id, subscriber_id, claimed_by in self.store.outbox.sending_rows(edition.id):
             owner_host, _, pid = claimed_by.rpartition(":")
             if not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid))):
                 dead[row_id] = subscriber_id
@@ -315,10 +322,10 @@ class EditionRunner:
             else:
                 retry.append(row_id)
         if outcomes:
-            self.store.record_outcomes(outcomes, as_of=self._digest_mark(edition))
-            Suppressor(self.settings, self.store).record_failures(outcomes)
+            self.store.outbox.record_outcomes(outcomes, as_of=self._digest_mark(edition))
+            self.suppressor().record_failures(outcomes)
         if retry:
-            self.store.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
+            self.store.outbox.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
         if dead or paths:
             log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
         for path in paths:

@@ -44,9 +44,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
 
 from newsletter.editions.runner import EditionRunner
-from newsletter.editions.lock import SendLockBusy, ensure_lock_table, hold_send_lock
+from newsletter.editions.lock import SendLockBusy, hold_send_lock
 from newsletter.errors import ConfigError, FeedError, NewsletterError
-from newsletter.content.feed_state import ensure_feed_state_table, refresh_feed
+from newsletter.content.feed_state import refresh_feed
 from newsletter.models import EditionStatus
 from newsletter.scheduling.schedules import Schedule, load_schedules
 from newsletter.service import Service
@@ -105,20 +105,20 @@ def fire(
 
     if late > timedelta(seconds=schedule.misfire_grace):
         reason = f"too late: woke {_duration(late)} after the slot, more than schedule.misfire_grace ({schedule.misfire_grace} s)"
-        edition, created = store.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
+        edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
         if not created:
             return FireResult(schedule.name, key, slot, "done", f"edition {key} already exists ({edition.status.value})")
-        store.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=now)
+        store.editions.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=now)
         log.warning("edition %s skipped: %s", key, reason)
         return FireResult(schedule.name, key, slot, "skipped", f"skipped: {reason}")
 
-    existing = store.find_edition(key)
+    existing = store.editions.find_edition(key)
     if existing is not None and existing.status in ENDED:
         log.info("edition %s already ended (%s); nothing to do", key, existing.status.value)
         return FireResult(schedule.name, key, slot, "done", f"edition {key} already ended ({existing.status.value})")
 
     try:
-        with hold_send_lock(store.engine, schedule.name, clock=clock):
+        with hold_send_lock(store.locks, schedule.name, clock=clock):
             if existing is None:
                 try:
                     added, updated, unchanged = refresh_feed(service.settings, store, now=clock())
@@ -147,9 +147,9 @@ def fire(
 def _fail(service: Service, schedule: Schedule, key: str, slot: datetime, exc: FeedError, now: datetime) -> FireResult:
     """A feed outage: the edition is recorded failed with the reason; the next fire tries again."""
     store = service.store
-    edition, created = store.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
+    edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
     if created:
-        store.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=now)
+        store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=now)
     log.error("edition %s failed: %s", key, exc.message)
     return FireResult(schedule.name, key, slot, "failed", exc.message)
 
@@ -335,8 +335,6 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
     clock = clock or _utcnow
     schedules = load_schedules(service.settings, now=clock())
     store = service.store
-    ensure_lock_table(store.engine)
-    ensure_feed_state_table(store.engine)
     # The service's runner uses the real clock; a fake clock needs its own runner.
     runner = service.runner if clock is _utcnow else EditionRunner(service.settings, store, service.signer, clock=clock)
     executor = EditionExecutor(service=service, runner=runner, clock=clock)
@@ -371,15 +369,15 @@ def finish_unfinished(service: Service, runner: EditionRunner) -> list[str]:
     """
     store = service.store
     done: list[str] = []
-    for edition in store.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
+    for edition in store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
         counts = edition.counts
-        due = store.next_due(edition.id)
+        due = store.outbox.next_due(edition.id)
         stuck = edition.status is EditionStatus.PLANNED or counts.get("pending", 0) or counts.get("sending", 0)
         if not stuck and (due is None or due > runner.clock()):
             continue
         try:
-            with hold_send_lock(store.engine, edition.schedule):
-                fresh = store.get_edition(edition.id)
+            with hold_send_lock(store.locks, edition.schedule):
+                fresh = store.editions.get_edition(edition.id)
                 if fresh is None or fresh.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
                     continue
                 result = runner.resume(fresh)

@@ -37,7 +37,7 @@ from newsletter.tokens import Purpose
 from newsletter.web.forms import BadForm, Form, read_form
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.mailer import CONFIRM, MANAGE, Mailer
-from newsletter.web.queries import archive_entries, published_variant_html
+from newsletter.storage.part import utcnow
 from newsletter.web.ratelimit import RateLimiter, RateLimits
 
 log = logging.getLogger("newsletter.web")
@@ -64,7 +64,7 @@ class WebApp:
         self.dev = dev
         self.env = template_environment(self.settings.digest.templates)
         self.signer = service.signer  # fails now, not on the first request, if no key is set
-        self.mailer = Mailer(self.settings, self.env, self.signer, service.store)
+        self.mailer = Mailer(self.settings, self.env, self.signer, service.store.subscribers, clock=service.clock or utcnow)
         self.per_client = RateLimiter(limits.per_client)
         self.per_target = RateLimiter(limits.per_target)
         self.base_url = self.settings.site.base_url.rstrip("/")
@@ -80,7 +80,7 @@ class WebApp:
         return self.page("error.html", status=exc.status, headers={**NO_STORE, **exc.headers}, title=exc.title, message=exc.message)
 
     def signup_page(self, name: str, *, status: int = 200, error: str = "", email: str = "", chosen: tuple[str, ...] = ()) -> HTMLResponse:
-        topics = self.service.store.all_topics()
+        topics = self.service.store.reports.all_topics()
         return self.page(name, status=status, title="Subscribe", topics=topics, chosen=chosen, error=error, email=email)
 
     # -- guards -------------------------------------------------------------------
@@ -104,7 +104,7 @@ class WebApp:
             subscriber_id = self.signer.read(purpose, token)
         except TokenError as exc:
             raise PageError(400, "This link does not work", f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(purpose)}") from exc
-        subscriber = self.service.store.get_subscriber(subscriber_id)
+        subscriber = self.service.store.subscribers.get_subscriber(subscriber_id)
         if subscriber is None:
             raise PageError(400, "This link does not work", f"The address it was made for is no longer on our list. {self.what_to_do(purpose)}")
         return subscriber
@@ -140,7 +140,7 @@ class WebApp:
             chosen = parse_topics(form.getlist("topics"))
         except SubscriberError as exc:
             raise BadForm(exc.message) from exc
-        unknown = set(chosen) - set(self.service.store.all_topics())
+        unknown = set(chosen) - set(self.service.store.reports.all_topics())
         if unknown:
             raise BadForm("unknown topic chosen")
         try:
@@ -150,7 +150,7 @@ class WebApp:
 
     def signup_mail(self, email: str, topics: tuple[str, ...]) -> None:
         store = self.service.store
-        subscriber, _created = store.add_subscriber(email=email, topics=topics, status=SubscriberStatus.PENDING)
+        subscriber, _created = store.subscribers.add_subscriber(email=email, topics=topics, status=SubscriberStatus.PENDING)
         if subscriber.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
             self.mailer.send(CONFIRM, subscriber)
         elif subscriber.status is SubscriberStatus.ACTIVE:
@@ -174,7 +174,7 @@ class WebApp:
             if self.signer.issued_at(Purpose.CONFIRM, token) < subscriber.updated_at.replace(microsecond=0):
                 raise PageError(400, "This link is older than your unsubscribe", "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.")
         if subscriber.status is not SubscriberStatus.ACTIVE:
-            await run_in_threadpool(self.service.store.set_status, subscriber.id, SubscriberStatus.ACTIVE, reason="confirmed on the web")
+            await run_in_threadpool(self.service.store.subscribers.set_status, subscriber.id, SubscriberStatus.ACTIVE, reason="confirmed on the web")
         return self.page(
             "confirmed.html", headers=NO_STORE, title="You are subscribed", email=subscriber.email,
             preferences_url=f"/preferences/{self.signer.make(Purpose.PREFERENCES, subscriber.id)}",
@@ -202,10 +202,10 @@ class WebApp:
         return self.page("unsubscribed.html", headers=NO_STORE, title="You are unsubscribed")
 
     def unsubscribe_now(self, subscriber_id: int, how: str) -> None:
-        subscriber = self.service.store.get_subscriber(subscriber_id)
+        subscriber = self.service.store.subscribers.get_subscriber(subscriber_id)
         # A deleted or bounced subscriber gets no more mail anyway; nothing to change.
         if subscriber is not None and subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-            self.service.store.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=how)
+            self.service.store.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=how)
             log.info("subscriber %d unsubscribed (%s)", subscriber_id, how)
 
     # -- preferences ---------------------------------------------------------------
@@ -224,7 +224,7 @@ class WebApp:
             form = await read_form(request, PREFERENCE_LIMITS)
             subscriber = await run_in_threadpool(self.save_preferences, subscriber, form)
             saved = True
-        topics = sorted(set(await run_in_threadpool(self.service.store.all_topics)) | set(subscriber.topics))
+        topics = sorted(set(await run_in_threadpool(self.service.store.reports.all_topics)) | set(subscriber.topics))
         return self.page(
             "preferences.html", headers=NO_STORE, title="Your preferences", subscriber=subscriber, topics=topics,
             cadences=[c.value for c in Cadence], action=f"{prefix}{token}", saved=saved,
@@ -236,7 +236,7 @@ class WebApp:
             topics = parse_topics(form.getlist("topics"))
         except SubscriberError as exc:
             raise BadForm(exc.message) from exc
-        allowed = set(self.service.store.all_topics()) | set(subscriber.topics)
+        allowed = set(self.service.store.reports.all_topics()) | set(subscriber.topics)
         if set(topics) - allowed:
             raise BadForm("unknown topic chosen")
         try:
@@ -244,8 +244,8 @@ class WebApp:
         except ValueError as exc:
             raise BadForm("cadence must be daily or weekly") from exc
         paused = form.get("paused") in ("1", "on", "yes", "true")
-        self.service.store.update_preferences(subscriber.id, topics=topics, cadence=cadence, paused=paused)
-        fresh = self.service.store.get_subscriber(subscriber.id)
+        self.service.store.subscribers.update_preferences(subscriber.id, topics=topics, cadence=cadence, paused=paused)
+        fresh = self.service.store.subscribers.get_subscriber(subscriber.id)
         assert fresh is not None
         return fresh
 
@@ -267,7 +267,7 @@ class WebApp:
         return self.page("manage_sent.html", title="Check your inbox", background=BackgroundTask(self.manage_mail, email))
 
     def manage_mail(self, email: str) -> None:
-        subscriber = self.service.store.find_subscriber(email)
+        subscriber = self.service.store.subscribers.find_subscriber(email)
         if subscriber is None:
             return
         if subscriber.status is SubscriberStatus.ACTIVE:
@@ -278,11 +278,11 @@ class WebApp:
     # -- archive -------------------------------------------------------------------
 
     async def archive(self, request: Request) -> Response:
-        entries = await run_in_threadpool(archive_entries, self.service.store)
+        entries = await run_in_threadpool(self.service.store.editions.archive_entries)
         return self.page("archive.html", title="Archive", entries=entries)
 
     async def archive_item(self, request: Request) -> Response:
-        html = await run_in_threadpool(published_variant_html, self.service.store, request.path_params["variant_id"])
+        html = await run_in_threadpool(self.service.store.editions.published_variant_html, request.path_params["variant_id"])
         if html is None:
             raise PageError(404, "Not in the archive", "There is no published digest at this address. The archive lists every one.")
         return HTMLResponse(web_version(html, manage_url=f"{self.base_url}/manage"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import jinja2
 
@@ -24,9 +24,9 @@ from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.models import Subscriber
 from newsletter.content.render import inline_css
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
-from newsletter.storage.store import Store
+from newsletter.storage.part import Clock, utcnow
+from newsletter.storage.subscribers import SubscriberStore
 from newsletter.tokens import Purpose, TokenSigner
-from newsletter.web.queries import claim_mail_slot, release_mail_slot
 
 log = logging.getLogger("newsletter.web.mail")
 MAIL_INTERVAL = timedelta(hours=1)
@@ -47,11 +47,12 @@ MANAGE = MailKind("manage", "Your {site} subscription link", Purpose.MANAGE, "/m
 class Mailer:
     """Builds and sends the web app's one-off mails for one settings object."""
 
-    def __init__(self, settings: Settings, env: jinja2.Environment, signer: TokenSigner, store: Store) -> None:
+    def __init__(self, settings: Settings, env: jinja2.Environment, signer: TokenSigner, subscribers: SubscriberStore, *, clock: Clock = utcnow) -> None:
         self.settings = settings
         self.env = env
         self.signer = signer
-        self.store = store
+        self.subscribers = subscribers
+        self.clock = clock
         self.base_url = settings.site.base_url.rstrip("/")
         self.domain = settings.mail.from_address.rsplit("@", 1)[1]
 
@@ -93,8 +94,8 @@ class Mailer:
         Never raises for SMTP trouble (it runs after the answer page went out):
         a failed send is logged and its hourly slot released.
         """
-        now = datetime.now(timezone.utc)
-        claimed, previous = claim_mail_slot(self.store, subscriber.id, now=now, interval=MAIL_INTERVAL)
+        now = self.clock()
+        claimed, previous = self.subscribers.claim_mail_slot(subscriber.id, now=now, interval=MAIL_INTERVAL)
         if not claimed:
             log.info("%s mail to subscriber %d skipped: one was sent within the hour", kind.template, subscriber.id)
             return None
@@ -106,10 +107,10 @@ class Mailer:
             finally:
                 connection.close()
         except Exception:
-            release_mail_slot(self.store, subscriber.id, claimed_at=now, previous=previous)
+            self.subscribers.release_mail_slot(subscriber.id, claimed_at=now, previous=previous)
             log.exception("%s mail to subscriber %d could not be built or sent", kind.template, subscriber.id)
             return None
         if attempt.result is not Result.SENT:
-            release_mail_slot(self.store, subscriber.id, claimed_at=now, previous=previous)
+            self.subscribers.release_mail_slot(subscriber.id, claimed_at=now, previous=previous)
             log.warning("%s mail to subscriber %d not sent: %s %s (%s)", kind.template, subscriber.id, attempt.code, attempt.reply, attempt.result.value)
         return attempt

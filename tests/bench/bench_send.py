@@ -147,7 +147,8 @@ def make_subscriber_db(path: Path, count: int) -> float:
     """A fresh SQLite database (schema through the service's own migrations) with ``count`` active subscribers."""
     import sqlalchemy as sa
 
-    from newsletter.storage.store import Store, subscribers
+    from newsletter.storage.store import Store
+    from newsletter.storage.schema import subscribers
 
     started = time.monotonic()
     store = Store(f"sqlite:///{path}")
@@ -336,8 +337,8 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     if profiler:
         profiler.disable()
     wall, cpu, thread = time.perf_counter() - t0, cpu_seconds() - cpu0, time.thread_time() - thread0
-    counts = service.store.delivery_counts(result.edition.id)
-    variants = len(service.store.list_variants(result.edition.id))
+    counts = service.store.editions.delivery_counts(result.edition.id)
+    variants = len(service.store.editions.list_variants(result.edition.id))
     service.close()
     out = {
         "wall": wall,

@@ -165,7 +165,7 @@ class Invariants:
 def assert_delivery_invariants(store, signer: TokenSigner, sink, edition, *, never: Iterable[str] = ()) -> Invariants:  # type: ignore[no-untyped-def]
     """Every row in exactly one final state, unique Message-IDs matching the stored ones,
     valid unsubscribe headers naming the row's subscriber, suppressed addresses never received."""
-    rows = store.list_deliveries(edition.id)
+    rows = store.outbox.list_deliveries(edition.id)
     assert rows, "the edition has no delivery rows"
     for row in rows:
         assert row.state in FINAL_STATES, f"row {row.id} ({row.email}) ended {row.state.value}"

@@ -122,8 +122,8 @@ def test_send_editions_and_rerun(cli, sink, tmp_path):
     signer = TokenSigner(TEST_KEY)
     store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
-        edition = store.find_edition("cli-1")
-        rows = {r.email: r for r in store.list_deliveries(edition.id)}
+        edition = store.editions.find_edition("cli-1")
+        rows = {r.email: r for r in store.outbox.list_deliveries(edition.id)}
     finally:
         store.dispose()
     for m in messages:
@@ -159,7 +159,7 @@ def test_preview_writes_personalised_html(cli, tmp_path, sink):
     assert len(unsub) == 1
     store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
-        priya = store.find_subscriber("priya.raman@example.org")
+        priya = store.subscribers.find_subscriber("priya.raman@example.org")
     finally:
         store.dispose()
     assert TokenSigner(TEST_KEY).read(Purpose.UNSUBSCRIBE, unsub[0].rsplit("/", 1)[1]) == priya.id
@@ -287,8 +287,8 @@ def test_send_with_a_schedule_key_reaches_only_that_cadence(cli, sink, tmp_path)
     ok(cli("subscribers", "add", "weekly@example.org"))
     store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
-        weekly = store.find_subscriber("weekly@example.org")
-        store.update_preferences(weekly.id, topics=(), cadence=Cadence.WEEKLY, paused=False)
+        weekly = store.subscribers.find_subscriber("weekly@example.org")
+        store.subscribers.update_preferences(weekly.id, topics=(), cadence=Cadence.WEEKLY, paused=False)
     finally:
         store.dispose()
     ok(cli("send", "--key", "weekly-2026-11-30T07:00-05:00"))
@@ -298,6 +298,6 @@ def test_send_with_a_schedule_key_reaches_only_that_cadence(cli, sink, tmp_path)
     assert sorted(m.rcpt_tos[0] for m in sink.messages()) == ["daily@example.org", "weekly@example.org"]
     store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
-        assert store.find_edition("weekly-2026-11-30T07:00-05:00").schedule == "weekly"
+        assert store.editions.find_edition("weekly-2026-11-30T07:00-05:00").schedule == "weekly"
     finally:
         store.dispose()

@@ -23,7 +23,7 @@ def service(make_service):
     service = make_service(NEWSLETTER_DIGEST_MAX_REPORTS="2")
     assert import_file(service.store, SAMPLE_SUBSCRIBERS).added == 8
     store = service.store
-    assert store.set_status(store.find_subscriber(GONE).id, SubscriberStatus.UNSUBSCRIBED, reason="test")
+    assert store.subscribers.set_status(store.subscribers.find_subscriber(GONE).id, SubscriberStatus.UNSUBSCRIBED, reason="test")
     return service
 
 
@@ -51,7 +51,7 @@ def test_5xx_at_rcpt_fails_that_row_and_the_others_are_sent(service, sink):
     assert {r.email for r in inv.rows if r.state is DeliveryState.SENT} == set(inv.by_email) - {"priya.raman@example.org"}
     assert len(inv.messages_by_rcpt) == 6
     assert result.edition.status is EditionStatus.SENT
-    replies = service.store.failure_replies(result.edition.id)
+    replies = service.store.outbox.failure_replies(result.edition.id)
     assert replies and replies[0][0] == 550 and "No such user" in replies[0][1]
 
 
@@ -102,7 +102,7 @@ def test_persistent_4xx_defers_the_row_and_keeps_the_edition_open(service, sink)
     assert inv.by_email["kenji.watanabe@example.org"].state is DeliveryState.DEFERRED
     assert result.edition.status is EditionStatus.SENDING
     assert "deferred" in result.message
-    assert service.store.next_due(result.edition.id) is not None
+    assert service.store.outbox.next_due(result.edition.id) is not None
     # the others are all sent
     assert sum(1 for r in inv.rows if r.state is DeliveryState.SENT) == 6
 
@@ -143,8 +143,8 @@ def test_several_connections_and_small_batches(make_service, sink):
     service = make_service(NEWSLETTER_SMTP_CONNECTIONS="3", NEWSLETTER_DELIVERY_BATCH_SIZE="7")
     for i in range(40):
         add_subscriber(service.store, f"reader{i:02d}@example.org", topics="China" if i % 2 else "")
-    gone = service.store.find_subscriber("reader05@example.org")
-    service.store.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
+    gone = service.store.subscribers.find_subscriber("reader05@example.org")
+    service.store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     sink.faults.add(FaultRule(stage="rcpt", code=550, to="reader1*@example.org"))
     result = service.runner.run(key="many", as_of=AS_OF)
     inv = assert_delivery_invariants(service.store, service.signer, sink, result.edition, never=["reader05@example.org"])
@@ -152,7 +152,7 @@ def test_several_connections_and_small_batches(make_service, sink):
     failed = {r.email for r in inv.rows if r.state is DeliveryState.FAILED}
     assert failed == {f"reader1{i}@example.org" for i in range(10)}
     assert len(inv.messages_by_rcpt) == 29
-    assert len(service.store.list_variants(result.edition.id)) == 2
+    assert len(service.store.editions.list_variants(result.edition.id)) == 2
 
 
 class Interrupted(Exception):
@@ -166,18 +166,18 @@ def test_interrupted_edition_resumes_and_sends_every_row_once(service, sink):
     planned_ids: dict[str, str] = {}
 
     def die(_total: int) -> None:
-        edition = store.find_edition("k")
-        claimed = store.claim_deliveries(edition.id, limit=3)  # a sender that died mid-batch
+        edition = store.editions.find_edition("k")
+        claimed = store.outbox.claim_deliveries(edition.id, limit=3)  # a sender that died mid-batch
         assert len(claimed) == 3
-        planned_ids.update({r.email: r.message_id for r in store.list_deliveries(edition.id)})
+        planned_ids.update({r.email: r.message_id for r in store.outbox.list_deliveries(edition.id)})
         raise Interrupted
 
     with pytest.raises(Interrupted):
         service.runner.run(key="k", as_of=AS_OF, on_planned=die)
     assert sink.messages() == []
-    edition = store.find_edition("k")
+    edition = store.editions.find_edition("k")
     assert edition.status is not EditionStatus.SENT
-    assert store.delivery_counts(edition.id).get("sending") == 3
+    assert store.editions.delivery_counts(edition.id).get("sending") == 3
     result = service.runner.run(key="k", as_of=AS_OF)
     assert not result.created
     assert result.edition.status is EditionStatus.SENT

@@ -56,7 +56,7 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
     edition = first_edition.edition
     assert first_edition.created
     assert edition.status is EditionStatus.SENT
-    rows = service.store.list_deliveries(edition.id)
+    rows = service.store.outbox.list_deliveries(edition.id)
     assert {r.email for r in rows} == {r["email"] for r in sample_rows}
     assert all(r.state is DeliveryState.SENT for r in rows)
     inv = assert_delivery_invariants(service.store, service.signer, sink, edition)
@@ -123,8 +123,8 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
 def test_one_variant_per_distinct_report_set(sample_service, first_edition):
     store = sample_service.store
     edition = first_edition.edition
-    variants = store.list_variants(edition.id)
-    rows = store.list_deliveries(edition.id)
+    variants = store.editions.list_variants(edition.id)
+    rows = store.outbox.list_deliveries(edition.id)
     used = {r.variant_id for r in rows}
     assert used == {v.id for v in variants}
     sets = [v.report_ids for v in variants]
@@ -145,7 +145,7 @@ def test_rerun_of_same_key_sends_nothing_and_next_edition_is_skipped(sample_serv
     assert second.created
     assert second.edition.status is EditionStatus.SKIPPED
     assert "skipped" in second.message
-    assert sample_service.store.list_deliveries(second.edition.id) == []
+    assert sample_service.store.outbox.list_deliveries(second.edition.id) == []
     assert len(sink.messages()) == before
 
 
@@ -156,7 +156,7 @@ def test_subscriber_without_matching_topics_gets_nothing(make_service, sink):
     add_subscriber(service.store, "match@example.org", topics="China")
     add_subscriber(service.store, "nomatch@example.org", topics="Underwater Basket Weaving")
     result = service.runner.run(key="k", as_of=AS_OF)
-    rows = service.store.list_deliveries(result.edition.id)
+    rows = service.store.outbox.list_deliveries(result.edition.id)
     assert [r.email for r in rows] == ["match@example.org"]
     assert_delivery_invariants(service.store, service.signer, sink, result.edition, never=["nomatch@example.org"])
     assert [m.rcpt_tos for m in sink.messages()] == [("match@example.org",)]
@@ -186,7 +186,7 @@ def test_newer_report_goes_only_to_matching_subscribers(make_service, sink, tmp_
 
     second = service.runner.run(key="e2", as_of=utc(2018, 8, 24))
     assert second.edition.status is EditionStatus.SENT
-    rows = service.store.list_deliveries(second.edition.id)
+    rows = service.store.outbox.list_deliveries(second.edition.id)
     expected = {r["email"] for r in sample_rows if not r["topics"] or "Cybersecurity" in r["topics"].split(";")}
     assert {r.email for r in rows} == expected == {"dana.whitfield@example.org", "rachel.okafor@example.net", "priya.raman@example.org"}
     inv = assert_delivery_invariants(service.store, service.signer, sink, second.edition)
@@ -198,14 +198,14 @@ def test_newer_report_goes_only_to_matching_subscribers(make_service, sink, tmp_
         assert "1 new report since your last digest." in text_part
         assert "1. Hikvision Cybersecurity Backdoor Found" in text_part
         assert "2. " not in text_part
-    assert len(service.store.list_variants(second.edition.id)) == 1
+    assert len(service.store.editions.list_variants(second.edition.id)) == 1
     assert len(sink.messages()) == sent_first + 3
 
 
 def test_unsubscribed_before_send_never_reaches_sink(sample_service, sink):
     store = sample_service.store
-    gone = store.find_subscriber("priya.raman@example.org")
-    assert store.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
+    gone = store.subscribers.find_subscriber("priya.raman@example.org")
+    assert store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     result = sample_service.runner.run(key="k", as_of=AS_OF)
     inv = assert_delivery_invariants(store, sample_service.signer, sink, result.edition, never=["priya.raman@example.org"])
     assert "priya.raman@example.org" not in inv.by_email
@@ -215,10 +215,10 @@ def test_unsubscribed_before_send_never_reaches_sink(sample_service, sink):
 def test_unsubscribe_after_planning_suppresses_the_row(sample_service, sink):
     """A subscriber who leaves between planning and sending is skipped (row suppressed)."""
     store = sample_service.store
-    leaving = store.find_subscriber("kenji.watanabe@example.org")
+    leaving = store.subscribers.find_subscriber("kenji.watanabe@example.org")
 
     def planned(_total: int) -> None:
-        store.set_status(leaving.id, SubscriberStatus.UNSUBSCRIBED)
+        store.subscribers.set_status(leaving.id, SubscriberStatus.UNSUBSCRIBED)
 
     result = sample_service.runner.run(key="k", as_of=AS_OF, on_planned=planned)
     inv = assert_delivery_invariants(store, sample_service.signer, sink, result.edition, never=["kenji.watanabe@example.org"])

@@ -97,13 +97,13 @@ def test_same_id_twice_is_one_row_and_changes_update_it(tmp_path, make_service):
     both = one + [Item("Repeated id, later copy", "r1b", utc(2018, 8, 2), guid="g1")]
     reports = parse_feed(rss(both).encode(), source="x")
     assert len(reports) == 1 and reports[0].title == "Repeated id, later copy"
-    assert store.upsert_reports(parse_feed(rss(one).encode(), source="x")) == (1, 0)
-    assert store.upsert_reports(parse_feed(rss(one).encode(), source="x")) == (0, 0)
+    assert store.reports.upsert_reports(parse_feed(rss(one).encode(), source="x")) == (1, 0)
+    assert store.reports.upsert_reports(parse_feed(rss(one).encode(), source="x")) == (0, 0)
     changed = [Item("Changed title", "r1", utc(2018, 8, 1), guid="g1", teaser="New teaser")]
-    assert store.upsert_reports(parse_feed(rss(changed).encode(), source="x")) == (0, 1)
-    (stored,) = store.recent_reports()
+    assert store.reports.upsert_reports(parse_feed(rss(changed).encode(), source="x")) == (0, 1)
+    (stored,) = store.reports.recent_reports()
     assert stored.title == "Changed title" and stored.teaser == "New teaser"
-    assert store.count_reports() == 1
+    assert store.reports.count_reports() == 1
 
 
 def test_link_is_the_id_when_there_is_no_guid():
@@ -155,10 +155,10 @@ def test_unreachable_feed_url_fails_the_edition_and_sends_nothing(make_service, 
     message = str(excinfo.value)
     assert url in message and "\n" not in message
     assert excinfo.value.hint
-    edition = service.store.find_edition("k")
+    edition = service.store.editions.find_edition("k")
     assert edition.status is EditionStatus.FAILED
     assert url in edition.reason
-    assert service.store.list_deliveries(edition.id) == []
+    assert service.store.outbox.list_deliveries(edition.id) == []
     assert sink.messages() == []
     # the edition is over: running the key again sends nothing either
     assert service.runner.run(key="k").edition.status is EditionStatus.FAILED
@@ -173,9 +173,9 @@ def test_malformed_feed_file_fails_the_edition_and_sends_nothing(make_service, s
     with pytest.raises(FeedError) as excinfo:
         service.runner.run(key="k")
     assert str(path) in str(excinfo.value) and "\n" not in str(excinfo.value)
-    edition = service.store.find_edition("k")
+    edition = service.store.editions.find_edition("k")
     assert edition.status is EditionStatus.FAILED and str(path) in edition.reason
-    assert service.store.count_reports() == 0
+    assert service.store.reports.count_reports() == 0
     assert sink.messages() == []
 
 
@@ -195,7 +195,7 @@ def test_feed_entry_with_a_bad_entry_stores_nothing(make_service, tmp_path):
     service = make_service(NEWSLETTER_REPORTS_FEED=str(path))
     with pytest.raises(FeedError):
         service.runner.ingest()
-    assert service.store.count_reports() == 0
+    assert service.store.reports.count_reports() == 0
 
 
 def test_feed_over_http(make_service, tmp_path):

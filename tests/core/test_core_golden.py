@@ -111,7 +111,7 @@ def test_delivered_message_matches_golden(make_service, sink, tmp_path):
     result = service.runner.run(key="golden", as_of=utc(2018, 8, 22))
     (m,) = sink.messages()
     assert_wire_format(m.raw)
-    row = service.store.list_deliveries(result.edition.id)[0]
+    row = service.store.outbox.list_deliveries(result.edition.id)[0]
     assert f"Message-ID: {row.message_id}\r\n".encode() in m.raw
     normalised = normalise_message(m.raw)
     assert b"BOUNDARY" in normalised and b"Message-ID: <MESSAGE-ID>\r\n" in normalised and b"Date: DATE\r\n" in normalised

@@ -169,7 +169,7 @@ def test_crlf_in_a_subscriber_name_is_refused_at_every_entry_point(make_service)
         add_subscriber(service.store, "a@example.org", name="Eve\r\nBcc: x@example.org")
     result = import_csv(service.store, io.StringIO('email,name\nb@example.org,"Eve\r\nBcc: x@example.org"\nc@example.org,Fine\n', newline=""))
     assert result.added == 1 and len(result.errors) == 1
-    assert service.store.find_subscriber("b@example.org") is None
+    assert service.store.subscribers.find_subscriber("b@example.org") is None
 
 
 def test_crlf_name_in_the_database_does_not_break_the_edition(make_service, sink, tmp_path):
@@ -177,7 +177,7 @@ def test_crlf_name_in_the_database_does_not_break_the_edition(make_service, sink
     no header is created, and the other subscribers still get their mail."""
     feed = write_rss(tmp_path / "feed.xml", [Item("Plain", "p", utc(2018, 8, 1))])
     service = make_service(NEWSLETTER_REPORTS_FEED=str(feed))
-    service.store.add_subscriber(email="eve@example.org", name="Eve\r\nBcc: victim@example.org")
+    service.store.subscribers.add_subscriber(email="eve@example.org", name="Eve\r\nBcc: victim@example.org")
     add_subscriber(service.store, "ok@example.org", name="Ok")
     try:
         result = service.runner.run(key="k", as_of=AS_OF)

@@ -80,7 +80,7 @@ def test_max_reports_setting(make_service, sink):
     (m,) = inv.messages_by_rcpt["reader@example.org"]
     text, _ = parts(parse(m.raw))
     assert "3 new reports" in text and "\n3. " in text.replace("\r\n", "\n") and "\n4. " not in text.replace("\r\n", "\n")
-    (variant,) = service.store.list_variants(result.edition.id)
+    (variant,) = service.store.editions.list_variants(result.edition.id)
     assert len(variant.report_ids) == 3
 
 
@@ -89,12 +89,12 @@ def test_paused_bounced_pending_and_other_cadence_get_nothing(make_service, sink
     store = service.store
     add_subscriber(store, "active@example.org")
     paused, _ = add_subscriber(store, "paused@example.org")
-    store.update_preferences(paused.id, topics=(), cadence=Cadence.DAILY, paused=True)
+    store.subscribers.update_preferences(paused.id, topics=(), cadence=Cadence.DAILY, paused=True)
     bounced, _ = add_subscriber(store, "bounced@example.org")
-    store.set_status(bounced.id, SubscriberStatus.BOUNCED)
+    store.subscribers.set_status(bounced.id, SubscriberStatus.BOUNCED)
     add_subscriber(store, "pending@example.org", status=SubscriberStatus.PENDING)
     weekly, _ = add_subscriber(store, "weekly@example.org")
-    store.update_preferences(weekly.id, topics=(), cadence=Cadence.WEEKLY, paused=False)
+    store.subscribers.update_preferences(weekly.id, topics=(), cadence=Cadence.WEEKLY, paused=False)
     result = service.runner.run(key="daily-1", schedule="daily", cadences=[Cadence.DAILY], as_of=AS_OF)
     never = ["paused@example.org", "bounced@example.org", "pending@example.org", "weekly@example.org"]
     inv = assert_delivery_invariants(store, service.signer, sink, result.edition, never=never)

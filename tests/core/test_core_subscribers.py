@@ -45,7 +45,7 @@ def test_add_is_idempotent_and_normalises(store):
     assert first.status is SubscriberStatus.ACTIVE and first.confirmed_at is not None and first.created_at.tzinfo is not None
     again, created = add_subscriber(store, "Reader@example.ORG", name="Other")
     assert not created and again.id == first.id and again.name == "Ann Reader"
-    assert len(list(store.list_subscribers())) == 1
+    assert len(list(store.subscribers.list_subscribers())) == 1
 
 
 def test_names_and_topics_with_line_breaks_are_refused(store):
@@ -55,7 +55,7 @@ def test_names_and_topics_with_line_breaks_are_refused(store):
         add_subscriber(store, "a@example.org", topics=["China\nBcc: x"])
     with pytest.raises(SubscriberError):
         clean_name("x" * 201)
-    assert list(store.list_subscribers()) == []
+    assert list(store.subscribers.list_subscribers()) == []
     assert parse_topics("") == ()
 
 
@@ -83,11 +83,11 @@ def test_import_keeps_good_rows_and_reports_bad_ones_with_line_numbers(store):
     assert messages[3].startswith("list.csv line 8: ") or messages[3].startswith("list.csv line 9: ")
     assert "line break" in messages[3]
     assert all("\n" not in m for m in messages)
-    emails = sorted(s.email for s in store.list_subscribers())
+    emails = sorted(s.email for s in store.subscribers.list_subscribers())
     assert emails == ["good.one@example.org", "good.three@example.org", "good.two@example.net"]
-    three = store.find_subscriber("good.three@example.org")
+    three = store.subscribers.find_subscriber("good.three@example.org")
     assert three.name == "Three, Jr." and three.topics == ("Access Control", "Business")
-    assert all(s.status is SubscriberStatus.ACTIVE for s in store.list_subscribers())
+    assert all(s.status is SubscriberStatus.ACTIVE for s in store.subscribers.list_subscribers())
 
 
 def test_bad_row_with_line_break_reports_the_line_where_the_record_starts(store):
@@ -99,10 +99,10 @@ def test_importing_twice_changes_nothing(store, tmp_path):
     path = tmp_path / "list.csv"
     path.write_text(BAD_CSV, encoding="utf-8")
     import_file(store, path)
-    before = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.list_subscribers()]
+    before = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.subscribers.list_subscribers()]
     again = import_file(store, path)
     assert again.added == 0 and again.unchanged == 3 and len(again.errors) == 4
-    after = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.list_subscribers()]
+    after = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.subscribers.list_subscribers()]
     assert after == before
 
 
@@ -124,21 +124,21 @@ def test_import_accepts_bom_and_header_case(store, tmp_path):
     path.write_bytes("\ufeffEmail , Name\nann@example.org,Ann\n".encode("utf-8"))
     result = import_file(store, path)
     assert result.added == 1 and not result.errors
-    assert store.find_subscriber("ann@example.org").name == "Ann"
+    assert store.subscribers.find_subscriber("ann@example.org").name == "Ann"
 
 
 def test_export_round_trip(store, tmp_path):
     add_subscriber(store, "jose@example.net", name="José Núñez", topics="Access Control")
     add_subscriber(store, "ellen@example.org", name="Ellen Hartley, CPP", topics="Video Analytics;Business")
     add_subscriber(store, "dana@example.org", name='Dana "DW" Whitfield')
-    text = export_text(store.list_subscribers())
+    text = export_text(store.subscribers.list_subscribers())
     assert text.splitlines()[0] == "email,name,topics,status,cadence,created_at,confirmed_at"
     other = Store(f"sqlite:///{tmp_path}/other.sqlite")
     try:
         result = import_csv(other, io.StringIO(text, newline=""), source="export")
         assert result.added == 3 and not result.errors
-        original = {s.email: (s.name, s.topics, s.status) for s in store.list_subscribers()}
-        copied = {s.email: (s.name, s.topics, s.status) for s in other.list_subscribers()}
+        original = {s.email: (s.name, s.topics, s.status) for s in store.subscribers.list_subscribers()}
+        copied = {s.email: (s.name, s.topics, s.status) for s in other.subscribers.list_subscribers()}
         assert copied == original
     finally:
         other.dispose()
@@ -146,25 +146,25 @@ def test_export_round_trip(store, tmp_path):
 
 def test_export_round_trip_keeps_unsubscribed_status(store, tmp_path):
     gone, _ = add_subscriber(store, "gone@example.org", name="Gone")
-    store.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
+    store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     buffer = io.StringIO()
-    assert export_csv(store.list_subscribers(), buffer) == 1
+    assert export_csv(store.subscribers.list_subscribers(), buffer) == 1
     other = Store(f"sqlite:///{tmp_path}/other.sqlite")
     try:
         import_csv(other, io.StringIO(buffer.getvalue(), newline=""), source="export")
-        assert other.find_subscriber("gone@example.org").status is SubscriberStatus.UNSUBSCRIBED
+        assert other.subscribers.find_subscriber("gone@example.org").status is SubscriberStatus.UNSUBSCRIBED
     finally:
         other.dispose()
 
 
 def test_export_neutralises_spreadsheet_formulas(store):
     add_subscriber(store, "f@example.org", name="=HYPERLINK(\"http://evil\")")
-    line = export_text(store.list_subscribers()).splitlines()[1]
+    line = export_text(store.subscribers.list_subscribers()).splitlines()[1]
     assert ",'=HYPERLINK" in line or ",\"'=HYPERLINK" in line
 
 
 def test_remove_subscriber(store):
     add_subscriber(store, "a@example.org")
-    assert store.remove_subscriber("a@example.org")
-    assert not store.remove_subscriber("a@example.org")
-    assert store.find_subscriber("a@example.org") is None
+    assert store.subscribers.remove_subscriber("a@example.org")
+    assert not store.subscribers.remove_subscriber("a@example.org")
+    assert store.subscribers.find_subscriber("a@example.org") is None

@@ -93,7 +93,7 @@ class Harness:
         """A fresh report, so that every subscriber has something new for the next edition."""
         self._report_seq += 1
         now = datetime.now(timezone.utc)  # after every earlier edition's as_of
-        self.store.upsert_reports(
+        self.store.reports.upsert_reports(
             [Report(id=f"test-report-{self._report_seq}", title=f"Fresh report {self._report_seq}", url=f"https://example.com/r/{self._report_seq}", published=now, teaser="News.")]
         )
 
@@ -115,9 +115,9 @@ class Harness:
         return self.service.runner.run(key=key, **kwargs)
 
     def edition(self, key: str) -> Any:
-        edition = self.store.find_edition(key)
+        edition = self.store.editions.find_edition(key)
         assert edition is not None
-        return self.store.get_edition(edition.id)
+        return self.store.editions.get_edition(edition.id)
 
     def cli(self, *args: str) -> Result:
         from newsletter.cli import main

@@ -15,7 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from newsletter.storage.store import Store, deliveries, subscribers
+from newsletter.storage.store import Store
+from newsletter.storage.schema import deliveries, subscribers
 from newsletter.tokens import Purpose, TokenSigner
 
 FINAL_STATES = {"sent", "failed", "deferred", "unknown", "suppressed"}
@@ -108,7 +109,7 @@ def check_invariants(
     - the addresses in ``never`` received nothing at all (any edition).
     """
     sink_messages = list(sink_messages)
-    edition = store.find_edition(edition_key)
+    edition = store.editions.find_edition(edition_key)
     assert edition is not None, f"no edition {edition_key}"
     rows = edition_rows(store, edition.id)
     subs = [r.subscriber_id for r in rows]

@@ -11,8 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
-from newsletter.storage.store import bounce_events
-from newsletter.delivery.suppression import Suppressor
+from newsletter.storage.schema import bounce_events
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status
@@ -80,14 +79,14 @@ def envelope_of(world, email: str) -> tuple[str, str]:
 
 
 def bounce_sources(world, email: str) -> list[str]:
-    sid = world.store.find_subscriber(email).id
+    sid = world.store.subscribers.find_subscriber(email).id
     with world.store.engine.connect() as conn:
         return [r.source for r in conn.execute(sa.select(bounce_events.c.source).where(bounce_events.c.subscriber_id == sid))]
 
 
 def processor(world) -> BounceProcessor:
     service = world.service
-    return BounceProcessor(service.store, service.signer, Suppressor(service.settings, service.store))
+    return BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
 
 
 def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(world, tmp_path: Path):

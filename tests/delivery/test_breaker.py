@@ -45,7 +45,7 @@ def test_breaker_pauses_with_reason_and_resume_finishes_without_duplicates(world
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 80 - counts["failed"], "failed": counts["failed"]}
     assert checked.duplicates == 0
-    assert all(world.store.find_subscriber(e).status.value == "active" for e in emails), "5.7.1 is soft: nobody bounced"
+    assert all(world.store.subscribers.find_subscriber(e).status.value == "active" for e in emails), "5.7.1 is soft: nobody bounced"
 
 
 def test_breaker_stops_sending_promptly(world):

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from newsletter.config import SAMPLE_FEED
 from newsletter.sink.faults import FaultRule
 from newsletter.sink.server import SinkServer
-from newsletter.storage.store import Store, deliveries, editions, variants
+from newsletter.storage.store import Store
+from newsletter.storage.schema import deliveries, editions, variants
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import TokenSigner
 
@@ -315,7 +316,7 @@ def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_p
             checked = check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails, max_duplicates=CONNECTIONS, never=[victim])
             row = checked.row(victim)
             assert (row.state, row.last_code) == ("failed", 550)
-            assert store.find_subscriber(victim).status.value == "bounced", "a 5.1.1 hard bounce suppresses at once"
+            assert store.subscribers.find_subscriber(victim).status.value == "bounced", "a 5.1.1 hard bounce suppresses at once"
             assert "5.1.1" in row.last_reply, f"the reply text is kept: {row.last_reply!r}"
         finally:
             store.dispose()

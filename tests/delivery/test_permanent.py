@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from newsletter.sink.faults import FaultRule
-from newsletter.storage.store import bounce_events
+from newsletter.storage.schema import bounce_events
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status
@@ -23,7 +23,7 @@ CASES = [
 
 
 def bounces_of(world, email: str) -> list[tuple[str, str]]:
-    subscriber = world.store.find_subscriber(email)
+    subscriber = world.store.subscribers.find_subscriber(email)
     with world.store.engine.connect() as conn:
         rows = conn.execute(sa.select(bounce_events.c.kind, bounce_events.c.source).where(bounce_events.c.subscriber_id == subscriber.id)).all()
     return [(r.kind, r.source) for r in rows]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
-from newsletter.storage.store import bounce_events
+from newsletter.storage.schema import bounce_events
 
 from tests.delivery.conftest import flat
 from tests.delivery.helpers import subscriber_status
@@ -125,10 +125,10 @@ def test_deferred_subscriber_who_leaves_is_suppressed_on_resume(world):
     world.run("e1")
     assert world.check("e1").row(victim).state == "deferred"
     world.sink.faults.clear()
-    subscriber = world.store.find_subscriber(victim)
+    subscriber = world.store.subscribers.find_subscriber(victim)
     from newsletter.models import SubscriberStatus
 
-    world.store.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click")
+    world.store.subscribers.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click")
     world.make_due("e1")
     world.run("e1")
     checked = world.check("e1", expected=emails, never=[victim])

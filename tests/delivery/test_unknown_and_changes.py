@@ -36,7 +36,7 @@ def test_connection_lost_after_data_leaves_the_row_unknown(world, action):
     assert len(copies) == {"drop_after_store": 1, "drop": 0}.get(action, len(copies)) <= 1
     if copies:
         assert copies[0].headers["Message-ID"] == row.message_id
-    assert world.store.find_subscriber(victim).status.value == "active"
+    assert world.store.subscribers.find_subscriber(victim).status.value == "active"
     assert result.edition.status.value == "sent"
 
     # A resume (or rerun of the key) never sends it again with another Message-ID.
@@ -62,7 +62,7 @@ def test_subscriber_leaving_during_the_send_is_never_mailed(world, status):
     def leave() -> None:
         world.sink.wait_for(count=1, timeout=20)  # the send is under way
         for email in leavers:
-            other.set_status(other.find_subscriber(email).id, status, reason="left during the send")
+            other.subscribers.set_status(other.subscribers.find_subscriber(email).id, status, reason="left during the send")
         changed.set()
 
     thread = threading.Thread(target=leave)

@@ -63,7 +63,7 @@ def test_a_run_that_stops_midway_leaves_untried_rows_pending_and_resumes_cleanly
 
     with pytest.raises(OperatorStop):
         world.run("e1", on_outcome=stop_after_ten)
-    counts = world.store.delivery_counts(world.edition("e1").id)
+    counts = world.store.editions.delivery_counts(world.edition("e1").id)
     assert counts.get("sending", 0) == 0, counts  # nothing is left claimed by the stopped run
     sent_before = counts.get("sent", 0)
     assert 10 <= sent_before < 80 and counts.get("pending", 0) == 80 - sent_before

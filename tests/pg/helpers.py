@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from newsletter.models import Edition, EditionStatus, SubscriberStatus
 from newsletter.service import Service
-from newsletter.storage.store import deliveries, subscribers
+from newsletter.storage.schema import deliveries, subscribers
 
 NEWSLETTER = [sys.executable, "-m", "newsletter"]
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from newsletter.models import DeliveryState, EditionStatus
-from newsletter.storage.store import deliveries
+from newsletter.storage.schema import deliveries
 
 from .helpers import NEWSLETTER, bulk_subscribers, claimed_by_counts, plan_only, subprocess_env, utc
 
@@ -25,7 +25,7 @@ def received(sink) -> Counter[tuple[str, str]]:
 
 
 def assert_each_row_sent_once(service, edition_id: int, sink) -> None:
-    rows = service.store.list_deliveries(edition_id)
+    rows = service.store.outbox.list_deliveries(edition_id)
     assert rows and {r.state for r in rows} == {DeliveryState.SENT}
     got = received(sink)
     assert sum(got.values()) == len(rows), f"{sum(got.values())} messages for {len(rows)} rows"
@@ -77,7 +77,7 @@ def test_three_workers_drain_one_edition_of_5000_together(pg_service, pg_env, pg
     assert min(by.values()) >= 100, f"work was not shared: {dict(by)}"
     assert sum(by.values()) == 5000
     # The last worker to finish closes the edition.
-    assert service.store.get_edition(edition.id).status is EditionStatus.SENT, dict(by)
+    assert service.store.editions.get_edition(edition.id).status is EditionStatus.SENT, dict(by)
 
 
 def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_sink, tmp_path):
@@ -86,17 +86,17 @@ def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_
     bulk_subscribers(service, 300)
     edition = plan_only(service, "pg-dead", as_of=AS_OF)
     # A live worker elsewhere holds 30 rows under a lease that has not run out: not to be touched.
-    live = store.claim_deliveries(edition.id, limit=30, worker="busy-host:777", lease_seconds=3600)
+    live = store.outbox.claim_deliveries(edition.id, limit=30, worker="busy-host:777", lease_seconds=3600)
     # A worker on another machine claimed 120 rows ten minutes ago with a 5-minute lease, then died.
     past = datetime.now(timezone.utc) - timedelta(minutes=10)
-    dead = store.claim_deliveries(edition.id, limit=120, worker="elsewhere:4242", lease_seconds=300, now=past)
+    dead = store.outbox.claim_deliveries(edition.id, limit=120, worker="elsewhere:4242", lease_seconds=300, now=past)
     assert {d.id for d in dead}.isdisjoint({d.id for d in live})
     assert len(dead) == 120 and len(live) == 30
 
     run = subprocess.run([*NEWSLETTER, "worker", "--once"], env=subprocess_env(pg_env), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
 
-    counts = store.delivery_counts(edition.id)
+    counts = store.editions.delivery_counts(edition.id)
     assert counts == {"sent": 270, "sending": 30}, counts
     with store.engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(deliveries).where(deliveries.c.edition_id == edition.id))}
@@ -107,4 +107,4 @@ def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_
     got = received(pg_sink)
     assert sum(got.values()) == 270 and set(got.values()) == {1}
     assert all(rows[d.id].message_id in {mid for _, mid in got} for d in dead)  # sent with the row's own Message-ID
-    assert store.get_edition(edition.id).status is EditionStatus.SENDING  # not finished while the live lease holds rows
+    assert store.editions.get_edition(edition.id).status is EditionStatus.SENDING  # not finished while the live lease holds rows

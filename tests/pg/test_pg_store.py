@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, SubscriberStatus
 from newsletter.models import DeliveryOutcome
-from newsletter.storage.store import deliveries, editions, subscribers
+from newsletter.storage.schema import deliveries, editions, subscribers
 
 from .helpers import bulk_subscribers, utc
 
@@ -39,16 +39,16 @@ def test_the_store_is_really_on_postgresql(pg_service):
 
 def test_subscribers_add_find_status_and_aware_times(pg_service):
     store = pg_service().store
-    alice, created = store.add_subscriber(email="alice@example.org", name="Alice Ünal", topics=["China", "Business"], now=utc(2024, 3, 1, 12))
+    alice, created = store.subscribers.add_subscriber(email="alice@example.org", name="Alice Ünal", topics=["China", "Business"], now=utc(2024, 3, 1, 12))
     assert created and alice.id
-    again, created_again = store.add_subscriber(email="alice@example.org", name="Someone else")
+    again, created_again = store.subscribers.add_subscriber(email="alice@example.org", name="Someone else")
     assert not created_again and again.id == alice.id and again.name == "Alice Ünal"
-    found = store.find_subscriber("alice@example.org")
+    found = store.subscribers.find_subscriber("alice@example.org")
     assert found is not None and found.topics == ("China", "Business")
     assert found.created_at == utc(2024, 3, 1, 12) and found.created_at.tzinfo is not None
-    assert store.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click") is True
-    assert store.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED) is False  # idempotent
-    assert store.get_subscriber(alice.id).status is SubscriberStatus.UNSUBSCRIBED
+    assert store.subscribers.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click") is True
+    assert store.subscribers.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED) is False  # idempotent
+    assert store.subscribers.get_subscriber(alice.id).status is SubscriberStatus.UNSUBSCRIBED
     with store.engine.begin() as conn, pytest.raises(IntegrityError):
         conn.execute(
             subscribers.insert().values(
@@ -56,39 +56,39 @@ def test_subscribers_add_find_status_and_aware_times(pg_service):
                 created_at=utc(2024, 1, 1), updated_at=utc(2024, 1, 1), status_reason="",
             )
         )
-    assert store.remove_subscriber("alice@example.org") is True
-    assert store.find_subscriber("alice@example.org") is None
+    assert store.subscribers.remove_subscriber("alice@example.org") is True
+    assert store.subscribers.find_subscriber("alice@example.org") is None
 
 
 def test_recipients_are_streamed_by_id_across_batches(pg_service):
     service = pg_service()
     store = service.store
     bulk_subscribers(service, 23)
-    everyone = list(store.list_subscribers())
+    everyone = list(store.subscribers.list_subscribers())
     assert len(everyone) == 23
-    store.set_status(everyone[3].id, SubscriberStatus.BOUNCED)
-    store.update_preferences(everyone[10].id, topics=[], cadence=Cadence.DAILY, paused=True)
-    store.update_preferences(everyone[11].id, topics=[], cadence=Cadence.WEEKLY, paused=False)
-    streamed = [s.id for s in store.iter_recipients(batch_size=5)]
+    store.subscribers.set_status(everyone[3].id, SubscriberStatus.BOUNCED)
+    store.subscribers.update_preferences(everyone[10].id, topics=[], cadence=Cadence.DAILY, paused=True)
+    store.subscribers.update_preferences(everyone[11].id, topics=[], cadence=Cadence.WEEKLY, paused=False)
+    streamed = [s.id for s in store.subscribers.iter_recipients(batch_size=5)]
     expected = [s.id for s in everyone if s.id not in (everyone[3].id, everyone[10].id)]
     assert streamed == expected  # ordered, nobody twice, across five pages
-    daily = [s.id for s in store.iter_recipients(cadences=[Cadence.DAILY], batch_size=4)]
+    daily = [s.id for s in store.subscribers.iter_recipients(cadences=[Cadence.DAILY], batch_size=4)]
     assert everyone[11].id not in daily and len(daily) == 20
 
 
 def test_reports_upsert_adds_updates_and_keeps_unchanged(pg_service):
     store = pg_service().store
-    assert store.upsert_reports([report(1), report(2), report(3, topics=("Business", "Government"))]) == (3, 0)
-    assert store.upsert_reports([report(1), report(2)]) == (0, 0)
-    assert store.upsert_reports([report(1, title="Report 1, corrected"), report(4)]) == (1, 1)
-    assert store.count_reports() == 4
-    newest = store.recent_reports(limit=10)
+    assert store.reports.upsert_reports([report(1), report(2), report(3, topics=("Business", "Government"))]) == (3, 0)
+    assert store.reports.upsert_reports([report(1), report(2)]) == (0, 0)
+    assert store.reports.upsert_reports([report(1, title="Report 1, corrected"), report(4)]) == (1, 1)
+    assert store.reports.count_reports() == 4
+    newest = store.reports.recent_reports(limit=10)
     assert [r.id for r in newest] == ["guid-4", "guid-3", "guid-2", "guid-1"]
     assert newest[-1].title == "Report 1, corrected" and newest[-1].teaser.endswith("ünïcode")
     assert newest[1].topics == ("Business", "Government")
     assert newest[0].published.tzinfo is not None
-    assert [r.id for r in store.recent_reports(limit=10, published_before=utc(2018, 8, 1, 2))] == ["guid-2", "guid-1"]
-    assert store.all_topics() == ["Business", "China", "Government"]
+    assert [r.id for r in store.reports.recent_reports(limit=10, published_before=utc(2018, 8, 1, 2))] == ["guid-2", "guid-1"]
+    assert store.reports.all_topics() == ["Business", "China", "Government"]
 
 
 def test_edition_key_is_unique_even_when_two_processes_race(pg_service):
@@ -98,7 +98,7 @@ def test_edition_key_is_unique_even_when_two_processes_race(pg_service):
 
     def create() -> None:
         barrier.wait()
-        results.append(store.create_edition(key="daily-2024-03-01", schedule="daily", as_of=utc(2024, 3, 1, 12)))
+        results.append(store.editions.create_edition(key="daily-2024-03-01", schedule="daily", as_of=utc(2024, 3, 1, 12)))
 
     threads = [threading.Thread(target=create) for _ in range(4)]
     for t in threads:
@@ -116,23 +116,23 @@ def test_edition_key_is_unique_even_when_two_processes_race(pg_service):
 def _edition_with_rows(service, count: int, *, key: str = "e1"):
     store = service.store
     bulk_subscribers(service, count)
-    edition, _ = store.create_edition(key=key, schedule="manual", as_of=utc(2024, 3, 1))
-    variant = store.add_variant(edition_id=edition.id, report_ids=["guid-1"], subject="s", html="<p>h</p>", text="t")
+    edition, _ = store.editions.create_edition(key=key, schedule="manual", as_of=utc(2024, 3, 1))
+    variant = store.editions.add_variant(edition_id=edition.id, report_ids=["guid-1"], subject="s", html="<p>h</p>", text="t")
     rows = [
         {"edition_id": edition.id, "subscriber_id": s.id, "variant_id": variant, "email": s.email, "name": s.name, "message_id": f"<{edition.id}.{s.id}@example.com>"}
-        for s in store.list_subscribers()
+        for s in store.subscribers.list_subscribers()
     ]
-    store.add_deliveries(rows)
-    store.set_edition_status(edition.id, EditionStatus.SENDING)
+    store.outbox.add_deliveries(rows)
+    store.editions.set_edition_status(edition.id, EditionStatus.SENDING)
     return edition
 
 
 def test_outbox_rows_are_unique_per_edition_and_subscriber(pg_service):
     service = pg_service()
     edition = _edition_with_rows(service, 3)
-    first = service.store.list_deliveries(edition.id)[0]
+    first = service.store.outbox.list_deliveries(edition.id)[0]
     with pytest.raises(Exception) as caught:
-        service.store.add_deliveries([{"edition_id": edition.id, "subscriber_id": first.subscriber_id, "variant_id": first.variant_id, "email": first.email, "name": "", "message_id": "<other@example.com>"}])
+        service.store.outbox.add_deliveries([{"edition_id": edition.id, "subscriber_id": first.subscriber_id, "variant_id": first.variant_id, "email": first.email, "name": "", "message_id": "<other@example.com>"}])
     assert "uq_delivery_edition_subscriber" in str(caught.value)
 
 
@@ -147,7 +147,7 @@ def test_concurrent_claims_never_share_a_row(pg_service):
     def sender(name: str) -> None:
         mine = taken.setdefault(name, [])
         barrier.wait()
-        while rows := store.claim_deliveries(edition.id, limit=25, worker=name, lease_seconds=300):
+        while rows := store.outbox.claim_deliveries(edition.id, limit=25, worker=name, lease_seconds=300):
             mine.extend(r.id for r in rows)
 
     threads = [threading.Thread(target=sender, args=(f"host:{i}",)) for i in range(4)]
@@ -161,7 +161,7 @@ def test_concurrent_claims_never_share_a_row(pg_service):
     with store.engine.connect() as conn:
         by = Counter(dict(conn.execute(sa.select(deliveries.c.claimed_by, sa.func.count()).group_by(deliveries.c.claimed_by)).all()))
     assert by == Counter({name: len(ids) for name, ids in taken.items()})
-    assert store.delivery_counts(edition.id) == {"sending": 1200}
+    assert store.editions.delivery_counts(edition.id) == {"sending": 1200}
 
 
 def test_leases_expire_renew_and_results_commit_in_batches(pg_service):
@@ -169,32 +169,32 @@ def test_leases_expire_renew_and_results_commit_in_batches(pg_service):
     store = service.store
     edition = _edition_with_rows(service, 10)
     now = utc(2030, 1, 1, 12)
-    held = store.claim_deliveries(edition.id, limit=4, worker="a:1", lease_seconds=60, now=now)
+    held = store.outbox.claim_deliveries(edition.id, limit=4, worker="a:1", lease_seconds=60, now=now)
     assert len(held) == 4 and all(d.state is DeliveryState.SENDING and d.attempts == 1 for d in held)
     # Within the lease nobody else gets them.
-    others = store.claim_deliveries(edition.id, limit=100, worker="b:2", lease_seconds=60, now=now + timedelta(seconds=30))
+    others = store.outbox.claim_deliveries(edition.id, limit=100, worker="b:2", lease_seconds=60, now=now + timedelta(seconds=30))
     assert {d.id for d in others}.isdisjoint({d.id for d in held}) and len(others) == 6
     # a renews: still held at +90 s.
-    store.renew_lease(edition.id, worker="a:1", lease_seconds=120, now=now + timedelta(seconds=50))
-    assert store.claim_deliveries(edition.id, limit=100, worker="c:3", now=now + timedelta(seconds=90)) == []
+    store.outbox.renew_lease(edition.id, worker="a:1", lease_seconds=120, now=now + timedelta(seconds=50))
+    assert store.outbox.claim_deliveries(edition.id, limit=100, worker="c:3", now=now + timedelta(seconds=90)) == []
     # a dies: after its lease, c takes its rows (a second attempt, same Message-ID).
-    back = store.claim_deliveries(edition.id, limit=100, worker="c:3", lease_seconds=60, now=now + timedelta(seconds=200))
+    back = store.outbox.claim_deliveries(edition.id, limit=100, worker="c:3", lease_seconds=60, now=now + timedelta(seconds=200))
     assert sorted(d.id for d in back) == sorted(d.id for d in held + others)  # b never renewed either
     assert {d.message_id for d in back} == {d.message_id for d in held + others}
-    store.record_outcomes([DeliveryOutcome(d.id, d.subscriber_id, DeliveryState.SENT, 250, "ok") for d in back[:9]]
+    store.outbox.record_outcomes([DeliveryOutcome(d.id, d.subscriber_id, DeliveryState.SENT, 250, "ok") for d in back[:9]]
                           + [DeliveryOutcome(back[9].id, back[9].subscriber_id, DeliveryState.FAILED, 550, "no such user")], as_of=edition.as_of)
-    assert store.delivery_counts(edition.id) == {"sent": 9, "failed": 1}
-    sub = store.get_subscriber(back[0].subscriber_id)
+    assert store.editions.delivery_counts(edition.id) == {"sent": 9, "failed": 1}
+    sub = store.subscribers.get_subscriber(back[0].subscriber_id)
     assert sub.last_digest_at == edition.as_of
-    assert store.claimable_editions() == []
+    assert store.outbox.claimable_editions() == []
 
 
 def test_claim_suppresses_rows_of_subscribers_who_left(pg_service):
     service = pg_service()
     store = service.store
     edition = _edition_with_rows(service, 5)
-    gone = store.list_deliveries(edition.id)[2]
-    store.set_status(gone.subscriber_id, SubscriberStatus.UNSUBSCRIBED)
-    taken = store.claim_deliveries(edition.id, limit=10, worker="a:1")
+    gone = store.outbox.list_deliveries(edition.id)[2]
+    store.subscribers.set_status(gone.subscriber_id, SubscriberStatus.UNSUBSCRIBED)
+    taken = store.outbox.claim_deliveries(edition.id, limit=10, worker="a:1")
     assert gone.id not in {d.id for d in taken} and len(taken) == 4
-    assert store.delivery_counts(edition.id) == {"sending": 4, "suppressed": 1}
+    assert store.editions.delivery_counts(edition.id) == {"sending": 4, "suppressed": 1}

@@ -24,27 +24,7 @@ from newsletter.config import load_settings
 from newsletter.models import Cadence, Edition
 from newsletter.service import Service
 from newsletter.subscriptions import add_subscriber
-
-
-class FakeClock:
-    """A settable, thread-safe "now" (aware UTC); the scheduler and the runner read it."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start.astimezone(timezone.utc)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self._now = when.astimezone(timezone.utc)
-
-    def advance(self, delta: timedelta) -> datetime:
-        with self._lock:
-            self._now += delta
-            return self._now
+from tests.factories import FakeClock
 
 
 @dataclass
@@ -104,10 +84,10 @@ class World:
     def subscribe(self, service: Service, email: str, cadence: Cadence = Cadence.DAILY) -> None:
         subscriber, _ = add_subscriber(service.store, email)
         if cadence is not Cadence.DAILY:
-            service.store.update_preferences(subscriber.id, topics=(), cadence=cadence, paused=False)
+            service.store.subscribers.update_preferences(subscriber.id, topics=(), cadence=cadence, paused=False)
 
     def editions(self, service: Service) -> list[Edition]:
-        return sorted(service.store.list_editions(limit=1000), key=lambda e: e.id)
+        return sorted(service.store.editions.list_editions(limit=1000), key=lambda e: e.id)
 
     def received(self) -> list[tuple[str, str]]:
         """(recipient, X-Newsletter-Edition) for every message the sink holds."""

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import main
 from newsletter.config import load_settings
-from newsletter.editions.lock import SendLock, SendLockBusy, current_lock, ensure_lock_table, hold_send_lock, lock_name
+from newsletter.editions.lock import SendLock, SendLockBusy, hold_send_lock, lock_name
 from newsletter.errors import ConfigError
 from newsletter.models import Cadence
 from newsletter.scheduling.scheduler import start_scheduler
@@ -139,17 +139,16 @@ def test_schedule_command_reports_a_dst_clash_as_an_error(tmp_path: Path, monkey
 def test_send_refuses_to_run_beside_another_send_of_its_schedule(world: World) -> None:
     service = world.service()
     store = service.store
-    ensure_lock_table(store.engine)
-    other = SendLock(store.engine, lock_name("manual"), heartbeat=False)
+    other = SendLock(store.locks, lock_name("manual"), heartbeat=False)
     assert other.try_acquire()
     result = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env=world.env)
     assert result.exit_code == 1, result.output
     assert "Error: another send of schedule 'manual' is running (held by " in result.output
-    assert store.find_edition("manual-test") is None  # nothing was started
+    assert store.editions.find_edition("manual-test") is None  # nothing was started
     other.release()
     result = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env=world.env)
     assert result.exit_code == 0, result.output
-    assert current_lock(store.engine, lock_name("manual")) is None  # released after the send
+    assert store.locks.current(lock_name("manual")) is None  # released after the send
 
 
 # -- the lock itself, on every configured database -----------------------------------
@@ -158,11 +157,10 @@ def test_send_refuses_to_run_beside_another_send_of_its_schedule(world: World) -
 def test_one_holder_at_a_time_per_schedule(database_url: str) -> None:
     store = Store(database_url)
     try:
-        ensure_lock_table(store.engine)
         clock = FakeClock(NOW)
-        first = SendLock(store.engine, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
-        second = SendLock(store.engine, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
-        weekly = SendLock(store.engine, lock_name("weekly"), ttl=600, clock=clock, heartbeat=False)
+        first = SendLock(store.locks, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
+        second = SendLock(store.locks, lock_name("daily"), ttl=600, clock=clock, heartbeat=False)
+        weekly = SendLock(store.locks, lock_name("weekly"), ttl=600, clock=clock, heartbeat=False)
         assert first.try_acquire()
         assert not second.try_acquire()
         assert weekly.try_acquire()  # another schedule is independent
@@ -176,7 +174,7 @@ def test_one_holder_at_a_time_per_schedule(database_url: str) -> None:
         assert second.try_acquire()
         second.release()
         weekly.release()
-        assert current_lock(store.engine, lock_name("daily")) is None
+        assert store.locks.current(lock_name("daily")) is None
     finally:
         store.dispose()
 
@@ -184,20 +182,19 @@ def test_one_holder_at_a_time_per_schedule(database_url: str) -> None:
 def test_a_dead_holders_lock_expires_and_is_taken_over_once(database_url: str) -> None:
     store = Store(database_url)
     try:
-        ensure_lock_table(store.engine)
         clock = FakeClock(NOW)
-        dead = SendLock(store.engine, lock_name("daily"), ttl=60, clock=clock, heartbeat=False)
+        dead = SendLock(store.locks, lock_name("daily"), ttl=60, clock=clock, heartbeat=False)
         assert dead.try_acquire()
         clock.advance(timedelta(seconds=61))  # the holder crashed: no heartbeat renewed it
-        takers = [SendLock(store.engine, lock_name("daily"), ttl=60, clock=clock, heartbeat=False) for _ in range(2)]
+        takers = [SendLock(store.locks, lock_name("daily"), ttl=60, clock=clock, heartbeat=False) for _ in range(2)]
         assert [t.try_acquire() for t in takers] == [True, False]
         assert not dead.renew()  # the old holder learns it lost the lock
         dead.release()  # and cannot release the new holder's lock
-        held = current_lock(store.engine, lock_name("daily"))
+        held = store.locks.current(lock_name("daily"))
         assert held is not None and held.holder == takers[0].holder
-        with hold_send_lock(store.engine, "weekly", clock=clock) as lock:
-            assert current_lock(store.engine, lock_name("weekly")).holder == lock.holder  # type: ignore[union-attr]
-        assert current_lock(store.engine, lock_name("weekly")) is None
+        with hold_send_lock(store.locks, "weekly", clock=clock) as lock:
+            assert store.locks.current(lock_name("weekly")).holder == lock.holder  # type: ignore[union-attr]
+        assert store.locks.current(lock_name("weekly")) is None
     finally:
         store.dispose()
 
@@ -206,8 +203,8 @@ def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
     one, two = Store(database_url), Store(database_url)
     try:
         slot = datetime(2026, 3, 9, 11, tzinfo=timezone.utc)
-        first, created_first = one.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
-        second, created_second = two.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
+        first, created_first = one.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
+        second, created_second = two.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
         assert (created_first, created_second) == (True, False)
         assert first.id == second.id
     finally:
@@ -254,23 +251,18 @@ def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url
 
     store = Store(database_url)
     try:
-        ensure_lock_table(store.engine)
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
         dead_pid = int(gone.stdout)  # that process has exited
-        from newsletter.editions.lock import send_locks
-
-        with store.engine.begin() as conn:
-            conn.execute(send_locks.insert().values(name=lock_name("manual"), holder=f"{socket.gethostname()}:{dead_pid}:deadbeef", acquired_at=NOW, expires_at=NOW + timedelta(hours=1)))
+        name, expires = lock_name("manual"), NOW + timedelta(hours=1)
+        here, elsewhere = f"{socket.gethostname()}:{dead_pid}:deadbeef", f"other-host:{dead_pid}:x"
+        assert store.locks.insert(name, elsewhere, now=NOW, expires_at=expires)
         clock = FakeClock(NOW)
-        alive_elsewhere = SendLock(store.engine, lock_name("manual"), clock=clock, heartbeat=False)
-        with store.engine.begin() as conn:  # a holder on another host is never assumed dead
-            conn.execute(send_locks.update().values(holder=f"other-host:{dead_pid}:x"))
-        assert not alive_elsewhere.try_acquire()
-        with store.engine.begin() as conn:
-            conn.execute(send_locks.update().values(holder=f"{socket.gethostname()}:{dead_pid}:x"))
+        alive_elsewhere = SendLock(store.locks, name, clock=clock, heartbeat=False)
+        assert not alive_elsewhere.try_acquire()  # a holder on another host is never assumed dead
+        assert store.locks.take_over(name, here, now=NOW, expires_at=expires, from_holder=elsewhere)
         assert alive_elsewhere.try_acquire()
-        assert current_lock(store.engine, lock_name("manual")).holder == alive_elsewhere.holder  # type: ignore[union-attr]
-        mine = SendLock(store.engine, lock_name("manual"), clock=clock, heartbeat=False)
+        assert store.locks.current(lock_name("manual")).holder == alive_elsewhere.holder  # type: ignore[union-attr]
+        mine = SendLock(store.locks, lock_name("manual"), clock=clock, heartbeat=False)
         assert not mine.try_acquire()  # a live holder in this process is respected
         alive_elsewhere.release()
         assert os.getpid() != dead_pid

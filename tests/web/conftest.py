@@ -13,6 +13,8 @@ from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import Limit, RateLimits
 
+from tests.factories import FakeClock
+
 from .helpers import Web, make_settings
 
 
@@ -21,9 +23,11 @@ def make_web(tmp_path: Path, smtp_sink: Any) -> Iterator[Callable[..., Web]]:
     """Build apps sharing one database and sink; each with its own limits or signer."""
     opened: list[tuple[TestClient, Service]] = []
 
-    def build(*, limits: RateLimits | None = None, service: Service | None = None, client: tuple[str, int] = ("198.51.100.7", 50000)) -> Web:
+    def build(
+        *, limits: RateLimits | None = None, service: Service | None = None, client: tuple[str, int] = ("198.51.100.7", 50000), clock: FakeClock | None = None
+    ) -> Web:
         if service is None:
-            service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port))
+            service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port), clock=clock)
             service.runner.ingest()  # the sample feed's reports give the topic choices
         app = create_app(service, limits=limits or RateLimits(per_client=Limit(1000, 600), per_target=Limit(1000, 3600)))
         test_client = TestClient(app, client=client, follow_redirects=False)

@@ -66,9 +66,9 @@ class Web:
         return found[0].as_email()
 
     def add(self, email: str, status: SubscriberStatus = SubscriberStatus.ACTIVE, topics: tuple[str, ...] = ()) -> int:
-        subscriber, _ = self.store.add_subscriber(email=email, status=status, topics=topics)
+        subscriber, _ = self.store.subscribers.add_subscriber(email=email, status=status, topics=topics)
         if status is not SubscriberStatus.ACTIVE and status is not SubscriberStatus.PENDING:
-            self.store.set_status(subscriber.id, status)
+            self.store.subscribers.set_status(subscriber.id, status)
         return int(subscriber.id)
 
 

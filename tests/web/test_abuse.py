@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter.models import SubscriberStatus
-from newsletter.storage.store import subscribers
+from newsletter.storage.schema import subscribers
 from newsletter.tokens import Purpose
 from newsletter.web.ratelimit import Limit, RateLimits
 from .helpers import Web
@@ -24,7 +24,7 @@ def test_line_breaks_or_nul_in_any_signup_field_are_400(web: Web, field: str, ch
     data = {"email": "ok@example.org", field: f"a{char}Bcc: x@example.org"}
     page = web.client.post("/subscribe", data=data)
     assert page.status_code == 400
-    assert web.store.find_subscriber("ok@example.org") is None
+    assert web.store.subscribers.find_subscriber("ok@example.org") is None
 
 @pytest.mark.parametrize("char", BAD_CHARS, ids=["CR", "LF", "NUL"])
 def test_line_breaks_or_nul_in_manage_and_preferences_are_400(web: Web, char: str) -> None:
@@ -32,10 +32,10 @@ def test_line_breaks_or_nul_in_manage_and_preferences_are_400(web: Web, char: st
     assert web.client.post("/manage", data={"email": f"member@example.org{char}"}).status_code == 400
     path = "/preferences/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id)
     assert web.client.post(path, data={"cadence": f"weekly{char}"}).status_code == 400
-    assert web.store.get_subscriber(subscriber_id).cadence.value == "daily"
+    assert web.store.subscribers.get_subscriber(subscriber_id).cadence.value == "daily"
     unsubscribe = "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id)
     assert web.client.post(unsubscribe, data={"List-Unsubscribe": f"One-Click{char}"}).status_code == 400
-    assert web.store.get_subscriber(subscriber_id).status.value == "active"
+    assert web.store.subscribers.get_subscriber(subscriber_id).status.value == "active"
 
 def test_length_limits(web: Web) -> None:
     long_address = "a" * 300 + "@example.org"
@@ -57,7 +57,7 @@ def test_per_client_rate_limit_answers_429_with_a_page(make_web: Callable[..., W
     assert web.client.post("/manage", data={"email": "two@example.org"}).status_code == 200
     page = web.subscribe("three@example.org")
     assert page.status_code == 429 and "Too many requests" in page.text and int(page.headers["retry-after"]) > 0
-    assert web.store.find_subscriber("three@example.org") is None
+    assert web.store.subscribers.find_subscriber("three@example.org") is None
     # Another client is not held back by the first one's requests.
     other = make_web(service=web.service, limits=RateLimits(per_client=Limit(2, 600), per_target=Limit(100, 3600)), client=("203.0.113.9", 1))
     assert other.subscribe("three@example.org").status_code == 200

@@ -68,7 +68,7 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(live: tuple[st
     shots = tmp_path / "screenshots"
     shots.mkdir()
     reader = "browser.reader@example.org"
-    control, _ = service.store.add_subscriber(email="control@example.org")  # stays subscribed throughout
+    control, _ = service.store.subscribers.add_subscriber(email="control@example.org")  # stays subscribed throughout
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -90,11 +90,11 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(live: tuple[st
 
             confirmation = smtp_sink.wait_for(to=reader, timeout=10)[0].as_email()
             page.goto(base_url + link_path(confirmation, "/confirm/"))
-            assert service.store.find_subscriber(reader).status is SubscriberStatus.PENDING  # opening the link changed nothing
+            assert service.store.subscribers.find_subscriber(reader).status is SubscriberStatus.PENDING  # opening the link changed nothing
             page.get_by_role("button", name="Confirm").click()
             page.wait_for_load_state()
             assert page.get_by_role("heading", name="You are subscribed").is_visible()
-            assert service.store.find_subscriber(reader).status is SubscriberStatus.ACTIVE
+            assert service.store.subscribers.find_subscriber(reader).status is SubscriberStatus.ACTIVE
 
             first = service.runner.run(key="browser-1", fetch=False)
             assert first.edition.counts.get("sent") == 2
@@ -119,15 +119,15 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(live: tuple[st
     assert url, mail["List-Unsubscribe"]
     answer = httpx.post(url.group(1), data={"List-Unsubscribe": "One-Click"}, follow_redirects=False, timeout=10)
     assert answer.status_code == 200 and not answer.headers.get("set-cookie")
-    assert service.store.find_subscriber(reader).status is SubscriberStatus.UNSUBSCRIBED
+    assert service.store.subscribers.find_subscriber(reader).status is SubscriberStatus.UNSUBSCRIBED
 
     # A new report arrives; the next send reaches the control reader and skips the one who left.
     # Published after the first edition's cut-off and before the second's (settle is 0 here).
     now = datetime.now(timezone.utc)
     published = first.edition.as_of + (now - first.edition.as_of) / 2
-    service.store.upsert_reports([Report(id="browser-new", title="A newer report", url="https://ipvm.com/reports/browser-new", published=published, teaser="Fresh.")])
+    service.store.reports.upsert_reports([Report(id="browser-new", title="A newer report", url="https://ipvm.com/reports/browser-new", published=published, teaser="Fresh.")])
     second = service.runner.run(key="browser-2", fetch=False)
-    delivered = {d.email for d in service.store.list_deliveries(second.edition.id)}
+    delivered = {d.email for d in service.store.outbox.list_deliveries(second.edition.id)}
     assert delivered == {control.email}
     smtp_sink.wait_for(to=control.email, count=2, timeout=10)
     assert [m for m in smtp_sink.messages(to=reader) if m.as_email()["X-Newsletter-Edition"] == "browser-2"] == []

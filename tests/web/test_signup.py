@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from collections.abc import Callable
+
 import pytest
 
 from newsletter.models import SubscriberStatus
+from tests.factories import FakeClock
+
 from .helpers import Web, link_path, unsubscribe_path
 
 
@@ -15,7 +19,7 @@ def test_front_page_shows_the_signup_box_with_topics(web: Web) -> None:
     assert page.status_code == 200
     assert "Get Video Surveillance News In Your Inbox" in page.text
     assert 'name="email"' in page.text and ">Subscribe</button>" in page.text
-    for topic in web.store.all_topics():
+    for topic in web.store.reports.all_topics():
         assert f'value="{topic}"' in page.text
     assert 'name="website"' in page.text  # the honeypot
 
@@ -30,10 +34,10 @@ def test_embed_serves_the_box_alone_and_may_be_framed(web: Web) -> None:
 
 
 def test_signup_creates_a_pending_subscriber_and_mails_a_confirmation(web: Web) -> None:
-    topic = web.store.all_topics()[0]
+    topic = web.store.reports.all_topics()[0]
     page = web.subscribe("New.Reader@Example.org", topics=[topic])
     assert page.status_code == 200 and "Check your inbox" in page.text
-    subscriber = web.store.find_subscriber("new.reader@example.org")
+    subscriber = web.store.subscribers.find_subscriber("new.reader@example.org")
     assert subscriber is not None and subscriber.status is SubscriberStatus.PENDING
     assert subscriber.topics == (topic,)
     mail = web.one_mail("new.reader@example.org")
@@ -76,17 +80,19 @@ def test_bounced_addresses_get_no_mail_and_active_ones_get_a_management_link(web
     mail = web.one_mail("active@example.org")
     assert link_path(mail, "/manage/")
     assert web.mails("bounced@example.org") == []
-    assert web.store.find_subscriber("bounced@example.org").status is SubscriberStatus.BOUNCED
+    assert web.store.subscribers.find_subscriber("bounced@example.org").status is SubscriberStatus.BOUNCED
 
 
-def test_repeated_signups_send_one_confirmation_per_hour(web: Web) -> None:
+def test_repeated_signups_send_one_confirmation_per_hour(make_web: Callable[..., Web]) -> None:
+    clock = FakeClock(datetime.now(timezone.utc))
+    web = make_web(clock=clock)
     for _ in range(3):
         assert web.subscribe("eager@example.org").status_code == 200
     web.one_mail("eager@example.org")
     assert len(web.mails("eager@example.org")) == 1
-    subscriber = web.store.find_subscriber("eager@example.org")
+    subscriber = web.store.subscribers.find_subscriber("eager@example.org")
     # An hour later a new signup may send again.
-    web.store.mark_confirmation_sent(subscriber.id, datetime.now(timezone.utc) - timedelta(minutes=61))
+    clock.advance(timedelta(minutes=61))
     web.subscribe("eager@example.org")
     assert len(web.sink.wait_for(to="eager@example.org", count=2, timeout=5)) == 2
 
@@ -95,23 +101,23 @@ def test_unsubscribed_reader_can_sign_up_again_through_confirmation(web: Web) ->
     web.add("returning@example.org", SubscriberStatus.UNSUBSCRIBED)
     web.subscribe("returning@example.org")
     mail = web.one_mail("returning@example.org")
-    assert web.store.find_subscriber("returning@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    assert web.store.subscribers.find_subscriber("returning@example.org").status is SubscriberStatus.UNSUBSCRIBED
     assert web.client.post(link_path(mail, "/confirm/")).status_code == 200
-    assert web.store.find_subscriber("returning@example.org").status is SubscriberStatus.ACTIVE
+    assert web.store.subscribers.find_subscriber("returning@example.org").status is SubscriberStatus.ACTIVE
 
 
 def test_invalid_address_shows_the_form_again_with_the_reason(web: Web) -> None:
     page = web.subscribe("not-an-address")
     assert page.status_code == 400
     assert 'role="alert"' in page.text and 'value="not-an-address"' in page.text
-    assert web.store.find_subscriber("not-an-address") is None
+    assert web.store.subscribers.find_subscriber("not-an-address") is None
 
 
 def test_honeypot_filled_is_answered_as_usual_and_dropped(web: Web) -> None:
     reference = web.subscribe("person@example.org")
     page = web.subscribe("robot@example.org", website="http://spam.example")
     assert (page.status_code, page.text) == (reference.status_code, reference.text)
-    assert web.store.find_subscriber("robot@example.org") is None
+    assert web.store.subscribers.find_subscriber("robot@example.org") is None
     web.one_mail("person@example.org")  # the person's mail arrived, so the robot's would have too
     assert web.mails("robot@example.org") == []
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import newsletter.editions.lock  # noqa: F401  (their tables join the shared metadata)
-import newsletter.content.feed_state  # noqa: F401
-from newsletter.storage.store import metadata
+from newsletter.storage.schema import metadata
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:

@@ -1,0 +1,156 @@
+"""Editions and their variants (one rendered digest per distinct report set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.models import (
+    Edition,
+    EditionStatus,
+    Variant,
+)
+from newsletter.storage.part import StorePart
+from newsletter.storage.schema import deliveries, editions, variants
+
+
+# Editions whose digests went out (fully or partly) may be shown in the archive.
+PUBLISHED = (EditionStatus.SENT.value, EditionStatus.SENDING.value)
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    variant_id: int
+    edition_id: int
+    subject: str
+    report_count: int
+    sent_at: datetime | None
+
+
+class EditionStore(StorePart):
+    """Editions and their variants (one rendered digest per distinct report set)."""
+
+    def create_edition(self, *, key: str, schedule: str, as_of: datetime, now: datetime | None = None) -> tuple[Edition, bool]:
+        """Create the edition with this key, or return the existing one: (edition, created).
+
+        The key is unique in the database, so two processes racing for one slot get one edition.
+        """
+        now = now or self.clock()
+        try:
+            with self.engine.begin() as conn:
+                new_id = conn.execute(
+                    editions.insert().values(
+                        key=key, schedule=schedule, status=EditionStatus.PLANNED.value, as_of=as_of, created_at=now, reason=""
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+        except IntegrityError:
+            existing = self.find_edition(key)
+            assert existing is not None
+            return existing, False
+        edition = self.get_edition(int(new_id))
+        assert edition is not None
+        return edition, True
+
+    def find_edition(self, key: str) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(editions).where(editions.c.key == key)).first()
+        return _edition(row) if row else None
+
+    def get_edition(self, edition_id: int) -> Edition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()
+        return _edition(row, self.delivery_counts(edition_id)) if row else None
+
+    def list_editions(self, *, limit: int = 50, statuses: Sequence[EditionStatus] | None = None) -> list[Edition]:
+        query = sa.select(editions).order_by(editions.c.id.desc()).limit(limit)
+        if statuses:
+            query = query.where(editions.c.status.in_([s.value for s in statuses]))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [_edition(r, self.delivery_counts(r.id)) for r in rows]
+
+    def set_edition_status(self, edition_id: int, status: EditionStatus, *, reason: str | None = None, now: datetime | None = None) -> None:
+        now = now or self.clock()
+        values: dict[str, Any] = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason[:1000]
+        if status is EditionStatus.SENDING:
+            values["started_at"] = sa.func.coalesce(editions.c.started_at, now)
+        if status in (EditionStatus.SENT, EditionStatus.FAILED, EditionStatus.SKIPPED, EditionStatus.PAUSED):
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(editions.update().where(editions.c.id == edition_id).values(**values))
+
+    def add_variant(self, *, edition_id: int, report_ids: Sequence[str], subject: str, html: str, text: str) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    variants.insert().values(edition_id=edition_id, report_ids=list(report_ids), subject=subject, html=html, text=text)
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def set_variant_content(self, variant_id: int, *, subject: str, html: str, text: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(variants.update().where(variants.c.id == variant_id).values(subject=subject, html=html, text=text))
+
+    def list_variants(self, edition_id: int) -> list[Variant]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(variants).where(variants.c.edition_id == edition_id).order_by(variants.c.id)).all()
+        return [_variant(r) for r in rows]
+
+    def delivery_counts(self, edition_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.state, sa.func.count())
+                .where(deliveries.c.edition_id == edition_id)
+                .group_by(deliveries.c.state)
+            ).all()
+        return {state: int(n) for state, n in rows}
+
+    def archive_entries(self, *, limit: int = 200) -> list[ArchiveEntry]:
+        """Published variants, newest edition first, without loading their HTML."""
+        query = (
+            sa.select(variants.c.id, variants.c.edition_id, variants.c.subject, variants.c.report_ids, editions.c.started_at, editions.c.as_of)
+            .join(editions, editions.c.id == variants.c.edition_id)
+            .where(editions.c.status.in_(PUBLISHED), variants.c.subject != "")
+            .order_by(editions.c.id.desc(), variants.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [ArchiveEntry(r.id, r.edition_id, r.subject, len(r.report_ids or ()), r.started_at or r.as_of) for r in rows]
+
+    def published_variant_html(self, variant_id: int) -> str | None:
+        """The stored HTML of a variant whose edition was published, else None."""
+        query = (
+            sa.select(variants.c.html)
+            .join(editions, editions.c.id == variants.c.edition_id)
+            .where(variants.c.id == variant_id, editions.c.status.in_(PUBLISHED))
+        )
+        with self.engine.connect() as conn:
+            html = conn.execute(query).scalar()
+        return html or None
+
+
+def _edition(row: Any, counts: dict[str, int] | None = None) -> Edition:
+    return Edition(
+        id=row.id,
+        key=row.key,
+        schedule=row.schedule,
+        status=EditionStatus(row.status),
+        as_of=row.as_of,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        reason=row.reason or "",
+        counts=counts or {},
+    )
+
+
+def _variant(r: Any) -> Variant:
+    return Variant(r.id, r.edition_id, tuple(r.report_ids), r.subject, r.html, r.text)

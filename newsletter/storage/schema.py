@@ -1,0 +1,151 @@
+"""Every table of the service, in one place (SQLAlchemy Core).
+
+The migrations in ``newsletter.storage.migrations`` create and change these
+tables; nothing creates a table at run time. Times are stored in UTC and always
+come back timezone-aware (``UTCDateTime``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A DateTime that stores UTC and returns aware datetimes on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware one")
+        value = value.astimezone(timezone.utc)
+        # SQLite keeps no offset; store naive UTC so string comparison orders correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData()
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("topics", sa.JSON, nullable=False, default=list),
+    sa.Column("cadence", sa.String(10), nullable=False, default="daily"),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("confirmed_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_digest_at", UTCDateTime),
+    sa.Column("confirmation_sent_at", UTCDateTime),  # the last confirmation or manage mail (rate limit)
+    sa.Column("status_reason", sa.String(300), nullable=False, default=""),
+)
+
+reports = sa.Table(
+    "reports",
+    metadata,
+    sa.Column("id", sa.String(500), primary_key=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("published", UTCDateTime, nullable=False, index=True),
+    sa.Column("teaser", sa.Text, nullable=False),
+    sa.Column("topics", sa.JSON, nullable=False),
+    sa.Column("members_only", sa.Boolean, nullable=False, default=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+editions = sa.Table(
+    "editions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key", sa.String(200), nullable=False, unique=True),
+    sa.Column("schedule", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("as_of", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("reason", sa.String(1000), nullable=False, default=""),
+)
+
+variants = sa.Table(
+    "variants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("edition_id", sa.Integer, sa.ForeignKey("editions.id"), nullable=False, index=True),
+    sa.Column("report_ids", sa.JSON, nullable=False),
+    sa.Column("subject", sa.String(500), nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("edition_id", sa.Integer, sa.ForeignKey("editions.id"), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("variant_id", sa.Integer, sa.ForeignKey("variants.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("message_id", sa.String(300), nullable=False, unique=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("last_code", sa.Integer),
+    sa.Column("last_reply", sa.String(1000), nullable=False, default=""),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("claimed_by", sa.String(200)),  # "host:pid" of the sender holding the row
+    sa.Column("lease_until", UTCDateTime),  # a 'sending' row whose lease ran out is claimable again
+    sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+    sa.Index("ix_deliveries_edition_state_id", "edition_id", "state", "id"),
+)
+
+bounce_events = sa.Table(
+    "bounce_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("delivery_id", sa.Integer),
+    sa.Column("kind", sa.String(10), nullable=False),  # hard | soft
+    sa.Column("code", sa.Integer),
+    sa.Column("status", sa.String(20), nullable=False, default=""),  # enhanced status, e.g. 5.1.1
+    sa.Column("reply", sa.String(1000), nullable=False, default=""),
+    sa.Column("source", sa.String(20), nullable=False),  # smtp | dsn
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+send_locks = sa.Table(
+    "send_locks",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+feed_state = sa.Table(
+    "feed_state",
+    metadata,
+    sa.Column("source", sa.String(2000), primary_key=True),
+    sa.Column("etag", sa.String(500)),
+    sa.Column("modified", sa.String(100)),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,193 @@
+"""Subscribers: signup, status, preferences, and the streams planning reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.models import (
+    Cadence,
+    Subscriber,
+    SubscriberStatus,
+)
+from newsletter.storage.part import StorePart
+from newsletter.storage.schema import deliveries, subscribers
+
+
+class PlanningRow(NamedTuple):
+    """One recipient as planning sees it."""
+
+    id: int
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    last_digest_at: datetime | None
+
+
+class SubscriberStore(StorePart):
+    """Subscribers: signup, status, preferences, and the streams planning reads."""
+
+    def add_subscriber(
+        self,
+        *,
+        email: str,
+        name: str = "",
+        topics: Sequence[str] = (),
+        status: SubscriberStatus = SubscriberStatus.ACTIVE,
+        cadence: Cadence = Cadence.DAILY,
+        now: datetime | None = None,
+    ) -> tuple[Subscriber, bool]:
+        """Insert a subscriber unless the (normalised) email exists; returns (row, created)."""
+        now = now or self.clock()
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+            if existing is not None:
+                return _subscriber(existing), False
+            try:
+                new_id = conn.execute(
+                    subscribers.insert().values(
+                        email=email,
+                        name=name,
+                        status=status.value,
+                        topics=list(topics),
+                        cadence=cadence.value,
+                        paused=False,
+                        created_at=now,
+                        updated_at=now,
+                        confirmed_at=now if status is SubscriberStatus.ACTIVE else None,
+                        status_reason="",
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            except IntegrityError:
+                # Another process inserted the same address between our check and insert.
+                row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).one()
+                return _subscriber(row), False
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == new_id)).one()
+            return _subscriber(row), True
+
+    def get_subscriber(self, subscriber_id: int) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+        return _subscriber(row) if row else None
+
+    def find_subscriber(self, email: str) -> Subscriber | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+        return _subscriber(row) if row else None
+
+    def list_subscribers(self, *, status: SubscriberStatus | None = None) -> Iterator[Subscriber]:
+        """Every subscriber ordered by id, streamed in batches."""
+        query = sa.select(subscribers).order_by(subscribers.c.id)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id))
+
+    def remove_subscriber(self, email: str) -> bool:
+        """Delete a subscriber and their delivery history; False if unknown."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
+            if row is None:
+                return False
+            conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+            conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
+            return True
+
+    def set_status(self, subscriber_id: int, status: SubscriberStatus, *, reason: str = "", now: datetime | None = None) -> bool:
+        """Change a subscriber's status; True if the row changed (idempotent)."""
+        now = now or self.clock()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now, "status_reason": reason[:300]}
+        if status is SubscriberStatus.ACTIVE:
+            values["confirmed_at"] = now
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id, subscribers.c.status != status.value)
+                .values(**values)
+            )
+            return result.rowcount > 0
+
+    def update_preferences(self, subscriber_id: int, *, topics: Sequence[str], cadence: Cadence, paused: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(topics=list(topics), cadence=cadence.value, paused=paused, updated_at=self.clock())
+            )
+
+    def iter_recipients(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator[Subscriber]:
+        """Active, unpaused subscribers (optionally of some cadences), streamed by id."""
+        query = sa.select(subscribers).where(
+            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false()
+        )
+        if cadences is not None:
+            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
+
+    def iter_planning_rows(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator[PlanningRow]:
+        """What planning needs of each active, unpaused subscriber: light rows, streamed by id."""
+        query = sa.select(
+            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.topics, subscribers.c.last_digest_at
+        ).where(subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false())
+        if cadences is not None:
+            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        for r in self._stream(query, subscribers.c.id, batch_size=batch_size):
+            yield PlanningRow(r.id, r.email, r.name, tuple(r.topics or ()), r.last_digest_at)
+
+    def inactive_since(self, since: datetime) -> set[int]:
+        """Subscribers that stopped being active (unsubscribed, bounced, paused) at or after ``since``."""
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.select(subscribers.c.id).where(
+                        subscribers.c.updated_at >= since,
+                        sa.or_(subscribers.c.status != SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.true()),
+                    )
+                ).scalars()
+            )
+
+    def claim_mail_slot(self, subscriber_id: int, *, now: datetime, interval: timedelta) -> tuple[bool, datetime | None]:
+        """Atomically take the right to mail a subscriber now: (claimed, previous confirmation_sent_at).
+
+        One UPDATE with the time condition in its WHERE, so two concurrent signups
+        for one address cannot both send (check-then-mark in two steps could).
+        """
+        with self.engine.begin() as conn:
+            previous = conn.execute(sa.select(subscribers.c.confirmation_sent_at).where(subscribers.c.id == subscriber_id)).scalar()
+            result = conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.id == subscriber_id,
+                    sa.or_(subscribers.c.confirmation_sent_at.is_(None), subscribers.c.confirmation_sent_at <= now - interval),
+                )
+                .values(confirmation_sent_at=now)
+            )
+            return result.rowcount == 1, previous
+
+    def release_mail_slot(self, subscriber_id: int, *, claimed_at: datetime, previous: datetime | None) -> None:
+        """Undo a claim whose mail was not sent, so the reader may ask again at once."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id, subscribers.c.confirmation_sent_at == claimed_at)
+                .values(confirmation_sent_at=previous)
+            )
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=SubscriberStatus(row.status),
+        topics=tuple(row.topics or ()),
+        cadence=Cadence(row.cadence),
+        paused=bool(row.paused),
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+        last_digest_at=row.last_digest_at,
+        updated_at=row.updated_at,
+    )
