@@ -21,8 +21,10 @@ from newsletter.models import Cadence
 from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 
-from .conftest import TEST_KEY
-from .helpers import assert_wire_format, parse, parts, scan_html
+from tests.factories import SECRET_KEY
+from tests.invariants import assert_wire_format, parse
+
+from .helpers import parts, scan_html
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +121,7 @@ def test_send_editions_and_rerun(cli, sink, tmp_path):
     assert "cli-1" in out and "sent" in out and " 8" in out
     messages = sink.messages()
     assert len(messages) == 8
-    signer = TokenSigner(TEST_KEY)
+    signer = TokenSigner(SECRET_KEY)
     store = Store(f"sqlite:///{tmp_path}/db.sqlite")
     try:
         edition = store.editions.find_edition("cli-1")
@@ -162,7 +164,7 @@ def test_preview_writes_personalised_html(cli, tmp_path, sink):
         priya = store.subscribers.find_subscriber("priya.raman@example.org")
     finally:
         store.dispose()
-    assert TokenSigner(TEST_KEY).read(Purpose.UNSUBSCRIBE, unsub[0].rsplit("/", 1)[1]) == priya.id
+    assert TokenSigner(SECRET_KEY).read(Purpose.UNSUBSCRIBE, unsub[0].rsplit("/", 1)[1]) == priya.id
     assert sink.messages() == []  # a preview sends nothing
     assert "nobody@example.org" in clean_error(cli("preview", "--subscriber", "nobody@example.org"))
 
@@ -171,7 +173,7 @@ def test_config_shows_effective_values_and_hides_secrets(cli, sink):
     out = ok(cli("config", env={"NEWSLETTER_SMTP_PASSWORD": "hunter2-secret"}))
     assert "smtp.port" in out and str(sink.port) in out
     assert "NEWSLETTER_SMTP_HOST" in out
-    assert "hunter2-secret" not in out and TEST_KEY not in out
+    assert "hunter2-secret" not in out and SECRET_KEY not in out
     assert "(set)" in out
 
 

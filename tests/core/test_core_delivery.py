@@ -8,7 +8,8 @@ import pytest
 from newsletter.models import DeliveryState, EditionStatus, SubscriberStatus
 from newsletter.sink.faults import FaultRule
 
-from .helpers import assert_delivery_invariants, parse, utc
+from tests.factories import utc
+from tests.invariants import check_delivery, parse
 
 AS_OF = utc(2018, 8, 22)
 GONE = "tom.brandt@example.net"  # unsubscribed before every send below
@@ -29,7 +30,7 @@ def service(make_service):
 
 def run(service, sink, key="k"):
     result = service.runner.run(key=key, as_of=AS_OF)
-    inv = assert_delivery_invariants(service.store, service.signer, sink, result.edition, never=[GONE])
+    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition, never=[GONE])
     return result, inv
 
 
@@ -126,7 +127,7 @@ def test_rerun_after_faults_never_sends_a_row_twice(service, sink):
     again = service.runner.run(key="k", as_of=AS_OF)
     assert not again.created
     assert len(sink.messages()) == before
-    assert_delivery_invariants(service.store, service.signer, sink, again.edition, never=[GONE])
+    check_delivery(service.store, service.signer, sink.messages(), again.edition, never=[GONE])
 
 
 def test_envelope_sender_is_verp_and_not_the_subscriber(service, sink):
@@ -147,7 +148,7 @@ def test_several_connections_and_small_batches(make_service, sink):
     service.store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     sink.faults.add(FaultRule(stage="rcpt", code=550, to="reader1*@example.org"))
     result = service.runner.run(key="many", as_of=AS_OF)
-    inv = assert_delivery_invariants(service.store, service.signer, sink, result.edition, never=["reader05@example.org"])
+    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition, never=["reader05@example.org"])
     assert len(inv.rows) == 39
     failed = {r.email for r in inv.rows if r.state is DeliveryState.FAILED}
     assert failed == {f"reader1{i}@example.org" for i in range(10)}
@@ -181,7 +182,7 @@ def test_interrupted_edition_resumes_and_sends_every_row_once(service, sink):
     result = service.runner.run(key="k", as_of=AS_OF)
     assert not result.created
     assert result.edition.status is EditionStatus.SENT
-    inv = assert_delivery_invariants(store, service.signer, sink, result.edition, never=[GONE])
+    inv = check_delivery(store, service.signer, sink.messages(), result.edition, never=[GONE])
     assert {r.state for r in inv.rows} == {DeliveryState.SENT}
     assert all(len(v) == 1 for v in inv.messages_by_rcpt.values()) and len(inv.messages_by_rcpt) == 7
     assert {r.email: r.message_id for r in inv.rows} == planned_ids

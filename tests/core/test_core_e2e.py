@@ -13,18 +13,10 @@ from newsletter.config import SAMPLE_FEED
 from newsletter.models import DeliveryState, EditionStatus, SubscriberStatus
 from newsletter.tokens import Purpose
 
-from .helpers import (
-    Item,
-    assert_delivery_invariants,
-    assert_wire_format,
-    header_names,
-    parse,
-    parts,
-    scan_html,
-    unsubscribe_token,
-    utc,
-    write_rss,
-)
+from tests.factories import Item, utc, write_rss
+from tests.invariants import assert_wire_format, check_delivery, parse, unsubscribe_token
+
+from .helpers import header_names, parts, scan_html
 
 AS_OF = utc(2018, 8, 22)
 
@@ -59,7 +51,7 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
     rows = service.store.outbox.list_deliveries(edition.id)
     assert {r.email for r in rows} == {r["email"] for r in sample_rows}
     assert all(r.state is DeliveryState.SENT for r in rows)
-    inv = assert_delivery_invariants(service.store, service.signer, sink, edition)
+    inv = check_delivery(service.store, service.signer, sink.messages(), edition)
     assert set(inv.messages_by_rcpt) == {r["email"] for r in sample_rows}
     assert all(len(v) == 1 for v in inv.messages_by_rcpt.values())
 
@@ -158,7 +150,7 @@ def test_subscriber_without_matching_topics_gets_nothing(make_service, sink):
     result = service.runner.run(key="k", as_of=AS_OF)
     rows = service.store.outbox.list_deliveries(result.edition.id)
     assert [r.email for r in rows] == ["match@example.org"]
-    assert_delivery_invariants(service.store, service.signer, sink, result.edition, never=["nomatch@example.org"])
+    check_delivery(service.store, service.signer, sink.messages(), result.edition, never=["nomatch@example.org"])
     assert [m.rcpt_tos for m in sink.messages()] == [("match@example.org",)]
 
 
@@ -189,7 +181,7 @@ def test_newer_report_goes_only_to_matching_subscribers(make_service, sink, tmp_
     rows = service.store.outbox.list_deliveries(second.edition.id)
     expected = {r["email"] for r in sample_rows if not r["topics"] or "Cybersecurity" in r["topics"].split(";")}
     assert {r.email for r in rows} == expected == {"dana.whitfield@example.org", "rachel.okafor@example.net", "priya.raman@example.org"}
-    inv = assert_delivery_invariants(service.store, service.signer, sink, second.edition)
+    inv = check_delivery(service.store, service.signer, sink.messages(), second.edition)
     assert set(inv.messages_by_rcpt) == expected
     for (m,) in inv.messages_by_rcpt.values():
         msg = parse(m.raw)
@@ -207,7 +199,7 @@ def test_unsubscribed_before_send_never_reaches_sink(sample_service, sink):
     gone = store.subscribers.find_subscriber("priya.raman@example.org")
     assert store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     result = sample_service.runner.run(key="k", as_of=AS_OF)
-    inv = assert_delivery_invariants(store, sample_service.signer, sink, result.edition, never=["priya.raman@example.org"])
+    inv = check_delivery(store, sample_service.signer, sink.messages(), result.edition, never=["priya.raman@example.org"])
     assert "priya.raman@example.org" not in inv.by_email
     assert len(inv.messages_by_rcpt) == 7
 
@@ -221,7 +213,7 @@ def test_unsubscribe_after_planning_suppresses_the_row(sample_service, sink):
         store.subscribers.set_status(leaving.id, SubscriberStatus.UNSUBSCRIBED)
 
     result = sample_service.runner.run(key="k", as_of=AS_OF, on_planned=planned)
-    inv = assert_delivery_invariants(store, sample_service.signer, sink, result.edition, never=["kenji.watanabe@example.org"])
+    inv = check_delivery(store, sample_service.signer, sink.messages(), result.edition, never=["kenji.watanabe@example.org"])
     assert inv.by_email["kenji.watanabe@example.org"].state is DeliveryState.SUPPRESSED
     assert len(inv.messages_by_rcpt) == 7
 
@@ -235,7 +227,7 @@ def test_small_html_budget_drops_the_tail_as_more_reports(make_service, sink, tm
     service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_DIGEST_MAX_REPORTS="30", NEWSLETTER_DIGEST_MAX_HTML_BYTES="10000")
     add_subscriber(service.store, "reader@example.org", name="Reader")
     result = service.runner.run(key="k", as_of=AS_OF)
-    inv = assert_delivery_invariants(service.store, service.signer, sink, result.edition)
+    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition)
     (m,) = inv.messages_by_rcpt["reader@example.org"]
     text, html = parts(parse(m.raw))
     shown = re.findall(r"Report number (\d\d)", text)
@@ -259,7 +251,7 @@ def test_default_budget_keeps_html_under_90kb_with_long_teasers(make_service, si
     service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_REPORTS_TEASER_LENGTH="2000")
     add_subscriber(service.store, "reader@example.org")
     result = service.runner.run(key="k", as_of=AS_OF)
-    inv = assert_delivery_invariants(service.store, service.signer, sink, result.edition)
+    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition)
     (m,) = inv.messages_by_rcpt["reader@example.org"]
     _, html = parts(parse(m.raw))
     assert len(html.encode("utf-8")) < 90 * 1024

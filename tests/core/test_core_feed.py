@@ -14,7 +14,7 @@ from newsletter.models import EditionStatus
 from newsletter.content.feed import load_reports, parse_feed, plain_text
 from newsletter.subscriptions import add_subscriber
 
-from .helpers import Item, rss, utc
+from tests.factories import Item, rss, utc
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom">

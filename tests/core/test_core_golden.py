@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings
 from newsletter.models import Report
 from newsletter.content.render import DigestRenderer
 from newsletter.subscriptions import add_subscriber
 
-from .helpers import Item, assert_wire_format, utc, write_rss
+from tests.factories import Item, build_settings, utc, write_rss
+from tests.invariants import assert_wire_format
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -52,9 +52,8 @@ REPORTS = (
 )
 
 
-def settings_for_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str):
-    monkeypatch.chdir(tmp_path)
-    return load_settings(env={"NEWSLETTER_SECRET_KEY": "golden-key", "NEWSLETTER_SITE_BASE_URL": "https://news.example.com", **env})
+def settings_for_golden(tmp_path: Path):
+    return build_settings(tmp_path, NEWSLETTER_SITE_BASE_URL="https://news.example.com")
 
 
 def compare(name: str, actual: bytes) -> None:
@@ -76,8 +75,8 @@ def compare(name: str, actual: bytes) -> None:
         pytest.fail(f"{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it after review):\n{diff[:6000]}")
 
 
-def test_rendered_digest_matches_golden(tmp_path, monkeypatch):
-    settings = settings_for_golden(tmp_path, monkeypatch)
+def test_rendered_digest_matches_golden(tmp_path):
+    settings = settings_for_golden(tmp_path)
     digest = DigestRenderer(settings).render(REPORTS, archive_url="https://news.example.com/archive/1")
     assert digest.more_count == 0 and digest.reports == REPORTS
     assert digest.subject == "Video Surveillance News: First US City Bans Hikvision and 2 more"
@@ -85,8 +84,8 @@ def test_rendered_digest_matches_golden(tmp_path, monkeypatch):
     compare("digest.txt", digest.text.encode("utf-8"))
 
 
-def test_rendering_is_deterministic(tmp_path, monkeypatch):
-    settings = settings_for_golden(tmp_path, monkeypatch)
+def test_rendering_is_deterministic(tmp_path):
+    settings = settings_for_golden(tmp_path)
     one = DigestRenderer(settings).render(REPORTS, archive_url="https://news.example.com/archive/1")
     two = DigestRenderer(settings).render(REPORTS, archive_url="https://news.example.com/archive/1")
     assert one == two
@@ -106,7 +105,7 @@ def test_delivered_message_matches_golden(make_service, sink, tmp_path):
         for r in REPORTS
     ]
     feed = write_rss(tmp_path / "feed.xml", items)
-    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_SECRET_KEY="golden-key", NEWSLETTER_SITE_BASE_URL="https://news.example.com")
+    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_SITE_BASE_URL="https://news.example.com")
     add_subscriber(service.store, "jose.nunez@example.net", name="José Núñez")
     result = service.runner.run(key="golden", as_of=utc(2018, 8, 22))
     (m,) = sink.messages()

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
 from newsletter.storage.schema import bounce_events
 
-from tests.delivery.conftest import flat
-from tests.delivery.helpers import subscriber_status
+from tests.delivery.helpers import flat, subscriber_status
 
 
 def dsn(*, recipient: str, message_id: str, action: str, status: str, diagnostic: str = "") -> bytes:

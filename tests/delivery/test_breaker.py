@@ -7,7 +7,7 @@ import re
 
 from newsletter.sink.faults import FaultRule
 
-from tests.delivery.conftest import flat
+from tests.delivery.helpers import flat
 
 
 def test_breaker_pauses_with_reason_and_resume_finishes_without_duplicates(world):

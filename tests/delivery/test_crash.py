@@ -27,12 +27,12 @@ from newsletter.config import SAMPLE_FEED
 from newsletter.sink.faults import FaultRule
 from newsletter.sink.server import SinkServer
 from newsletter.storage.store import Store
-from newsletter.storage.schema import deliveries, editions, variants
+from newsletter.storage.schema import deliveries, editions, subscribers, variants
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import TokenSigner
 
-from tests.delivery.conftest import SECRET
-from tests.delivery.helpers import check_invariants, header
+from tests.factories import SECRET_KEY, service_env
+from tests.invariants import Checked, check_delivery, header
 
 N = 240  # subscribers
 CONNECTIONS = 4
@@ -60,23 +60,17 @@ class Trial:
         self.sink.start()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
         self.env.update(
-            {
-                "NEWSLETTER_DATABASE_URL": f"sqlite:///{root}/db.sqlite",
-                "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-                "NEWSLETTER_SMTP_PORT": str(self.sink.port),
-                "NEWSLETTER_SECRET_KEY": SECRET,
-                "NEWSLETTER_DELIVERY_JOURNAL_DIR": str(root / "journal"),
-                "NEWSLETTER_REPORTS_SETTLE": "0",
-                "NEWSLETTER_DELIVERY_RETRY_DELAY": "0.01",
-                "NEWSLETTER_DELIVERY_BATCH_SIZE": "20",
-                "NEWSLETTER_SMTP_TIMEOUT": "5",
-                "NEWSLETTER_SMTP_CONNECTIONS": str(CONNECTIONS),
-                "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "200",
-            }
+            service_env(
+                root,
+                smtp_port=self.sink.port,
+                NEWSLETTER_DELIVERY_BATCH_SIZE="20",
+                NEWSLETTER_SMTP_TIMEOUT="5",
+                NEWSLETTER_SMTP_CONNECTIONS=str(CONNECTIONS),
+                NEWSLETTER_REPORTS_FEED=feed,
+            ),
+            PYTHONUNBUFFERED="1",
+            COLUMNS="200",
         )
-        if feed:
-            self.env["NEWSLETTER_REPORTS_FEED"] = feed
         self.logs: list[str] = []
         # A plain engine for looking (a Store would run its schema check on every open).
         self.engine = sa.create_engine(self.env["NEWSLETTER_DATABASE_URL"])
@@ -93,9 +87,32 @@ class Trial:
     def store(self) -> Store:
         return Store(self.env["NEWSLETTER_DATABASE_URL"])
 
+    def check(self, key: str, **kwargs: Any) -> Checked:
+        """The delivery invariants for edition ``key``, read through a fresh Store."""
+        store = self.store()
+        try:
+            return check_delivery(store, TokenSigner(SECRET_KEY), self.sink.messages(), key, **kwargs)
+        finally:
+            store.dispose()
+
+    def stored(self, count: int) -> threading.Event:
+        """An event set (on the sink's thread) once the sink holds ``count`` messages."""
+        reached = threading.Event()
+
+        def on_message(_message: Any) -> None:
+            if len(self.sink.store) >= count:
+                reached.set()
+
+        self.sink.on_message = on_message
+        return reached
+
     def query(self, statement: Any) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(statement).all())
+
+    def subscriber_status(self, email: str) -> str:
+        [row] = self.query(sa.select(subscribers.c.status).where(subscribers.c.email == email))
+        return str(row.status)
 
     def edition_status(self, key: str) -> str | None:
         rows = self.query(sa.select(editions.c.status).where(editions.c.key == key))
@@ -130,7 +147,18 @@ def kill(proc: subprocess.Popen[bytes]) -> bool:
     return running
 
 
-def wait_until(predicate: Any, proc: subprocess.Popen[bytes], *, timeout: float = 60) -> None:
+def wait_for(event: threading.Event, proc: subprocess.Popen[bytes], *, timeout: float = 60) -> None:
+    """Wait for ``event``, or for ``proc`` to end first (it finished or died: nothing left to kill)."""
+    ended = threading.Thread(target=lambda: (proc.wait(), event.set()), daemon=True)
+    ended.start()
+    assert event.wait(timeout), "the sender never reached the kill point"
+
+
+def poll_until(predicate: Any, proc: subprocess.Popen[bytes], *, timeout: float = 60) -> None:
+    """Poll ``predicate`` (a look at the database) until it holds or ``proc`` ends.
+
+    Only for a point inside the sender process that sends no signal out; see its one user.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
@@ -156,13 +184,17 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
     try:
         # About 15 ms per message over 4 connections: the whole send takes about a second.
         trial.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.015))
-        proc = trial.spawn("send", "--key", key)
         kind, value = point
-        if kind == "seconds":
-            deadline = time.monotonic() + value
-            wait_until(lambda: time.monotonic() >= deadline, proc)
+        reached = trial.stored(int(value)) if kind == "messages" else None
+        proc = trial.spawn("send", "--key", key)
+        if reached is not None:
+            wait_for(reached, proc)
         else:
-            wait_until(lambda: len(trial.sink.store) >= value, proc)
+            # A point in time, not an event: killed this long after the start, whatever it was doing.
+            try:
+                proc.wait(timeout=value)
+            except subprocess.TimeoutExpired:
+                pass
         was_running = kill(proc)
         assert was_running or proc.returncode == 0, trial.output()
 
@@ -177,11 +209,7 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
         trial.sink.faults.clear()
         trial.finish(key)
 
-        store = trial.store()
-        try:
-            checked = check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails, max_duplicates=CONNECTIONS)
-        finally:
-            store.dispose()
+        checked = trial.check(key, expected=emails, max_duplicates=CONNECTIONS)
         assert checked.states() == {"sent": N}, "every subscriber gets the digest"
         assert trial.edition_status(key) == "sent"
         again = [r.email for r in checked.rows if r.message_id in confirmed and len(checked.by_row[r.id]) != 1]
@@ -250,11 +278,7 @@ def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(template_db,
         kill(proc)
         slow_feed.release.set()
         trial.finish(key)
-        store = trial.store()
-        try:
-            checked = check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails)
-        finally:
-            store.dispose()
+        checked = trial.check(key, expected=emails)
         assert trial.edition_status(key) == "sent", "the edition is sent, not skipped"
         assert checked.states() == {"sent": N}
     finally:
@@ -278,16 +302,15 @@ def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp
                     return True
                 return bool(trial.query(rendered))
 
-            wait_until(at_point, proc)
+            # The window between writing a variant and storing its render sends nothing out of
+            # the sender process (no mail yet, no callback across processes): it is looked for
+            # in the database, and caught again on a fresh trial if the render won the race.
+            poll_until(at_point, proc)
             kill(proc)
             if not hit:
                 continue  # the render finished before we looked: try again
             trial.finish(key)
-            store = trial.store()
-            try:
-                check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails)
-            finally:
-                store.dispose()
+            trial.check(key, expected=emails)
             subjects = {header(m, "Subject") for m in trial.sink.messages()}
             assert "" not in subjects, "digests went out without a subject (and without reports)"
             return
@@ -305,20 +328,17 @@ def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_p
     try:
         trial.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to=victim))
         trial.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.015))
+        forty = trial.stored(40)
         proc = trial.spawn("send", "--key", key)
-        wait_until(lambda: len(trial.sink.store) >= 40, proc)
+        wait_for(forty, proc)
         assert kill(proc), "killed while sending"
         assert not trial.query(sa.select(deliveries.c.id).where(deliveries.c.state == "failed")), "nothing committed yet"
         trial.sink.faults.clear()
         trial.finish(key)
-        store = trial.store()
-        try:
-            checked = check_invariants(store, TokenSigner(SECRET), trial.sink.messages(), key, expected=emails, max_duplicates=CONNECTIONS, never=[victim])
-            row = checked.row(victim)
-            assert (row.state, row.last_code) == ("failed", 550)
-            assert store.subscribers.find_subscriber(victim).status.value == "bounced", "a 5.1.1 hard bounce suppresses at once"
-            assert "5.1.1" in row.last_reply, f"the reply text is kept: {row.last_reply!r}"
-        finally:
-            store.dispose()
+        checked = trial.check(key, expected=emails, max_duplicates=CONNECTIONS, never=[victim])
+        row = checked.row(victim)
+        assert (row.state, row.last_code) == ("failed", 550)
+        assert trial.subscriber_status(victim) == "bounced", "a 5.1.1 hard bounce suppresses at once"
+        assert "5.1.1" in row.last_reply, f"the reply text is kept: {row.last_reply!r}"
     finally:
         trial.close()

@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
 
-from tests.delivery.conftest import flat
-from tests.delivery.helpers import subscriber_status
+from tests.delivery.helpers import flat, subscriber_status
 
 # (stage, code, text, kind) -- kind: hard suppresses at once, soft only counts.
 CASES = [

@@ -11,7 +11,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.sink.faults import FaultRule
 from newsletter.storage.store import Store
 
-from tests.delivery.conftest import flat
+from tests.delivery.helpers import flat
 
 
 @pytest.mark.parametrize("action", ["drop_after_store", "drop", "timeout"])
@@ -56,7 +56,7 @@ def test_subscriber_leaving_during_the_send_is_never_mailed(world, status):
     leavers = emails[-8:]
     # Slow server: 30 ms per message over 2 connections, about a second in all.
     world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.03))
-    other = Store(world.settings().database.url)
+    other = Store(world.settings().database.url, clock=world.clock)  # another process (the web app), same time
     changed = threading.Event()
 
     def leave() -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from newsletter.scheduling.scheduler import finish_unfinished
+import pytest
 
-from tests.delivery.conftest import flat
+from newsletter.scheduling.scheduler import finish_unfinished
+from newsletter.sink.faults import FaultRule
+
+from tests.delivery.helpers import flat
 
 
 def test_plan_only_then_a_worker_sends_every_row_once(world):
@@ -28,11 +31,10 @@ def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
     emails = world.add_subscribers(12)
     out = world.cli("send", "--key", "e1", "--plan-only")
     assert out.exit_code == 0, out.output
-    # A sender on this machine claimed four rows and died before any result was committed.
-    world.sql(
-        "UPDATE deliveries SET state = 'sending', claimed_by = :owner, attempts = 1 WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 4)",
-        owner=f"{socket.gethostname()}:999999",
-    )
+    # A sender on this machine (a pid that is not running) claimed four rows and died before
+    # any result was committed: its claim is what the outbox's own claim writes.
+    dead = world.store.outbox.claim_deliveries(world.edition("e1").id, limit=4, worker=f"{socket.gethostname()}:999999")
+    assert len(dead) == 4 and world.edition("e1").counts == {"pending": 8, "sending": 4}
     service = world.service
     done = finish_unfinished(service, service.runner)
     assert done == ["e1"]
@@ -44,10 +46,6 @@ def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
 
 
 def test_a_run_that_stops_midway_leaves_untried_rows_pending_and_resumes_cleanly(world):
-    import pytest
-
-    from newsletter.sink.faults import FaultRule
-
     world.configure(smtp_connections=2)
     emails = world.add_subscribers(80)
     world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.01))

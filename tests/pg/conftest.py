@@ -10,7 +10,6 @@ collide and no test sees another's rows.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,22 +18,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from newsletter.config import Settings, load_settings
 from newsletter.service import Service
 from newsletter.sink.server import SinkServer
-
-URL_VAR = "NEWSLETTER_TEST_DATABASE_URL"
-TEST_KEY = "test"
-
-
-def _server_url() -> str | None:
-    return os.environ.get(URL_VAR) or None
+from tests.factories import PG_URL_VAR, Services, pg_server_url, service_env
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _server_url():
+    if pg_server_url():
         return
-    skip = pytest.mark.skip(reason=f"{URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)")
+    skip = pytest.mark.skip(reason=f"{PG_URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)")
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
@@ -44,15 +36,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def pg_admin() -> Iterator[sa.Engine]:
     """An autocommit engine on the server's maintenance database (CREATE/DROP DATABASE)."""
-    url = _server_url()
+    url = pg_server_url()
     if not url:
-        pytest.skip(f"{URL_VAR} is not set")
+        pytest.skip(f"{PG_URL_VAR} is not set")
     admin = sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", future=True)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:  # set but unreachable: a real failure, not a skip
-        pytest.fail(f"{URL_VAR}={url} is set but the server cannot be reached: {exc.orig}")
+        pytest.fail(f"{PG_URL_VAR}={url} is set but the server cannot be reached: {exc.orig}")
     yield admin
     admin.dispose()
 
@@ -63,7 +55,7 @@ def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     name = f"nl_test_{secrets.token_hex(6)}"
     with pg_admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(_server_url()).set(database=name).render_as_string(hide_password=False)
+    url = make_url(pg_server_url()).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
@@ -85,38 +77,15 @@ def pg_sink(tmp_path: Path) -> Iterator[SinkServer]:
 
 @pytest.fixture
 def pg_env(tmp_path: Path, pg_url: str, pg_sink: SinkServer) -> dict[str, str]:
-    """The environment a service (in-process or a `newsletter` subprocess) runs with."""
-    return {
-        "NEWSLETTER_DATABASE_URL": pg_url,
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(pg_sink.port),
-        "NEWSLETTER_SECRET_KEY": TEST_KEY,
-        "NEWSLETTER_DELIVERY_JOURNAL_DIR": str(tmp_path / "journal"),
-        "NEWSLETTER_REPORTS_SETTLE": "0",
-        "NEWSLETTER_DELIVERY_RETRY_DELAY": "0.01",
-    }
+    """The environment a service (in-process or a `newsletter` subprocess) runs with: the
+    shared test environment (tests/factories.py) on the fresh database and ``pg_sink``."""
+    return service_env(tmp_path, smtp_port=pg_sink.port, NEWSLETTER_DATABASE_URL=pg_url)
 
 
 @pytest.fixture
-def pg_settings(tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
-    """Settings from pg_env plus overrides, built from an explicit environment (no ./newsletter.toml)."""
+def pg_service(tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Service]]:
+    """pg_service(**overrides) -> a Service on pg_env, closed after the test."""
     monkeypatch.chdir(tmp_path)
-
-    def build(**overrides: str) -> Settings:
-        return load_settings(env={**pg_env, **overrides})
-
-    return build
-
-
-@pytest.fixture
-def pg_service(pg_settings: Callable[..., Settings]) -> Iterator[Callable[..., Service]]:
-    services: list[Service] = []
-
-    def build(**overrides: str) -> Service:
-        service = Service(pg_settings(**overrides))
-        services.append(service)
-        return service
-
-    yield build
-    for service in services:
-        service.close()
+    services = Services(tmp_path, pg_env)
+    yield services.new
+    services.close()

@@ -1,7 +1,7 @@
-"""Helpers for the PostgreSQL tests: bulk subscribers, a planned-but-unsent edition, subprocess env.
+"""Helpers for the PostgreSQL tests: a planned-but-unsent edition, who claimed what, subprocess env.
 
-Everything here drives the real service objects against a real PostgreSQL database;
-the only shortcut is inserting subscribers with one multi-row INSERT (setup speed).
+Everything here drives the real service objects against a real PostgreSQL database
+(subscribers in bulk come from tests/factories.py).
 """
 
 from __future__ import annotations
@@ -9,43 +9,16 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from newsletter.models import Edition, EditionStatus, SubscriberStatus
+from newsletter.models import Edition, EditionStatus
 from newsletter.service import Service
-from newsletter.storage.schema import deliveries, subscribers
+from newsletter.storage.schema import deliveries
 
 NEWSLETTER = [sys.executable, "-m", "newsletter"]
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
-
-
-def bulk_subscribers(service: Service, count: int, *, domain: str = "example.org") -> None:
-    """Insert ``count`` active subscribers (all topics) in a few multi-row INSERTs."""
-    now = datetime.now(timezone.utc)
-    rows = [
-        {
-            "email": f"reader{i:06d}@{domain}",
-            "name": f"Reader {i}",
-            "status": SubscriberStatus.ACTIVE.value,
-            "topics": [],
-            "cadence": "daily",
-            "paused": False,
-            "created_at": now,
-            "confirmed_at": now,
-            "updated_at": now,
-            "status_reason": "",
-        }
-        for i in range(count)
-    ]
-    with service.store.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            conn.execute(subscribers.insert(), rows[start : start + 5000])
 
 
 def plan_only(service: Service, key: str, *, as_of: datetime | None = None) -> Edition:

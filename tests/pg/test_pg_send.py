@@ -13,7 +13,10 @@ import sqlalchemy as sa
 from newsletter.models import DeliveryState, EditionStatus
 from newsletter.storage.schema import deliveries
 
-from .helpers import NEWSLETTER, bulk_subscribers, claimed_by_counts, plan_only, subprocess_env, utc
+from tests.factories import bulk_subscribers, utc
+from tests.invariants import check_delivery
+
+from .helpers import NEWSLETTER, claimed_by_counts, plan_only, subprocess_env
 
 AS_OF = utc(2018, 8, 22)
 
@@ -24,21 +27,22 @@ def received(sink) -> Counter[tuple[str, str]]:
     return Counter((rcpt.lower(), m.headers["Message-ID"]) for m in sink.messages() for rcpt in m.rcpt_tos)
 
 
-def assert_each_row_sent_once(service, edition_id: int, sink) -> None:
-    rows = service.store.outbox.list_deliveries(edition_id)
-    assert rows and {r.state for r in rows} == {DeliveryState.SENT}
-    got = received(sink)
-    assert sum(got.values()) == len(rows), f"{sum(got.values())} messages for {len(rows)} rows"
-    assert got == Counter({(r.email.lower(), r.message_id): 1 for r in rows})
+def assert_each_row_sent_once(service, edition_key: str, sink) -> None:
+    """The delivery invariants, every row sent exactly once, and nothing else in the sink."""
+    sink.flush()
+    messages = sink.messages()
+    checked = check_delivery(service.store, service.signer, messages, edition_key)
+    assert checked.states() == {DeliveryState.SENT.value: len(checked.rows)}
+    assert len(messages) == len(checked.rows), f"{len(messages)} messages for {len(checked.rows)} rows"
 
 
 def test_an_edition_sent_through_the_sink_on_postgresql(pg_service, pg_sink):
     service = pg_service()
-    bulk_subscribers(service, 40)
+    bulk_subscribers(service.store, 40)
     result = service.runner.run(key="pg-first", as_of=AS_OF)
     assert result.created and result.edition.status is EditionStatus.SENT, result.message
     assert result.tally == {"sent": 40}
-    assert_each_row_sent_once(service, result.edition.id, pg_sink)
+    assert_each_row_sent_once(service, result.edition.key, pg_sink)
     message = pg_sink.messages()[0]
     assert message.headers["List-Unsubscribe"].startswith("<https://") and message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.headers["X-Newsletter-Edition"] == "pg-first"
@@ -53,7 +57,7 @@ def test_an_edition_sent_through_the_sink_on_postgresql(pg_service, pg_sink):
 
 def test_three_workers_drain_one_edition_of_5000_together(pg_service, pg_env, pg_sink, tmp_path):
     service = pg_service()
-    bulk_subscribers(service, 5000)
+    bulk_subscribers(service.store, 5000)
     edition = plan_only(service, "pg-workers", as_of=AS_OF)
     assert edition.counts == {"pending": 5000}
     # Small claims so the three interleave; the sink sees at most 3 x 2 connections.
@@ -70,7 +74,7 @@ def test_three_workers_drain_one_edition_of_5000_together(pg_service, pg_env, pg
     assert all(code == 0 for code, _, _ in outputs), outputs
     elapsed = time.monotonic() - started
 
-    assert_each_row_sent_once(service, edition.id, pg_sink)
+    assert_each_row_sent_once(service, edition.key, pg_sink)
     by = claimed_by_counts(service, edition.id)
     pids = {str(w.pid) for w in workers}
     assert {name.rpartition(":")[2] for name in by} == pids, f"claimed_by {dict(by)} after {elapsed:.1f}s"
@@ -83,7 +87,7 @@ def test_three_workers_drain_one_edition_of_5000_together(pg_service, pg_env, pg
 def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_sink, tmp_path):
     service = pg_service()
     store = service.store
-    bulk_subscribers(service, 300)
+    bulk_subscribers(service.store, 300)
     edition = plan_only(service, "pg-dead", as_of=AS_OF)
     # A live worker elsewhere holds 30 rows under a lease that has not run out: not to be touched.
     live = store.outbox.claim_deliveries(edition.id, limit=30, worker="busy-host:777", lease_seconds=3600)

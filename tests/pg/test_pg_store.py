@@ -15,7 +15,7 @@ from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Sub
 from newsletter.models import DeliveryOutcome
 from newsletter.storage.schema import deliveries, editions, subscribers
 
-from .helpers import bulk_subscribers, utc
+from tests.factories import bulk_subscribers, utc
 
 
 def report(n: int, *, title: str | None = None, topics: tuple[str, ...] = ("China",)) -> Report:
@@ -49,6 +49,8 @@ def test_subscribers_add_find_status_and_aware_times(pg_service):
     assert store.subscribers.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click") is True
     assert store.subscribers.set_status(alice.id, SubscriberStatus.UNSUBSCRIBED) is False  # idempotent
     assert store.subscribers.get_subscriber(alice.id).status is SubscriberStatus.UNSUBSCRIBED
+    # Raw on purpose: add_subscriber never inserts a duplicate, so only a direct INSERT can
+    # show that the database itself refuses one.
     with store.engine.begin() as conn, pytest.raises(IntegrityError):
         conn.execute(
             subscribers.insert().values(
@@ -63,7 +65,7 @@ def test_subscribers_add_find_status_and_aware_times(pg_service):
 def test_recipients_are_streamed_by_id_across_batches(pg_service):
     service = pg_service()
     store = service.store
-    bulk_subscribers(service, 23)
+    bulk_subscribers(service.store, 23)
     everyone = list(store.subscribers.list_subscribers())
     assert len(everyone) == 23
     store.subscribers.set_status(everyone[3].id, SubscriberStatus.BOUNCED)
@@ -109,13 +111,14 @@ def test_edition_key_is_unique_even_when_two_processes_race(pg_service):
     assert len({edition.id for edition, _ in results}) == 1
     edition = results[0][0]
     assert edition.status is EditionStatus.PLANNED and edition.as_of == utc(2024, 3, 1, 12)
+    # Raw on purpose: create_edition never inserts a taken key; the unique index must refuse one.
     with store.engine.begin() as conn, pytest.raises(IntegrityError):
         conn.execute(editions.insert().values(key="daily-2024-03-01", schedule="daily", status="planned", as_of=utc(2024, 3, 1), created_at=utc(2024, 3, 1), reason=""))
 
 
 def _edition_with_rows(service, count: int, *, key: str = "e1"):
     store = service.store
-    bulk_subscribers(service, count)
+    bulk_subscribers(service.store, count)
     edition, _ = store.editions.create_edition(key=key, schedule="manual", as_of=utc(2024, 3, 1))
     variant = store.editions.add_variant(edition_id=edition.id, report_ids=["guid-1"], subject="s", html="<p>h</p>", text="t")
     rows = [

@@ -20,7 +20,9 @@ from newsletter.models import Cadence, EditionStatus
 from newsletter.scheduling.scheduler import FireResult, SchedulerHandle, fire, start_scheduler
 from newsletter.service import Service
 
-from .conftest import FakeClock, FeedItem, World, write_feed
+from tests.factories import FakeClock, Item, write_rss
+
+from .conftest import World
 
 NY = ZoneInfo("America/New_York")
 EVERY_DAY = {"NEWSLETTER_SCHEDULE_DAILY": "0 7 * * *", "NEWSLETTER_SCHEDULE_WEEKLY": ""}
@@ -37,7 +39,7 @@ def key(day: date, zone: ZoneInfo = NY, name: str = "daily") -> str:
 
 def daily_feed(world: World, days: list[date], zone: ZoneInfo = NY) -> None:
     """One report per day, published 05:00 local: two hours before the 07:00 slot."""
-    write_feed(world.feed, [FeedItem(f"r{d}", at(d, 5, zone=zone), f"Report of {d}") for d in days])
+    write_rss(world.feed, [Item(f"Report of {d}", f"r{d}", at(d, 5, zone=zone)) for d in days])
 
 
 async def walk(handles: list[SchedulerHandle], clock: FakeClock, until: datetime, step: timedelta = timedelta(minutes=20)) -> list[FireResult]:

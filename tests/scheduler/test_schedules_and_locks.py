@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
-from newsletter.config import load_settings
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_send_lock, lock_name
 from newsletter.errors import ConfigError
 from newsletter.models import Cadence
@@ -19,17 +19,25 @@ from newsletter.scheduling.schedules import edition_key, load_schedules, load_zo
 from newsletter.service import Service
 from newsletter.storage.store import Store
 
-from .conftest import FakeClock, World
+from tests.factories import FakeClock, settings_from_env
+
+from .conftest import World
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)  # DST scans start here: 2026-2031
 
 
-def schedules(**env: str) -> dict[str, object]:
-    settings = load_settings(env={f"NEWSLETTER_SCHEDULE_{k.upper()}": v for k, v in env.items()})
-    return {s.name: s for s in load_schedules(settings, now=NOW)}
+@pytest.fixture
+def schedules(tmp_path: Path) -> Callable[..., dict[str, object]]:
+    """schedules(daily=..., timezone=...) -> the schedules of Settings with just those keys set."""
+
+    def load(**env: str) -> dict[str, object]:
+        settings = settings_from_env(tmp_path, {f"NEWSLETTER_SCHEDULE_{k.upper()}": v for k, v in env.items()})
+        return {s.name: s for s in load_schedules(settings, now=NOW)}
+
+    return load
 
 
-def test_defaults_are_weekdays_and_mondays_at_seven_new_york() -> None:
+def test_defaults_are_weekdays_and_mondays_at_seven_new_york(schedules: Callable[..., dict[str, object]]) -> None:
     found = schedules()
     daily, weekly = found["daily"], found["weekly"]
     assert daily.cadence is Cadence.DAILY and weekly.cadence is Cadence.WEEKLY  # type: ignore[attr-defined]
@@ -42,13 +50,13 @@ def test_defaults_are_weekdays_and_mondays_at_seven_new_york() -> None:
     ("expr", "days"),
     [("0 7 * * 0", "Sun"), ("0 7 * * 7", "Sun"), ("0 7 * * 6,0", "Sat Sun"), ("0 7 * * mon-wed", "Mon Tue Wed"), ("0 7 * * */3", "Sun Wed Sat"), ("0 7 * * 5-7", "Fri Sat Sun")],
 )
-def test_weekday_numbers_follow_crontab_not_apscheduler(expr: str, days: str) -> None:
+def test_weekday_numbers_follow_crontab_not_apscheduler(schedules: Callable[..., dict[str, object]], expr: str, days: str) -> None:
     daily = schedules(daily=expr, timezone="UTC")["daily"]
     fired = {t.strftime("%a") for t in daily.next_fire_times(14, after=NOW)}  # type: ignore[attr-defined]
     assert fired == set(days.split())
 
 
-def test_an_empty_expression_turns_a_schedule_off() -> None:
+def test_an_empty_expression_turns_a_schedule_off(schedules: Callable[..., dict[str, object]]) -> None:
     assert list(schedules(weekly="")) == ["daily"]
     assert schedules(daily="", weekly="") == {}
 
@@ -63,7 +71,7 @@ def test_an_empty_expression_turns_a_schedule_off() -> None:
         ({"misfire_grace": "0"}, "schedule.misfire_grace must be at least 1 second"),
     ],
 )
-def test_bad_schedules_are_one_line_errors_with_a_hint(env: dict[str, str], message: str) -> None:
+def test_bad_schedules_are_one_line_errors_with_a_hint(schedules: Callable[..., dict[str, object]], env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         schedules(**env)
     assert caught.value.message.startswith(message)
@@ -79,7 +87,7 @@ def test_bad_schedules_are_one_line_errors_with_a_hint(env: dict[str, str], mess
         ("Europe/Berlin", "15 2 * * *", "02:15, which does not exist on 2026-03-29"),
     ],
 )
-def test_fire_times_in_a_dst_gap_or_overlap_are_refused(zone: str, expr: str, words: str) -> None:
+def test_fire_times_in_a_dst_gap_or_overlap_are_refused(schedules: Callable[..., dict[str, object]], zone: str, expr: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         schedules(daily=expr, timezone=zone)
     assert f"schedule.daily '{expr}' fires at {words}" in caught.value.message
@@ -87,7 +95,7 @@ def test_fire_times_in_a_dst_gap_or_overlap_are_refused(zone: str, expr: str, wo
 
 
 @pytest.mark.parametrize(("zone", "expr"), [("America/New_York", "30 2 * * 1-5"), ("Europe/Berlin", "30 1 * * *"), ("UTC", "30 2 * * *")])
-def test_times_clear_of_dst_changes_are_accepted(zone: str, expr: str) -> None:
+def test_times_clear_of_dst_changes_are_accepted(schedules: Callable[..., dict[str, object]], zone: str, expr: str) -> None:
     assert "daily" in schedules(daily=expr, timezone=zone)
 
 

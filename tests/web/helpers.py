@@ -1,7 +1,7 @@
-"""Helpers for the web tests: settings, the app under test, and reading links out of mail.
+"""Helpers for the web tests: settings for the app, the app under test, and reading links out of mail.
 
-Settings are built from an explicit env and an empty config file, so neither the
-developer's environment nor ./newsletter.toml leaks in.
+Settings come from the shared factories (tests/factories.py): an explicit env and an empty
+config file, so neither the developer's environment nor ./newsletter.toml leaks in.
 """
 
 from __future__ import annotations
@@ -16,27 +16,18 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from newsletter.config import Settings, load_settings
+from newsletter.config import Settings
 from newsletter.models import SubscriberStatus
 from newsletter.service import Service
+from tests.factories import build_settings
 
-SECRET = "test-secret-key-that-is-long-enough-0123456789"
+BASE_URL = "https://news.example.test"
 LINK_RE = re.compile(r"https?://[^\s\"<>]+")
 
 
-def make_settings(tmp_path: Path, *, smtp_port: int, base_url: str = "https://news.example.test", **extra: str) -> Settings:
-    config = tmp_path / "empty.toml"
-    config.write_text("", encoding="utf-8")
-    env = {
-        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}",
-        "NEWSLETTER_SMTP_PORT": str(smtp_port),
-        "NEWSLETTER_SITE_BASE_URL": base_url,
-        "NEWSLETTER_SECRET_KEY": SECRET,
-        "NEWSLETTER_DELIVERY_JOURNAL_DIR": str(tmp_path / "journal"),
-        "NEWSLETTER_REPORTS_SETTLE": "0",
-        **extra,
-    }
-    return load_settings(config, env=env)
+def make_settings(tmp_path: Path, *, smtp_port: int, base_url: str = BASE_URL) -> Settings:
+    """The shared test settings with the site at ``base_url``."""
+    return build_settings(tmp_path, smtp_port=smtp_port, NEWSLETTER_SITE_BASE_URL=base_url)
 
 
 @dataclass

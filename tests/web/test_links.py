@@ -10,9 +10,9 @@ import pytest
 from newsletter.models import Cadence, SubscriberStatus
 from newsletter.service import Service
 from newsletter.tokens import Purpose, TokenSigner
-from tests.factories import FakeClock
+from tests.factories import SECRET_KEY, FakeClock
 
-from .helpers import SECRET, Web, link_path, make_settings, unsubscribe_path
+from .helpers import Web, link_path, make_settings, unsubscribe_path
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -57,7 +57,7 @@ def test_tampered_and_wrong_purpose_confirm_tokens_are_refused(web: Web, method:
 def test_expired_confirm_token_is_refused(tmp_path, smtp_sink, make_web) -> None:  # type: ignore[no-untyped-def]
     # A real signer whose confirm links expire at once: any token it checks is too old.
     service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port))
-    service._signer = TokenSigner(SECRET, confirm_max_age=-1)
+    service._signer = TokenSigner(SECRET_KEY, confirm_max_age=-1)
     web = make_web(service=service)
     subscriber_id = web.add("late@example.org", SubscriberStatus.PENDING)
     page = web.client.post("/confirm/" + service.signer.make(Purpose.CONFIRM, subscriber_id))
@@ -188,7 +188,7 @@ def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(make_web
     assert web.client.post(confirmation_for(web, email)).status_code == 200
     subscriber = web.store.subscribers.find_subscriber(email)
     # A confirmation link mailed an hour ago (same key and purpose as the service's own).
-    old_token = URLSafeTimedSerializer(SECRET, salt="newsletter.confirm", signer=HourAgo).dumps(subscriber.id)
+    old_token = URLSafeTimedSerializer(SECRET_KEY, salt="newsletter.confirm", signer=HourAgo).dumps(subscriber.id)
     assert web.service.signer.read(Purpose.CONFIRM, old_token) == subscriber.id
     web.store.subscribers.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click")
     page = web.client.post("/confirm/" + old_token)

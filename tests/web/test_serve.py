@@ -13,6 +13,8 @@ from newsletter.errors import ConfigError, TokenError
 from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.cli.serve import serve_command
+from tests.factories import SECRET_KEY
+
 from .helpers import make_settings
 
 
@@ -118,7 +120,7 @@ def test_serve_reports_a_bad_schedule_as_one_line(tmp_path: Path) -> None:
     pytest.importorskip("newsletter.scheduling.schedules")
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
-    env = {"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SCHEDULE_DAILY": "not a cron"}
+    env = {"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": SECRET_KEY, "NEWSLETTER_SCHEDULE_DAILY": "not a cron"}
     result = CliRunner().invoke(serve_command, [], env=env)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "schedule" in result.output.lower()

@@ -91,6 +91,7 @@ def test_repeated_signups_send_one_confirmation_per_hour(make_web: Callable[...,
     web.one_mail("eager@example.org")
     assert len(web.mails("eager@example.org")) == 1
     subscriber = web.store.subscribers.find_subscriber("eager@example.org")
+    assert subscriber is not None and subscriber.status is SubscriberStatus.PENDING  # one reader, three signups
     # An hour later a new signup may send again.
     clock.advance(timedelta(minutes=61))
     web.subscribe("eager@example.org")
