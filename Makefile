@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser bench clean
+.PHONY: demo test check browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ browser:
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser tests will be skipped"
 
-test: $(STAMP) browser
+# Layers and cycles (import-linter), types (mypy) and lint (ruff), configured in pyproject.toml.
+check: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
+	$(BIN)/ruff check newsletter tests
+
+test: $(STAMP) browser check
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

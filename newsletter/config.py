@@ -15,9 +15,10 @@ import dataclasses
 import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from newsletter.errors import ConfigError
 
@@ -125,7 +126,7 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
 
-    def replace(self, section: str, **values: Any) -> "Settings":
+    def replace(self, section: str, **values: Any) -> Settings:
         """Return a copy with some keys of one section changed (values are not re-validated)."""
         current = getattr(self, section)
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})

@@ -106,7 +106,7 @@ def import_csv(store: Store, stream: TextIO, *, source: str = "CSV") -> ImportRe
             if None in row:
                 raise SubscriberError("has more fields than the header")
             email = normalise_email(row.get("email") or "")
-            subscriber, created = store.subscribers.add_subscriber(
+            _, created = store.subscribers.add_subscriber(
                 email=email,
                 name=clean_name(row.get("name") or ""),
                 topics=parse_topics(row.get("topics") or ""),

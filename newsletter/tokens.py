@@ -11,7 +11,7 @@ import base64
 import enum
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -60,7 +60,7 @@ class TokenSigner:
     def make(self, purpose: Purpose, subscriber_id: int) -> str:
         """A URL-safe token (no '=' or '/') that names one subscriber for one purpose."""
         if purpose in EXPIRING:
-            return self._timed[purpose].dumps(subscriber_id)  # type: ignore[attr-defined,no-any-return]
+            return self._timed[purpose].dumps(subscriber_id)  # type: ignore[attr-defined]
         payload = base64.urlsafe_b64encode(b"%d" % subscriber_id).rstrip(b"=")
         mac = self._macs[purpose].copy()  # type: ignore[attr-defined]
         mac.update(payload)
@@ -72,7 +72,7 @@ class TokenSigner:
             raise ValueError(f"{purpose.value} tokens carry no time")
         self.read(purpose, token)
         _, stamp = self._timed[purpose].loads(token, return_timestamp=True)  # type: ignore[attr-defined]
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
     def read(self, purpose: Purpose, token: str) -> int:
         """The subscriber id in a token; TokenError if tampered, expired or made for another purpose."""

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -41,7 +41,7 @@ def pg_server_url() -> str | None:
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 # -- time --------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ class FakeClock:
     """A settable, thread-safe "now" (aware UTC); the scheduler and the runner read it."""
 
     def __init__(self, start: datetime) -> None:
-        self._now = start.astimezone(timezone.utc)
+        self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -60,7 +60,7 @@ class FakeClock:
 
     def set(self, when: datetime) -> None:
         with self._lock:
-            self._now = when.astimezone(timezone.utc)
+            self._now = when.astimezone(UTC)
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:
@@ -169,7 +169,7 @@ def rss(items: Iterable[Item], *, channel_title: str = "Test feed") -> str:
             f"<title>{title}</title>"
             f"<link>https://example.com/reports/{it.slug}</link>"
             f'<guid isPermaLink="false">{escape(it.guid or "test-" + it.slug)}</guid>'
-            f"<pubDate>{format_datetime(it.published.astimezone(timezone.utc))}</pubDate>"
+            f"<pubDate>{format_datetime(it.published.astimezone(UTC))}</pubDate>"
             f"<description>{teaser}</description>{cats}{it.extra}"
             "</item>"
         )

@@ -1,4 +1,4 @@
-"""The delivery invariants of design.md section 6, checked in one place for every test package.
+"""The delivery invariants of README "Delivery guarantees", checked in one place for every test package.
 
 Everything here reads real outputs -- rows in the database and the bytes the sink received
 -- and replaces no part of the service.
@@ -147,7 +147,7 @@ def check_delivery(
     max_duplicates: int = 0,
     final: bool = True,
 ) -> Checked:
-    """Assert design.md section 6 for one edition (an Edition or its key) and return what was found.
+    """Assert README "Delivery guarantees" for one edition (an Edition or its key) and return what was found.
 
     - the edition has rows; every subscriber in it has exactly one row; Message-IDs are
       unique across rows; ``expected``: the rows are exactly these addresses;

@@ -63,7 +63,7 @@ def service_from(ctx: click.Context) -> Service:
     if root.obj is None:
         root.obj = Service(settings_from(ctx))
         root.call_on_close(root.obj.close)
-    return root.obj  # type: ignore[no-any-return]
+    return root.obj
 
 
 def when(value: datetime | None) -> str:

@@ -19,8 +19,8 @@ from rich.table import Table
 from newsletter.cli.common import console as cli_console
 from newsletter.cli.common import reports_errors, settings_from
 from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS, Settings
-from newsletter.errors import NewsletterError
 from newsletter.content.render import web_version
+from newsletter.errors import NewsletterError
 from newsletter.service import Service
 from newsletter.sink.server import SinkServer
 from newsletter.subscriptions import import_file

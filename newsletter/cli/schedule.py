@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -20,7 +20,7 @@ def schedule_command(ctx: click.Context, count: int) -> None:
     Times are in schedule.timezone; each line also shows the edition key that
     fire will use. Exits non-zero with the reason if a schedule is invalid.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     settings = settings_from(ctx)
     schedules = {s.name: s for s in load_schedules(settings, now=now)}
     grace = settings.schedule.misfire_grace

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -67,7 +67,7 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             with hold_send_lock(service.store.locks, edition.schedule):
                 result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
         else:
-            key = key or "manual-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            key = key or "manual-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
             schedule = schedule_for_key(key)
             # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
             # exactly as the scheduler would; any other key is a manual edition for everyone.
@@ -95,7 +95,7 @@ def _print_result(result: Any) -> None:
     table.add_column("subscribers", justify="right")
     table.add_column("meaning")
     table.add_row("sent", str(counts.get("sent", 0)), "accepted by the SMTP server")
-    table.add_row("failed", str(counts.get("failed", 0)), "refused for good (see 'newsletter editions %d')" % edition.id)
+    table.add_row("failed", str(counts.get("failed", 0)), f"refused for good (see 'newsletter editions {edition.id}')")
     table.add_row("skipped", str(counts.get("suppressed", 0)), "left or bounced during the send")
     for state, meaning in (("deferred", "will be retried later"), ("unknown", "connection lost after the data"), ("pending", "not sent yet"), ("sending", "with another sender")):
         if counts.get(state):

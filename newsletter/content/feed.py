@@ -11,7 +11,7 @@ import calendar
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def _report_from_entry(entry: Any, *, source: str, index: int, teaser_length: in
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     if stamp is None:
         raise FeedError(f"feed {source}: entry {index} ({title!r}) has no publication date")
-    published = datetime.fromtimestamp(calendar.timegm(stamp), tz=timezone.utc)
+    published = datetime.fromtimestamp(calendar.timegm(stamp), tz=UTC)
     teaser_source = entry.get("summary") or ""
     teaser_markup = _is_markup(entry.get("summary_detail"))
     if not teaser_source and entry.get("content"):

@@ -23,10 +23,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from newsletter.delivery.suppression import Suppressor, enhanced_status
 from newsletter.errors import ConfigError, TokenError
 from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.subscribers import SubscriberStore
-from newsletter.delivery.suppression import Suppressor, enhanced_status
 from newsletter.tokens import Purpose, TokenSigner
 
 log = logging.getLogger("newsletter.delivery.bounces")
@@ -174,7 +174,7 @@ class BounceReceiver:
         self.port = port or _free_port(host)
         self.controller = Controller(_Handler(processor, self.archive), hostname=host, port=self.port, decode_data=False)
 
-    def __enter__(self) -> "BounceReceiver":
+    def __enter__(self) -> BounceReceiver:
         try:
             self.controller.start()
         except (OSError, RuntimeError) as exc:  # aiosmtpd reports a taken port either way

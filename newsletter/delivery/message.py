@@ -27,7 +27,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-from newsletter.content.render import ESCAPED_PERCENTS, MARKS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.content.render import (
+    ESCAPED_PERCENTS,
+    MARKS,
+    PREFERENCES_MARK,
+    RECIPIENT_MARK,
+    UNSUBSCRIBE_MARK,
+)
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
@@ -62,16 +68,16 @@ def address_header(name: str, display: str, address: str) -> bytes:
     single_line(display)
     single_line(address)
     if not display:
-        return f"{name}: {address}\r\n".encode("utf-8")
+        return f"{name}: {address}\r\n".encode()
     if display.isascii():
         if display.replace(" ", "").isalnum():
-            return f"{name}: {display} <{address}>\r\n".encode("utf-8")  # the common case, no quoting needed
+            return f"{name}: {display} <{address}>\r\n".encode()  # the common case, no quoting needed
         quoted = formataddr((display, "x@x"))[: -len(" <x@x>")]  # RFC 5322 quoting of specials
-        return f"{name}: {quoted} <{address}>\r\n".encode("utf-8")
+        return f"{name}: {quoted} <{address}>\r\n".encode()
     words = Header(display, "utf-8", header_name=name, maxlinelen=76).encode(linesep="\r\n")
     last_line = words.rsplit("\r\n", 1)[-1]
     gap = " " if len(last_line) + len(address) + 3 + (len(name) + 2 if "\r\n" not in words else 0) <= 78 else "\r\n "
-    return f"{name}: {words}{gap}<{address}>\r\n".encode("utf-8")
+    return f"{name}: {words}{gap}<{address}>\r\n".encode()
 
 
 def make_message_id(domain: str) -> str:
@@ -129,7 +135,7 @@ class _EncodedBody:
     marks: tuple[str, ...]
 
     @classmethod
-    def build(cls, text: str) -> "_EncodedBody":
+    def build(cls, text: str) -> _EncodedBody:
         parts = MARK_RE.split(text.replace("\r\n", "\n").replace("\n", "\r\n"))
         literals = parts[0::2]
         marks = tuple(parts[1::2])
@@ -147,7 +153,7 @@ class _EncodedBody:
     def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
         pieces = self.stuffed if dot_stuffed else self.pieces
         out = [pieces[0]]
-        for mark, piece in zip(self.marks, pieces[1:]):
+        for mark, piece in zip(self.marks, pieces[1:], strict=True):
             value = values[mark]
             out.append(b"." + value if dot_stuffed and value[:1] == b"." else value)
             out.append(piece)

@@ -35,13 +35,12 @@ from pathlib import Path
 from newsletter.config import Settings
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.message import PreparedMessage
-from newsletter.models import Delivery, DeliveryState
-from newsletter.models import DeliveryOutcome
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.delivery.suppression import Suppressor
+from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
 from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.part import Clock, utcnow
 from newsletter.storage.subscribers import SubscriberStore
-from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import Purpose, TokenSigner
 
 log = logging.getLogger("newsletter.delivery.sender")

@@ -121,7 +121,7 @@ class SmtpConnection:
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
             return Attempt(Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True)
-        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPResponseException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPResponseException, OSError) as exc:
             self._drop()
             failure_code: int | None = getattr(exc, "smtp_code", None)
             text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from newsletter.errors import SubscriberError
-from newsletter.delivery.message import PreparedMessage
-from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.content.planner import Selection
-from newsletter.editions.runner import EditionRunner
 from newsletter.content.render import ESCAPED_PERCENTS, PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.delivery.message import PreparedMessage
+from newsletter.editions.runner import EditionRunner
+from newsletter.errors import SubscriberError
+from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.subscriptions import normalise_email
 from newsletter.tokens import Purpose
 
@@ -56,7 +56,7 @@ def render_preview(runner: EditionRunner, *, email: str | None = None) -> Previe
         to_address=subscriber.email,
         to_name=subscriber.name,
         message_id=f"<preview@{mail.from_address.rsplit('@', 1)[1]}>",
-        date=format_datetime(datetime.now(timezone.utc)),
+        date=format_datetime(datetime.now(UTC)),
         unsubscribe_url=unsubscribe,
         preferences_url=preferences,
     )

@@ -13,22 +13,29 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from newsletter.config import Settings
-from newsletter.errors import EditionError, FeedError
-from newsletter.delivery.journal import journal_files, replay
-from newsletter.delivery.message import MessageIds, PreparedMessage
-from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus, Report, Subscriber
-from newsletter.models import DeliveryOutcome
+from newsletter.content.feed import load_reports
 from newsletter.content.planner import Selection, select_reports
 from newsletter.content.render import DigestRenderer
-from newsletter.content.feed import load_reports
+from newsletter.delivery.journal import journal_files, replay
+from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.delivery.sender import Sender
+from newsletter.delivery.suppression import Suppressor
+from newsletter.errors import EditionError, FeedError
+from newsletter.models import (
+    Cadence,
+    DeliveryOutcome,
+    DeliveryState,
+    Edition,
+    EditionStatus,
+    Report,
+    Subscriber,
+)
 from newsletter.storage.store import Store
 from newsletter.storage.subscribers import PlanningRow
-from newsletter.delivery.suppression import Suppressor
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.editions.runner")
@@ -56,7 +63,7 @@ class EditionRunner:
         self.settings = settings
         self.store = store
         self.signer = signer
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.renderer = DigestRenderer(settings)
         self.domain = settings.mail.from_address.rsplit("@", 1)[1]
 

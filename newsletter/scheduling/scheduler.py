@@ -33,20 +33,27 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
 
-from newsletter.editions.runner import EditionRunner
-from newsletter.editions.lock import SendLockBusy, hold_send_lock
-from newsletter.errors import ConfigError, FeedError, NewsletterError
 from newsletter.content.feed_state import refresh_feed
+from newsletter.editions.lock import SendLockBusy, hold_send_lock
+from newsletter.editions.runner import EditionRunner
+from newsletter.errors import ConfigError, FeedError, NewsletterError
 from newsletter.models import EditionStatus
 from newsletter.scheduling.schedules import Schedule, load_schedules
 from newsletter.service import Service
@@ -59,7 +66,7 @@ Clock = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -293,7 +300,7 @@ class SchedulerHandle:
     scheduler: ClockedScheduler
     executor: EditionExecutor
     schedules: list[Schedule]
-    upkeep: "asyncio.Task[None] | None" = None
+    upkeep: asyncio.Task[None] | None = None
 
     def shutdown(self) -> None:
         if self.upkeep is not None:
@@ -340,7 +347,7 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
     executor = EditionExecutor(service=service, runner=runner, clock=clock)
     scheduler = ClockedScheduler(
         clock=clock,
-        timezone=timezone.utc,
+        timezone=UTC,
         jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)},
         executors={"default": executor},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": service.settings.schedule.misfire_grace},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -181,7 +181,7 @@ def transitions(zone: ZoneInfo, *, start: datetime, years: int = DST_SCAN_YEARS)
     """Offset changes of ``zone`` from ``start`` on, found by a daily scan then bisection."""
     found: list[Transition] = []
     step = timedelta(days=1)
-    t = start.astimezone(timezone.utc)
+    t = start.astimezone(UTC)
     end = t + timedelta(days=366 * years)
     offset = _offset(zone, t)
     while t < end:
@@ -218,12 +218,12 @@ def check_dst(trigger: CronTrigger, expr: str, zone: ZoneInfo, *, key: str = "sc
     """
     wall = CronTrigger(
         minute=_field(trigger, "minute"), hour=_field(trigger, "hour"), day=_field(trigger, "day"),
-        month=_field(trigger, "month"), day_of_week=_field(trigger, "day_of_week"), timezone=timezone.utc,
+        month=_field(trigger, "month"), day_of_week=_field(trigger, "day_of_week"), timezone=UTC,
     )
-    for change in transitions(zone, start=now or datetime.now(timezone.utc)):
-        start = change.start.replace(tzinfo=timezone.utc)
+    for change in transitions(zone, start=now or datetime.now(UTC)):
+        start = change.start.replace(tzinfo=UTC)
         hit = wall.get_next_fire_time(None, start)
-        if hit is not None and hit < change.end.replace(tzinfo=timezone.utc):
+        if hit is not None and hit < change.end.replace(tzinfo=UTC):
             local = hit.replace(tzinfo=None)
             if change.gap:
                 why = f"does not exist on {local:%Y-%m-%d} in {zone.key} (clocks jump from {change.start:%H:%M} to {change.end:%H:%M}), so that day would get no edition"

@@ -2,7 +2,7 @@
 
 Each check returns a `Check`: a name, a status ('pass', 'warn' or 'fail') and a one-line
 reason. The rules follow what mailbox providers enforce (Gmail/Yahoo bulk-sender rules,
-RFC 5321/5322, RFC 8058, CAN-SPAM); see design.md section 5.
+RFC 5321/5322, RFC 8058, CAN-SPAM); README "The local SMTP sink" lists them.
 
 Postal address heuristic (CAN-SPAM asks for one in every message): a line of the text part
 or of the HTML's visible text counts as an address if it has
@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import partial
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Literal
 
@@ -468,11 +469,11 @@ CHECK_NAMES: tuple[str, ...] = (
 def run_checks(m: StoredMessage) -> list[Check]:
     """Every check, in a stable order (`CHECK_NAMES`). A crashing check reports 'fail'."""
     results: list[Check] = []
-    for check in _HEADER_CHECKS:
-        results.append(_guard(check.__name__, lambda: check(m)))
     scan = scan_html(m.html) if m.html is not None else None
+    for check in _HEADER_CHECKS:
+        results.append(_guard(check.__name__, partial(check, m)))
     for html_check in _HTML_CHECKS:
-        results.append(_guard(html_check.__name__, lambda: html_check(m, scan)))
+        results.append(_guard(html_check.__name__, partial(html_check, m, scan)))
     return results
 
 

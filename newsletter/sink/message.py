@@ -10,7 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
@@ -56,7 +56,7 @@ class StoredMessage:
         run the checks on it: `StoredMessage.from_bytes(data).checks`."""
         message = cls(
             id=msg_id, mail_from=mail_from, rcpt_tos=tuple(rcpt_tos),
-            received_at=datetime.now(timezone.utc), size=len(raw),
+            received_at=datetime.now(UTC), size=len(raw),
             path=path or Path("new") / msg_id,
         )
         message.__dict__["raw"] = raw  # the cached property's slot
@@ -232,7 +232,7 @@ def matches(
     """
     if since is not None:
         if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
+            since = since.replace(tzinfo=UTC)
         if message.received_at <= since:
             return False
     if to and not address_matches(to, message.rcpt_tos + message.to):
@@ -244,4 +244,4 @@ def matches(
     return True
 
 
-__all__ = ["StoredMessage", "MessageGoneError", "address_matches", "matches"]
+__all__ = ["MessageGoneError", "StoredMessage", "address_matches", "matches"]

@@ -23,9 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from newsletter.sink.errors import ListenError, MessageGoneError
+from newsletter.sink.errors import MessageGoneError
 from newsletter.sink.faults import FaultSet
 from newsletter.sink.message import StoredMessage, matches
+from newsletter.sink.net import bind_listener
 from newsletter.sink.smtp import SinkHandler, SinkSMTP
 from newsletter.sink.storage import MaildirStore
 
@@ -36,24 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
-
-
-def bind_listener(host: str, port: int, *, what: str) -> socket.socket:
-    """A listening TCP socket on host:port (port 0 = pick a free one).
-
-    Raises `ListenError` with a hint naming the flag to change.
-    """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=128)
-    except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {host!r}: unknown address; use an IP such as 127.0.0.1") from exc
-    except OSError as exc:
-        flag = "--smtp-port" if what == "SMTP" else "--http-port"
-        raise ListenError(
-            f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}; "
-            f"choose another {flag} (0 picks a free one)"
-        ) from exc
 
 
 class SinkServer:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ class MaildirStore:
                 id=msg_id,
                 mail_from=mail_from,
                 rcpt_tos=tuple(rcpt_tos),
-                received_at=datetime.fromtimestamp(now, timezone.utc),
+                received_at=datetime.fromtimestamp(now, UTC),
                 size=len(raw),
                 path=self.maildir / "new" / name,
             )
@@ -317,7 +317,7 @@ class MaildirStore:
             known.add(base)
             self._messages[rec["id"]] = StoredMessage(
                 id=rec["id"], mail_from=rec.get("from", ""), rcpt_tos=tuple(rec.get("to", ())),
-                received_at=datetime.fromtimestamp(rec["at"], timezone.utc),
+                received_at=datetime.fromtimestamp(rec["at"], UTC),
                 size=rec.get("size", 0), path=self.maildir / "new" / base,
             )
         adopted = sorted(
@@ -354,7 +354,7 @@ class MaildirStore:
         raw = actual.read_bytes()
         probe = StoredMessage(
             id=self._adopt_id(base), mail_from="", rcpt_tos=(), size=len(raw),
-            received_at=datetime.fromtimestamp(mtime, timezone.utc),
+            received_at=datetime.fromtimestamp(mtime, UTC),
             path=self.maildir / "new" / base,
         )
         probe.__dict__["raw"] = raw

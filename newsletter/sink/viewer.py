@@ -41,6 +41,7 @@ from starlette.routing import Route
 from newsletter.sink.errors import FaultSpecError, MessageGoneError, OneClickError
 from newsletter.sink.faults import FaultRule, parse_fault_spec
 from newsletter.sink.message import StoredMessage
+from newsletter.sink.net import bind_listener
 
 if TYPE_CHECKING:
     from newsletter.sink.server import SinkServer
@@ -160,7 +161,7 @@ def build_app(sink: SinkServer) -> Starlette:
                     return _error(408, f"no matching message arrived within {timeout:g}s")
                 try:
                     await asyncio.wait_for(arrived.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             unsubscribe()
@@ -420,8 +421,6 @@ class ViewerThread:
     """Serves `build_app(sink)` on host:port (0 = free port) in a daemon thread."""
 
     def __init__(self, sink: SinkServer, *, host: str, port: int) -> None:
-        from newsletter.sink.server import bind_listener
-
         self._sock = bind_listener(host, port, what="HTTP")
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
@@ -450,4 +449,4 @@ class ViewerThread:
         self._sock.close()
 
 
-__all__ = ["build_app", "describe", "ViewerThread"]
+__all__ = ["ViewerThread", "build_app", "describe"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,6 @@ from newsletter.models import (
 )
 from newsletter.storage.part import StorePart
 from newsletter.storage.schema import deliveries, editions, variants
-
 
 # Editions whose digests went out (fully or partly) may be shown in the archive.
 PUBLISHED = (EditionStatus.SENT.value, EditionStatus.SENDING.value)

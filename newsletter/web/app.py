@@ -1,6 +1,6 @@
 """The Starlette app: routes, pages and the scheduler's lifespan.
 
-Contract (see issue 3 and README "Web"):
+Contract (see README "Web"):
 - No route changes state on GET; every change is a POST. Link scanners follow GETs.
 - /subscribe and /manage answer the same page and status whatever the address's
   state, and mail (if at all) after the answer went out, so neither the page nor
@@ -27,17 +27,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from newsletter.content.render import template_environment, web_version
 from newsletter.errors import InvalidAddress, SubscriberError, TokenError
 from newsletter.models import Cadence, Subscriber, SubscriberStatus
-from newsletter.content.render import template_environment, web_version
 from newsletter.scheduling.scheduler import SchedulerHandle, start_scheduler
 from newsletter.service import Service
+from newsletter.storage.part import utcnow
 from newsletter.subscriptions import normalise_email, parse_topics
 from newsletter.tokens import Purpose
 from newsletter.web.forms import BadForm, Form, read_form
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.mailer import CONFIRM, MANAGE, Mailer
-from newsletter.storage.part import utcnow
 from newsletter.web.ratelimit import RateLimiter, RateLimits
 
 log = logging.getLogger("newsletter.web")

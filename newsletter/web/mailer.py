@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 import jinja2
 
 from newsletter.config import Settings
-from newsletter.errors import TemplateError
-from newsletter.delivery.message import make_message_id, transactional_message
-from newsletter.models import Subscriber
 from newsletter.content.render import inline_css
+from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.errors import TemplateError
+from newsletter.models import Subscriber
 from newsletter.storage.part import Clock, utcnow
 from newsletter.storage.subscribers import SubscriberStore
 from newsletter.tokens import Purpose, TokenSigner

@@ -52,10 +52,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve()
 PROJECT = HERE.parents[2]
@@ -147,8 +149,8 @@ def make_subscriber_db(path: Path, count: int) -> float:
     """A fresh SQLite database (schema through the service's own migrations) with ``count`` active subscribers."""
     import sqlalchemy as sa
 
-    from newsletter.storage.store import Store
     from newsletter.storage.schema import subscribers
+    from newsletter.storage.store import Store
 
     started = time.monotonic()
     store = Store(f"sqlite:///{path}")
@@ -193,14 +195,14 @@ def copy_db(src: Path, dst: Path) -> None:
 
 def sample_message() -> tuple[bytes, int, list[float]]:
     """Bytes of a real digest (all topics, sample feed) and render+inline times per variant (ms)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from newsletter.config import load_settings
-    from newsletter.delivery.message import PreparedMessage
-    from newsletter.models import Subscriber, SubscriberStatus
+    from newsletter.content.feed import load_reports
     from newsletter.content.planner import select_reports
     from newsletter.content.render import DigestRenderer
-    from newsletter.content.feed import load_reports
+    from newsletter.delivery.message import PreparedMessage
+    from newsletter.models import Subscriber, SubscriberStatus
 
     settings = load_settings(env={"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_REPORTS_SETTLE": "0"})
     reports = sorted(load_reports(settings.reports.feed, timeout=5, teaser_length=settings.reports.teaser_length).reports, key=lambda r: r.published, reverse=True)
@@ -228,7 +230,7 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     )
     data = prepared.for_recipient(
         to_address="reader0000001@example.org", to_name="Reader 1", message_id="<bench.0@example.com>",
-        date=datetime.now(timezone.utc), unsubscribe_url="https://news.example.com/unsubscribe/" + "x" * 60,
+        date=datetime.now(UTC), unsubscribe_url="https://news.example.com/unsubscribe/" + "x" * 60,
         preferences_url="https://news.example.com/preferences/" + "y" * 60,
     )
     return data, len(selections), times

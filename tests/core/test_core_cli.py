@@ -20,7 +20,6 @@ from newsletter.config import SAMPLE_FEED, SAMPLE_SUBSCRIBERS
 from newsletter.models import Cadence
 from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
-
 from tests.factories import SECRET_KEY
 from tests.invariants import assert_wire_format, parse
 

@@ -1,5 +1,5 @@
 """Delivery through the sink with injected SMTP faults; every test asserts the invariants
-of design.md section 6, with one subscriber unsubscribed before the send."""
+of README "Delivery guarantees", with one subscriber unsubscribed before the send."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 
 from newsletter.models import DeliveryState, EditionStatus, SubscriberStatus
 from newsletter.sink.faults import FaultRule
-
 from tests.factories import utc
 from tests.invariants import check_delivery, parse
 
@@ -132,7 +131,7 @@ def test_rerun_after_faults_never_sends_a_row_twice(service, sink):
 
 def test_envelope_sender_is_verp_and_not_the_subscriber(service, sink):
     _, inv = run(service, sink)
-    for rcpt, (m,) in inv.messages_by_rcpt.items():
+    for _rcpt, (m,) in inv.messages_by_rcpt.items():
         assert m.mail_from.startswith("bounces+") and m.mail_from.endswith("@example.com")
         assert str(parse(m.raw)["From"]).endswith("<news@example.com>")
 

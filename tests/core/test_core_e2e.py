@@ -12,7 +12,6 @@ import pytest
 from newsletter.config import SAMPLE_FEED
 from newsletter.models import DeliveryState, EditionStatus, SubscriberStatus
 from newsletter.tokens import Purpose
-
 from tests.factories import Item, utc, write_rss
 from tests.invariants import assert_wire_format, check_delivery, parse, unsubscribe_token
 
@@ -155,8 +154,8 @@ def test_subscriber_without_matching_topics_gets_nothing(make_service, sink):
 
 
 def test_newer_report_goes_only_to_matching_subscribers(make_service, sink, tmp_path, sample_rows):
-    from newsletter.subscriptions import import_file
     from newsletter.config import SAMPLE_SUBSCRIBERS
+    from newsletter.subscriptions import import_file
 
     feed = tmp_path / "feed.xml"
     feed.write_bytes(SAMPLE_FEED.read_bytes())

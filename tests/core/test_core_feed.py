@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import socket
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
 from newsletter.config import SAMPLE_FEED
+from newsletter.content.feed import load_reports, parse_feed, plain_text
 from newsletter.errors import FeedError
 from newsletter.models import EditionStatus
-from newsletter.content.feed import load_reports, parse_feed, plain_text
 from newsletter.subscriptions import add_subscriber
-
 from tests.factories import Item, rss, utc
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>
@@ -68,7 +67,7 @@ def test_atom_feed():
     assert banned.title == "Dahua & Hikvision Banned"
     assert banned.url == "https://example.com/reports/dahua-hikvision-banned"
     assert banned.published == utc(2018, 8, 21, 14)  # published wins over updated, -04:00 converted
-    assert banned.published.tzinfo is not None and banned.published.utcoffset() == timezone.utc.utcoffset(None)
+    assert banned.published.tzinfo is not None and banned.published.utcoffset() == UTC.utcoffset(None)
     assert banned.teaser == 'The NDAA bans "covered" equipment…'
     assert banned.topics == ("Government", "China")
     assert updated.published == utc(2018, 8, 20, 9, 30)
@@ -206,7 +205,7 @@ def test_feed_over_http(make_service, tmp_path):
     body = rss([Item("Served over HTTP", "http", utc(2018, 8, 3), topics=["China"])]).encode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path != "/feed.xml":
                 self.send_error(404)
                 return

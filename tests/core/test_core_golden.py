@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.models import Report
 from newsletter.content.render import DigestRenderer
+from newsletter.models import Report
 from newsletter.subscriptions import add_subscriber
-
 from tests.factories import Item, build_settings, utc, write_rss
 from tests.invariants import assert_wire_format
 

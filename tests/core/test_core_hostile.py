@@ -3,16 +3,16 @@ never a new header, always escaped in HTML."""
 
 from __future__ import annotations
 
+from datetime import UTC
+from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 import pytest
-from email.header import decode_header, make_header
 
-from newsletter.errors import SubscriberError
 from newsletter.delivery.message import HeaderInjection, PreparedMessage, address_header, encode_header
+from newsletter.errors import SubscriberError
 from newsletter.models import DeliveryState
 from newsletter.subscriptions import add_subscriber, import_csv
-
 from tests.factories import Item, utc, write_rss
 from tests.invariants import assert_wire_format, check_delivery, parse
 
@@ -47,7 +47,7 @@ def test_non_ascii_subject_and_name_round_trip(make_service, sink, tmp_path):
     text, html = parts(msg)
     assert title in text
     assert title in html or title.replace("“", "&ldquo;") in html
-    assert set(n.lower() for n in header_names(raw)) == BASE_HEADERS
+    assert {n.lower() for n in header_names(raw)} == BASE_HEADERS
 
 
 def test_long_non_ascii_subject_is_folded_and_names_decode_back(make_service, sink, tmp_path):
@@ -57,7 +57,7 @@ def test_long_non_ascii_subject_is_folded_and_names_decode_back(make_service, si
     assert_wire_format(m.raw)
     head = m.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
     subject_block = head[head.index("\r\nSubject: ") + 2 :].split("\r\n")
-    subject_lines = [subject_block[0]] + [line for line in _takewhile_continuation(subject_block[1:])]
+    subject_lines = [subject_block[0]] + list(_takewhile_continuation(subject_block[1:]))
     assert len(subject_lines) > 1 and all(len(line) <= 78 for line in subject_lines)
     msg = parse(m.raw)
     assert str(msg["Subject"]) == f"Video Surveillance News: {title}"
@@ -224,7 +224,7 @@ def test_body_lines_starting_with_a_dot_survive_smtp(make_service, sink, tmp_pat
 
 @pytest.mark.parametrize("from_name", ["Vidéo Surveillance Nëws", "News, Inc. (Daily)", "监控新闻"])
 def test_configured_from_name_and_reply_to(make_service, sink, tmp_path, from_name):
-    from datetime import datetime, timezone
+    from datetime import datetime
     from email.utils import parsedate_to_datetime
 
     service, m = send_one(
@@ -237,4 +237,4 @@ def test_configured_from_name_and_reply_to(make_service, sink, tmp_path, from_na
     assert getaddresses([str(msg["From"])]) == [(from_name, "news@example.com")]
     assert getaddresses([str(msg["Reply-To"])]) == [("", "editors@example.com")]
     sent = parsedate_to_datetime(str(msg["Date"]))
-    assert abs((datetime.now(timezone.utc) - sent).total_seconds()) < 300
+    assert abs((datetime.now(UTC) - sent).total_seconds()) < 300

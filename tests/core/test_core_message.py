@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.content.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
+from newsletter.delivery.message import MessageIds, PreparedMessage
 
 DOTS = re.compile(rb"(?m)^\.")
 
@@ -18,14 +18,14 @@ def prepared() -> PreparedMessage:
 
 def test_dot_stuffed_wire_form_matches_stuffing_the_plain_message() -> None:
     message = prepared()
-    values = dict(
-        to_address=".odd.start@example.org",  # a (quoted-style) local part may start with a dot
-        to_name="Reader",
-        message_id="<m@example.com>",
-        date="Thu, 26 Nov 2026 12:00:00 +0000",
-        unsubscribe_url="https://news.example.com/unsubscribe/MQ.abc",
-        preferences_url=".relative-looking-but-stuffed",
-    )
+    values = {
+        "to_address": ".odd.start@example.org",  # a (quoted-style) local part may start with a dot
+        "to_name": "Reader",
+        "message_id": "<m@example.com>",
+        "date": "Thu, 26 Nov 2026 12:00:00 +0000",
+        "unsubscribe_url": "https://news.example.com/unsubscribe/MQ.abc",
+        "preferences_url": ".relative-looking-but-stuffed",
+    }
     plain = message.for_recipient(**values)
     wire = message.for_recipient(**values, dot_stuffed=True)
     assert wire == DOTS.sub(b"..", plain)

@@ -7,12 +7,11 @@ from datetime import timedelta
 
 import pytest
 
+from newsletter.content.planner import select_reports, wants
 from newsletter.errors import TokenError
 from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Subscriber, SubscriberStatus
-from newsletter.content.planner import select_reports, wants
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import Purpose, TokenSigner
-
 from tests.factories import SECRET_KEY, Item, utc, write_rss
 from tests.invariants import check_delivery, parse
 

@@ -9,7 +9,16 @@ import pytest
 from newsletter.errors import InvalidAddress, SubscriberError
 from newsletter.models import SubscriberStatus
 from newsletter.storage.store import Store
-from newsletter.subscriptions import add_subscriber, clean_name, export_csv, export_text, import_csv, import_file, normalise_email, parse_topics
+from newsletter.subscriptions import (
+    add_subscriber,
+    clean_name,
+    export_csv,
+    export_text,
+    import_csv,
+    import_file,
+    normalise_email,
+    parse_topics,
+)
 
 
 @pytest.fixture

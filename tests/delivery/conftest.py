@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ class Harness:
     def __init__(self, tmp_path: Path, sink: Any) -> None:
         self.tmp = tmp_path
         self.sink = sink
-        self.clock = FakeClock(datetime.now(timezone.utc))
+        self.clock = FakeClock(datetime.now(UTC))
         env = service_env(tmp_path, smtp_port=sink.port, NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_SMTP_RETRIES="1", NEWSLETTER_SMTP_CONNECTIONS="2")
         self._services = Services(tmp_path, env, clock=self.clock)
         self._main: Service | None = None

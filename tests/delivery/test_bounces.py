@@ -1,10 +1,9 @@
 """Bounces that come later: RFC 3464 DSNs to the VERP envelope sender, the receiver's
-audit Maildir, and `newsletter bounces --from-maildir` (issue 5, item 6)."""
+audit Maildir, and `newsletter bounces --from-maildir`."""
 
 from __future__ import annotations
 
 import mailbox
-
 import smtplib
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import sqlalchemy as sa
 
 from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
 from newsletter.storage.schema import bounce_events
-
 from tests.delivery.helpers import flat, subscriber_status
 
 

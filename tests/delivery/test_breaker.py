@@ -1,12 +1,10 @@
-"""The circuit breaker and the operator view (issue 5, items 5 and 9)."""
+"""The circuit breaker and the operator view."""
 
 from __future__ import annotations
 
 import re
 
-
 from newsletter.sink.faults import FaultRule
-
 from tests.delivery.helpers import flat
 
 

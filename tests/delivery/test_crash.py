@@ -1,5 +1,5 @@
 """Crash safety: `python -m newsletter send` killed with SIGKILL at seeded random points,
-then `newsletter send --resume` until the edition ends (issue 5, item 2).
+then `newsletter send --resume` until the edition ends.
 
 The sender runs as a real subprocess configured through the environment, against a sink
 started in this process; the database and the sink's Maildir are then inspected.
@@ -26,11 +26,10 @@ import sqlalchemy as sa
 from newsletter.config import SAMPLE_FEED
 from newsletter.sink.faults import FaultRule
 from newsletter.sink.server import SinkServer
-from newsletter.storage.store import Store
 from newsletter.storage.schema import deliveries, editions, subscribers, variants
+from newsletter.storage.store import Store
 from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import TokenSigner
-
 from tests.factories import SECRET_KEY, service_env
 from tests.invariants import Checked, check_delivery, header
 
@@ -232,7 +231,7 @@ class SlowFeed:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requested.set()
                 outer.release.wait(30)
                 try:
@@ -296,7 +295,7 @@ def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp
             rendered = sa.select(variants.c.id).where(variants.c.subject != "")
             hit: list[bool] = []
 
-            def at_point() -> bool:
+            def at_point(trial: Trial = trial, empty=empty, rendered=rendered, hit=hit) -> bool:
                 if trial.query(empty):
                     hit.append(True)
                     return True

@@ -1,5 +1,5 @@
 """Permanent failures: 5xx at RCPT and DATA, hard and soft bounces, suppression across
-editions and operator reactivation (issue 5, item 4)."""
+editions and operator reactivation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sqlalchemy as sa
 
 from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
-
 from tests.delivery.helpers import flat, subscriber_status
 
 # (stage, code, text, kind) -- kind: hard suppresses at once, soft only counts.
@@ -31,13 +30,13 @@ def bounces_of(world, email: str) -> list[tuple[str, str]]:
 def test_5xx_fails_the_row_with_code_and_text_and_hard_bounces_suppress(world):
     world.configure(smtp_retries=2)
     emails = world.add_subscribers(len(CASES) + 4)
-    victims = dict(zip(emails, CASES))
+    victims = dict(zip(emails, CASES, strict=False))
     rules = {e: world.sink.faults.add(FaultRule(stage=stage, code=code, text=text, to=e)) for e, (stage, code, text, _) in victims.items()}
 
     result = world.run("e1")
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 4, "failed": len(CASES)}
-    for email, (stage, code, text, kind) in victims.items():
+    for email, (_stage, code, text, kind) in victims.items():
         row = checked.row(email)
         assert (row.state, row.last_code) == ("failed", code), email
         assert text in row.last_reply, (email, row.last_reply)

@@ -1,5 +1,5 @@
 """Transient failures: 4xx deferrals with backoff and max age, 421 / refused / timeout
-connections, servers that close the connection after N messages (issue 5, items 1 and 3)."""
+connections, servers that close the connection after N messages."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from newsletter.models import SubscriberStatus
 from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
-
 from tests.delivery.helpers import bounce_count, flat, subscriber_status
 
 

@@ -1,5 +1,5 @@
 """A connection lost after the data (unknown outcome), and subscribers who leave while an
-edition is being sent (issue 5, items 1 "unknown" and 7)."""
+edition is being sent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from newsletter.models import SubscriberStatus
 from newsletter.sink.faults import FaultRule
 from newsletter.storage.store import Store
-
 from tests.delivery.helpers import flat
 
 

@@ -1,4 +1,4 @@
-"""Editions left unfinished are finished by the scheduler's upkeep and by workers (issue 5 item 2, issue 6 item 4)."""
+"""Editions left unfinished are finished by the scheduler's upkeep and by workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
-
 from tests.delivery.helpers import flat
 
 

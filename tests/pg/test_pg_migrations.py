@@ -12,8 +12,8 @@ from alembic.runtime.migration import MigrationContext
 
 from newsletter.errors import StoreError
 from newsletter.storage.migrations import current_revision, head_revision
-from newsletter.storage.store import Store
 from newsletter.storage.schema import metadata
+from newsletter.storage.store import Store
 
 from .helpers import NEWSLETTER, subprocess_env
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from newsletter.models import DeliveryState, EditionStatus
 from newsletter.storage.schema import deliveries
-
 from tests.factories import bulk_subscribers, utc
 from tests.invariants import check_delivery
 
@@ -92,7 +91,7 @@ def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_
     # A live worker elsewhere holds 30 rows under a lease that has not run out: not to be touched.
     live = store.outbox.claim_deliveries(edition.id, limit=30, worker="busy-host:777", lease_seconds=3600)
     # A worker on another machine claimed 120 rows ten minutes ago with a 5-minute lease, then died.
-    past = datetime.now(timezone.utc) - timedelta(minutes=10)
+    past = datetime.now(UTC) - timedelta(minutes=10)
     dead = store.outbox.claim_deliveries(edition.id, limit=120, worker="elsewhere:4242", lease_seconds=300, now=past)
     assert {d.id for d in dead}.isdisjoint({d.id for d in live})
     assert len(dead) == 120 and len(live) == 30

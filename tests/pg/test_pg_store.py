@@ -11,10 +11,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, SubscriberStatus
-from newsletter.models import DeliveryOutcome
+from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, EditionStatus, Report, SubscriberStatus
 from newsletter.storage.schema import deliveries, editions, subscribers
-
 from tests.factories import bulk_subscribers, utc
 
 

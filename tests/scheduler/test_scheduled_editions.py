@@ -19,7 +19,6 @@ import pytest
 from newsletter.models import Cadence, EditionStatus
 from newsletter.scheduling.scheduler import FireResult, SchedulerHandle, fire, start_scheduler
 from newsletter.service import Service
-
 from tests.factories import FakeClock, Item, write_rss
 
 from .conftest import World

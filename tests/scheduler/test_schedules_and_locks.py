@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,11 @@ from newsletter.scheduling.scheduler import start_scheduler
 from newsletter.scheduling.schedules import edition_key, load_schedules, load_zone, schedule_for_key
 from newsletter.service import Service
 from newsletter.storage.store import Store
-
 from tests.factories import FakeClock, settings_from_env
 
 from .conftest import World
 
-NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)  # DST scans start here: 2026-2031
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # DST scans start here: 2026-2031
 
 
 @pytest.fixture
@@ -101,9 +100,9 @@ def test_times_clear_of_dst_changes_are_accepted(schedules: Callable[..., dict[s
 
 def test_edition_keys_name_the_slot_in_the_zone() -> None:
     zone = load_zone("America/New_York")
-    assert edition_key("daily", datetime(2026, 3, 9, 11, 0, tzinfo=timezone.utc), zone) == "daily-2026-03-09T07:00-04:00"
+    assert edition_key("daily", datetime(2026, 3, 9, 11, 0, tzinfo=UTC), zone) == "daily-2026-03-09T07:00-04:00"
     # The repeated 01:30 of a fall-back night gets two different keys.
-    first, second = datetime(2026, 11, 1, 5, 30, tzinfo=timezone.utc), datetime(2026, 11, 1, 6, 30, tzinfo=timezone.utc)
+    first, second = datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
     assert edition_key("x", first, zone) == "x-2026-11-01T01:30-04:00" != edition_key("x", second, zone) == "x-2026-11-01T01:30-05:00"
     assert [schedule_for_key(k) for k in ("daily-2026-03-09T07:00-04:00", "weekly-x", "manual-20260309T1", "special")] == ["daily", "weekly", "manual", "manual"]
 
@@ -210,7 +209,7 @@ def test_a_dead_holders_lock_expires_and_is_taken_over_once(database_url: str) -
 def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
     one, two = Store(database_url), Store(database_url)
     try:
-        slot = datetime(2026, 3, 9, 11, tzinfo=timezone.utc)
+        slot = datetime(2026, 3, 9, 11, tzinfo=UTC)
         first, created_first = one.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
         second, created_second = two.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
         assert (created_first, created_second) == (True, False)
@@ -221,7 +220,7 @@ def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
 
 
 def test_jobs_persist_in_the_database_with_their_next_run(world: World, database_url: str) -> None:
-    clock = FakeClock(datetime(2026, 3, 2, 10, tzinfo=timezone.utc))  # Monday 05:00 New York
+    clock = FakeClock(datetime(2026, 3, 2, 10, tzinfo=UTC))  # Monday 05:00 New York
     service: Service = world.service(NEWSLETTER_DATABASE_URL=database_url)
 
     async def once() -> dict[str, datetime | None]:
@@ -292,6 +291,6 @@ def test_start_scheduler_with_the_real_clock_starts_and_stops(world: World) -> N
 
     times, running, still_running = asyncio.run(lifespan())
     assert running and not still_running
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert all(t is not None and now < t <= now + timedelta(days=7) for t in times.values())
     assert {t.strftime("%H:%M") for t in times.values() if t} == {"07:00"}

@@ -10,6 +10,7 @@ import pytest
 
 from newsletter.sink.server import SinkServer
 
+
 @pytest.fixture
 def maildir(tmp_path: Path) -> Path:
     return tmp_path / "maildir"

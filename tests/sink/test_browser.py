@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sink_samples import GOOD_HTML, build, wire
 
 from newsletter.sink.checks import CHECK_NAMES
 from newsletter.sink.server import SinkServer
-from sink_samples import GOOD_HTML, build, wire
 
 CHROMIUM = "/usr/bin/chromium"
 

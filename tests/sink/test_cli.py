@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sink_samples import build, wire
 
 from newsletter.sink.cli import parse_size, sink_command
-from sink_samples import build, wire
 
 
 def test_help_documents_flags_and_fault_syntax() -> None:

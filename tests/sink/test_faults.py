@@ -6,11 +6,11 @@ import smtplib
 import time
 
 import pytest
+from sink_samples import build, wire
 
 from newsletter.sink.errors import FaultSpecError
 from newsletter.sink.faults import FaultRule, parse_fault_spec
 from newsletter.sink.server import SinkServer
-from sink_samples import build, wire
 
 RAW = wire(build())
 

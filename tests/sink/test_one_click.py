@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from sink_samples import build, wire
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -21,7 +22,6 @@ from newsletter.sink.errors import OneClickError
 from newsletter.sink.message import StoredMessage
 from newsletter.sink.oneclick import is_loopback_host, perform_one_click
 from newsletter.sink.server import SinkServer
-from sink_samples import build, wire
 
 
 @dataclass

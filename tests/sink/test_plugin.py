@@ -21,7 +21,7 @@ def test_smtp_sink_fixture(pytester: pytest.Pytester) -> None:
             assert smtp_sink.messages() == []
 
         def test_faults(smtp_sink):
-            from newsletter.sink import FaultRule
+            from newsletter.sink.faults import FaultRule
             smtp_sink.faults.add(FaultRule(stage="rcpt", code=550))
             with smtplib.SMTP(smtp_sink.host, smtp_sink.port) as c:
                 try:

@@ -6,15 +6,15 @@ import mailbox
 import smtplib
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sink_samples import build, wire
 
 from newsletter.sink.errors import ListenError, MessageGoneError
 from newsletter.sink.message import StoredMessage
 from newsletter.sink.server import SinkServer
-from sink_samples import build, wire
 
 
 def send(sink: SinkServer, raw: bytes, *, to: str = "reader@example.org", sender: str = "news@news.example.com") -> None:
@@ -132,7 +132,7 @@ def test_filters_and_newest_first(sink: SinkServer) -> None:
     assert [m.subject for m in sink.messages(subject="welcome")] == ["Welcome Ana"]
     oldest = sink.messages()[-1]
     assert [m.subject for m in sink.messages(since=oldest.received_at)] == ["Digest"]
-    assert sink.messages(since=datetime.now(timezone.utc)) == []
+    assert sink.messages(since=datetime.now(UTC)) == []
 
 
 def test_wait_for_wakes_on_arrival_and_times_out(sink: SinkServer) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sink_samples import build, wire
 
 from newsletter.sink.checks import CHECK_NAMES
 from newsletter.sink.server import SinkServer
-from sink_samples import build, wire
 
 
 @pytest.fixture

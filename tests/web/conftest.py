@@ -12,7 +12,6 @@ from starlette.testclient import TestClient
 from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import Limit, RateLimits
-
 from tests.factories import FakeClock
 
 from .helpers import Web, make_settings

@@ -11,6 +11,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.storage.schema import subscribers
 from newsletter.tokens import Purpose
 from newsletter.web.ratelimit import Limit, RateLimits
+
 from .helpers import Web
 
 BAD_CHARS = ["\r", "\n", "\x00"]

@@ -11,7 +11,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import uvicorn
 from newsletter.models import Report, SubscriberStatus
 from newsletter.service import Service
 from newsletter.web.app import create_app
+
 from .helpers import link_path, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -123,7 +124,7 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(live: tuple[st
 
     # A new report arrives; the next send reaches the control reader and skips the one who left.
     # Published after the first edition's cut-off and before the second's (settle is 0 here).
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     published = first.edition.as_of + (now - first.edition.as_of) / 2
     service.store.reports.upsert_reports([Report(id="browser-new", title="A newer report", url="https://ipvm.com/reports/browser-new", published=published, teaser="Fresh.")])
     second = service.runner.run(key="browser-2", fetch=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -182,7 +182,7 @@ def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(make_web
         def get_timestamp(self) -> int:
             return int(time.time()) - 3600
 
-    clock = FakeClock(datetime.now(timezone.utc))
+    clock = FakeClock(datetime.now(UTC))
     web = make_web(clock=clock)
     email = "leaver@example.org"
     assert web.client.post(confirmation_for(web, email)).status_code == 200

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from newsletter.cli.serve import serve_command
 from newsletter.errors import ConfigError, TokenError
 from newsletter.service import Service
 from newsletter.web.app import create_app
-from newsletter.cli.serve import serve_command
 from tests.factories import SECRET_KEY
 
 from .helpers import make_settings
@@ -56,7 +56,7 @@ def test_lifespan_starts_and_stops_the_real_scheduler_when_asked(tmp_path: Path)
 
 def test_a_bad_schedule_stops_the_app_from_starting_instead_of_serving_without_schedules(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, smtp_port=1).replace("schedule", daily="not a cron line")
-    with pytest.raises(ConfigError, match="schedule.daily"):
+    with pytest.raises(ConfigError, match=r"schedule\.daily"):
         with TestClient(create_app(Service(settings), scheduler=True)):
             pass
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -67,9 +66,9 @@ def test_the_answer_is_the_same_for_every_address_state(web: Web, status: Subscr
         web.add(email, status)
     page = web.subscribe(email)
     assert (page.status_code, page.text) == (reference.status_code, reference.text)
-    assert dict((k, v) for k, v in page.headers.items() if k != "content-length") == dict(
-        (k, v) for k, v in reference.headers.items() if k != "content-length"
-    )
+    assert {k: v for k, v in page.headers.items() if k != "content-length"} == {
+        k: v for k, v in reference.headers.items() if k != "content-length"
+    }
 
 
 def test_bounced_addresses_get_no_mail_and_active_ones_get_a_management_link(web: Web) -> None:
@@ -84,7 +83,7 @@ def test_bounced_addresses_get_no_mail_and_active_ones_get_a_management_link(web
 
 
 def test_repeated_signups_send_one_confirmation_per_hour(make_web: Callable[..., Web]) -> None:
-    clock = FakeClock(datetime.now(timezone.utc))
+    clock = FakeClock(datetime.now(UTC))
     web = make_web(clock=clock)
     for _ in range(3):
         assert web.subscribe("eager@example.org").status_code == 200

@@ -60,7 +60,7 @@ def ensure_schema(engine: Engine) -> None:
             return
         raise StoreError(
             "the database has the service's tables but no schema version",
-            hint="If it was made by an older build, run 'newsletter db stamp' after checking it, then 'newsletter db upgrade'.",
+            hint="It was made without migrations: export its subscribers with the build that made it ('newsletter subscribers export'), then import them into a new database ('newsletter subscribers import').",
         )
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     known = {rev.revision for rev in script.walk_revisions()}
