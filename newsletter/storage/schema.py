@@ -54,6 +54,12 @@ subscribers = sa.Table(
     sa.Column("last_digest_at", UTCDateTime),
     sa.Column("confirmation_sent_at", UTCDateTime),  # the last confirmation or manage mail (rate limit)
     sa.Column("status_reason", sa.String(300), nullable=False, default=""),
+    # True for readers who existed before identities were made unique (migration 0006): only
+    # their legacy (id-only) links are honoured; every later reader's links are current tokens.
+    sa.Column("legacy_links", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    # Ids are never given out again, even after the highest one is deleted: a removed reader's
+    # links must never name the next signup.
+    sqlite_autoincrement=True,
 )
 
 reports = sa.Table(
@@ -148,4 +154,41 @@ feed_state = sa.Table(
     sa.Column("etag", sa.String(500)),
     sa.Column("modified", sa.String(100)),
     sa.Column("fetched_at", UTCDateTime, nullable=False),
+)
+
+
+# -- suppression list and the web app's mail queue (migration 0006) -------------------------
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    # SHA-256 of the canonical mailbox (storage/suppressions.py), never the address itself.
+    sa.Column("mailbox_hash", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),  # unsubscribed | bounced: what a new row becomes
+    sa.Column("reason", sa.String(300), nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+web_mail_queue = sa.Table(
+    "web_mail_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("action", sa.String(20), nullable=False),  # signup | manage
+    sa.Column("email", sa.String(320), nullable=False, index=True),
+    sa.Column("topics", sa.JSON, nullable=False, default=list),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("claimed_until", UTCDateTime),  # a worker holds the row until then
+    sa.Column("last_error", sa.String(500), nullable=False, default=""),
+    sqlite_autoincrement=True,
+)
+
+mailbox_confirmations = sa.Table(
+    "mailbox_confirmations",
+    metadata,
+    # Confirmation mails sent to one canonical mailbox that nobody confirmed (a lifetime cap).
+    sa.Column("mailbox_hash", sa.String(64), primary_key=True),
+    sa.Column("unconfirmed", sa.Integer, nullable=False, default=0),
+    sa.Column("last_sent_at", UTCDateTime, nullable=False),
 )

@@ -12,3 +12,7 @@ with engine.connect() as connection:
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()
+    if connection.dialect.name == "sqlite":
+        # A revision that rebuilds a referenced table (0006) turns foreign keys off on this
+        # pooled connection; the service relies on them, so they are on again before it is reused.
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
