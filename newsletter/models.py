@@ -58,6 +58,9 @@ class Report:
     teaser: str
     topics: tuple[str, ...] = ()
     members_only: bool = False
+    # Its place in the ledger (the order the service first stored reports; 0 = not stored yet).
+    # Not part of equality: a report read from the feed equals its stored copy.
+    seq: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Subscriber:
     confirmed_at: datetime | None = None
     last_digest_at: datetime | None = None
     updated_at: datetime | None = None  # last change of status or preferences
+    ledger_seq: int | None = None  # the ledger mark: reports up to this seq are done for this reader
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from newsletter.cli.common import console, reports_errors, service_from, when
-from newsletter.models import Cadence, EditionStatus
+from newsletter.cli.common import CliError, console, reports_errors, service_from, when
+from newsletter.models import Cadence, Edition
 
 
 @click.command()
@@ -24,7 +24,6 @@ from newsletter.models import Cadence, EditionStatus
 @reports_errors
 def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
-    from newsletter.editions.lock import hold_send_lock
     from newsletter.scheduling.schedules import schedule_for_key
 
     service = service_from(ctx)
@@ -41,41 +40,29 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
         if task:
             progress.advance(task[0])
 
+    def resuming(edition: Edition, requeued: int) -> None:
+        if requeued:
+            console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
+        console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
+
+    if retry_unknown and not resume:
+        raise click.UsageError("--retry-unknown goes with --resume")
+    if plan_only and resume:
+        raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
     try:
-        if retry_unknown and not resume:
-            raise click.UsageError("--retry-unknown goes with --resume")
-        if plan_only and resume:
-            raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
         if resume:
-            unfinished = service.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
-            if retry_unknown:
-                with_unknown = [e for e in service.store.editions.list_editions(limit=50) if e.counts.get("unknown")]
-                if with_unknown:
-                    edition = with_unknown[0]
-                    requeued = service.store.outbox.requeue_unknown(edition.id)
-                    # The edition had ended; its unknown rows make it unfinished again.
-                    service.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator")
-                    console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
-                    unfinished = [service.store.editions.get_edition(edition.id)]  # type: ignore[list-item]
-            if not unfinished:
+            result = runner.resume(retry_unknown=retry_unknown, on_start=resuming, on_planned=planned, on_outcome=outcome)
+            if result is None:
                 console.print("Nothing to resume: every edition has ended.")
                 return
-            edition = unfinished[0]
-            counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
-            console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
-            # A database-held lock per schedule: never two sends of one schedule at once.
-            with hold_send_lock(service.store.locks, edition.schedule):
-                result = runner.resume(edition, on_planned=planned, on_outcome=outcome)
         else:
             key = key or "manual-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
             schedule = schedule_for_key(key)
             # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
             # exactly as the scheduler would; any other key is a manual edition for everyone.
             cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
-            with hold_send_lock(service.store.locks, schedule):
-                result = runner.run(
-                    key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome
-                )
+            result = runner.run(key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome)
     finally:
         if task:
             progress.stop()
@@ -116,6 +103,13 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
     import time
 
     service = service_from(ctx)
+    if service.store.engine.dialect.name == "sqlite":
+        # SQLite has no row locks to share an outbox between processes with the same
+        # guarantees as one sender; a half-working fleet is worse than none.
+        raise CliError(
+            "workers need PostgreSQL: this database is SQLite",
+            hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'), or set database.url to a PostgreSQL server.",
+        )
     console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C stops.")
     try:
         while True:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,6 +142,30 @@ def _dead_local_holder(holder: str) -> bool:
     except PermissionError:
         return False  # exists, owned by someone else
     return False
+
+
+PLANNING_LOCK = "planning"
+PLANNING_WAIT = 900.0  # seconds: planning a million readers takes about a minute
+
+
+@contextmanager
+def hold_planning_lock(locks: LockStore, *, clock: Callable[[], datetime] | None = None, wait: float = PLANNING_WAIT) -> Iterator[SendLock]:
+    """Hold the one planning lock for the block, waiting for another planning to end.
+
+    Editions of different schedules may send side by side, but they plan one at a
+    time: a plan reads which readers another edition still owes, and two plans at
+    once could each miss the other's rows and give one reader the same reports twice.
+    """
+    lock = SendLock(locks, PLANNING_LOCK, clock=clock)
+    deadline = time.monotonic() + wait
+    while not lock.try_acquire():
+        if time.monotonic() > deadline:
+            lock.acquire()  # raises SendLockBusy naming the holder
+        time.sleep(0.1)
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 @contextmanager

@@ -17,14 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from newsletter.config import Settings
-from newsletter.content.feed import load_reports
-from newsletter.content.planner import Selection, select_reports
+from newsletter.content.feed_state import refresh_feed
+from newsletter.content.planner import Ledger, Selection, select_reports
 from newsletter.content.render import DigestRenderer
 from newsletter.delivery.journal import journal_files, replay
 from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.delivery.sender import Sender
 from newsletter.delivery.suppression import Suppressor
-from newsletter.errors import EditionError, FeedError
+from newsletter.editions.lock import SendLockBusy, hold_planning_lock, hold_send_lock
+from newsletter.errors import EditionError, FeedError, NewsletterError
 from newsletter.models import (
     Cadence,
     DeliveryOutcome,
@@ -39,7 +40,8 @@ from newsletter.storage.subscribers import PlanningRow
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.editions.runner")
-RECENT_WINDOW = 500  # newest reports considered when planning
+RECENT_WINDOW = 500  # newest reports a first digest may be topped up from
+ENDED = (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,13 @@ class PlannedRecipient:
 
 
 class EditionRunner:
-    """Runs editions for one settings object. Built at the edge, passed down."""
+    """The edition engine: the one way editions start, resume, drain and finish.
+
+    CLI ``send`` and ``send --resume``, ``worker``, the scheduler's fires and its
+    upkeep all come here. The engine takes the schedule's send lock, makes the one
+    conditional feed fetch, plans under the planning lock, sends, and records why
+    an edition failed or paused. Built at the edge, passed down.
+    """
 
     def __init__(self, settings: Settings, store: Store, signer: TokenSigner, *, clock: Callable[[], datetime] | None = None) -> None:
         self.settings = settings
@@ -70,29 +78,27 @@ class EditionRunner:
     # -- feed ---------------------------------------------------------------------
 
     def ingest(self) -> tuple[int, int]:
-        """Fetch the feed and store its reports; FeedError (nothing stored) if it fails."""
-        result = load_reports(self.settings.reports.feed, timeout=self.settings.reports.timeout, teaser_length=self.settings.reports.teaser_length)
-        return self.store.reports.upsert_reports(result.reports)
+        """Fetch the feed (conditionally) and store its reports; FeedError (nothing stored) if it fails."""
+        added, updated, not_modified = refresh_feed(self.settings, self.store, now=self.clock())
+        log.info("feed: %s", "not modified" if not_modified else f"{added} new and {updated} changed reports")
+        return added, updated
 
     # -- planning -----------------------------------------------------------------
 
     def plan(self, subscribers: Sequence[Subscriber] | None = None, *, as_of: datetime | None = None, cadences: Sequence[Cadence] | None = None) -> list[PlannedRecipient]:
         """What each recipient would get now (for previews); nothing is written."""
-        cutoff, recent = self._recent(as_of or self.clock())
-        source = subscribers if subscribers is not None else self.store.subscribers.iter_recipients(cadences=cadences)
-        return [PlannedRecipient(s, select_reports(s, recent, max_reports=self.settings.digest.max_reports, cutoff=cutoff)) for s in source]
+        source = list(subscribers) if subscribers is not None else list(self.store.subscribers.iter_recipients(cadences=cadences))
+        marks = [s.ledger_seq for s in source if s.ledger_seq is not None]
+        ledger = self._ledger(as_of or self.clock(), lowest=min(marks) if marks else None)
+        return [PlannedRecipient(s, select_reports(s, ledger, max_reports=self.settings.digest.max_reports)) for s in source]
 
-    def _recent(self, as_of: datetime) -> tuple[datetime, list[Report]]:
-        cutoff = as_of - timedelta(seconds=self.settings.reports.settle)
-        return cutoff, self.store.reports.recent_reports(limit=RECENT_WINDOW, published_before=cutoff)
-
-    def _digest_mark(self, edition: Edition) -> datetime:
-        """What a sent row records as the subscriber's last digest: the edition's planning cut-off.
-
-        Reports published after the cut-off (still settling) were not in this digest,
-        so the next edition must still see them as new.
-        """
-        return edition.as_of - timedelta(seconds=self.settings.reports.settle)
+    def _ledger(self, as_of: datetime, *, lowest: int | None) -> Ledger:
+        horizon = self.store.reports.settled_horizon(as_of=as_of, settle=timedelta(seconds=self.settings.reports.settle))
+        for report in self.store.reports.misdated_reports(as_of=as_of, upto=horizon):
+            log.warning("report %r is dated %s, far after this edition: sent now with the date the feed gives", report.title, report.published.isoformat())
+        owed = self.store.reports.ledger_reports(after=lowest, upto=horizon) if lowest is not None and lowest < horizon else []
+        recent = self.store.reports.recent_reports(limit=RECENT_WINDOW, upto_seq=horizon)
+        return Ledger(horizon, owed, recent)
 
     def suppressor(self) -> Suppressor:
         return Suppressor(self.settings, self.store.subscribers, self.store.bounces, clock=self.clock)
@@ -100,7 +106,7 @@ class EditionRunner:
     def archive_url(self, variant_id: int) -> str:
         return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
 
-    # -- running ------------------------------------------------------------------
+    # -- the entry points ------------------------------------------------------------
 
     def run(
         self,
@@ -116,43 +122,125 @@ class EditionRunner:
     ) -> EditionResult:
         """Run the edition ``key`` to the end, or resume it if it exists unfinished.
 
-        A finished edition (sent, skipped, failed) is not run again. A feed that
-        cannot be fetched fails the edition with the reason and sends nothing.
-        ``send=False`` stops after planning: the outbox is written and the edition
-        is left "sending" for `newsletter worker` processes to drain.
+        Holds the schedule's send lock throughout (SendLockBusy if another send of the
+        schedule runs). A finished edition (sent, skipped, failed) is not run again. A
+        feed that cannot be fetched fails the edition with the reason and sends nothing.
+        ``send=False`` stops after planning: the outbox is written and the edition is
+        left "sending" for `newsletter worker` processes to drain.
         """
         as_of = as_of or self.clock()
-        edition, created = self.store.editions.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
-        if not created:
-            if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED):
-                return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
-            if not send:
-                return EditionResult(edition, False, message=f"edition {key} already exists ({edition.status.value}); nothing planned")
-            return self.resume(edition, on_planned=on_planned, on_outcome=on_outcome)
-        log.info("edition %s (%s) started", key, schedule)
-        if fetch:
-            try:
-                added, updated = self.ingest()
-                log.info("feed: %d new and %d changed reports", added, updated)
-            except FeedError as exc:
-                self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
-                raise
-        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True, send=send)
+        existing = self.store.editions.find_edition(key)
+        if existing is not None and existing.status in ENDED:
+            return EditionResult(existing, False, message=f"edition {key} already ended ({existing.status.value}); nothing sent")
+        with hold_send_lock(self.store.locks, schedule, clock=self.clock):
+            edition, created = self.store.editions.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
+            if not created:
+                if edition.status in ENDED:
+                    return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
+                if not send:
+                    return EditionResult(edition, False, message=f"edition {key} already exists ({edition.status.value}); nothing planned")
+                return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
+            log.info("edition %s (%s) started", key, schedule)
+            if fetch:
+                self._fetch_for(edition)
+            return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True, send=send)
 
-    def resume(self, edition: Edition, *, on_planned: Callable[[int], None] | None = None, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
-        """Finish an unfinished edition: complete its planning, replay journals, send what is left."""
+    def resume(
+        self,
+        edition: Edition | None = None,
+        *,
+        retry_unknown: bool = False,
+        on_start: Callable[[Edition, int], None] | None = None,
+        on_planned: Callable[[int], None] | None = None,
+        on_outcome: Callable[[DeliveryOutcome], None] | None = None,
+    ) -> EditionResult | None:
+        """Finish an unfinished edition (default: the newest one) under its schedule's lock.
+
+        ``retry_unknown`` first puts the rows whose outcome was unknown back to pending
+        (same Message-ID), in the newest edition that has any. ``on_start`` hears which
+        edition is resumed and how many unknown rows were requeued. None: nothing to resume.
+        """
+        requeued = 0
+        if retry_unknown:
+            with_unknown = [e for e in self.store.editions.list_editions(limit=50) if e.counts.get(DeliveryState.UNKNOWN.value)]
+            if with_unknown:
+                edition = with_unknown[0]
+                requeued = self.store.outbox.requeue_unknown(edition.id)
+                # The edition had ended; its unknown rows make it unfinished again.
+                self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator", now=self.clock())
+                edition = self._reload(edition)
+        if edition is None:
+            unfinished = self.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+            if not unfinished:
+                return None
+            edition = unfinished[0]
         if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED):
             raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
+        with hold_send_lock(self.store.locks, edition.schedule, clock=self.clock):
+            edition = self._reload(edition)
+            if on_start is not None:
+                on_start(edition, requeued)
+            return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
+
+    def drain(self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
+        """Help send an edition that is already planned (the `newsletter worker` path).
+
+        Takes no schedule lock: several workers drain one edition side by side, each
+        claiming its own rows. An edition not yet planned is left to its sender.
+        """
+        self._recover(edition)
+        if edition.status is EditionStatus.PLANNED:
+            return EditionResult(edition, False, message="not planned yet; its sender plans it")
+        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False)
+
+    def upkeep(self) -> list[str]:
+        """Resume every edition a crash left unfinished, and every edition whose deferred rows are due.
+
+        The scheduler runs it at start and every few minutes. An edition whose
+        schedule lock another live send holds is left to that send. Paused editions
+        wait for an operator: the circuit breaker stopped them for a reason.
+        """
+        done: list[str] = []
+        for edition in self.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
+            counts = edition.counts
+            due = self.store.outbox.next_due(edition.id)
+            stuck = edition.status is EditionStatus.PLANNED or counts.get("pending", 0) or counts.get("sending", 0)
+            if not stuck and (due is None or due > self.clock()):
+                continue
+            try:
+                with hold_send_lock(self.store.locks, edition.schedule, clock=self.clock):
+                    fresh = self._reload(edition)
+                    if fresh.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
+                        continue
+                    result = self._resume_held(fresh)
+            except SendLockBusy:
+                continue
+            except NewsletterError as exc:
+                log.warning("could not resume edition %s: %s", edition.key, exc.message)
+                continue
+            log.info("resumed edition %s: %s", edition.key, result.message)
+            done.append(edition.key)
+        return done
+
+    # -- inside the lock ---------------------------------------------------------------
+
+    def _fetch_for(self, edition: Edition) -> None:
+        """The edition's one feed fetch; a failure fails the edition with the reason."""
+        try:
+            self.ingest()
+        except FeedError as exc:
+            self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+            raise
+
+    def _resume_held(
+        self, edition: Edition, *, on_planned: Callable[[int], None] | None = None, on_outcome: Callable[[DeliveryOutcome], None] | None = None
+    ) -> EditionResult:
         log.info("resuming edition %s (%s)", edition.key, edition.status.value)
         self._recover(edition)
         if edition.status is EditionStatus.PLANNED and not self.store.editions.delivery_counts(edition.id):
             # Killed before planning wrote anything, maybe before the feed was stored: fetch it now,
             # or the edition would be planned from stale (or no) reports.
-            try:
-                self.ingest()
-            except FeedError as exc:
-                self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
-                raise
+            self._fetch_for(edition)
         cadences = _cadences_for(edition.schedule)
         return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
 
@@ -166,16 +254,23 @@ class EditionRunner:
         created: bool,
         send: bool = True,
     ) -> EditionResult:
+        note = ""
         if edition.status is EditionStatus.PLANNED:
-            total = self._write_outbox(edition, cadences=cadences)
+            with hold_planning_lock(self.store.locks, clock=self.clock):
+                total = self._write_outbox(edition, cadences=cadences)
+                waiting = self.store.subscribers.count_waiting(cadences=cadences, outside_edition=edition.id)
+            if waiting:
+                # Kept as the edition's reason, so `newsletter editions ID` says who is not in it and why.
+                note = f"{waiting} readers left out: an unfinished edition still owes them its reports"
+                log.warning("edition %s: %s", edition.key, note)
             if total == 0 and not self.store.editions.delivery_counts(edition.id):
-                reason = "no new reports for any subscriber"
+                reason = "no new reports for any subscriber" + (f" ({waiting} readers wait for an unfinished edition)" if waiting else "")
                 self.store.editions.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock())
                 log.info("edition %s skipped: %s", edition.key, reason)
                 return EditionResult(self._reload(edition), created, message=f"skipped: {reason}")
         if on_planned is not None:
             on_planned(sum(n for s, n in self.store.editions.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
-        self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason="", now=self.clock())
+        self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=note, now=self.clock())
         self._repair_variants(edition)
         if not send:
             planned = self.store.editions.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
@@ -200,7 +295,7 @@ class EditionRunner:
             self.signer,
             self.suppressor(),
             edition_id=edition.id,
-            as_of=self._digest_mark(edition),
+            as_of=edition.as_of,
             prepared=prepared,
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
@@ -236,19 +331,24 @@ class EditionRunner:
         return fresh
 
     def _write_outbox(self, edition: Edition, *, cadences: Sequence[Cadence] | None) -> int:
-        """Plan in streamed batches: one row per recipient with new reports, one variant per report set.
+        """Plan in streamed batches: one row per reader with reports, one variant per report set.
 
-        Safe to rerun after a crash: subscribers that already have a row are skipped,
-        and existing variants are reused. Subscribers with the same topics and the
-        same last digest get the same selection, so it is computed once per pair.
+        Call it holding the planning lock. Readers another edition still owes are left
+        out. Each row records the reader's mark once it is sent, and how many reports
+        were carried to the next digest. Readers with nothing to get have their mark
+        moved to the horizon at once (they were judged, and nothing was for them).
+        Safe to rerun after a crash: readers that already have a row are skipped, and
+        existing variants are reused.
         """
-        cutoff, recent = self._recent(edition.as_of)
+        lowest = self.store.subscribers.lowest_ledger_seq(cadences=cadences)
+        ledger = self._ledger(edition.as_of, lowest=lowest)
         variant_ids = {tuple(v.report_ids): v.id for v in self.store.editions.list_variants(edition.id)}
         # Only a resumed planning can meet rows it wrote before; a fresh one skips the lookup.
         resuming = bool(variant_ids) or bool(self.store.editions.delivery_counts(edition.id))
-        selections: dict[tuple[tuple[str, ...], datetime | None], Selection] = {}
+        selections: dict[tuple[tuple[str, ...], int | None, bool], Selection] = {}
         message_ids = MessageIds(self.domain, edition.id)
         batch: list[tuple[PlanningRow, Selection]] = []
+        nothing_for: list[int] = []
         written = 0
 
         def flush() -> int:
@@ -268,25 +368,31 @@ class EditionRunner:
                         "email": subscriber.email,
                         "name": subscriber.name,
                         "message_id": message_ids.make(subscriber.id),
+                        "ledger_seq": selection.mark,
+                        "carried": selection.carried,
                     }
                 )
             self.store.outbox.add_deliveries(rows, now=self.clock())
             batch.clear()
+            self.store.subscribers.advance_marks(nothing_for, to=ledger.horizon)
+            nothing_for.clear()
             return len(rows)
 
         max_reports = self.settings.digest.max_reports
-        for subscriber in self.store.subscribers.iter_planning_rows(cadences=cadences, batch_size=self.settings.delivery.batch_size * 4):
-            key = (subscriber.topics, subscriber.last_digest_at)
+        rows = self.store.subscribers.iter_planning_rows(cadences=cadences, outside_edition=edition.id, batch_size=self.settings.delivery.batch_size * 4)
+        for subscriber in rows:
+            key = (subscriber.topics, subscriber.ledger_seq, subscriber.last_digest_at is None)
             selection = selections.get(key)
             if selection is None:
-                selection = selections[key] = select_reports(subscriber, recent, max_reports=max_reports, cutoff=cutoff)
+                selection = selections[key] = select_reports(subscriber, ledger, max_reports=max_reports)
             if not selection.reports:
+                if subscriber.ledger_seq is None or subscriber.ledger_seq < ledger.horizon:
+                    nothing_for.append(subscriber.id)
                 continue
             batch.append((subscriber, selection))
             if len(batch) >= self.settings.delivery.batch_size:
                 written += flush()
-        if batch:
-            written += flush()
+        written += flush()
         return written
 
     def _repair_variants(self, edition: Edition) -> None:
@@ -329,7 +435,7 @@ class EditionRunner:
             else:
                 retry.append(row_id)
         if outcomes:
-            self.store.outbox.record_outcomes(outcomes, as_of=self._digest_mark(edition))
+            self.store.outbox.record_outcomes(outcomes, as_of=edition.as_of)
             self.suppressor().record_failures(outcomes)
         if retry:
             self.store.outbox.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
@@ -337,11 +443,6 @@ class EditionRunner:
             log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
         for path in paths:
             path.unlink(missing_ok=True)
-
-    def drain(self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
-        """Help send an edition that is already planned (the `newsletter worker` path)."""
-        self._recover(edition)
-        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False)
 
 
 def _alive(pid: int) -> bool:

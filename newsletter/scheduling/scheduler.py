@@ -50,8 +50,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
 
-from newsletter.content.feed_state import refresh_feed
-from newsletter.editions.lock import SendLockBusy, hold_send_lock
+from newsletter.editions.lock import SendLockBusy
 from newsletter.editions.runner import EditionRunner
 from newsletter.errors import ConfigError, FeedError, NewsletterError
 from newsletter.models import EditionStatus
@@ -125,17 +124,14 @@ def fire(
         return FireResult(schedule.name, key, slot, "done", f"edition {key} already ended ({existing.status.value})")
 
     try:
-        with hold_send_lock(store.locks, schedule.name, clock=clock):
-            if existing is None:
-                try:
-                    added, updated, unchanged = refresh_feed(service.settings, store, now=clock())
-                    log.info("feed: %s", "not modified" if unchanged else f"{added} new and {updated} changed reports")
-                except FeedError as exc:
-                    return _fail(service, schedule, key, slot, exc, clock())
-            result = runner.run(key=key, schedule=schedule.name, cadences=[schedule.cadence], as_of=slot, fetch=False)
+        result = runner.run(key=key, schedule=schedule.name, cadences=[schedule.cadence], as_of=slot, fetch=existing is None)
     except SendLockBusy as exc:
         log.warning("fire %s not run: %s", key, exc.message)
         return FireResult(schedule.name, key, slot, "busy", exc.message)
+    except FeedError as exc:
+        # The engine recorded the edition failed with the reason; the next fire tries again.
+        log.error("edition %s failed: %s", key, exc.message)
+        return FireResult(schedule.name, key, slot, "failed", exc.message)
     except NewsletterError as exc:
         # The edition stays unfinished and 'newsletter send --resume' completes it.
         log.error("edition %s stopped: %s (hint: %s)", key, exc.message, exc.hint)
@@ -149,16 +145,6 @@ def fire(
     counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows"
     log.info("edition %s finished: %s (%s)", key, result.message or edition.status.value, counts)
     return FireResult(schedule.name, key, slot, outcome, result.message or edition.status.value)
-
-
-def _fail(service: Service, schedule: Schedule, key: str, slot: datetime, exc: FeedError, now: datetime) -> FireResult:
-    """A feed outage: the edition is recorded failed with the reason; the next fire tries again."""
-    store = service.store
-    edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
-    if created:
-        store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=now)
-    log.error("edition %s failed: %s", key, exc.message)
-    return FireResult(schedule.name, key, slot, "failed", exc.message)
 
 
 def _schedule_named(service: Service, name: str, now: datetime) -> Schedule:
@@ -367,41 +353,10 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
 UPKEEP_INTERVAL = 300.0  # seconds between looks for unfinished editions and due retries
 
 
-def finish_unfinished(service: Service, runner: EditionRunner) -> list[str]:
-    """Resume every edition a crash left unfinished, and every edition whose deferred rows are due.
-
-    Runs when the scheduler starts and every UPKEEP_INTERVAL. An edition whose
-    schedule lock another live send holds is left to that send. Paused editions
-    wait for an operator: the circuit breaker stopped them for a reason.
-    """
-    store = service.store
-    done: list[str] = []
-    for edition in store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
-        counts = edition.counts
-        due = store.outbox.next_due(edition.id)
-        stuck = edition.status is EditionStatus.PLANNED or counts.get("pending", 0) or counts.get("sending", 0)
-        if not stuck and (due is None or due > runner.clock()):
-            continue
-        try:
-            with hold_send_lock(store.locks, edition.schedule):
-                fresh = store.editions.get_edition(edition.id)
-                if fresh is None or fresh.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
-                    continue
-                result = runner.resume(fresh)
-        except SendLockBusy:
-            continue
-        except NewsletterError as exc:
-            log.warning("could not resume edition %s: %s", edition.key, exc.message)
-            continue
-        log.info("resumed edition %s: %s", edition.key, result.message)
-        done.append(edition.key)
-    return done
-
-
 async def _upkeep_loop(service: Service, runner: EditionRunner) -> None:
     while True:
         try:
-            await asyncio.to_thread(finish_unfinished, service, runner)
+            await asyncio.to_thread(runner.upkeep)
         except Exception:  # the scheduler keeps running whatever one look costs
             log.exception("looking for unfinished editions failed")
         await asyncio.sleep(UPKEEP_INTERVAL)

@@ -23,7 +23,8 @@ class OutboxStore(StorePart):
     """The outbox: one row per (edition, subscriber), its state, lease and Message-ID."""
 
     def add_deliveries(self, rows: Sequence[dict[str, Any]], *, now: datetime | None = None) -> None:
-        """Insert outbox rows (edition_id, subscriber_id, variant_id, email, name, message_id) as pending."""
+        """Insert outbox rows (edition_id, subscriber_id, variant_id, email, name, message_id,
+        ledger_seq, carried) as pending."""
         if not rows:
             return
         now = now or self.clock()
@@ -164,8 +165,11 @@ class OutboxStore(StorePart):
     def record_outcomes(self, outcomes: Sequence[DeliveryOutcome], *, as_of: datetime, now: datetime | None = None) -> None:
         """Commit a batch of send results in one transaction.
 
-        A sent row also moves its subscriber's "last digest" mark to the edition's
-        ``as_of``, so the next edition starts after it.
+        A sent row also moves its reader's ledger mark to the row's ``ledger_seq`` (never
+        back) and their "last digest" time to ``as_of``, in the same transaction, so no
+        planning ever sees the row sent and the mark not yet moved. A row whose outcome is
+        unknown moves the mark too: the server may have delivered it, and it is resent only
+        as itself (same Message-ID) when an operator asks, never as part of a new digest.
         """
         if not outcomes:
             return
@@ -190,6 +194,9 @@ class OutboxStore(StorePart):
                     "next_attempt_at": outcome.next_attempt_at,
                 }
                 conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id).values(**values))
+            delivered = [o.delivery_id for o in outcomes if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN)]
+            for start in range(0, len(delivered), 500):
+                _advance_marks(conn, delivered[start : start + 500])
             sent_subscribers = [o.subscriber_id for o in sent]
             for start in range(0, len(sent_subscribers), 500):
                 conn.execute(
@@ -261,6 +268,21 @@ class OutboxStore(StorePart):
                     deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.DEFERRED.value
                 )
             ).scalar()
+
+
+def _advance_marks(conn: sa.Connection, delivery_ids: Sequence[int]) -> None:
+    """Move each row's reader's ledger mark up to the row's ``ledger_seq`` (never down)."""
+    row_mark = (
+        sa.select(sa.func.max(deliveries.c.ledger_seq))
+        .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.subscriber_id == subscribers.c.id)
+        .scalar_subquery()
+    )
+    owners = sa.select(deliveries.c.subscriber_id).where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.ledger_seq.is_not(None))
+    conn.execute(
+        subscribers.update()
+        .where(subscribers.c.id.in_(owners))
+        .values(ledger_seq=sa.case((sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < row_mark), row_mark), else_=subscribers.c.ledger_seq))
+    )
 
 
 def _delivery(r: Any) -> Delivery:

@@ -54,6 +54,11 @@ subscribers = sa.Table(
     sa.Column("last_digest_at", UTCDateTime),
     sa.Column("confirmation_sent_at", UTCDateTime),  # the last confirmation or manage mail (rate limit)
     sa.Column("status_reason", sa.String(300), nullable=False, default=""),
+    # The reader's ledger mark: every report whose seq is at or below it was either placed in a
+    # digest this reader was sent or judged not for them. Moves only when a row is sent (or its
+    # outcome is unknown), and is set to the newest report when the reader becomes active.
+    # NULL: never planned (a bulk import): the first digest takes the newest reports.
+    sa.Column("ledger_seq", sa.Integer),
     # True for readers who existed before identities were made unique (migration 0006): only
     # their legacy (id-only) links are honoured; every later reader's links are current tokens.
     sa.Column("legacy_links", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
@@ -74,6 +79,10 @@ reports = sa.Table(
     sa.Column("members_only", sa.Boolean, nullable=False, default=False),
     sa.Column("first_seen", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The ingest sequence: 1, 2, 3... in the order the service first stored the reports. "New for
+    # you" is decided on it, never on the publisher's date, so late and backdated reports still count.
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.UniqueConstraint("seq", name="uq_reports_seq"),
 )
 
 editions = sa.Table(
@@ -120,8 +129,12 @@ deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.Column("claimed_by", sa.String(200)),  # "host:pid" of the sender holding the row
     sa.Column("lease_until", UTCDateTime),  # a 'sending' row whose lease ran out is claimable again
+    sa.Column("ledger_seq", sa.Integer),  # the reader's ledger mark once this row is sent
+    sa.Column("carried", sa.Integer, nullable=False, default=0),  # reports over digest.max_reports left for the next digest
     sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     sa.Index("ix_deliveries_edition_state_id", "edition_id", "state", "id"),
+    # Planning skips readers with an unfinished row in another edition: looked up per reader.
+    sa.Index("ix_deliveries_subscriber_state", "subscriber_id", "state"),
 )
 
 bounce_events = sa.Table(

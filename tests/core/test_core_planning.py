@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from newsletter.content.planner import select_reports, wants
+from newsletter.content.planner import Ledger, select_reports, wants
 from newsletter.errors import TokenError
 from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Subscriber, SubscriberStatus
 from newsletter.subscriptions import add_subscriber
@@ -21,11 +21,19 @@ AS_OF = utc(2018, 8, 22)
 
 
 def report(i: int, topics=("China",), hours=0) -> Report:
-    return Report(f"r{i}", f"Report {i}", f"https://example.com/reports/r{i}", utc(2018, 8, 1) + timedelta(hours=i + hours), "t", tuple(topics))
+    """Report i, stored i-th (seq i), published i hours into August 2018 (plus ``hours``)."""
+    return Report(f"r{i}", f"Report {i}", f"https://example.com/reports/r{i}", utc(2018, 8, 1) + timedelta(hours=i + hours), "t", tuple(topics), seq=i)
 
 
-def subscriber(topics=(), last=None) -> Subscriber:
-    return Subscriber(1, "a@example.org", "", SubscriberStatus.ACTIVE, tuple(topics), last_digest_at=last)
+def subscriber(topics=(), last=None, mark=None) -> Subscriber:
+    return Subscriber(1, "a@example.org", "", SubscriberStatus.ACTIVE, tuple(topics), last_digest_at=last, ledger_seq=mark)
+
+
+def ledger(reports: list[Report], horizon: int | None = None) -> Ledger:
+    """The ledger planning would read: owed in seq order, recent newest first."""
+    horizon = max(r.seq for r in reports) if horizon is None else horizon
+    kept = [r for r in reports if r.seq <= horizon]
+    return Ledger(horizon, sorted(kept, key=lambda r: r.seq), sorted(kept, key=lambda r: r.published, reverse=True))
 
 
 def test_topic_match_is_case_insensitive_and_empty_means_all():
@@ -37,24 +45,44 @@ def test_topic_match_is_case_insensitive_and_empty_means_all():
 
 
 def test_first_digest_takes_the_newest_max_reports():
-    recent = [report(i) for i in range(20, 0, -1)]  # newest first
-    chosen = select_reports(subscriber(), recent, max_reports=5).reports
-    assert [r.id for r in chosen] == ["r20", "r19", "r18", "r17", "r16"]
-    assert "first digest" in select_reports(subscriber(), recent, max_reports=5).reason
+    book = ledger([report(i) for i in range(1, 21)])
+    selection = select_reports(subscriber(), book, max_reports=5)
+    assert [r.id for r in selection.reports] == ["r20", "r19", "r18", "r17", "r16"]
+    assert "first digest" in selection.reason and selection.mark == 20
 
 
-def test_later_digest_takes_only_what_is_newer_than_the_last_one():
-    recent = [report(i) for i in range(20, 0, -1)]
-    since = recent[3].published  # r17
-    chosen = select_reports(subscriber(last=since), recent, max_reports=10).reports
-    assert [r.id for r in chosen] == ["r20", "r19", "r18"]
+def test_later_digest_takes_only_what_was_stored_after_the_mark():
+    book = ledger([report(i) for i in range(1, 21)])
+    selection = select_reports(subscriber(last=AS_OF, mark=17), book, max_reports=10)
+    assert [r.id for r in selection.reports] == ["r20", "r19", "r18"]
+    assert selection.mark == 20 and selection.carried == 0
 
 
-def test_settle_cutoff_leaves_fresh_reports_for_the_next_edition():
-    recent = [report(i) for i in range(5, 0, -1)]
-    cutoff = recent[1].published  # r4
-    chosen = select_reports(subscriber(), recent, max_reports=10, cutoff=cutoff).reports
-    assert [r.id for r in chosen] == ["r4", "r3", "r2", "r1"]
+def test_late_and_backdated_reports_are_still_new_for_the_reader():
+    """Regression: "new for you" was decided by pubDate against the last digest, so a report
+    stored after that digest but dated before it was skipped for every reader, for ever."""
+    stored = [report(i) for i in range(1, 11)] + [report(11, hours=-200), report(12, hours=-5000)]  # dated days and months back
+    selection = select_reports(subscriber(last=AS_OF, mark=10), ledger(stored), max_reports=10)
+    assert {r.id for r in selection.reports} == {"r11", "r12"}
+    assert [r.id for r in selection.reports] == ["r11", "r12"]  # still shown newest first by date
+
+
+def test_overflow_is_carried_to_the_next_digest_not_dropped():
+    """Regression: over digest.max_reports, the newest were sent and the rest never were."""
+    book = ledger([report(i) for i in range(1, 26)])
+    first = select_reports(subscriber(last=AS_OF, mark=0), book, max_reports=10)
+    assert [r.seq for r in first.reports] == list(range(10, 0, -1)) and first.mark == 10 and first.carried == 15
+    assert "15 more carried to the next digest" in first.reason
+    second = select_reports(subscriber(last=AS_OF, mark=first.mark), book, max_reports=10)
+    third = select_reports(subscriber(last=AS_OF, mark=second.mark), book, max_reports=10)
+    given = [r.seq for s in (first, second, third) for r in s.reports]
+    assert sorted(given) == list(range(1, 26)) and third.carried == 0 and third.mark == 25
+
+
+def test_settle_horizon_leaves_fresh_reports_and_everything_after_them_for_the_next_edition():
+    book = ledger([report(i) for i in range(1, 6)], horizon=3)  # r4 still settling
+    selection = select_reports(subscriber(last=AS_OF, mark=0), book, max_reports=10)
+    assert [r.id for r in selection.reports] == ["r3", "r2", "r1"] and selection.mark == 3
 
 
 def test_settle_time_in_an_edition(make_service, sink, tmp_path):

@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 
 from newsletter.models import SubscriberStatus
-from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
 from tests.delivery.helpers import bounce_count, flat, subscriber_status
 
@@ -82,7 +81,7 @@ def test_4xx_defers_with_backoff_and_resume_sends_the_same_message_id(world, sta
     # Due, fault gone: the scheduler's upkeep sends it, with the same Message-ID.
     world.sink.faults.clear()
     world.make_due("e1")
-    resumed = finish_unfinished(world.service, world.service.runner)
+    resumed = world.service.runner.upkeep()
     assert resumed == ["e1"]
     checked = world.check("e1", expected=emails)
     row = checked.row(victim)

@@ -6,12 +6,11 @@ import socket
 
 import pytest
 
-from newsletter.scheduling.scheduler import finish_unfinished
 from newsletter.sink.faults import FaultRule
 from tests.delivery.helpers import flat
 
 
-def test_plan_only_then_a_worker_sends_every_row_once(world):
+def test_plan_only_then_a_resume_sends_every_row_once(world):
     emails = world.add_subscribers(30)
     out = world.cli("send", "--key", "e1", "--plan-only")
     assert out.exit_code == 0, out.output
@@ -19,11 +18,22 @@ def test_plan_only_then_a_worker_sends_every_row_once(world):
     assert world.sink.messages() == []
     assert world.edition("e1").status.value == "sending"
 
-    out = world.cli("worker", "--once")
+    out = world.cli("send", "--resume")
     assert out.exit_code == 0, out.output
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 30}
     assert world.edition("e1").status.value == "sent"
+
+
+def test_workers_on_sqlite_are_refused_with_one_line_instead_of_half_working(world):
+    """A worker beside a send on SQLite mailed one Message-ID twice to 500 readers: refused now."""
+    world.add_subscribers(5)
+    assert world.cli("send", "--key", "e1", "--plan-only").exit_code == 0
+    out = world.cli("worker", "--once")
+    assert out.exit_code == 1
+    assert "Error: workers need PostgreSQL: this database is SQLite" in out.output
+    assert "Traceback" not in out.output
+    assert world.sink.messages() == [] and world.edition("e1").counts == {"pending": 5}
 
 
 def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
@@ -35,13 +45,13 @@ def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
     dead = world.store.outbox.claim_deliveries(world.edition("e1").id, limit=4, worker=f"{socket.gethostname()}:999999")
     assert len(dead) == 4 and world.edition("e1").counts == {"pending": 8, "sending": 4}
     service = world.service
-    done = finish_unfinished(service, service.runner)
+    done = service.runner.upkeep()
     assert done == ["e1"]
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 12}
     assert world.edition("e1").status.value == "sent"
     # Nothing left: a second look does nothing.
-    assert finish_unfinished(service, service.runner) == []
+    assert service.runner.upkeep() == []
 
 
 def test_a_run_that_stops_midway_leaves_untried_rows_pending_and_resumes_cleanly(world):
