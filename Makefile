@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check browser bench clean
+.PHONY: demo test check browser axe bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,21 @@ browser:
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: the browser tests will be skipped"
 
+# axe-core (npm) for the accessibility checks in the browser tests (tests/axe.py); npm from Debian if missing.
+axe:
+	@test -f .npm/node_modules/axe-core/axe.min.js || ( \
+	  (command -v npm >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq || true) && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null)) ; \
+	  npm install --silent --no-audit --no-fund --prefix .npm axe-core >/dev/null ) || \
+	  echo "axe-core not installed: the accessibility checks will be skipped"
+
 # Layers and cycles (import-linter), types (mypy) and lint (ruff), configured in pyproject.toml.
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/ruff check newsletter tests
 
-test: $(STAMP) browser check
+test: $(STAMP) browser axe check
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
