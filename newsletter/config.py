@@ -115,6 +115,15 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The operator console: 0 for port mounts it under /admin and /api of `serve`; else its own listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    session_idle: int = 1800  # seconds without a request before a console session ends
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = SiteSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -125,6 +134,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
+    admin: AdminSettings = AdminSettings()
 
     def replace(self, section: str, **values: Any) -> Settings:
         """Return a copy with some keys of one section changed (values are not re-validated)."""
@@ -259,6 +269,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if settings.smtp.port > 65535 or settings.web.port > 65535:
         raise ConfigError("smtp.port and web.port must be at most 65535")
+    if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
+        raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
     try:
         steps = [int(x) for x in settings.delivery.backoff.split(",") if x.strip()]
     except ValueError:

@@ -12,6 +12,7 @@ import logging
 
 import click
 
+from newsletter.cli.admin import admin
 from newsletter.cli.bounces import bounces
 from newsletter.cli.database import db
 from newsletter.cli.demo import demo
@@ -41,3 +42,4 @@ for command in (send, preview, demo, worker, editions, subscribers, bounces, db,
 main.add_command(schedule_command, "schedule")
 main.add_command(serve_command, "serve")
 main.add_command(sink_command, "sink")
+main.add_command(admin, "admin")

@@ -45,7 +45,14 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
         port = port or settings.web.port
         click.echo(f"Serving {settings.site.name} on http://{host}:{port} (public address {settings.site.base_url})", err=True)
         options = {"forwarded_allow_ips": forwarded_allow_ips} if forwarded_allow_ips else {}
-        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False, **options)  # type: ignore[arg-type]
+        from newsletter.admin.mount import run_both, with_console
+
+        site, console = with_console(app, service, dev=dev)  # the operator console: /admin, /api (off until a user exists)
+        if console is not None:
+            click.echo(f"Operator console on http://{settings.admin.host}:{settings.admin.port}/admin/", err=True)
+            run_both(site, console, site_at=(host, port), console_at=(settings.admin.host, settings.admin.port), **options)
+            return
+        uvicorn.run(site, host=host, port=port, log_level="info", server_header=False, **options)  # type: ignore[arg-type]
     finally:
         service.close()
 
@@ -53,4 +60,3 @@ def serve_command(ctx: click.Context, host: str | None, port: int | None, dev: b
 def _check_schedules(settings: Settings) -> None:
     """A bad schedule is an operator error: say so in one line now, not as a traceback from the lifespan."""
     load_schedules(settings)
-

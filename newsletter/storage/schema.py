@@ -169,6 +169,57 @@ feed_state = sa.Table(
     sa.Column("fetched_at", UTCDateTime, nullable=False),
 )
 
+# -- the operator console (newsletter.admin): accounts, sessions, API tokens, audit log ----------
+
+admin_users = sa.Table(
+    "admin_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("role", sa.String(10), nullable=False),  # viewer | editor | admin
+    sa.Column("password_hash", sa.String(200), nullable=False),  # argon2id, never the password
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_login_at", UTCDateTime),
+    sa.Column("failed_logins", sa.Integer, nullable=False, default=0),  # in a row; reset by a good login
+    sa.Column("locked_until", UTCDateTime),
+)
+
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # SHA-256 of the cookie value; the value is never stored
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("client", sa.String(100), nullable=False, default=""),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # SHA-256; the token is shown once
+    sa.Column("prefix", sa.String(16), nullable=False),  # the first characters, to tell tokens apart
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(320), nullable=False),  # the operator's address, or "cli"
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("target", sa.String(500), nullable=False, default=""),
+    sa.Column("detail", sa.String(1000), nullable=False, default=""),
+    sa.Column("client", sa.String(100), nullable=False, default=""),  # where from: the client address
+)
+
 
 # -- suppression list and the web app's mail queue (migration 0006) -------------------------
 

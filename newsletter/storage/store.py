@@ -16,7 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from newsletter.errors import StoreError
+from newsletter.storage.accounts import AccountStore
 from newsletter.storage.bounces import BounceStore
+from newsletter.storage.console_views import ConsoleViews
 from newsletter.storage.editions import EditionStore
 from newsletter.storage.feeds import FeedStateStore
 from newsletter.storage.locks import LockStore
@@ -66,6 +68,8 @@ class Store:
         self.bounces = BounceStore(self.engine, clock=clock)
         self.locks = LockStore(self.engine, clock=clock)
         self.feeds = FeedStateStore(self.engine, clock=clock)
+        self.accounts = AccountStore(self.engine, clock=clock)  # the operator console's users, sessions, tokens, audit
+        self.console = ConsoleViews(self.engine, clock=clock)  # the console's read-only views
         if create:
             self.create_schema()
 

@@ -1,0 +1,231 @@
+"""The console's one adapter to the edition engine: previews, test sends, sends, pause and resume.
+
+Everything the console asks of ``newsletter.editions`` goes through ``ConsoleEngine``,
+so a change in the engine's entry points is a change here only. Sends started here
+run ``EditionRunner.run`` / ``resume`` (the one send path) in a background thread.
+
+Pause: the engine has no operator pause yet, so this adapter pauses cooperatively.
+The edition is marked paused in the database; a send this process runs hears it on
+its next outcome (the ``on_outcome`` hook raises ``PausedByOperator``), the sender
+puts its queued rows back to pending as it does for any stop, and the rows it had
+claimed but not queued are released here. An edition that no sender is working on
+(deferred rows waiting) simply stays paused: the scheduler's upkeep leaves paused
+editions to an operator. Sends of other processes (the scheduler in another
+`serve`, `newsletter send`) finish their current run; they are not interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from newsletter.content.planner import why_included
+from newsletter.delivery.message import make_message_id, transactional_message
+from newsletter.delivery.sender import worker_name
+from newsletter.delivery.smtp_client import Result, SmtpConnection
+from newsletter.editions.preview import Preview, render_preview
+from newsletter.editions.runner import EditionRunner
+from newsletter.errors import EditionError, NewsletterError
+from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, Edition, EditionStatus, Report
+from newsletter.scheduling.schedules import Schedule, load_schedules
+from newsletter.service import Service
+
+log = logging.getLogger("newsletter.admin.engine")
+MANUAL = "manual"  # "send now" to every reader, whatever their cadence
+UNFINISHED = (EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED)
+STATUS_POLL = 0.5  # seconds between looks at the edition's status during a send
+
+
+class PausedByOperator(Exception):
+    """Raised from the send's outcome hook to stop it: an operator paused the edition."""
+
+
+@dataclass(frozen=True)
+class UpcomingFire:
+    schedule: str
+    cron: str
+    times: list[datetime]
+
+
+class ConsoleEngine:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.store = service.store
+        self._pause_requests: set[int] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def runner(self) -> EditionRunner:
+        return self.service.runner  # built lazily by the service
+
+    def now(self) -> datetime:
+        return (self.service.clock or (lambda: datetime.now(UTC)))()
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def schedules(self) -> list[Schedule]:
+        return load_schedules(self.settings)
+
+    def upcoming(self, count: int = 3) -> list[UpcomingFire]:
+        now = self.now()
+        return [UpcomingFire(s.name, s.cron, s.next_fire_times(count, after=now)) for s in self.schedules()]
+
+    def cadences_for(self, schedule: str) -> list[Cadence] | None:
+        if schedule == MANUAL:
+            return None
+        for s in self.schedules():
+            if s.name == schedule:
+                return [s.cadence]
+        raise EditionError(f"no schedule named {schedule!r}", hint="The dashboard lists the schedules (schedule.daily, schedule.weekly).")
+
+    def audience(self, schedule: str) -> int:
+        """How many readers an edition of ``schedule`` would mail now (those with something new)."""
+        planned = self.runner.plan(cadences=self.cadences_for(schedule))
+        return sum(1 for p in planned if p.selection.reports)
+
+    # -- preview and test send ---------------------------------------------------------------
+
+    def preview(self, email: str | None) -> Preview:
+        return render_preview(self.runner, email=email)
+
+    @staticmethod
+    def reasons(preview: Preview) -> list[tuple[Report, str]]:
+        """Each report of a preview with why it is in (new since the last digest, which topic matched)."""
+        return [(report, why_included(preview.subscriber, report)) for report in preview.selection.reports]
+
+    def send_test(self, reader: str, to_address: str) -> None:
+        """Mail ``reader``'s next digest to ``to_address`` (the operator), marked as a test.
+
+        The reader's personal links are replaced by the site's Manage page, so clicking
+        around a test never unsubscribes the reader.
+        """
+        preview = self.preview(reader)
+        if not preview.html:
+            raise EditionError(f"nothing new for {preview.subscriber.email} now, so there is no digest to send", hint="Pick a reader whose preview shows reports.")
+        base = self.settings.site.base_url.rstrip("/")
+        manage = f"{base}/manage"
+        personal = re.compile(re.escape(base) + r"/(?:unsubscribe|preferences)/[A-Za-z0-9_.\-]+")
+        mail = self.settings.mail
+        data = transactional_message(
+            from_name=mail.from_name,
+            from_address=mail.from_address,
+            to_address=to_address,
+            subject=f"[Test] {preview.subject}",
+            text=personal.sub(manage, preview.text),
+            html=personal.sub(manage, preview.html),
+            list_id=mail.list_id,
+            unsubscribe_url=manage,
+            message_id=make_message_id(mail.from_address.rsplit("@", 1)[1]),
+            date=self.now(),
+        )
+        connection = SmtpConnection(self.settings.smtp)
+        try:
+            attempt = connection.send(mail.from_address, to_address, data)
+        finally:
+            connection.close()
+        if attempt.result is not Result.SENT:
+            raise EditionError(f"the SMTP server did not take the test: {attempt.code or ''} {attempt.reply}".strip(), hint="Check the smtp.* settings.")
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def start_send(self, schedule: str) -> Edition:
+        """Start an edition of ``schedule`` now, in the background; returns it once it exists."""
+        cadences = self.cadences_for(schedule)
+        key = f"{schedule}-now-{self.now():%Y%m%dT%H%M%S.%fZ}"
+        self._background(lambda watch: self.runner.run(key=key, schedule=schedule, cadences=cadences, on_outcome=watch), key=key)
+        return self._wait_for(key)
+
+    def pause(self, edition_id: int, *, by: str) -> Edition:
+        edition = self._edition(edition_id)
+        if edition.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
+            raise EditionError(f"edition {edition.key} is {edition.status.value}; only a sending edition can be paused")
+        with self._lock:
+            self._pause_requests.add(edition_id)
+        self.store.editions.set_edition_status(edition_id, EditionStatus.PAUSED, reason=f"paused by {by}", now=self.now())
+        return self._edition(edition_id)
+
+    def resume(self, edition_id: int) -> Edition:
+        edition = self._edition(edition_id)
+        if edition.status is not EditionStatus.PAUSED:
+            raise EditionError(f"edition {edition.key} is {edition.status.value}, not paused")
+        with self._lock:
+            self._pause_requests.discard(edition_id)
+        self._background(lambda watch: self.runner.resume(edition, on_outcome=watch), key=edition.key)
+        return edition
+
+    def edition(self, edition_id: int) -> Edition:
+        return self._edition(edition_id)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait for this console's background sends (tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- inside ------------------------------------------------------------------------------------
+
+    def _edition(self, edition_id: int) -> Edition:
+        edition = self.store.editions.get_edition(edition_id)
+        if edition is None:
+            raise EditionError(f"no edition #{edition_id}")
+        return edition
+
+    def _wait_for(self, key: str, timeout: float = 10.0) -> Edition:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            edition = self.store.editions.find_edition(key)
+            if edition is not None:
+                return edition
+            time.sleep(0.05)
+        raise EditionError(f"edition {key} did not start within {timeout:.0f} s", hint="Another send of this schedule may hold its lock; see the dashboard.")
+
+    def _background(self, run: Callable[[Callable[[DeliveryOutcome], None]], object], *, key: str) -> None:
+        state = {"checked": time.monotonic(), "edition_id": None}
+
+        def watch(_outcome: DeliveryOutcome) -> None:
+            edition_id = state["edition_id"]
+            if edition_id is None:
+                found = self.store.editions.find_edition(key)
+                edition_id = state["edition_id"] = found.id if found else None
+            with self._lock:
+                asked = edition_id in self._pause_requests
+            if not asked and edition_id is not None and time.monotonic() - float(state["checked"] or 0) > STATUS_POLL:
+                # Paused from another process (a second console): the database says so.
+                state["checked"] = time.monotonic()
+                asked = self._edition(int(edition_id)).status is EditionStatus.PAUSED
+            if asked:
+                raise PausedByOperator()
+
+        def target() -> None:
+            try:
+                run(watch)
+            except PausedByOperator:
+                self._settle_pause(key)
+            except NewsletterError as exc:
+                log.warning("console send %s stopped: %s", key, exc.message)
+            except Exception:
+                log.exception("console send %s failed", key)
+
+        thread = threading.Thread(target=target, name=f"console-send-{key}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def _settle_pause(self, key: str) -> None:
+        """After a paused run stopped: rows it claimed but never queued go back to pending."""
+        edition = self.store.editions.find_edition(key)
+        if edition is None:
+            return
+        mine = worker_name()
+        held = [row_id for row_id, _subscriber, claimed_by in self.store.outbox.sending_rows(edition.id) if claimed_by == mine]
+        if held:
+            self.store.outbox.set_rows_state(held, DeliveryState.PENDING, reply="edition paused by an operator")
+        reason = edition.reason if edition.status is EditionStatus.PAUSED else "paused by an operator"
+        self.store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason=reason, now=self.now())
+        log.info("edition %s paused by an operator; %d claimed rows released", key, len(held))

@@ -1,0 +1,40 @@
+// Live progress: pages with editions poll /admin/progress.json every second while any is sending.
+(function () {
+  "use strict";
+  function countsText(counts) {
+    var states = Object.keys(counts).sort();
+    if (!states.length) { return "no rows"; }
+    return states.map(function (s) { return counts[s] + " " + s; }).join(" ");
+  }
+  function rows() {
+    return Array.prototype.slice.call(document.querySelectorAll("[data-edition], [data-progress-one]"));
+  }
+  function idOf(el) { return el.getAttribute("data-edition") || el.getAttribute("data-progress-one"); }
+  function update(el, e) {
+    var status = el.querySelector("[data-status]");
+    var counts = el.querySelector("[data-counts]");
+    var bar = el.querySelector("progress");
+    if (status) { status.textContent = e.status; }
+    if (counts) { counts.textContent = countsText(e.counts); }
+    if (bar) { bar.max = Math.max(e.total, 1); bar.value = e.done; }
+    el.setAttribute("data-live-status", e.status);
+  }
+  function poll() {
+    var els = rows();
+    if (!els.length) { return; }
+    var query = els.map(function (el) { return "id=" + encodeURIComponent(idOf(el)); }).join("&");
+    fetch("/admin/progress.json?" + query, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { editions: [] }; })
+      .then(function (data) {
+        var busy = false;
+        data.editions.forEach(function (e) {
+          els.forEach(function (el) { if (idOf(el) === String(e.id)) { update(el, e); } });
+          if (e.status === "planned" || e.status === "sending") { busy = true; }
+        });
+        document.body.setAttribute("data-polled", String(Date.now()));
+        setTimeout(poll, busy ? 1000 : 5000);
+      })
+      .catch(function () { setTimeout(poll, 5000); });
+  }
+  document.addEventListener("DOMContentLoaded", function () { setTimeout(poll, 500); });
+})();
