@@ -71,6 +71,7 @@ class SmtpSettings:
     connections: int = 4
     rate_limit: float = 0.0  # messages per second over all connections, 0 = unlimited
     retries: int = 3  # transient failures retried within one run
+    helo_name: str = ""  # the name we greet the server with (EHLO); empty: this host's fully-qualified name
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if settings.smtp.port > 65535 or settings.web.port > 65535:
         raise ConfigError("smtp.port and web.port must be at most 65535")
+    _validate_helo(settings.smtp)
     if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
         raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
     try:
@@ -303,6 +305,27 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key} must be a single line", hint="Remove line breaks from the value.")
     if not settings.site.postal_address.strip():
         raise ConfigError("site.postal_address is empty", hint="CAN-SPAM requires a physical postal address in every message.")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _validate_helo(smtp: SmtpSettings) -> None:
+    """A HELO name a receiving server accepts: one word, and never 'localhost' towards a remote server
+    (strict servers refuse every message then, and the refusals must not look like bad readers)."""
+    name = smtp.helo_name.strip()
+    if smtp.helo_name and (not name or any(ch.isspace() for ch in smtp.helo_name) or not all(ch.isalnum() or ch in ".-[]:" for ch in name)):
+        raise ConfigError(f"smtp.helo_name must be one host name, got {smtp.helo_name!r}", hint="Use this host's public name, e.g. mail.example.com.")
+    if smtp.host in LOOPBACK_HOSTS or smtp.host.startswith("127."):
+        return
+    import socket  # only for a remote server: the default asks DNS once
+
+    effective = name or socket.getfqdn()
+    if effective.lower().split(".")[0] == "localhost" or "." not in effective:
+        raise ConfigError(
+            f"smtp.helo_name is {effective!r} (from {'the setting' if name else 'this host'}), which {smtp.host} will refuse or distrust",
+            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
+        )
 
 
 def _suggest(word: str, choices: Any) -> str:

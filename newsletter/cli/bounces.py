@@ -1,4 +1,5 @@
-"""`newsletter bounces`: receive delivery status notifications and suppress failed addresses."""
+"""`newsletter bounces`: receive delivery reports (DSNs, complaints), replay a Maildir of them,
+or report the judged failures per receiving domain."""
 
 from __future__ import annotations
 
@@ -14,25 +15,31 @@ from newsletter.cli.common import console, err_console, reports_errors, service_
 @click.option("--port", default=2525, show_default=True, type=click.IntRange(0, 65535), help="SMTP port for delivery status notifications.")
 @click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=Path("subscribers/bounces"), show_default=True, help="Audit copy of everything received.")
 @click.option("--from-maildir", "from_maildir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="Process bounces saved in this Maildir instead of listening.")
+@click.option("--report", "report_days", type=click.IntRange(1, 3650), default=None, help="Print the judged failures per receiving domain over the last N days, then exit.")
 @click.pass_context
 @reports_errors
-def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_maildir: Path | None) -> None:
-    """Receive bounces (RFC 3464 DSNs to the VERP address) and suppress failed addresses."""
+def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_maildir: Path | None, report_days: int | None) -> None:
+    """Receive bounces (DSNs and complaints to the VERP address) and act on the authenticated ones."""
     import time
 
     from newsletter.delivery.bounces import BounceProcessor, BounceReceiver, process_maildir
 
     service = service_from(ctx)
+    if report_days is not None:
+        _report(service, report_days)
+        return
     processor = BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
     if from_maildir is not None:
         results = process_maildir(processor, from_maildir)
         for key, verdict in results:
             console.print(f"{key}: {verdict.action} ({verdict.reason})")
         suppressed = sum(1 for _, v in results if v.action == "suppressed")
-        console.print(f"{len(results)} messages, {suppressed} subscribers suppressed")
+        unmatched = sum(1 for _, v in results if v.action == "unmatched")
+        # Unmatched reports changed nobody: they could not prove which digest they are about.
+        console.print(f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody)")
         return
     if listen not in ("127.0.0.1", "::1", "localhost"):
-        err_console.print(f"Warning: listening on {listen}; anyone who can reach it can suppress subscribers with forged bounces.")
+        err_console.print(f"Note: listening on {listen}; only reports carrying a valid VERP token (or our Message-ID for the address they name) act.")
     with BounceReceiver(processor, maildir=maildir, host=listen, port=port) as receiver:
         console.print(f"Receiving bounces on {listen}:{receiver.port}; audit copies in {maildir}. Ctrl-C stops.")
         try:
@@ -40,3 +47,18 @@ def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_mail
                 time.sleep(3600)
         except KeyboardInterrupt:
             console.print("Stopped.")
+
+
+def _report(service: object, days: int) -> None:
+    """Judged failures per receiving domain: hard and soft count against readers, blocked is about us."""
+    from datetime import timedelta
+
+    store = service.store  # type: ignore[attr-defined]
+    since = store.clock() - timedelta(days=days)
+    rows = store.bounces.kinds_by_domain(since=since)
+    if not rows:
+        console.print(f"No judged failures in the last {days} days.")
+        return
+    console.print(f"Judged failures per receiving domain, last {days} days (blocked = a policy refusal of us; it suppresses nobody):")
+    for domain, kind, n in rows:
+        console.print(f"  {n:>6} × {kind:<9} {domain}")

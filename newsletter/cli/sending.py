@@ -20,13 +20,16 @@ from newsletter.models import Cadence, Edition
 @click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
 @click.option("--plan-only", is_flag=True, help="Write the edition's outbox and stop; 'newsletter worker' processes send it.")
 @click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
+@click.option("--now", "now", is_flag=True, help="With --resume: retry deferred rows at once instead of waiting for their backoff.")
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool) -> None:
+def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool, now: bool) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
     from newsletter.scheduling.schedules import schedule_for_key
 
     service = service_from(ctx)
+    if now:
+        _retry_deferred_now(service, resume=resume)
     runner = service.runner
     progress = _progress()
     task: list[Any] = []
@@ -67,6 +70,39 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
         if task:
             progress.stop()
     _print_result(result)
+    _exit_honestly(service, result)
+
+
+def _retry_deferred_now(service: Any, *, resume: bool) -> None:
+    """`send --resume --now`: the newest unfinished edition's deferred rows become due at once."""
+    from newsletter.models import DeliveryState, EditionStatus
+
+    if not resume:
+        raise click.UsageError("--now goes with --resume")
+    unfinished = service.store.editions.list_editions(statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+    if unfinished:
+        ids = [r.id for r in service.store.outbox.list_deliveries(unfinished[0].id) if r.state is DeliveryState.DEFERRED]
+        service.store.outbox.set_rows_state(ids, DeliveryState.PENDING, reply="retried at once by the operator (--now)")
+        console.print(f"{len(ids)} deferred rows of edition {unfinished[0].key} retried now.")
+
+
+def _exit_honestly(service: Any, result: Any) -> None:
+    """Nothing delivered because our side (connection, TLS, AUTH, HELO) failed: one line, a hint, exit 1."""
+    from newsletter.cli.common import CliError
+    from newsletter.delivery.judgement import Verdict, judge, sender_hint
+    from newsletter.delivery.suppression import split_stage
+
+    tally = result.tally or {}
+    if tally.get("sent", 0) or not (tally.get("deferred", 0) or tally.get("pending", 0) or tally.get("failed", 0)):
+        return
+    for code, reply, _n in service.store.outbox.failure_replies(result.edition.id) + [(None, result.edition.reason.partition("(")[2], 1)]:
+        stage, text = split_stage(reply.removeprefix("gave up after delivery.max_age: "))
+        if stage and judge(code, text, stage=stage).verdict is Verdict.SENDER:
+            smtp = service.settings.smtp
+            raise CliError(
+                f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: {code if code and code > 0 else ''} {text[:160]}".replace("  ", " "),
+                hint=sender_hint(stage, code, text) + " Then 'newsletter send --resume --now'.",
+            )
 
 
 def _progress() -> Progress:
@@ -164,4 +200,10 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
         console.print("Most common failure replies:")
         for code, reply, n in replies:
             console.print(f"  {n:>6} × {code or '-'} {reply}")
+    judged = store.bounces.kinds_by_domain(edition_id=edition.id)
+    if judged:
+        # Policy refusals (blocked) never suppress a reader: they are the operator's to see.
+        console.print("Failures by receiving domain (hard/soft count against readers; blocked is about us):")
+        for domain, kind, n in judged:
+            console.print(f"  {n:>6} × {kind:<9} {domain}")
 

@@ -10,7 +10,15 @@ database in batches. Rules:
   deferred with the ``delivery.backoff`` schedule until ``delivery.max_age``;
 - a 5xx fails the row; the run goes on;
 - a connection lost after the data was sent makes the row "unknown";
-- 421, refused connections and timeouts back off that connection only;
+- 421, refused connections and timeouts back off that connection only; while
+  another connection is live, the row is handed to it at once and the refused
+  connection parks, trying again after a doubling pause (the pool shrinks to
+  what the server allows and grows back slowly);
+- a refusal of our own side (HELO, MAIL FROM, AUTH, TLS, relay access: a
+  *sender problem* in ``delivery.judgement``) fails no row and blames no reader:
+  the row goes back to pending and the edition pauses with the reason;
+- a burst of policy refusals from one receiving domain (``DomainGuard``) defers
+  that domain's remaining rows;
 - a subscriber who leaves or bounces during the send is skipped (suppressed);
 - when more than ``delivery.breaker_threshold`` of the last
   ``delivery.breaker_window`` attempts failed, the run stops claiming rows and
@@ -34,9 +42,10 @@ from pathlib import Path
 
 from newsletter.config import Settings
 from newsletter.delivery.journal import Journal
+from newsletter.delivery.judgement import Verdict, judge, sender_hint
 from newsletter.delivery.message import PreparedMessage
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
-from newsletter.delivery.suppression import Suppressor
+from newsletter.delivery.suppression import DOMAIN_PAUSED, DomainGuard, Suppressor
 from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
 from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.part import Clock, utcnow
@@ -120,6 +129,10 @@ class Sender:
         self._results: queue.Queue[DeliveryOutcome] = queue.Queue()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(2 * settings.delivery.batch_size, 2 * settings.smtp.connections))
         self._stop = threading.Event()
+        self.domains = DomainGuard(suppressor.bounces, now=clock())
+        self._live: set[str] = set()  # connection threads holding an open session
+        self._live_lock = threading.Lock()
+        self.refused_connects = 0  # connects refused while another connection was live (handed back)
 
     # -- main thread ------------------------------------------------------------
 
@@ -217,8 +230,8 @@ class Sender:
                 self.on_outcome(outcome)
 
     def _watch_failures(self, outcome: DeliveryOutcome) -> None:
-        if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING):
-            return
+        if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING) or outcome.reply.startswith(f"rcpt: {DOMAIN_PAUSED}"):
+            return  # not attempted: a paused domain's rows say nothing about the server
         self._recent.append(outcome.state is not DeliveryState.SENT)
         window = self._recent.maxlen or 0
         if not self.paused_reason and len(self._recent) == window:
@@ -266,14 +279,39 @@ class Sender:
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, f"{why} before this row was tried")
                 elif job.delivery.subscriber_id in self._inactive:
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
+                elif why := self.domains.paused(job.delivery.email):
+                    outcome = self._outcome(job.delivery, Attempt(Result.TRANSIENT, None, why, "rcpt"))
                 else:
-                    outcome = self._deliver(connection, journal, job)
+                    delivered = self._deliver(connection, journal, job)
+                    if delivered is None:  # handed to a live connection; this one parks
+                        continue
+                    outcome = delivered
                 journal.result(job.delivery.id, outcome.state, outcome.code, outcome.reply)
                 self._results.put(outcome)
         finally:
+            self._set_live(False)
             connection.close()
 
-    def _deliver(self, connection: SmtpConnection, journal: Journal, job: _Job) -> DeliveryOutcome:
+    def _set_live(self, live: bool) -> None:
+        name = threading.current_thread().name
+        with self._live_lock:
+            (self._live.add if live else self._live.discard)(name)
+
+    def _others_live(self) -> bool:
+        name = threading.current_thread().name
+        with self._live_lock:
+            return bool(self._live - {name})
+
+    def _hand_back(self, job: _Job, parks: int) -> None:
+        """Give the row to a live connection and park this one: the server allows fewer connections now."""
+        self._jobs.put(job)
+        self.refused_connects += 1
+        pause = min(max(self.settings.delivery.retry_delay, 0.05) * 2**parks, 30.0)
+        log.info("connection refused while others are live: parking %.2fs", pause)
+        self._stop.wait(pause)
+
+    def _deliver(self, connection: SmtpConnection, journal: Journal, job: _Job) -> DeliveryOutcome | None:
+        """The row's outcome; None when it was handed to a live connection instead."""
         row = job.delivery
         delay = self.settings.delivery.retry_delay
         attempt = Attempt(Result.TRANSIENT, None, "not attempted")
@@ -287,6 +325,16 @@ class Sender:
             self.limiter.wait()
             reused = connection.sent > 0
             attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id), dot_stuffed=True)
+            self._set_live(connection.connected)
+            if attempt.result is Result.TRANSIENT and attempt.connection_problem and (attempt.stage == "connect" or attempt.code == 421) and self._others_live():
+                # Never defer a row because one connection was refused: a live one takes it.
+                self._hand_back(job, connection.parks)
+                connection.parks += 1
+                return None
+            if connection.connected:
+                connection.parks = 0
+            if self._sender_fatal(attempt):
+                return self._pause_for_sender(row, attempt)
             if attempt.result is not Result.TRANSIENT:
                 break
             if reused and attempt.connection_problem and attempt.stage == "mail":
@@ -297,10 +345,32 @@ class Sender:
             log.info("transient failure for row %s at %s: %s %s", row.id, attempt.stage, attempt.code, attempt.reply)
         return self._outcome(row, attempt)
 
+    @staticmethod
+    def _sender_fatal(attempt: Attempt) -> bool:
+        """Our own side refused for good (HELO, AUTH, TLS, MAIL FROM, relay access): no retry helps."""
+        if attempt.result is Result.SENT or attempt.result is Result.UNKNOWN:
+            return False
+        if attempt.stage in ("tls", "auth"):
+            return True
+        code = attempt.code if attempt.code is not None and attempt.code > 0 else None
+        return code is not None and code >= 500 and judge(code, attempt.reply, stage=attempt.stage).verdict is Verdict.SENDER
+
+    def _pause_for_sender(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
+        """Blame no reader: the row waits, pending, and the edition pauses with what to fix."""
+        if not self.paused_reason:
+            self.paused_reason = (
+                f"paused: the server refused our side, not a reader ({attempt.stage}: {attempt.code or '-'} {attempt.reply[:160]}); "
+                f"{sender_hint(attempt.stage, attempt.code, attempt.reply)} Then 'newsletter send --resume'."
+            )
+            log.warning("edition %s %s", self.edition_id, self.paused_reason)
+        return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.PENDING, attempt.code, f"sender problem, not tried: {attempt.stage}: {attempt.reply}")
+
     def _outcome(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
         if attempt.result is Result.SENT:
             return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.SENT, attempt.code, attempt.reply)
         if attempt.result is Result.PERMANENT:
+            if judge(attempt.code, attempt.reply, stage=attempt.stage).verdict is Verdict.BLOCKED:
+                self.domains.note_blocked(row.email)
             return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"{attempt.stage}: {attempt.reply}")
         if attempt.result is Result.UNKNOWN:
             return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply)

@@ -2,7 +2,11 @@
 
 ``smtplib.sendmail`` cannot tell "refused" from "connection lost after the
 data went out"; the difference decides between retrying and recording the row
-as unknown (the server may have it). So the transaction is driven step by step.
+as unknown (the server may have it). So the transaction is driven step by step,
+and the session's own steps are named (connect, helo, tls, auth): a refusal there
+is about us, never about the reader (see ``delivery.judgement``).
+
+We greet with ``smtp.helo_name``, else this host's fully-qualified name.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from newsletter.delivery.message import dot_stuff
 LOCAL_HOSTNAME = socket.getfqdn()
 
 
+def helo_name(settings: SmtpSettings) -> str:
+    """The name we greet with: ``smtp.helo_name``, else the host's FQDN."""
+    return settings.helo_name or LOCAL_HOSTNAME
+
+
 class Result(str, enum.Enum):
     SENT = "sent"
     TRANSIENT = "transient"  # not delivered, try again later (4xx, lost before data)
@@ -33,7 +42,7 @@ class Attempt:
     result: Result
     code: int | None = None
     reply: str = ""
-    stage: str = ""  # connect, mail, rcpt, data, content
+    stage: str = ""  # connect, helo, tls, auth (the session); mail, rcpt, data, content, reply (the message)
     connection_problem: bool = False  # the connection, not the recipient, is at fault (421, refused, timeout)
 
 
@@ -44,21 +53,45 @@ class SmtpConnection:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
         self.sent = 0  # messages accepted on the current connection
+        self._step = "connect"  # the session step in progress, for Attempt.stage
+        self.parks = 0  # times in a row this connection was refused while others were live (the sender's pool)
+
+    @property
+    def connected(self) -> bool:
+        return self._smtp is not None
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
+        name = helo_name(s)
         context = ssl.create_default_context()  # certificates and host names verified
+        self._step = "connect"
         if s.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context, local_hostname=LOCAL_HOSTNAME)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context, local_hostname=name)
         else:
-            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=LOCAL_HOSTNAME)
-        smtp.ehlo()
-        if s.security == "starttls":
-            smtp.starttls(context=context)
-            smtp.ehlo()
-        if s.username:
-            smtp.login(s.username, s.password)
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=name)
+        try:
+            self._greet(smtp)
+            if s.security == "starttls":
+                self._step = "tls"
+                smtp.starttls(context=context)
+                self._greet(smtp)
+            if s.username:
+                self._step = "auth"
+                smtp.login(s.username, s.password)
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
+
+    def _greet(self, smtp: smtplib.SMTP) -> None:
+        """EHLO, else HELO; a refusal of both is an SMTPResponseException at step 'helo'."""
+        self._step = "helo"
+        code, reply = smtp.ehlo()
+        if code == 250:
+            return
+        code, reply = smtp.helo()
+        if code != 250:
+            raise smtplib.SMTPResponseException(code, reply)
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -93,7 +126,10 @@ class SmtpConnection:
         try:
             if self._smtp is None:
                 self.sent = 0
-                self._smtp = self._connect()
+                try:
+                    self._smtp = self._connect()
+                finally:
+                    stage = self._step
             smtp = self._smtp
             stage = "mail"
             options = ["SMTPUTF8"] if not (mail_from.isascii() and rcpt.isascii()) else []
@@ -121,9 +157,11 @@ class SmtpConnection:
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
             return Attempt(Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True)
-        except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPResponseException, OSError) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self._drop()
             failure_code: int | None = getattr(exc, "smtp_code", None)
+            if isinstance(exc, ssl.SSLError | ssl.CertificateError | smtplib.SMTPNotSupportedError) and stage in ("connect", "helo", "tls"):
+                stage = "tls"  # a handshake or STARTTLS mismatch: smtp.security, not the network
             text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
             if stage in ("content", "reply"):
                 return Attempt(Result.UNKNOWN, failure_code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)

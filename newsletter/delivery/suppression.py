@@ -1,50 +1,52 @@
-"""Suppression: which failures mean an address must not be mailed again.
+"""Suppression: what a judged failure does to a reader, and to a receiving domain.
 
-A hard bounce (the address does not exist or is disabled: enhanced status
-5.1.x or 5.2.1, or a bare 550/551/553 saying so) suppresses the subscriber at
-once (status bounced). Other permanent failures and deferrals that expired are
-soft: ``delivery.soft_bounce_limit`` of them within ``delivery.soft_bounce_window``
-days suppress too. 4xx replies alone never bounce anyone.
+Every failure is judged once, by ``delivery.judgement.judge`` (the table of codes):
+
+- *bad address* (5.1.1, 5.2.1 ...) records a ``hard`` bounce and suppresses the
+  subscriber at once (status bounced);
+- *soft* (mailbox full, a deferral that expired here or in a relay) records a
+  ``soft`` bounce; ``delivery.soft_bounce_limit`` of them within
+  ``delivery.soft_bounce_window`` days suppress;
+- *blocked* (5.7.x policy, spam, DMARC, blocklists) records a ``blocked`` event
+  that never suppresses anyone; ``BLOCKED_BURST`` of them for one receiving domain
+  within ``BLOCKED_WINDOW`` pause sending to that domain (``DomainGuard``);
+- *sender problem* (HELO, MAIL FROM, AUTH, TLS, relay access) records nothing
+  against the reader: the sender pauses the edition instead.
+
+4xx replies inside a run are retried, never recorded.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from newsletter.config import Settings
+from newsletter.delivery.judgement import Judgement, Verdict, enhanced_status, judge
 from newsletter.models import DeliveryOutcome, DeliveryState, SubscriberStatus
 from newsletter.storage.bounces import BounceStore
 from newsletter.storage.part import Clock, utcnow
 from newsletter.storage.subscribers import SubscriberStore
 
-ENHANCED_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-UNKNOWN_USER_RE = re.compile(r"user unknown|no such user|unknown user|does not exist|mailbox unavailable|invalid recipient|recipient rejected|address rejected", re.I)
+# A burst of policy refusals from one receiving domain pauses sending there: the
+# provider is refusing *us*, and pushing on only deepens the block.
+BLOCKED_BURST = 5
+BLOCKED_WINDOW = timedelta(hours=1)
+DOMAIN_PAUSED = "domain paused"
+KINDS = {Verdict.BAD_ADDRESS: "hard", Verdict.SOFT: "soft", Verdict.BLOCKED: "blocked"}
 
 
-def enhanced_status(text: str) -> str:
-    """The RFC 3463 status in a reply ('5.1.1'), or ''."""
-    match = ENHANCED_RE.search(text or "")
-    return ".".join(match.groups()) if match else ""
-
-
-def bounce_kind(code: int | None, reply: str) -> str | None:
-    """'hard', 'soft', or None (not a bounce: success or a transient reply)."""
-    status = enhanced_status(reply)
-    if status.startswith("4") or (code is not None and 400 <= code < 500 and not status.startswith("5")):
-        return None
-    if status.startswith("5.1.") or status == "5.2.1":
-        return "hard"
-    if status.startswith("5."):
-        return "soft"
-    if code is not None and 500 <= code < 600:
-        return "hard" if code in (550, 551, 553) and UNKNOWN_USER_RE.search(reply or "") else "soft"
-    return None
+def split_stage(reply: str) -> tuple[str, str]:
+    """The sender writes failed rows' replies as 'stage: text'; (stage, text), stage '' if none."""
+    stage, sep, text = reply.partition(": ")
+    if sep and stage in ("connect", "helo", "tls", "auth", "mail", "rcpt", "data", "content", "reply"):
+        return stage, text
+    return "", reply
 
 
 class Suppressor:
-    """Records bounces and suppresses subscribers by the policy above."""
+    """Records judged failures and suppresses subscribers by the policy above."""
 
     def __init__(self, settings: Settings, subscribers: SubscriberStore, bounces: BounceStore, *, clock: Clock = utcnow) -> None:
         self.settings = settings
@@ -52,35 +54,85 @@ class Suppressor:
         self.bounces = bounces
         self.clock = clock
 
-    def record(self, *, subscriber_id: int, delivery_id: int | None, code: int | None, reply: str, source: str, kind: str | None = None, now: datetime | None = None) -> str | None:
-        """Record one failure; returns the kind recorded ('hard'/'soft') or None if it is not a bounce.
+    def record(
+        self,
+        *,
+        subscriber_id: int,
+        delivery_id: int | None,
+        code: int | None,
+        reply: str,
+        source: str,
+        stage: str = "rcpt",
+        status: str = "",
+        judgement: Judgement | None = None,
+        now: datetime | None = None,
+    ) -> Judgement:
+        """Judge one failure (unless ``judgement`` is given) and record what it means.
 
-        Suppresses the subscriber (status bounced) on a hard bounce, or when soft
-        bounces within the window reach the limit.
+        Returns the judgement; a sender problem records nothing.
         """
         now = now or self.clock()
-        kind = kind or bounce_kind(code, reply)
+        judgement = judgement or judge(code, reply, status=status, stage=stage)
+        kind = KINDS.get(judgement.verdict)
         if kind is None:
-            return None
-        status = enhanced_status(reply)
+            return judgement
+        status = judgement.status or enhanced_status(status) or enhanced_status(reply)
         self.bounces.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply, source=source, now=now)
-        if kind == "hard":
+        if judgement.verdict is Verdict.BAD_ADDRESS:
             self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"hard bounce {code or ''} {status} {reply}".strip(), now=now)
-        else:
+        elif judgement.verdict is Verdict.SOFT:
             window = now - timedelta(days=self.settings.delivery.soft_bounce_window)
             if self.bounces.count_bounces(subscriber_id, kind="soft", since=window) >= self.settings.delivery.soft_bounce_limit:
                 self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days", now=now)
-        return kind
+        return judgement
+
+    def complaint(self, *, subscriber_id: int, delivery_id: int | None, reason: str, source: str, now: datetime | None = None) -> None:
+        """A reader reported a digest as spam (ARF, a provider's complaint event): unsubscribe them."""
+        now = now or self.clock()
+        self.bounces.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind="complaint", code=None, status="", reply=reason, source=source, now=now)
+        self.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=reason, now=now)
 
     def record_failures(self, outcomes: Iterable[DeliveryOutcome]) -> None:
-        """Record every failed send among ``outcomes``; an expired deferral counts as a soft bounce."""
+        """Record every failed send among ``outcomes``.
+
+        An expired deferral counts as a soft bounce -- unless its last failure was
+        our own (a refused connection, HELO or login): then nobody is blamed.
+        """
         for outcome in outcomes:
-            if outcome.state is DeliveryState.FAILED:
-                self.record(
-                    subscriber_id=outcome.subscriber_id,
-                    delivery_id=outcome.delivery_id,
-                    code=outcome.code,
-                    reply=outcome.reply,
-                    source="smtp",
-                    kind="soft" if outcome.expired else None,
-                )
+            if outcome.state is not DeliveryState.FAILED:
+                continue
+            stage, text = split_stage(outcome.reply.removeprefix("gave up after delivery.max_age: "))
+            judgement = judge(outcome.code, text, stage=stage or "rcpt")
+            if outcome.expired and judgement.verdict is not Verdict.SENDER:
+                judgement = Judgement(Verdict.SOFT, judgement.status, "deferral expired")
+            self.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp", judgement=judgement)
+
+
+def domain_of(email: str) -> str:
+    return email.rsplit("@", 1)[-1].lower()
+
+
+class DomainGuard:
+    """Receiving domains paused by a burst of policy refusals; shared by a run's threads.
+
+    Seeded from the store's recent ``blocked`` events (DSNs included), then counts the
+    run's own blocked replies.
+    """
+
+    def __init__(self, bounces: BounceStore, *, now: datetime, burst: int = BLOCKED_BURST) -> None:
+        self.burst = burst
+        self._counts: dict[str, int] = dict(bounces.blocked_by_domain(since=now - BLOCKED_WINDOW))
+        self._lock = threading.Lock()
+
+    def note_blocked(self, email: str) -> None:
+        with self._lock:
+            domain = domain_of(email)
+            self._counts[domain] = self._counts.get(domain, 0) + 1
+
+    def paused(self, email: str) -> str:
+        """Why sending to this address's domain is paused, or ''."""
+        domain = domain_of(email)
+        n = self._counts.get(domain, 0)
+        if n >= self.burst:
+            return f"{DOMAIN_PAUSED}: {n} policy refusals (blocked) from {domain} within {int(BLOCKED_WINDOW.total_seconds() // 60)} min"
+        return ""

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import mailbox
 import smtplib
+import socket
+import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
+from newsletter.delivery.judgement import Verdict, enhanced_status, judge
+from newsletter.delivery.smtp_client import helo_name
+from newsletter.delivery.suppression import BLOCKED_BURST
+from newsletter.errors import ConfigError
+from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
-from tests.delivery.helpers import flat, subscriber_status
+from tests.delivery.helpers import bounce_count, flat, subscriber_status
+from tests.factories import build_settings
 
 
 def dsn(*, recipient: str, message_id: str, action: str, status: str, diagnostic: str = "") -> bytes:
@@ -127,7 +138,9 @@ def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(w
     assert subscriber_status(world.store, delayed) == "active"
 
 
-def test_dsn_found_by_original_message_id_without_verp(world, tmp_path: Path):
+def test_dsn_found_by_original_message_id_only_when_it_names_that_rows_address(world, tmp_path: Path):
+    # Without a VERP token, the original Message-ID authenticates a DSN only for the address
+    # of its own outbox row (it used to suppress whoever the report named, or an alias).
     emails = world.add_subscribers(3)
     world.run("e1")
     _, message_id = envelope_of(world, emails[1])
@@ -135,6 +148,8 @@ def test_dsn_found_by_original_message_id_without_verp(world, tmp_path: Path):
     with BounceReceiver(processor(world), maildir=tmp_path / "b", port=0) as receiver:
         with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as smtp:
             smtp.sendmail("", ["postmaster@example.com"], dsn(recipient="alias@elsewhere.example", message_id=message_id, action="failed", status="5.1.1"))
+            assert subscriber_status(world.store, emails[1]) == "active", "an alias the row does not name proves nothing"
+            smtp.sendmail("", ["postmaster@example.com"], dsn(recipient=emails[1], message_id=message_id, action="failed", status="5.1.1"))
     assert subscriber_status(world.store, emails[1]) == "bounced"
     assert [subscriber_status(world.store, e) for e in (emails[0], emails[2])] == ["active", "active"]
 
@@ -183,3 +198,375 @@ def test_receiver_creates_its_maildir(world, tmp_path: Path):
     assert refused is None, f"the receiver refused a DSN: {refused}"
     assert subscriber_status(world.store, emails[0]) == "bounced"
     assert len(mailbox.Maildir(str(maildir), create=False)) == 1
+
+
+# -- the one judgement, and who may act ----------------------------------------------------
+
+
+def global_dsn(*, recipient: str, message_id: str, status: str = "5.1.1") -> bytes:
+    """A DSN for SMTPUTF8 mail as Postfix writes it (RFC 6533): global report parts, UTF-8 fields,
+    and Auto-Submitted: auto-replied in the headers."""
+    boundary = "global-dsn-7"
+    lines = [
+        "From: MAILER-DAEMON@relay.example.net (Mail Delivery System)",
+        "Subject: Undelivered Mail Returned to Sender",
+        "To: bounces@example.com",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=global-delivery-status; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "I'm sorry to have to inform you that your message could not be delivered. — postfix",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/global-delivery-status",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "Reporting-MTA: dns; relay.example.net",
+        "X-Postfix-Sender: utf-8; bounces+x@example.com",
+        "",
+        f"Final-Recipient: utf-8; {recipient}",
+        f"Original-Recipient: utf-8; {recipient}",
+        "Action: failed",
+        f"Status: {status}",
+        f"Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected: User unknown",
+        "",
+        f"--{boundary}",
+        "Content-Type: message/global-headers",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        "From: Video Surveillance News <news@example.com>",
+        f"To: {recipient}",
+        f"Message-ID: {message_id}",
+        "Subject: Übersicht",
+        "",
+        f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def arf(*, recipient: str, message_id: str, return_path: str = "") -> bytes:
+    """An ARF feedback report (RFC 5965) as a mailbox provider's feedback loop sends it."""
+    boundary = "arf-1"
+    return "\r\n".join(
+        [
+            "From: fbl@mailbox.example",
+            "Subject: FW: Your digest",
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/report; report-type=feedback-report; boundary="{boundary}"',
+            "",
+            f"--{boundary}",
+            "Content-Type: text/plain",
+            "",
+            "This is an email abuse report.",
+            f"--{boundary}",
+            "Content-Type: message/feedback-report",
+            "",
+            "Feedback-Type: abuse",
+            "User-Agent: SomeFBL/1.0",
+            "Version: 1",
+            f"Original-Rcpt-To: {recipient}",
+            "",
+            f"--{boundary}",
+            "Content-Type: message/rfc822",
+            "",
+            *([f"Return-Path: <{return_path}>"] if return_path else []),
+            "From: news@example.com",
+            f"To: {recipient}",
+            f"Message-ID: {message_id}",
+            "Subject: Your digest",
+            "",
+            "body",
+            f"--{boundary}--",
+            "",
+        ]
+    ).encode()
+
+
+def bounce_kinds(world, email: str) -> list[str]:
+    sid = world.store.subscribers.find_subscriber(email).id
+    with world.store.engine.connect() as conn:
+        return [r.kind for r in conn.execute(sa.select(bounce_events.c.kind).where(bounce_events.c.subscriber_id == sid).order_by(bounce_events.c.id))]
+
+
+def deliver_reports(world, tmp_path: Path, reports: list[tuple[str, bytes]]) -> Path:
+    """Send (envelope recipient, raw report) pairs to a BounceReceiver; its audit Maildir."""
+    maildir = tmp_path / "received"
+    with BounceReceiver(processor(world), maildir=maildir, port=0) as receiver:
+        with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as smtp:
+            for rcpt, raw in reports:
+                smtp.sendmail("", [rcpt], raw)
+    return maildir
+
+
+def test_every_5xx_dsn_was_a_hard_bounce_now_spam_full_mailbox_and_dmarc_do_not_suppress(world, tmp_path: Path):
+    emails = world.add_subscribers(5)
+    world.run("e1")
+    cases = {
+        emails[0]: ("5.7.1", "550 5.7.1 Message content rejected as spam", "blocked"),
+        emails[1]: ("5.2.2", "552 5.2.2 Mailbox full", "soft"),
+        emails[2]: ("5.7.26", "550 5.7.26 Unauthenticated email is not accepted due to domain's DMARC policy", "blocked"),
+        emails[3]: ("5.1.1", "550 5.1.1 User unknown", "hard"),
+    }
+    reports = []
+    for email, (status, diagnostic, _kind) in cases.items():
+        verp, mid = envelope_of(world, email)
+        reports.append((verp, dsn(recipient=email, message_id=mid, action="failed", status=status, diagnostic=diagnostic)))
+    deliver_reports(world, tmp_path, reports)
+    for email, (_status, _diag, kind) in cases.items():
+        assert bounce_kinds(world, email) == [kind], email
+        assert subscriber_status(world.store, email) == ("bounced" if kind == "hard" else "active"), email
+    out = world.cli("editions", str(world.edition("e1").id))
+    text = flat(out.output)
+    assert "2 × blocked example.org" in text and "1 × hard example.org" in text and "1 × soft example.org" in text, text
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "verdict"),
+    [
+        (550, "5.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table", Verdict.BAD_ADDRESS),
+        (550, "5.1.10 Recipient address has null MX", Verdict.BAD_ADDRESS),
+        (550, "5.2.1 Mailbox disabled", Verdict.BAD_ADDRESS),
+        (554, "5.7.1 Message rejected as spam", Verdict.BLOCKED),
+        (550, "5.7.26 DMARC policy", Verdict.BLOCKED),
+        (550, "Service unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org", Verdict.BLOCKED),
+        (552, "5.2.2 Mailbox full", Verdict.SOFT),
+        (451, "4.4.7 Message expired", Verdict.SOFT),
+        (504, "5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname", Verdict.SENDER),
+        (554, "5.7.1 <a@b.example>: Relay access denied", Verdict.SENDER),
+        (550, "Requested action not taken: user unknown", Verdict.BAD_ADDRESS),
+    ],
+)
+def test_the_same_5_7_1_was_soft_at_rcpt_and_hard_in_a_dsn_now_one_judgement(code, text, verdict):
+    at_rcpt = judge(code, text, stage="rcpt")
+    status = enhanced_status(text)
+    in_dsn = judge(None, f"{code} {text}", status=status, stage="dsn")
+    assert at_rcpt.verdict is verdict, at_rcpt
+    assert in_dsn.verdict is verdict, in_dsn
+
+
+@settings(max_examples=60, deadline=None)
+@given(detail=st.integers(0, 30), code=st.sampled_from([550, 553, 554, None]), words=st.sampled_from(["", "spam", "policy", "user unknown", "blocked"]))
+def test_no_5_7_x_policy_refusal_ever_suppresses_a_reader(detail, code, words):
+    judgement = judge(code, f"5.7.{detail} rejected {words}", status=f"5.7.{detail}", stage="dsn")
+    assert (not judgement.suppresses and not judgement.blames_reader) or judgement.verdict is Verdict.SOFT
+
+
+def test_forged_bounces_suppress_nobody_and_are_kept_as_unmatched(world, tmp_path: Path):
+    emails = world.add_subscribers(4)
+    world.run("e1")
+    victim, other = emails[0], emails[1]
+    verp_victim, _ = envelope_of(world, victim)
+    _, other_mid = envelope_of(world, other)
+    tampered = verp_victim.replace("bounces+", "bounces+x")
+    reports = [
+        # A DSN to postmaster@ naming a subscriber, Message-ID unknown.
+        ("postmaster@example.com", dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1")),
+        # A token that does not verify.
+        (tampered, dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1")),
+        # A real Message-ID -- of another reader's row.
+        ("postmaster@example.com", dsn(recipient=victim, message_id=other_mid, action="failed", status="5.1.1")),
+        # A complaint naming the reader, without proof.
+        ("abuse@example.com", arf(recipient=victim, message_id="<forged@attacker.example>")),
+    ]
+    maildir = deliver_reports(world, tmp_path, reports)
+    assert all(subscriber_status(world.store, e) == "active" for e in emails)
+    assert bounce_kinds(world, victim) == [] and bounce_kinds(world, other) == []
+    assert len(mailbox.Maildir(str(maildir), create=False)) == 4, "everything is kept for audit"
+    out = world.cli("bounces", "--from-maildir", str(maildir))
+    assert out.exit_code == 0, out.output
+    text = flat(out.output)
+    assert text.count(": unmatched (") == 4 and "4 unmatched" in text, text
+    assert all(subscriber_status(world.store, e) == "active" for e in emails)
+
+
+def test_global_dsns_were_ignored_and_postfix_auto_submitted_dsns_logged_as_auto_replies(world, tmp_path: Path):
+    emails = world.add_subscribers(3)
+    world.run("e1")
+    target = emails[1]
+    verp, mid = envelope_of(world, target)
+    deliver_reports(world, tmp_path, [(verp, global_dsn(recipient=target, message_id=mid))])
+    assert subscriber_status(world.store, target) == "bounced"
+    assert bounce_kinds(world, target) == ["hard"]
+    # Without the token: the Message-ID plus the UTF-8 Final-Recipient naming the row's address.
+    other = emails[2]
+    _, other_mid = envelope_of(world, other)
+    deliver_reports(world, tmp_path, [("postmaster@example.com", global_dsn(recipient=other, message_id=other_mid))])
+    assert subscriber_status(world.store, other) == "bounced"
+    assert subscriber_status(world.store, emails[0]) == "active"
+
+
+def test_mail_expired_in_a_relay_was_ignored_now_a_soft_bounce(world, tmp_path: Path):
+    world.configure(delivery_soft_bounce_limit=2)
+    emails = world.add_subscribers(2)
+    world.run("e1")
+    target = emails[0]
+    verp, mid = envelope_of(world, target)
+    expired = dsn(recipient=target, message_id=mid, action="failed", status="4.4.7", diagnostic="delivery temporarily suspended: connect to mx.example.org: Connection timed out")
+    deliver_reports(world, tmp_path, [(verp, expired)])
+    assert bounce_kinds(world, target) == ["soft"]
+    assert subscriber_status(world.store, target) == "active"
+    deliver_reports(world, tmp_path, [(verp, expired)])
+    assert subscriber_status(world.store, target) == "bounced", "delivery.soft_bounce_limit expiries suppress"
+    assert subscriber_status(world.store, emails[1]) == "active"
+
+
+def test_arf_complaint_unsubscribes_the_reader_it_proves(world, tmp_path: Path):
+    emails = world.add_subscribers(3)
+    world.run("e1")
+    verp, mid = envelope_of(world, emails[0])
+    _, mid1 = envelope_of(world, emails[1])
+    # Proof by the original's Return-Path token (feedback loops redact recipients)...
+    deliver_reports(world, tmp_path, [("fbl@example.com", arf(recipient="redacted@mailbox.example", message_id=mid, return_path=verp))])
+    # ...or by the Message-ID of the row of the address it names.
+    deliver_reports(world, tmp_path, [("fbl@example.com", arf(recipient=emails[1], message_id=mid1))])
+    assert subscriber_status(world.store, emails[0]) == "unsubscribed"
+    assert subscriber_status(world.store, emails[1]) == "unsubscribed"
+    assert subscriber_status(world.store, emails[2]) == "active"
+
+
+def test_non_standard_bounce_layout_is_read_by_flufl_bounce_and_still_needs_proof(world, tmp_path: Path):
+    emails = world.add_subscribers(3)
+    world.run("e1")
+    target, stranger = emails[0], emails[1]
+    verp, _ = envelope_of(world, target)
+
+    def qmail(address: str) -> bytes:
+        return "\r\n".join(
+            [
+                "From: MAILER-DAEMON@mx.example.net",
+                "Subject: failure notice",
+                "",
+                "Hi. This is the qmail-send program at mx.example.net.",
+                "I'm afraid I wasn't able to deliver your message to the following addresses.",
+                "This is a permanent error; I've given up. Sorry it didn't work out.",
+                "",
+                f"<{address}>:",
+                "Sorry, no mailbox here by that name. (#5.1.1)",
+                "",
+                "--- Below this line is a copy of the message.",
+                "",
+            ]
+        ).encode()
+
+    deliver_reports(world, tmp_path, [(verp, qmail(target)), ("postmaster@example.com", qmail(stranger))])
+    assert subscriber_status(world.store, target) == "bounced"
+    assert subscriber_status(world.store, stranger) == "active", "no token, no Message-ID: unmatched"
+
+
+# -- our own side: HELO, connections, honest exits ------------------------------------------
+
+
+def test_ehlo_localhost_refusal_was_blamed_on_readers_now_pauses_and_blames_nobody(world):
+    world.configure(smtp_retries=1)
+    emails = world.add_subscribers(6)
+    world.sink.faults.add(FaultRule(stage="rcpt", code=504, text="5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"))
+    out = world.cli("send", "--key", "e1")
+    assert out.exit_code == 1, out.output
+    text = flat(out.output)
+    assert "nothing was delivered" in text and "smtp.helo_name" in text, text
+    edition = world.edition("e1")
+    assert edition.status.value == "paused" and "not a reader" in edition.reason
+    checked = world.check("e1", final=False, expected=emails)
+    assert checked.states() == {"pending": 6}, "no row failed for good"
+    assert bounce_count(world.store) == 0
+    assert all(subscriber_status(world.store, e) == "active" for e in emails)
+
+    world.sink.faults.clear()
+    out = world.cli("send", "--resume")
+    assert out.exit_code == 0, out.output
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 6} and checked.duplicates == 0
+
+
+def test_helo_name_setting_and_localhost_refused_for_a_remote_server(tmp_path: Path):
+    settings_ = build_settings(tmp_path, NEWSLETTER_SMTP_HELO_NAME="news.example.com")
+    assert helo_name(settings_.smtp) == "news.example.com"
+    with pytest.raises(ConfigError) as excinfo:
+        build_settings(tmp_path, NEWSLETTER_SMTP_HOST="smtp.example.net", NEWSLETTER_SMTP_HELO_NAME="localhost")
+    assert "smtp.helo_name" in excinfo.value.hint
+    # Loopback relays may be greeted as localhost.
+    assert build_settings(tmp_path, NEWSLETTER_SMTP_HELO_NAME="localhost").smtp.helo_name == "localhost"
+
+
+def test_a_policy_burst_from_one_domain_defers_that_domain_and_suppresses_nobody(world):
+    world.configure(smtp_retries=0, smtp_connections=1)
+    blocked = world.add_subscribers(12, prefix="b", domain="blocking.example")
+    fine = world.add_subscribers(6, prefix="f", domain="fine.example")
+    rule = world.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.7.1 Service unavailable, client host blocked using Spamhaus", to="re:.*@blocking\\.example$"))
+    world.run("e1")
+    checked = world.check("e1", final=False, expected=blocked + fine)
+    assert all(checked.state_of(e) == "sent" for e in fine)
+    assert world.sink.faults.fired(rule) == BLOCKED_BURST, "the domain pauses after the burst"
+    states = [checked.state_of(e) for e in blocked]
+    assert states.count("failed") == BLOCKED_BURST and states.count("deferred") == len(blocked) - BLOCKED_BURST
+    assert all(subscriber_status(world.store, e) == "active" for e in blocked + fine)
+    out = world.cli("editions", str(world.edition("e1").id))
+    assert f"{BLOCKED_BURST} × blocked blocking.example" in flat(out.output)
+
+
+class _HttpOnly:
+    """A TCP listener that answers like a web server: what `smtp.port` set to an HTTP port meets."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("case", ["closed port", "unknown host", "http port", "tls mismatch", "auth failure"])
+def test_misconfiguration_looked_like_success_now_exits_nonzero_with_a_hint(world, case):
+    overrides = {
+        "closed port": {"smtp_port": _closed_port()},
+        "unknown host": {"smtp_host": "no-such-host.invalid", "smtp_helo_name": "news.example.com"},
+        "http port": {"smtp_port": _HttpOnly().port},
+        "tls mismatch": {"smtp_security": "tls"},
+        "auth failure": {"smtp_username": "news", "smtp_password": "wrong"},
+    }[case]
+    world.configure(smtp_retries=0, **overrides)
+    emails = world.add_subscribers(2)
+    out = world.cli("send", "--key", "e1")
+    text = flat(out.output)
+    assert out.exit_code == 1, out.output
+    assert "nothing was delivered" in text and "Hint:" in text, text
+    hint = {"closed port": "smtp.port", "unknown host": "smtp.host", "http port": "smtp.port", "tls mismatch": "smtp.security", "auth failure": "smtp.username"}[case]
+    assert hint in text, text
+    assert "Traceback" not in out.output
+    assert bounce_count(world.store) == 0
+    assert all(subscriber_status(world.store, e) == "active" for e in emails)
+
+
+def test_resume_waited_for_the_backoff_now_resume_now_retries_at_once(world):
+    world.configure(smtp_port=_closed_port(), smtp_retries=0)
+    emails = world.add_subscribers(4)
+    out = world.cli("send", "--key", "e1")
+    assert out.exit_code == 1
+    assert world.check("e1", final=False, expected=emails).states() == {"deferred": 4}
+    world.configure(smtp_port=world.sink.port)
+    out = world.cli("send", "--resume")
+    assert world.check("e1", final=False, expected=emails).states() == {"deferred": 4}, "not due yet: --resume alone waits"
+    out = world.cli("send", "--resume", "--now")
+    assert out.exit_code == 0, out.output
+    checked = world.check("e1", expected=emails)
+    assert checked.states() == {"sent": 4} and checked.duplicates == 0

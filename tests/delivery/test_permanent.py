@@ -9,13 +9,14 @@ from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
 from tests.delivery.helpers import flat, subscriber_status
 
-# (stage, code, text, kind) -- kind: hard suppresses at once, soft only counts.
+# (stage, code, text, kind) -- kind: hard suppresses at once, soft only counts, blocked (a policy
+# refusal: about us, not the reader) never suppresses.
 CASES = [
     ("rcpt", 550, "5.1.1 Mailbox unavailable", "hard"),
     ("data", 550, "5.1.1 No such user here", "hard"),
     ("rcpt", 553, "5.1.3 Mailbox name not allowed", "hard"),
     ("rcpt", 550, "Requested action not taken: user unknown", "hard"),
-    ("data", 554, "5.7.1 Message rejected as spam", "soft"),
+    ("data", 554, "5.7.1 Message rejected as spam", "blocked"),
     ("rcpt", 552, "5.2.2 Mailbox full", "soft"),
 ]
 
@@ -50,7 +51,7 @@ def test_5xx_fails_the_row_with_code_and_text_and_hard_bounces_suppress(world):
     world.add_report()
     world.run("e2")
     hard = [e for e, case in victims.items() if case[3] == "hard"]
-    soft = [e for e, case in victims.items() if case[3] == "soft"]
+    soft = [e for e, case in victims.items() if case[3] in ("soft", "blocked")]
     checked = world.check("e2", expected=[e for e in emails if e not in hard], never=hard)
     assert checked.states() == {"sent": len(emails) - len(hard)}
     assert all(checked.state_of(e) == "sent" for e in soft)
@@ -60,7 +61,7 @@ def test_soft_bounces_over_editions_suppress_and_reactivate_restores(world):
     world.configure(smtp_retries=0, delivery_soft_bounce_limit=3)
     emails = world.add_subscribers(4)
     victim = emails[0]
-    world.sink.faults.add(FaultRule(stage="data", code=554, text="5.7.1 Message rejected as spam", to=victim))
+    world.sink.faults.add(FaultRule(stage="data", code=552, text="5.2.2 Mailbox full", to=victim))
 
     for n in (1, 2, 3):
         world.add_report()
