@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from newsletter.content.planner import why_included
 from newsletter.delivery.message import make_message_id, transactional_message
@@ -187,9 +188,13 @@ class ConsoleEngine:
         raise EditionError(f"edition {key} did not start within {timeout:.0f} s", hint="Another send of this schedule may hold its lock; see the dashboard.")
 
     def _background(self, run: Callable[[Callable[[DeliveryOutcome], None]], object], *, key: str) -> None:
-        state = {"checked": time.monotonic(), "edition_id": None}
+        state: dict[str, Any] = {"checked": time.monotonic(), "edition_id": None, "raised": False}
 
         def watch(_outcome: DeliveryOutcome) -> None:
+            if state["raised"]:
+                # Once only: the sender collects the results still in flight after the stop and must
+                # record them (a row sent but not recorded would be sent again on resume).
+                return
             edition_id = state["edition_id"]
             if edition_id is None:
                 found = self.store.editions.find_edition(key)
@@ -201,6 +206,7 @@ class ConsoleEngine:
                 state["checked"] = time.monotonic()
                 asked = self._edition(int(edition_id)).status is EditionStatus.PAUSED
             if asked:
+                state["raised"] = True
                 raise PausedByOperator()
 
         def target() -> None:
