@@ -270,8 +270,6 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if settings.smtp.port > 65535 or settings.web.port > 65535:
         raise ConfigError("smtp.port and web.port must be at most 65535")
-    if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
-        raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
     _validate_helo(settings.smtp)
     if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
         raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
