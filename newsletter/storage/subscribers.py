@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -16,7 +17,8 @@ from newsletter.models import (
     SubscriberStatus,
 )
 from newsletter.storage.part import StorePart
-from newsletter.storage.schema import deliveries, reports, subscribers
+from newsletter.storage.schema import deliveries, reports, subscribers, suppressions
+from newsletter.storage.suppressions import SUPPRESSING, mailbox_hash, suppress
 
 
 class PlanningRow(NamedTuple):
@@ -89,6 +91,96 @@ class SubscriberStore(StorePart):
         if status is not None:
             query = query.where(subscribers.c.status == status.value)
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id))
+
+    def list_page(self, *, search: str = "", status: SubscriberStatus | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Subscriber], int]:
+        """One page of subscribers (ordered by id) and how many match in all.
+
+        ``search`` matches part of the address or, ignoring case, of the name. The page
+        comes from the primary key (or the status index) and stops at ``limit`` rows;
+        only the count reads every matching row.
+        """
+        condition: sa.ColumnElement[bool] = sa.true()
+        if status is not None:
+            condition = sa.and_(condition, subscribers.c.status == status.value)
+        if search.strip():
+            pattern = "%" + _like_escape(search.strip()) + "%"
+            # Addresses are stored lower-case, so a plain LIKE on them is case-blind on every database.
+            condition = sa.and_(condition, sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), subscribers.c.name.ilike(pattern, escape="\\")))
+        with self.engine.connect() as conn:
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(subscribers).where(condition)).scalar_one())
+            rows = conn.execute(sa.select(subscribers).where(condition).order_by(subscribers.c.id).limit(limit).offset(offset)).all()
+        return [_subscriber(r) for r in rows], total
+
+    def import_batch(self, rows: Sequence[ImportRow], *, given: frozenset[str], update: bool = False, now: datetime | None = None) -> ImportCounts:
+        """Insert or (with ``update``) change a batch of validated rows in one transaction.
+
+        The rules of ``add_subscriber`` hold for every row: an address already here is
+        never duplicated, and a mailbox on the suppression list is inserted with its
+        suppressed status, never active or pending. A row the file marks unsubscribed or
+        bounced is suppressed too, so it stays so after its row is removed. ``update``
+        changes only the fields the file ``given`` (name, topics, cadence) and may move a
+        reader to unsubscribed or bounced, never back to active: only `subscribers
+        reactivate` or the reader's own confirmation does that. Rows must have distinct
+        emails. Inserts and updates are each one ``executemany``.
+        """
+        now = now or self.clock()
+        counts = ImportCounts()
+        with self.engine.begin() as conn:
+            existing: dict[str, Any] = {}
+            emails = [r.email for r in rows]
+            for start in range(0, len(emails), IN_CHUNK):
+                query = sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.topics, subscribers.c.cadence, subscribers.c.status)
+                for found in conn.execute(query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))):
+                    existing[found.email] = found
+            fresh = [r for r in rows if r.email not in existing]
+            hashes = {r.email: mailbox_hash(r.email) for r in fresh}
+            held = _suppressed_statuses(conn, list(set(hashes.values())))
+            inserts: list[dict[str, Any]] = []
+            new_suppressions: dict[str, dict[str, Any]] = {}
+            for r in fresh:
+                status, reason = r.status, ""
+                on_list = held.get(hashes[r.email])
+                if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+                    status, reason = on_list, f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back"
+                elif status in SUPPRESSING and on_list is None:
+                    reason = f"imported as {status.value}"
+                    new_suppressions.setdefault(hashes[r.email], {"mailbox_hash": hashes[r.email], "status": status.value, "reason": reason, "created_at": now})
+                inserts.append(
+                    {"email": r.email, "name": r.name, "status": status.value, "topics": list(r.topics), "cadence": r.cadence.value, "status_reason": reason, "confirmed": status is SubscriberStatus.ACTIVE}
+                )
+                if status in SUPPRESSING:
+                    counts.suppressed += 1
+                else:
+                    counts.added += 1
+            if inserts:
+                _insert_many(conn, inserts, now=now)
+            if new_suppressions:
+                conn.execute(suppressions.insert(), list(new_suppressions.values()))
+            changes: list[dict[str, Any]] = []
+            for r in rows:
+                old = existing.get(r.email)
+                if old is None:
+                    continue
+                values = _changed_fields(old, r, given) if update else {}
+                leaving = update and r.status in SUPPRESSING and old.status in (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
+                if not values and not leaving:
+                    counts.unchanged += 1
+                    continue
+                counts.updated += 1
+                if leaving:
+                    reason = f"{r.status.value} in an imported file"
+                    conn.execute(subscribers.update().where(subscribers.c.id == old.id).values(status=r.status.value, status_reason=reason, updated_at=now, **values))
+                    suppress(conn, r.email, r.status, reason=reason, now=now)
+                else:
+                    changes.append({"row_id": old.id, "new_name": values.get("name", old.name), "new_topics": values.get("topics", list(old.topics or ())), "new_cadence": values.get("cadence", old.cadence)})
+            if changes:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == sa.bindparam("row_id"))
+                    .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
+                    changes,
+                )
+        return counts
 
     def remove_subscriber(self, email: str) -> bool:
         """Delete a subscriber and their delivery history; False if unknown."""
@@ -224,6 +316,96 @@ class SubscriberStore(StorePart):
                 .where(subscribers.c.id == subscriber_id, subscribers.c.confirmation_sent_at == claimed_at)
                 .values(confirmation_sent_at=previous)
             )
+
+
+IN_CHUNK = 900  # values per IN (...): under every SQLite build's variable limit
+
+
+class ImportRow(NamedTuple):
+    """One validated row of an import (address normalised, name and topics cleaned)."""
+
+    email: str
+    name: str
+    topics: tuple[str, ...]
+    status: SubscriberStatus
+    cadence: Cadence
+
+
+@dataclass
+class ImportCounts:
+    """What one import batch did: new readers, new rows held as left, changed, untouched."""
+
+    added: int = 0
+    suppressed: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: ImportCounts) -> ImportCounts:
+        self.added += other.added
+        self.suppressed += other.suppressed
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """One executemany of new subscribers, the bind values converted by the columns' own types.
+
+    What varies per row (email, name, status, topics, cadence, reason) is converted per
+    row; the times and flags every row shares are converted once. Going through
+    SQLAlchemy's per-row parameter handling costs as much as validating the addresses.
+    The mark is as for one add: owed what is stored from now on (NULL before any report).
+    """
+    dialect = conn.dialect
+    varying = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at")
+    shared = {"paused": False, "legacy_links": False, "created_at": now, "updated_at": now}
+    stmt = subscribers.insert().values(**{n: sa.bindparam(n, type_=subscribers.c[n].type) for n in (*varying, *shared)}, ledger_seq=_newest_report_seq())
+    compiled = stmt.compile(dialect=dialect)
+
+    def converter(name: str) -> Any:
+        return subscribers.c[name].type.bind_processor(dialect) or (lambda value: value)
+
+    convert = {n: converter(n) for n in varying}
+    fixed = {n: converter(n)(v) for n, v in shared.items()}
+    stamped, unstamped = convert["confirmed_at"](now), convert["confirmed_at"](None)
+    to_email, to_name, to_status, to_topics, to_cadence, to_reason = (convert[n] for n in varying[:6])
+    params = [
+        {
+            "email": to_email(r["email"]), "name": to_name(r["name"]), "status": to_status(r["status"]), "topics": to_topics(r["topics"]),
+            "cadence": to_cadence(r["cadence"]), "status_reason": to_reason(r["status_reason"]), "confirmed_at": stamped if r["confirmed"] else unstamped, **fixed,
+        }
+        for r in rows
+    ]
+    if compiled.positional:
+        order = compiled.positiontup or ()
+        conn.exec_driver_sql(str(compiled), [tuple(p[name] for name in order) for p in params])
+    else:
+        conn.exec_driver_sql(str(compiled), params)
+
+
+def _changed_fields(old: Any, row: ImportRow, given: frozenset[str]) -> dict[str, Any]:
+    """The given fields whose imported value differs from the stored one."""
+    values: dict[str, Any] = {}
+    if "name" in given and row.name != old.name:
+        values["name"] = row.name
+    if "topics" in given and tuple(row.topics) != tuple(old.topics or ()):
+        values["topics"] = list(row.topics)
+    if "cadence" in given and row.cadence.value != old.cadence:
+        values["cadence"] = row.cadence.value
+    return values
+
+
+def _suppressed_statuses(conn: Any, hashes: Sequence[str]) -> dict[str, SubscriberStatus]:
+    """``suppressed_status`` for many mailboxes at once: {mailbox hash: status} of those on the list."""
+    found: dict[str, SubscriberStatus] = {}
+    for start in range(0, len(hashes), IN_CHUNK):
+        query = sa.select(suppressions.c.mailbox_hash, suppressions.c.status).where(suppressions.c.mailbox_hash.in_(hashes[start : start + IN_CHUNK]))
+        found.update((h, SubscriberStatus(s)) for h, s in conn.execute(query))
+    return found
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _subscriber(row: Any) -> Subscriber:

@@ -84,15 +84,15 @@ def test_subscribers_add_list_remove(cli):
 
 def test_subscribers_import_twice_and_bad_rows(cli, tmp_path):
     out = ok(cli("subscribers", "import", str(SAMPLE_SUBSCRIBERS)))
-    assert "8 added, 0 already present, 0 bad rows" in out
+    assert "8 added, 0 updated, 0 unchanged, 0 invalid, 0 suppressed" in out
     out = ok(cli("subscribers", "import", str(SAMPLE_SUBSCRIBERS)))
-    assert "0 added, 8 already present" in out
+    assert "0 added, 0 updated, 8 unchanged" in out
     bad = tmp_path / "bad.csv"
     bad.write_text("email,name\nnew@example.org,New\nbroken,Broken\n", encoding="utf-8")
     result = cli("subscribers", "import", str(bad))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "1 added, 0 already present, 1 bad row" in result.output
+    assert "1 added, 0 updated, 0 unchanged, 1 invalid" in result.output
     assert "line 3" in result.stderr and "broken" in result.stderr
     assert "9 subscribers" in ok(cli("subscribers", "list"))
 
