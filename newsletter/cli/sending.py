@@ -195,6 +195,9 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
     console.print(f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}")
     for state, n in sorted(edition.counts.items()):
         console.print(f"  {state:<11} {n}")
+    readers, carried = store.outbox.carried(edition.id)
+    if readers:
+        console.print(f"{readers} readers have reports carried to their next digest ({carried} in all): over digest.max_reports, sent oldest first")
     replies = store.outbox.failure_replies(edition.id)
     if replies:
         console.print("Most common failure replies:")

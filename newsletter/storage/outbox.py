@@ -260,6 +260,16 @@ class OutboxStore(StorePart):
             ).all()
         return [(r.last_code, r.last_reply, int(r.n)) for r in rows]
 
+    def carried(self, edition_id: int) -> tuple[int, int]:
+        """(readers, reports) the edition left for their next digest, over digest.max_reports."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(deliveries.c.carried), 0)).where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.carried > 0
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
     def next_due(self, edition_id: int) -> datetime | None:
         """When the earliest deferred row of an edition is due, if any."""
         with self.engine.connect() as conn:
