@@ -125,6 +125,16 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Provider webhooks (newsletter/web/webhooks.py); an endpoint whose secret is empty answers 404."""
+
+    ses_topic_arns: str = ""  # comma-separated SNS topic ARNs whose signed notifications are accepted
+    postmark_secret: str = field(default="", repr=False)  # the basic-auth password in Postmark's webhook URL (user "postmark")
+    mailgun_signing_key: str = field(default="", repr=False)  # Mailgun's HTTP webhook signing key
+    sendgrid_public_key: str = ""  # SendGrid's signed event webhook verification key (base64)
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = SiteSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -136,6 +146,7 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
     admin: AdminSettings = AdminSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     def replace(self, section: str, **values: Any) -> Settings:
         """Return a copy with some keys of one section changed (values are not re-validated)."""
@@ -146,6 +157,7 @@ class Settings:
 SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)}
 # Keys that only the environment may set (secrets), mapped to their variable.
 SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY"}
+SECRET_KEYS.update({("webhooks", "postmark_secret"): "NEWSLETTER_WEBHOOKS_POSTMARK_SECRET", ("webhooks", "mailgun_signing_key"): "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
 SECURITY_CHOICES = ("none", "starttls", "tls")
 
 

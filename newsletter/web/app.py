@@ -344,6 +344,10 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
         Route("/archive/{variant_id:int}", web.archive_item, methods=["GET"]),
         Route("/static/site.css", web.stylesheet, methods=["GET"]),
     ]
+    # Provider bounce and complaint webhooks (SES, Postmark, Mailgun, SendGrid); each answers 404 until configured.
+    from newsletter.web.webhooks import webhook_routes
+
+    routes += webhook_routes(service)
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
