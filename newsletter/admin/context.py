@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse
 
 from newsletter.admin.accounts import Accounts, SignedIn, role_at_least
 from newsletter.admin.engine import ConsoleEngine
+from newsletter.admin.importing import Uploads
 from newsletter.admin.security import AttemptLimiter, client_of, same_origin
 from newsletter.config import DEFAULT_TEMPLATES
 from newsletter.service import Service
@@ -60,6 +61,7 @@ class Console:
         self.dev = dev
         self.accounts = Accounts(service.store.accounts, idle=timedelta(seconds=self.settings.admin.session_idle))
         self.engine = ConsoleEngine(service)
+        self.uploads = Uploads()  # files between the import's mapping preview and the import
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)),
             autoescape=jinja2.select_autoescape(["html"]),

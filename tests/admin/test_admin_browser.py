@@ -2,7 +2,8 @@
 
 Signs in, sees the dashboard, previews a reader's next digest, sends a test to
 oneself (found in the sink), starts a send and watches it progress, pauses and
-resumes it, makes and revokes an API token; every page is checked by axe-core and
+resumes it, makes and revokes an API token, imports a Mailchimp export through the
+column-mapping preview; every page is checked by axe-core and
 must fit 375 px without sideways scrolling of the page itself.
 """
 
@@ -27,6 +28,7 @@ from newsletter.sink.faults import FaultRule
 from tests.axe import assert_no_violations
 
 from .helpers import PASSWORD, make_users
+from .test_admin_import import MAILCHIMP
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -152,5 +154,22 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             page.get_by_role("button", name="Revoke token deploy script").click()
             expect(page.get_by_role("cell", name="revoked")).to_be_visible()
             assert httpx.get(base_url + "/api/v1/editions", headers=auth).status_code == 401
+
+            # Import a Mailchimp export through the column-mapping preview.
+            export = tmp_path / "subscribed_members_export.csv"
+            export.write_text(MAILCHIMP, encoding="utf-8")
+            page.get_by_role("link", name="Import").click()
+            assert_no_violations(page, label="import")
+            page.get_by_label("CSV file").set_input_files(str(export))
+            page.get_by_role("button", name="Preview the columns").click()
+            expect(page.get_by_text("read as a mailchimp export")).to_be_visible()
+            expect(page.get_by_label("email from")).to_have_value("Email Address")
+            expect(page.get_by_role("cell", name="Dana Scully")).to_be_visible()
+            assert_no_violations(page, label="import preview")
+            assert service.store.subscribers.find_subscriber("dana@example.org") is None
+            page.get_by_role("button", name="Import", exact=True).click()
+            expect(page.get_by_role("status")).to_contain_text("2 added")
+            assert_no_violations(page, label="import finished")
+            assert service.store.subscribers.find_subscriber("dana@example.org") is not None
         finally:
             browser.close()
