@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check browser axe bench clean
+.PHONY: demo test check browser axe caniemail bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,21 @@ axe:
 	  npm install --silent --no-audit --no-fund --prefix .npm axe-core >/dev/null ) || \
 	  echo "axe-core not installed: the accessibility checks will be skipped"
 
+# caniemail's client data (the doiuse-email npm package) for tests/mail/test_caniemail.py, in its own folder.
+caniemail:
+	@test -f .npm/caniemail/node_modules/doiuse-email/bin/cli.js || ( \
+	  (command -v npm >/dev/null || (command -v apt-get >/dev/null && (apt-get update -qq || true) && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null)) ; \
+	  npm install --silent --no-audit --no-fund --prefix .npm/caniemail doiuse-email >/dev/null ) || \
+	  echo "doiuse-email not installed: the caniemail checks will be skipped"
+
 # Layers and cycles (import-linter), types (mypy) and lint (ruff), configured in pyproject.toml.
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/ruff check newsletter tests
 
-test: $(STAMP) browser axe check
+test: $(STAMP) browser axe caniemail check
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

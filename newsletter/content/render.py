@@ -8,7 +8,9 @@ builder splices per recipient.
 
 from __future__ import annotations
 
+import html as html_lib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,6 +21,7 @@ import jinja2
 from premailer import Premailer
 
 from newsletter.config import Settings
+from newsletter.content.quoted_printable import qp_encode
 from newsletter.errors import TemplateError
 from newsletter.models import Report
 
@@ -29,6 +32,11 @@ MARKS = (RECIPIENT_MARK, UNSUBSCRIBE_MARK, PREFERENCES_MARK)
 # "%%" in feed text is rendered as this, so it can never form a marker; the
 # message builder and the web version turn it back into "%%" after splitting.
 ESCAPED_PERCENTS = "%\u2060%"
+# The longest values a recipient can bring: an address of 254 octets (RFC 5321 4.5.3.1.3),
+# a signed token well above today's ~40 characters.
+LONGEST_ADDRESS = 254
+TOKEN_ALLOWANCE = 96
+SPLICE_OVERHEAD = 8  # the soft breaks around each spliced value
 
 
 @dataclass(frozen=True)
@@ -66,14 +74,17 @@ class DigestRenderer:
         self._css_log.setLevel(logging.CRITICAL)
 
     def render(self, reports: Sequence[Report], *, archive_url: str = "", as_of: datetime | None = None) -> RenderedDigest:
-        """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML under digest.max_html_bytes."""
+        """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML under digest.max_html_bytes.
+
+        Measured on the final bytes (``final_html_bytes``): spliced for the longest recipient, quoted-printable.
+        """
         if not reports:
             raise ValueError("a digest needs at least one report")
         limit = self.settings.digest.max_html_bytes
         shown = len(reports)
         while True:
             digest = self._render_once(reports[:shown], more_count=len(reports) - shown, archive_url=archive_url)
-            size = len(digest.html.encode("utf-8"))
+            size = final_html_bytes(digest.html, self.settings.site.base_url)
             if size <= limit or shown == 1:
                 return digest
             # Shrink in proportion to the overshoot, at least one report per round.
@@ -92,7 +103,8 @@ class DigestRenderer:
             "archive_url": archive_url,
             "tagline": "The newest video surveillance industry reports",
             "intro": f"{count} new report{'s' if count != 1 else ''} since your last digest.",
-            "preheader": " | ".join(r.title for r in reports[:3]),
+            "total": count,
+            "preheader": preheader(reports, count),
         }
         try:
             subject = self.env.get_template("digest_subject.txt").render(context)
@@ -104,6 +116,27 @@ class DigestRenderer:
         except jinja2.TemplateError as exc:
             raise TemplateError(f"a digest template failed to render: {exc}") from exc
         return RenderedDigest(context["subject"], inline_css(html, logger=self._css_log), _normalise_text(text), tuple(reports), more_count)
+
+
+def preheader(reports: Sequence[Report], total: int) -> str:
+    """The inbox preview line: what the subject (headline and a count) leaves out."""
+    if len(reports) == 1:
+        return " ".join(reports[0].teaser.split()[:25])
+    return "Also: " + " \u00b7 ".join(r.title for r in reports[1:4]) + (" \u2026" if total > 4 else "")
+
+
+def final_html_bytes(html: str, base_url: str) -> int:
+    """The size of the HTML part on the wire for the longest recipient values: spliced, then quoted-printable.
+
+    The cap (digest.max_html_bytes) is about what goes out, not the template output
+    with its short markers: every reader's message must stay under it.
+    """
+    link = base_url.rstrip("/") + "/preferences/" + "x" * TOKEN_ALLOWANCE
+    longest = {RECIPIENT_MARK: "x" * LONGEST_ADDRESS, UNSUBSCRIBE_MARK: link, PREFERENCES_MARK: link}
+    spliced = html
+    for mark, value in longest.items():
+        spliced = spliced.replace(mark, value + " " * SPLICE_OVERHEAD)
+    return len(qp_encode(spliced))
 
 
 def neutralise_marks(report: Report) -> Report:
@@ -148,7 +181,22 @@ def _normalise_text(text: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+# Elements only a mailed copy has (the reason it was received, the personal links, "View in browser").
+MAIL_ONLY = re.compile(r'<(p|td|div)\b[^>]*\bdata-mail-only="1"[^>]*>.*?</\1>', re.S)
+
+
 def web_version(html: str, *, manage_url: str) -> str:
-    """The archive copy of a digest: no personal links or address."""
-    personal = html.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")
-    return personal.replace(ESCAPED_PERCENTS, "%%")
+    """The public archive copy of a digest: no personal wording, links or address.
+
+    The template marks what belongs to the mailed copy only (``data-mail-only``); it is
+    dropped and one neutral "subscribe or manage" link takes the place of the first.
+    """
+    manage = f'<p><a class="footer-link" href="{html_lib.escape(manage_url)}">Get this digest by email, or manage your subscription</a></p>'
+    public = MAIL_ONLY.sub("", html)
+    if public != html:  # the manage link goes where the footer's personal lines were, before the postal address
+        postal = public.find('class="postal"')
+        cut = public.rfind("<p", 0, postal) if postal >= 0 else -1
+        public = public[:cut] + manage + public[cut:] if cut >= 0 else public + manage
+    # A template without the marks still never leaks a reader's links or address.
+    public = public.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")
+    return public.replace(ESCAPED_PERCENTS, "%%")

@@ -15,7 +15,6 @@ Rules kept here (RFC 5322 / 2045 / 8058):
 
 from __future__ import annotations
 
-import binascii
 import html as html_lib
 import re
 import secrets
@@ -23,10 +22,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
+from newsletter.content.quoted_printable import qp_encode
 from newsletter.content.render import (
     ESCAPED_PERCENTS,
     MARKS,
@@ -53,9 +51,13 @@ def single_line(value: str) -> str:
 
 
 def encode_header(name: str, value: str) -> bytes:
-    """One header, RFC 2047-encoded when not ASCII, folded with CRLF under 78 octets per line."""
+    """One header, RFC 2047-encoded when not ASCII, folded with CRLF under 78 octets per line.
+
+    Folded at 76: a continuation line is a space plus one encoded word, and an
+    encoded word may be at most 75 octets (RFC 2047 2).
+    """
     single_line(value)
-    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name, maxlinelen=78).encode(linesep="\r\n")
+    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name, maxlinelen=76).encode(linesep="\r\n")
     return f"{name}: {encoded}".encode("ascii") + CRLF
 
 
@@ -101,16 +103,9 @@ class MessageIds:
         return f"{self._prefix}{subscriber_id}{self._suffix}"
 
 
-def _qp(data: str) -> bytes:
-    """Quoted-printable with CRLF everywhere, including soft breaks."""
-    encoded = binascii.b2a_qp(data.replace("\r\n", "\n").encode("utf-8"), quotetabs=False, istext=True, header=False)
-    # b2a_qp picks LF or CRLF from the first line end it sees; force CRLF.
-    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def _qp_value(value: str) -> bytes:
-    encoded = binascii.b2a_qp(value.encode("utf-8"), quotetabs=True, istext=False, header=False)
-    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+def encode_value(value: str) -> bytes:
+    """A per-recipient value, quoted-printable, for a place between two soft breaks."""
+    return qp_encode(value, room_at_end=1, quote_spaces=True)
 
 
 DOT_RE = re.compile(rb"(?m)^\.")
@@ -125,9 +120,9 @@ def dot_stuff(data: bytes) -> bytes:
 class _EncodedBody:
     """A QP-encoded body cut at its markers: literal pieces and the marker between each pair.
 
-    Every spliced value starts a line (a soft break precedes it), so SMTP
-    dot-stuffing can be done once here for the pieces (``stuffed``) and per value
-    by a one-byte check, instead of a regex over every message.
+    Every spliced value starts a line (a soft break precedes it) and ends before
+    one, so SMTP dot-stuffing can be done once here for the pieces (``stuffed``)
+    and per recipient only over the values' few lines, never over a whole message.
     """
 
     pieces: tuple[bytes, ...]
@@ -141,11 +136,12 @@ class _EncodedBody:
         marks = tuple(parts[1::2])
         pieces = []
         for i, literal in enumerate(literals):
-            encoded = _qp(literal.replace(ESCAPED_PERCENTS, "%%"))
+            more = i < len(literals) - 1
+            encoded = qp_encode(literal.replace(ESCAPED_PERCENTS, "%%"), room_at_end=1 if more else 0)
             # Around each spliced value, a soft break keeps every line short, whatever the value.
             if i > 0:
                 encoded = SOFT_BREAK + encoded
-            if i < len(literals) - 1 and not encoded.endswith(CRLF):
+            if more and encoded and not encoded.endswith(CRLF):
                 encoded += SOFT_BREAK
             pieces.append(encoded)
         return cls(tuple(pieces), tuple(dot_stuff(piece) for piece in pieces), marks)
@@ -154,8 +150,9 @@ class _EncodedBody:
         pieces = self.stuffed if dot_stuffed else self.pieces
         out = [pieces[0]]
         for mark, piece in zip(self.marks, pieces[1:], strict=True):
-            value = values[mark]
-            out.append(b"." + value if dot_stuffed and value[:1] == b"." else value)
+            # A value spans several lines once quoted-printable wraps it, and any of them
+            # may start with "." (RFC 5321 4.5.2): stuff every line of it, not just the first.
+            out.append(dot_stuff(values[mark]) if dot_stuffed else values[mark])
             out.append(piece)
         return b"".join(out)
 
@@ -183,7 +180,7 @@ class PreparedMessage:
         for name, value in extra_headers:
             head.append(encode_header(name, value))
         head.append(b"MIME-Version: 1.0\r\n")
-        head.append(f'Content-Type: multipart/alternative; boundary="{self.boundary}"\r\n'.encode("ascii"))
+        head.append(f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode("ascii"))
         self._fixed_headers = b"".join(head)
         part_head = "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
         self._text_head = ("\r\n" + part_head.format(b=self.boundary, kind="plain")).encode("ascii")
@@ -228,10 +225,10 @@ class PreparedMessage:
         text_values: dict[str, bytes] = {}
         html_values: dict[str, bytes] = {}
         for mark, value in ((RECIPIENT_MARK, to_address), (UNSUBSCRIBE_MARK, unsubscribe_url), (PREFERENCES_MARK, preferences_url)):
-            text_values[mark] = encoded = _qp_value(value)
+            text_values[mark] = encoded = encode_value(value)
             escaped = html_lib.escape(value)
             # Addresses and token URLs rarely hold &, <, > or quotes: encode once then.
-            html_values[mark] = encoded if escaped == value else _qp_value(escaped)
+            html_values[mark] = encoded if escaped == value else encode_value(escaped)
         return b"".join(
             (
                 headers,
@@ -259,19 +256,18 @@ def transactional_message(
     message_id: str,
     date: datetime,
 ) -> bytes:
-    """A one-off mail (confirmation, management link) with the same mandatory headers as a digest.
+    """A one-off mail (confirmation, management link) in exactly the digest's wire form.
 
-    Built through the stdlib's EmailMessage with the SMTP policy: CRLF and folding are its job.
+    The same builder as the digest: the same header order and List-Unsubscribe form,
+    the same quoted-printable (lines <= 76), no headers inside the parts but their own.
     """
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((single_line(from_name), single_line(from_address)))
-    msg["To"] = formataddr((single_line(to_name), single_line(to_address))) if to_name else single_line(to_address)
-    msg["Subject"] = single_line(subject)
-    msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = single_line(message_id)
-    msg["List-Id"] = single_line(list_id)
-    msg["List-Unsubscribe"] = f"<{single_line(unsubscribe_url)}>"
-    msg["List-Unsubscribe-Post"] = ONE_CLICK
-    msg.set_content(text, cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
-    return msg.as_bytes()
+    return PreparedMessage(
+        from_name=from_name, from_address=from_address, subject=subject, text=text, html=html, list_id=list_id
+    ).for_recipient(
+        to_address=to_address,
+        to_name=to_name,
+        message_id=message_id,
+        date=date,
+        unsubscribe_url=unsubscribe_url,
+        preferences_url="",
+    )

@@ -24,12 +24,16 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from newsletter.sink.check_result import Check, Status, failed, passed, warned
+from newsletter.sink.dkim import DKIM_CHECK_NAMES, DKIM_CHECKS
+from newsletter.sink.mail_checks import MAIL_CHECK_NAMES, MAIL_CHECKS
 
 if TYPE_CHECKING:
     from newsletter.sink.message import StoredMessage
 
-Status = Literal["pass", "warn", "fail"]
+__all__ = ["CHECK_NAMES", "Check", "Status", "has_postal_address", "run_checks"]
 
 # Gmail clips message bodies above about 102 KB; stay clear of it.
 HTML_CLIP_BYTES = 102 * 1024
@@ -37,28 +41,7 @@ HTML_WARN_BYTES = 90 * 1024
 MAX_LINE_OCTETS = 998
 
 
-@dataclass(frozen=True)
-class Check:
-    """The outcome of one check."""
-
-    name: str
-    status: Status
-    reason: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "reason": self.reason}
-
-
-def _pass(name: str, reason: str) -> Check:
-    return Check(name, "pass", reason)
-
-
-def _warn(name: str, reason: str) -> Check:
-    return Check(name, "warn", reason)
-
-
-def _fail(name: str, reason: str) -> Check:
-    return Check(name, "fail", reason)
+_pass, _warn, _fail = passed, warned, failed
 
 
 # -- HTML scan ---------------------------------------------------------------------------
@@ -462,7 +445,7 @@ _HTML_CHECKS: list[Callable[[StoredMessage, _HTMLScan | None], Check]] = [
 CHECK_NAMES: tuple[str, ...] = (
     "list-unsubscribe", "list-unsubscribe-post", "from-header", "date-header", "message-id",
     "line-endings", "text-alternative", "html-size", "external-css", "inlined-css", "img-alt",
-    "absolute-links", "unsubscribe-link", "postal-address",
+    "absolute-links", "unsubscribe-link", "postal-address", *MAIL_CHECK_NAMES, *DKIM_CHECK_NAMES,
 )
 
 
@@ -474,6 +457,10 @@ def run_checks(m: StoredMessage) -> list[Check]:
         results.append(_guard(check.__name__, partial(check, m)))
     for html_check in _HTML_CHECKS:
         results.append(_guard(html_check.__name__, partial(html_check, m, scan)))
+    for mail_check in MAIL_CHECKS:  # newsletter.sink.mail_checks
+        results.append(_guard(mail_check.__name__, partial(mail_check, m)))
+    for dkim_check in DKIM_CHECKS:  # newsletter.sink.dkim
+        results.append(_guard(dkim_check.__name__, partial(dkim_check, m)))
     return results
 
 

@@ -112,17 +112,30 @@ class EditionStore(StorePart):
         return {state: int(n) for state, n in rows}
 
     def archive_entries(self, *, limit: int = 200) -> list[ArchiveEntry]:
-        """Published variants, newest edition first, without loading their HTML."""
+        """One entry per published edition, newest first, without loading any HTML.
+
+        An edition's variants are the same issue cut per reader (their report sets
+        differ); the public archive shows it once, as its fullest variant.
+        """
+        newest = (
+            sa.select(editions.c.id)
+            .where(editions.c.status.in_(PUBLISHED))
+            .order_by(editions.c.id.desc())
+            .limit(limit)
+        )
         query = (
             sa.select(variants.c.id, variants.c.edition_id, variants.c.subject, variants.c.report_ids, editions.c.started_at, editions.c.as_of)
             .join(editions, editions.c.id == variants.c.edition_id)
-            .where(editions.c.status.in_(PUBLISHED), variants.c.subject != "")
+            .where(variants.c.edition_id.in_(newest), variants.c.subject != "")
             .order_by(editions.c.id.desc(), variants.c.id)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [ArchiveEntry(r.id, r.edition_id, r.subject, len(r.report_ids or ()), r.started_at or r.as_of) for r in rows]
+        fullest: dict[int, Any] = {}
+        for r in rows:  # the first variant with the most reports stands for its edition
+            if r.edition_id not in fullest or len(r.report_ids or ()) > len(fullest[r.edition_id].report_ids or ()):
+                fullest[r.edition_id] = r
+        return [ArchiveEntry(r.id, r.edition_id, r.subject, len(r.report_ids or ()), r.started_at or r.as_of) for r in fullest.values()]
 
     def published_variant_html(self, variant_id: int) -> str | None:
         """The stored HTML of a variant whose edition was published, else None."""

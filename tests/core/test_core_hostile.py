@@ -42,7 +42,7 @@ def test_non_ascii_subject_and_name_round_trip(make_service, sink, tmp_path):
     assert head.isascii(), "headers must be 7-bit (RFC 2047 encoded)"
     assert b"=?utf-8?" in head.lower()
     msg = parse(raw)
-    assert str(msg["Subject"]) == f"Video Surveillance News: {title}"
+    assert str(msg["Subject"]) == title  # the headline leads (the From name says who)
     assert getaddresses([str(msg["To"])]) == [(name, "reader@example.org")]
     text, html = parts(msg)
     assert title in text
@@ -60,7 +60,7 @@ def test_long_non_ascii_subject_is_folded_and_names_decode_back(make_service, si
     subject_lines = [subject_block[0]] + list(_takewhile_continuation(subject_block[1:]))
     assert len(subject_lines) > 1 and all(len(line) <= 78 for line in subject_lines)
     msg = parse(m.raw)
-    assert str(msg["Subject"]) == f"Video Surveillance News: {title}"
+    assert str(msg["Subject"]) == title[:59].rsplit(" ", 1)[0] + "…"  # the headline, cut near 60 characters
     assert rfc2047_to(m.raw) == (name, "reader@example.org")
 
 
@@ -118,7 +118,7 @@ def test_crlf_and_markup_in_a_report_title(make_service, sink, tmp_path):
     msg = parse(raw)
     subject = str(msg["Subject"])
     assert "\r" not in subject and "\n" not in subject
-    assert subject.startswith('Video Surveillance News: AT&T "Tested"')
+    assert subject.startswith('AT&T "Tested"')
     assert "Bcc: victim@example.org" in subject  # kept as text, on the one Subject line
     text, html = parts(msg)
     scan = scan_html(html)
@@ -144,7 +144,7 @@ def test_markup_that_survives_cleaning_is_escaped_in_html(make_service, sink, tm
     service, m = send_one(make_service, sink, tmp_path, [Item(title, "lt", utc(2018, 8, 1))])
     msg = parse(m.raw)
     text, html = parts(msg)
-    assert str(msg["Subject"]) == f"Video Surveillance News: {title}"
+    assert str(msg["Subject"]) == title
     assert title in text
     assert "under &lt;$100 &amp;" in html
     assert "under <$100" not in html
@@ -218,7 +218,7 @@ def test_body_lines_starting_with_a_dot_survive_smtp(make_service, sink, tmp_pat
     teaser = "." * 75 + " ." + "." * 150 + " end"
     service, m = send_one(make_service, sink, tmp_path, [Item("Dots", "dots", utc(2018, 8, 1), teaser=teaser)], NEWSLETTER_REPORTS_TEASER_LENGTH="1000")
     text, html = parts(parse(m.raw))
-    assert teaser in text
+    assert teaser in " ".join(text.split())  # the text part wraps at 76 columns (at spaces); every dot arrives
     assert teaser in html
 
 

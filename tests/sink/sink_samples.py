@@ -40,7 +40,7 @@ def build(
     headers: dict[str, str | None] | None = None,
 ) -> EmailMessage:
     """A digest-like message that passes every check; `headers` overrides (None removes)."""
-    msg = EmailMessage()
+    msg = EmailMessage(policy=SMTP.clone(max_line_length=76))  # quoted-printable lines <= 76 (RFC 2045)
     base: dict[str, str | None] = {
         "From": f"Video Surveillance News <{sender}>",
         "To": to,
@@ -61,6 +61,7 @@ def build(
             msg.set_content(html, subtype="html")
         else:
             msg.add_alternative(html, subtype="html")
+            del msg.get_payload()[1]["MIME-Version"]  # the stdlib adds one to the part; it belongs at the top only
     return msg
 
 
