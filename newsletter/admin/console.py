@@ -7,6 +7,7 @@ Blocking work runs in Starlette's thread pool.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any
 
@@ -22,10 +23,11 @@ from newsletter.admin.engine import MANUAL
 from newsletter.admin.importing import FORMATS, mapping_from, run_import
 from newsletter.admin.importing import preview as preview_import
 from newsletter.admin.security import client_of, same_origin
+from newsletter.config import SECRET_KEYS, describe_keys
 from newsletter.content.render import web_version
 from newsletter.errors import NewsletterError
-from newsletter.models import DeliveryState, EditionStatus, SubscriberStatus
-from newsletter.subscriptions import add_subscriber
+from newsletter.models import Cadence, DeliveryState, EditionStatus, SubscriberStatus
+from newsletter.subscriptions import add_subscriber, export_csv, parse_topics
 from newsletter.subscriptions.formats import FIELDS
 
 PAGE_SIZE = 50
@@ -280,6 +282,33 @@ class Pages:
         await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.remove", reader.email, "forgotten with their delivery history")
         return see_other("/admin/readers")
 
+    async def edit_reader(self, request: Request) -> Response:
+        signed, form = await self.c.posted(request, "editor")
+        reader = await self._reader(request.path_params["reader_id"])
+        try:
+            topics = parse_topics(str(form.get("topics") or ""))
+            cadence = Cadence(str(form.get("cadence") or reader.cadence.value))
+        except ValueError as exc:
+            raise Refused(400, "cadence must be daily or weekly") from exc
+        paused = form.get("paused") == "1"
+        await run_in_threadpool(self.store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused)
+        detail = f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}"
+        await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.edit", reader.email, detail)
+        return see_other(f"/admin/readers/{reader.id}")
+
+    async def export(self, request: Request) -> Response:
+        """Every reader as CSV (the CLI's export format, importable again); the export is audited."""
+        signed = await self.c.signed_in(request, "editor")
+
+        def write() -> str:
+            out = io.StringIO()
+            export_csv(self.store.subscribers.list_subscribers(), out)
+            return out.getvalue()
+
+        text = await run_in_threadpool(write)
+        await run_in_threadpool(self.c.audit, request, signed.operator.email, "readers.export", "", f"{text.count(chr(10)) - 1} readers")
+        return Response(text, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="readers.csv"'})
+
     async def _reader(self, reader_id: int) -> Any:
         reader = await run_in_threadpool(self.store.subscribers.get_subscriber, reader_id)
         if reader is None:
@@ -362,6 +391,28 @@ class Pages:
         entries = await run_in_threadpool(self.store.accounts.audit_entries, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
         return self.c.page(request, "audit.html", signed=signed, title="Audit log", entries=entries[:PAGE_SIZE], page=page, more=len(entries) > PAGE_SIZE)
 
+    async def suppressions(self, request: Request) -> Response:
+        """The suppression list: kept as hashes of mailboxes, so it can be checked, not read out."""
+        signed = await self.c.signed_in(request, "admin")
+        email = request.query_params.get("email", "")[:320].strip()
+        status = await run_in_threadpool(self.store.suppressions.status_of, email) if email else None
+        total = await run_in_threadpool(self.store.suppressions.count)
+        totals = await run_in_threadpool(self.store.console.status_totals)
+        return self.c.page(request, "suppressions.html", signed=signed, title="Suppression list", email=email, found=status, total=total, totals=totals)
+
+    async def settings_view(self, request: Request) -> Response:
+        """Every configuration key's effective value; secrets only say whether they are set."""
+        signed = await self.c.signed_in(request, "admin")
+        settings = self.c.settings
+        rows = []
+        for key, variable, _default in describe_keys():
+            section, name = key.split(".")
+            value = getattr(getattr(settings, section), name)
+            if (section, name) in SECRET_KEYS:
+                value = "(set)" if value else "(not set)"
+            rows.append((key, variable, str(value)))
+        return self.c.page(request, "settings.html", signed=signed, title="Settings", rows=rows)
+
     async def users(self, request: Request) -> Response:
         signed = await self.c.signed_in(request, "admin")
         users = await run_in_threadpool(self.store.accounts.list_users)
@@ -428,6 +479,10 @@ def console_routes(console: Console) -> list[BaseRoute]:
         Route("/admin/readers/{reader_id:int}", p.reader, methods=["GET"]),
         Route("/admin/readers/{reader_id:int}/reactivate", p.reactivate, methods=["POST"]),
         Route("/admin/readers/{reader_id:int}/remove", p.remove, methods=["POST"]),
+        Route("/admin/readers/{reader_id:int}/edit", p.edit_reader, methods=["POST"]),
+        Route("/admin/readers/export.csv", p.export, methods=["GET"]),
+        Route("/admin/suppressions", p.suppressions, methods=["GET"]),
+        Route("/admin/settings", p.settings_view, methods=["GET"]),
         Route("/admin/preview", p.preview, methods=["GET"]),
         Route("/admin/preview/frame", p.preview_frame, methods=["GET"]),
         Route("/admin/preview/test", p.test_send, methods=["POST"]),

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.service import Service
 
-CONSOLE_PREFIXES = ("/admin", "/api/")
+CONSOLE_PREFIXES = ("/admin/", "/api/")
 
 
 class WithConsole:

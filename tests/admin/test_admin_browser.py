@@ -134,7 +134,8 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             page.screenshot(path=str(SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / SCREENSHOT.name), full_page=False)
             narrow = browser.new_page(viewport={"width": 375, "height": 800})
             narrow.context.add_cookies(page.context.cookies())
-            for path in ("/admin/", "/admin/editions", f"/admin/editions/{edition_id}", "/admin/readers", "/admin/readers?q=reader0", "/admin/preview?email=reader01%40example.org", "/admin/tokens"):
+            reader = service.store.subscribers.find_subscriber("reader01@example.org")
+            for path in ("/admin/", "/admin/editions", f"/admin/editions/{edition_id}", "/admin/readers", "/admin/readers?q=reader0", f"/admin/readers/{reader.id}", "/admin/preview?email=reader01%40example.org", "/admin/tokens", "/admin/import"):
                 narrow.goto(base_url + path)
                 page_fits(narrow, 375)
                 assert_no_violations(narrow, label=f"{path} at 375 px")
@@ -171,5 +172,18 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             expect(page.get_by_role("status")).to_contain_text("2 added")
             assert_no_violations(page, label="import finished")
             assert service.store.subscribers.find_subscriber("dana@example.org") is not None
+
+            # An admin's pages: users, audit log, suppression list, settings.
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            page.get_by_label("Email").fill("admin@console.example.org")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            for name in ("Users", "Audit log", "Suppression list", "Settings"):
+                page.get_by_role("link", name=name, exact=True).click()
+                expect(page.get_by_role("heading", name=name)).to_be_visible()
+                assert_no_violations(page, label=name)
+            page.goto(base_url + "/admin/audit")
+            expect(page.get_by_role("cell", name="edition.pause")).to_be_visible()
         finally:
             browser.close()

@@ -186,3 +186,37 @@ def test_openapi_document_and_docs_need_a_token_or_session(signed_in: Any, conso
     docs = console.client.get("/api/v1/docs")
     assert docs.status_code == 200 and "/api/v1/openapi.json" in docs.text
     assert ORIGIN  # the docs page posts nothing
+
+
+def test_reader_edit_and_export_are_audited(signed_in: Any) -> None:
+    console = signed_in("editor")
+    store = console.service.store
+    ana = store.subscribers.find_subscriber("ana@example.org")
+    r = console.post(f"/admin/readers/{ana.id}/edit", {"topics": "Access Control; Cameras", "cadence": "weekly", "paused": "1"}, csrf_from=f"/admin/readers/{ana.id}")
+    assert r.status_code == 303
+    fresh = store.subscribers.get_subscriber(ana.id)
+    assert fresh.cadence.value == "weekly" and fresh.paused and set(fresh.topics) == {"Access Control", "Cameras"}
+    bad = console.post(f"/admin/readers/{ana.id}/edit", {"cadence": "hourly"}, csrf_from=f"/admin/readers/{ana.id}")
+    assert bad.status_code == 400 and store.subscribers.get_subscriber(ana.id).cadence.value == "weekly"
+    export = console.client.get("/admin/readers/export.csv")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    assert export.text.splitlines()[0].startswith("email,") and "ben@example.org" in export.text
+    actions = {(e.action, e.target) for e in store.accounts.audit_entries()}
+    assert ("reader.edit", "ana@example.org") in actions and ("readers.export", "") in actions
+
+
+def test_admin_sees_settings_without_secrets_and_checks_the_suppression_list(signed_in: Any) -> None:
+    from newsletter.models import SubscriberStatus
+    from tests.factories import SECRET_KEY
+
+    console = signed_in("admin")
+    settings = console.client.get("/admin/settings")
+    assert settings.status_code == 200 and "admin.session_idle" in settings.text
+    assert SECRET_KEY not in settings.text and "(set)" in settings.text
+    console.service.store.suppressions.suppress("gone@example.org", SubscriberStatus.BOUNCED, reason="hard bounce")
+    found = console.client.get("/admin/suppressions", params={"email": "gone@example.org"})
+    assert "is suppressed (bounced)" in found.text
+    assert "is not on the suppression list" in console.client.get("/admin/suppressions", params={"email": "ana@example.org"}).text
+    console.login("editor@console.example.org")
+    assert console.client.get("/admin/settings").status_code == 403
+    assert console.client.get("/admin/suppressions").status_code == 403
