@@ -10,8 +10,9 @@ its next outcome (the ``on_outcome`` hook raises ``PausedByOperator``), the send
 puts its queued rows back to pending as it does for any stop, and the rows it had
 claimed but not queued are released here. An edition that no sender is working on
 (deferred rows waiting) simply stays paused: the scheduler's upkeep leaves paused
-editions to an operator. Sends of other processes (the scheduler in another
-`serve`, `newsletter send`) finish their current run; they are not interrupted.
+editions to an operator. A send this console did not start (the scheduler's,
+`newsletter send`'s) cannot hear the request, so pausing it is refused with the holder of its
+schedule's lock rather than recorded and then silently overwritten when it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from newsletter.content.planner import why_included
 from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.delivery.sender import worker_name
 from newsletter.delivery.smtp_client import Result, SmtpConnection
+from newsletter.editions.lock import lock_name
 from newsletter.editions.preview import Preview, render_preview
 from newsletter.editions.runner import EditionRunner
 from newsletter.errors import EditionError, NewsletterError
@@ -59,6 +61,7 @@ class ConsoleEngine:
         self.settings = service.settings
         self.store = service.store
         self._pause_requests: set[int] = set()
+        self._running: set[str] = set()  # keys of the editions this console's threads are sending
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -148,6 +151,16 @@ class ConsoleEngine:
         if edition.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
             raise EditionError(f"edition {edition.key} is {edition.status.value}; only a sending edition can be paused")
         with self._lock:
+            mine = edition.key in self._running
+        held = self.store.locks.current(lock_name(edition.schedule))
+        if not mine and held is not None and held.expires_at > self.now():
+            # A send of another process or of the scheduler: it has no pause hook to hear us, and
+            # marking the edition paused would be a lie its end would overwrite.
+            raise EditionError(
+                f"edition {edition.key} is being sent by {held.holder} (the scheduler or 'newsletter send'), which the console cannot interrupt",
+                hint="Pause works on sends started from the console or the API, and on editions no sender is working on; stop that send where it runs, then pause here.",
+            )
+        with self._lock:
             self._pause_requests.add(edition_id)
         self.store.editions.set_edition_status(edition_id, EditionStatus.PAUSED, reason=f"paused by {by}", now=self.now())
         return self._edition(edition_id)
@@ -210,6 +223,8 @@ class ConsoleEngine:
                 raise PausedByOperator()
 
         def target() -> None:
+            with self._lock:
+                self._running.add(key)
             try:
                 run(watch)
             except PausedByOperator:
@@ -218,6 +233,9 @@ class ConsoleEngine:
                 log.warning("console send %s stopped: %s", key, exc.message)
             except Exception:
                 log.exception("console send %s failed", key)
+            finally:
+                with self._lock:
+                    self._running.discard(key)
 
         thread = threading.Thread(target=target, name=f"console-send-{key}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
