@@ -40,7 +40,10 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
     store = service_from(ctx).store
     subscriber, created = add_subscriber(store, email, name=name, topics=topics)
     _warn_unknown_topics(store, dict.fromkeys(subscriber.topics, 1))
-    if created:
+    if created and subscriber.status is not SubscriberStatus.ACTIVE:
+        # The suppression list remembers who left: adding them back is not their consent.
+        console.print(f"Added {subscriber.email} as {subscriber.status.value}: it is on the suppression list. Check with its owner, then 'newsletter subscribers reactivate {subscriber.email}'")
+    elif created:
         console.print(f"Added {subscriber.email}")
     else:
         console.print(f"{subscriber.email} is already a subscriber ({subscriber.status.value}); nothing changed")
@@ -48,16 +51,22 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
 
 @subscribers.command("remove")
 @click.argument("email")
+@click.option("--forget", is_flag=True, help="Erase every personal detail (the person asked); keep only a hash so the address is never mailed again.")
 @click.pass_context
 @reports_errors
-def subscribers_remove(ctx: click.Context, email: str) -> None:
-    """Delete a subscriber and their delivery history."""
+def subscribers_remove(ctx: click.Context, email: str, forget: bool) -> None:
+    """Delete a subscriber and their delivery history (an unsubscribed or bounced address stays suppressed)."""
     from newsletter.subscriptions import normalise_email
 
     address = normalise_email(email)
-    if not service_from(ctx).store.subscribers.remove_subscriber(address):
+    store = service_from(ctx).store
+    if not store.subscribers.remove_subscriber(address, forget=forget):
         raise CliError(f"{address} is not a subscriber", "'newsletter subscribers list' shows them.")
-    console.print(f"Removed {address}")
+    if forget:
+        store.webmail.forget(address)
+        console.print(f"Erased {address}: only a hash of the mailbox is kept, so it is never mailed again")
+    else:
+        console.print(f"Removed {address}")
 
 
 @subscribers.command("reactivate")

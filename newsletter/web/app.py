@@ -3,8 +3,13 @@
 Contract (see README "Web"):
 - No route changes state on GET; every change is a POST. Link scanners follow GETs.
 - /subscribe and /manage answer the same page and status whatever the address's
-  state, and mail (if at all) after the answer went out, so neither the page nor
-  its timing tells whether an address is on the list.
+  state: the request is one row in the mail queue (``web.mailer.MailQueue``), and a
+  worker thread does the rest, so neither the page nor its timing tells whether an
+  address is on the list, and a slow or dead mail relay slows no page.
+- Every state-changing form POST must come from our own pages (Origin and
+  Sec-Fetch-Site checked), except the RFC 8058 one-click POST.
+- Every response, errors and 500s included, carries the security headers; no
+  response echoes the Host header (trailing-slash redirects are relative).
 - /unsubscribe/TOKEN accepts RFC 8058 one-click: a POST with no cookie, no CSRF
   token, answered 200 without a redirect, idempotent.
 - Tokens are signed per purpose; a bad, expired or wrong-purpose token is a 400
@@ -17,15 +22,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from newsletter.content.render import template_environment, web_version
 from newsletter.errors import InvalidAddress, SubscriberError, TokenError
@@ -33,18 +39,21 @@ from newsletter.models import Cadence, Subscriber, SubscriberStatus
 from newsletter.scheduling.scheduler import SchedulerHandle, start_scheduler
 from newsletter.service import Service
 from newsletter.storage.part import utcnow
+from newsletter.storage.suppressions import canonical_mailbox
 from newsletter.subscriptions import normalise_email, parse_topics
-from newsletter.tokens import Purpose
+from newsletter.tokens import Link, Purpose
 from newsletter.web.forms import BadForm, Form, read_form
 from newsletter.web.headers import SecurityHeaders
-from newsletter.web.mailer import CONFIRM, MANAGE, Mailer
-from newsletter.web.ratelimit import RateLimiter, RateLimits
+from newsletter.web.mailer import Mailer, MailQueue
+from newsletter.web.ratelimit import RateLimiter, RateLimits, client_key, open_storage
 
 log = logging.getLogger("newsletter.web")
 TAGLINE = "The newest video surveillance industry reports"
 SIGNUP_LIMITS = {"email": 320, "topics": 60, "website": 200}
 PREFERENCE_LIMITS = {"topics": 60, "cadence": 10, "paused": 10}
 NO_STORE = {"Cache-Control": "no-store"}  # pages reached through personal links
+MAX_DB_INT = 2**63 - 1  # larger path ids cannot name a row (and overflow the driver)
+SLASH_REDIRECTS = ("/embed", "/manage", "/archive")  # "/manage/" -> "/manage", relative: no Host echoed
 
 
 class PageError(Exception):
@@ -65,9 +74,13 @@ class WebApp:
         self.env = template_environment(self.settings.digest.templates)
         self.signer = service.signer  # fails now, not on the first request, if no key is set
         self.mailer = Mailer(self.settings, self.env, self.signer, service.store.subscribers, clock=service.clock or utcnow)
-        self.per_client = RateLimiter(limits.per_client)
-        self.per_target = RateLimiter(limits.per_target)
+        self.queue = MailQueue(self.mailer, service.store.webmail, unconfirmed_cap=self.settings.web.max_unconfirmed)
+        storage = open_storage(self.settings.web.rate_limit_storage)
+        self.per_client = RateLimiter(limits.per_client, storage=storage, namespace="client")
+        self.per_target = RateLimiter(limits.per_target, storage=storage, namespace="mailbox")
         self.base_url = self.settings.site.base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
         self.css = self.env.get_template("web/site.css").render(site=self.settings.site)
 
     # -- rendering --------------------------------------------------------------
@@ -96,18 +109,59 @@ class WebApp:
             )
 
     def client_key(self, request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        """The client's network. uvicorn has already replaced the peer by X-Forwarded-For
+        only when the peer is one of web.trusted_proxies (none by default)."""
+        return client_key(request.client.host if request.client else None)
 
-    def subscriber_for(self, purpose: Purpose, token: str) -> Subscriber:
-        """The subscriber a token names; PageError 400 (changing nothing) if it is bad."""
+    def check_origin(self, request: Request) -> None:
+        """Refuse (403) a form POST that another site's page made (CSRF).
+
+        Browsers say where a request comes from with Sec-Fetch-Site: only "same-origin"
+        (or "none", typed by the user) passes. Without it (older browsers), a foreign or
+        "null" Origin is refused. (Sec-Fetch-Site decides first because our
+        Referrer-Policy no-referrer makes Chrome send "Origin: null" even from our own
+        pages.) A client that sends neither (curl) is let through. ``--dev`` also
+        accepts the address it is served from.
+        """
+        fetch_site = request.headers.get("sec-fetch-site")
+        origin = request.headers.get("origin")
+        if fetch_site is not None:
+            refused = fetch_site not in ("same-origin", "none")
+        elif origin is not None:
+            allowed = {self.origin}
+            if self.dev:
+                allowed.add(f"{request.url.scheme}://{request.headers.get('host', '')}")
+            refused = origin not in allowed
+        else:
+            refused = False
+        if refused:
+            raise PageError(403, "This form came from another site", "For your safety we only accept this form from our own pages. Open the page from our site and send it again.")
+
+    def linked(self, purpose: Purpose, token: str) -> tuple[Subscriber, Link]:
+        """The subscriber a token names, and the token; PageError 400 (changing nothing) if it is bad.
+
+        A legacy (id-only) token names only a reader who existed when identities were
+        made unique: for anyone later it names nobody, whatever id it carries.
+        """
         try:
-            subscriber_id = self.signer.read(purpose, token)
+            link = self.signer.read_link(purpose, token)
         except TokenError as exc:
             raise PageError(400, "This link does not work", f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(purpose)}") from exc
-        subscriber = self.service.store.subscribers.get_subscriber(subscriber_id)
+        subscriber = self.owner(link)
         if subscriber is None:
             raise PageError(400, "This link does not work", f"The address it was made for is no longer on our list. {self.what_to_do(purpose)}")
+        return subscriber, link
+
+    def owner(self, link: Link) -> Subscriber | None:
+        """The subscriber a checked token belongs to, or None (removed, or a legacy link of a later id)."""
+        subscribers = self.service.store.subscribers
+        subscriber = subscribers.get_subscriber(link.subscriber_id)
+        if subscriber is None or (link.legacy and not subscribers.honours_legacy_links(subscriber.id)):
+            return None
         return subscriber
+
+    def subscriber_for(self, purpose: Purpose, token: str) -> Subscriber:
+        return self.linked(purpose, token)[0]
 
     @staticmethod
     def what_to_do(purpose: Purpose) -> str:
@@ -124,6 +178,7 @@ class WebApp:
         return await run_in_threadpool(self.signup_page, "embed.html")
 
     async def subscribe(self, request: Request) -> Response:
+        self.check_origin(request)
         self.limit(self.per_client, self.client_key(request))
         form = await read_form(request, SIGNUP_LIMITS)
         if form.get("website"):
@@ -131,9 +186,11 @@ class WebApp:
             log.info("signup dropped: honeypot filled")
             return self.page("subscribed.html", title="Check your inbox")
         email, topics = await run_in_threadpool(self.checked_signup, form)
-        self.limit(self.per_target, "mail:" + email)
-        # The mail goes out after the answer: same page, same timing for every address.
-        return self.page("subscribed.html", title="Check your inbox", background=BackgroundTask(self.signup_mail, email, topics))
+        # Keyed by the inbox, not the spelling: plus-tags and Gmail dots reach one person.
+        self.limit(self.per_target, "mail:" + canonical_mailbox(email))
+        # One INSERT for every address; the queue's worker decides and mails: same page, same timing.
+        await run_in_threadpool(self.queue.submit, "signup", email, topics)
+        return self.page("subscribed.html", title="Check your inbox")
 
     def checked_signup(self, form: Form) -> tuple[str, tuple[str, ...]]:
         try:
@@ -148,33 +205,28 @@ class WebApp:
         except InvalidAddress as exc:
             raise SignupInvalid(exc.message, email=form.get("email"), chosen=chosen) from exc
 
-    def signup_mail(self, email: str, topics: tuple[str, ...]) -> None:
-        store = self.service.store
-        subscriber, _created = store.subscribers.add_subscriber(email=email, topics=topics, status=SubscriberStatus.PENDING)
-        if subscriber.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
-            self.mailer.send(CONFIRM, subscriber)
-        elif subscriber.status is SubscriberStatus.ACTIVE:
-            # Already in: a management link is more useful than a second confirmation.
-            self.mailer.send(MANAGE, subscriber)
-        # Bounced: never mail an address that bounces; an operator can reactivate it.
-
     # -- confirm ------------------------------------------------------------------
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
-        subscriber = await run_in_threadpool(self.subscriber_for, Purpose.CONFIRM, token)
+        subscriber, link = await run_in_threadpool(self.linked, Purpose.CONFIRM, token)
         if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             return self.page("confirm.html", headers=NO_STORE, title="Confirm your subscription", email=subscriber.email, action=f"/confirm/{token}")
+        self.check_origin(request)
         await read_form(request, {})
         if subscriber.status is SubscriberStatus.BOUNCED:
             raise PageError(409, "We cannot mail this address", "Mail to this address has bounced, so we stopped sending to it. Contact us to have it checked.")
         if subscriber.status is SubscriberStatus.UNSUBSCRIBED and subscriber.updated_at is not None:
             # A confirmation made before the reader left must not bring them back: only a
-            # new signup (which mails a new link) can.
-            if self.signer.issued_at(Purpose.CONFIRM, token) < subscriber.updated_at.replace(microsecond=0):
+            # new signup (which mails a new link) can. Exact times: a link made in the same
+            # second as the unsubscribe, but before it, is older too.
+            assert link.issued_at is not None
+            if link.issued_at < subscriber.updated_at:
                 raise PageError(400, "This link is older than your unsubscribe", "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.")
         if subscriber.status is not SubscriberStatus.ACTIVE:
+            # The reader's own confirmation: the one way (besides an operator) off the suppression list.
             await run_in_threadpool(self.service.store.subscribers.set_status, subscriber.id, SubscriberStatus.ACTIVE, reason="confirmed on the web")
+        await run_in_threadpool(self.service.store.webmail.confirmed, subscriber.email)
         return self.page(
             "confirmed.html", headers=NO_STORE, title="You are subscribed", email=subscriber.email,
             preferences_url=f"/preferences/{self.signer.make(Purpose.PREFERENCES, subscriber.id)}",
@@ -192,21 +244,25 @@ class WebApp:
                 already=subscriber.status is not SubscriberStatus.ACTIVE and subscriber.status is not SubscriberStatus.PENDING,
             )
         form = await read_form(request, {"List-Unsubscribe": 20})
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        if not one_click:  # RFC 8058's one-click comes from the mailbox provider's servers, not our pages
+            self.check_origin(request)
         try:
-            subscriber_id = self.signer.read(Purpose.UNSUBSCRIBE, token)
+            link = self.signer.read_link(Purpose.UNSUBSCRIBE, token)
         except TokenError as exc:
             raise PageError(400, "This link does not work", f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(Purpose.UNSUBSCRIBE)}") from exc
-        how = "one-click unsubscribe" if form.get("List-Unsubscribe") == "One-Click" else "unsubscribed on the web"
-        await run_in_threadpool(self.unsubscribe_now, subscriber_id, how)
+        how = "one-click unsubscribe" if one_click else "unsubscribed on the web"
+        await run_in_threadpool(self.unsubscribe_now, link, how)
         # RFC 8058: answer the POST itself (200), never redirect; a repeat is harmless.
         return self.page("unsubscribed.html", headers=NO_STORE, title="You are unsubscribed")
 
-    def unsubscribe_now(self, subscriber_id: int, how: str) -> None:
-        subscriber = self.service.store.subscribers.get_subscriber(subscriber_id)
-        # A deleted or bounced subscriber gets no more mail anyway; nothing to change.
+    def unsubscribe_now(self, link: Link, how: str) -> None:
+        subscriber = self.owner(link)
+        # A deleted or bounced subscriber gets no more mail anyway, and a legacy link of a
+        # reused id names nobody: nothing to change.
         if subscriber is not None and subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-            self.service.store.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=how)
-            log.info("subscriber %d unsubscribed (%s)", subscriber_id, how)
+            self.service.store.subscribers.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason=how)
+            log.info("subscriber %d unsubscribed (%s)", subscriber.id, how)
 
     # -- preferences ---------------------------------------------------------------
 
@@ -221,6 +277,7 @@ class WebApp:
         subscriber = await run_in_threadpool(self.subscriber_for, purpose, token)
         saved = False
         if request.method == "POST":
+            self.check_origin(request)
             form = await read_form(request, PREFERENCE_LIMITS)
             subscriber = await run_in_threadpool(self.save_preferences, subscriber, form)
             saved = True
@@ -254,6 +311,7 @@ class WebApp:
     async def manage(self, request: Request) -> Response:
         if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             return self.page("manage.html", title="Manage your subscription", error="", email="")
+        self.check_origin(request)
         self.limit(self.per_client, self.client_key(request))
         form = await read_form(request, {"email": 320, "website": 200})
         if form.get("website"):
@@ -263,17 +321,9 @@ class WebApp:
             email = normalise_email(form.get("email"))
         except InvalidAddress as exc:
             return self.page("manage.html", status=400, title="Manage your subscription", error=exc.message, email=form.get("email"))
-        self.limit(self.per_target, "mail:" + email)
-        return self.page("manage_sent.html", title="Check your inbox", background=BackgroundTask(self.manage_mail, email))
-
-    def manage_mail(self, email: str) -> None:
-        subscriber = self.service.store.subscribers.find_subscriber(email)
-        if subscriber is None:
-            return
-        if subscriber.status is SubscriberStatus.ACTIVE:
-            self.mailer.send(MANAGE, subscriber)
-        elif subscriber.status is SubscriberStatus.PENDING:
-            self.mailer.send(CONFIRM, subscriber)
+        self.limit(self.per_target, "mail:" + canonical_mailbox(email))
+        await run_in_threadpool(self.queue.submit, "manage", email)
+        return self.page("manage_sent.html", title="Check your inbox")
 
     # -- archive -------------------------------------------------------------------
 
@@ -282,7 +332,8 @@ class WebApp:
         return self.page("archive.html", title="Archive", entries=entries)
 
     async def archive_item(self, request: Request) -> Response:
-        html = await run_in_threadpool(self.service.store.editions.published_variant_html, request.path_params["variant_id"])
+        variant_id = request.path_params["variant_id"]
+        html = None if variant_id > MAX_DB_INT else await run_in_threadpool(self.service.store.editions.published_variant_html, variant_id)
         if html is None:
             raise PageError(404, "Not in the archive", "There is no published digest at this address. The archive lists every one.")
         return HTMLResponse(web_version(html, manage_url=f"{self.base_url}/manage"))
@@ -324,6 +375,10 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        path = request.url.path
+        if exc.status_code == 404 and request.method in ("GET", "HEAD") and path.endswith("/") and path.rstrip("/") in SLASH_REDIRECTS:
+            # A path-only Location: Starlette's own slash redirect would echo the Host header.
+            return RedirectResponse(path.rstrip("/"), status_code=308)
         titles = {404: "Page not found", 405: "Not allowed"}
         return web.error_page(PageError(exc.status_code, titles.get(exc.status_code, "Error"), "Start again from the front page.", headers=dict(exc.headers or {})))
 
@@ -348,9 +403,8 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
     from newsletter.web.webhooks import webhook_routes
 
     routes += webhook_routes(service)
-    return Starlette(
+    app = _App(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             PageError: page_error,
             BadForm: bad_form,
@@ -358,18 +412,31 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
             HTTPException: http_error,
             500: server_error,
         },
-        lifespan=_lifespan(service, scheduler),
+        lifespan=_lifespan(service, scheduler, web.queue),
     )
+    app.router.redirect_slashes = False  # its redirect is absolute, built from the Host header
+    return app
 
 
-def _lifespan(service: Service, scheduler: bool) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+class _App(Starlette):
+    """Starlette with the security headers outside everything, its 500 answer included
+    (a user middleware sits inside ServerErrorMiddleware and never sees that answer)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def _lifespan(service: Service, scheduler: bool, queue: MailQueue) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = _start_scheduler(service) if scheduler else None
         app.state.scheduler = running  # the operator console and tests read its next fire times
+        queue.start()  # confirmation and manage mails, off the request path
+        app.state.mail_queue = queue
         try:
             yield
         finally:
+            queue.stop()
             if running is not None:
                 # On the loop thread: an asyncio scheduler's timer may only be touched from its loop.
                 running.shutdown()

@@ -1,12 +1,15 @@
 """Reading form posts safely: bounded body, bounded fields, no line breaks.
 
 Every value of every field is checked, known or not: a CR, LF or NUL anywhere is
-refused (400), so no submitted value can ever start a mail header or log line.
+refused (400), so no submitted value can ever start a mail header or log line; so
+are bytes that are not UTF-8 (Starlette would turn them into U+FFFD and we would
+store that as an address).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -54,6 +57,8 @@ async def read_form(request: Request, limits: dict[str, int], *, default_limit: 
         body += chunk
         if len(body) > MAX_BODY:
             raise BadForm("the form is too large", status=413)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        _check_utf8(bytes(body))
     request._body = bytes(body)  # Starlette's form parser reads the cached body from here
     try:
         data = await request.form(max_files=0, max_fields=MAX_FIELDS)
@@ -64,6 +69,19 @@ async def read_form(request: Request, limits: dict[str, int], *, default_limit: 
             raise BadForm("files are not accepted")
         if any(ch in key or ch in value for ch in FORBIDDEN):
             raise BadForm("a field contains a line break or NUL character")
+        if "\ufffd" in key or "\ufffd" in value:  # multipart parts Starlette decoded with errors="replace"
+            raise BadForm("a field is not UTF-8 text")
         if len(value) > limits.get(key, default_limit):
             raise BadForm(f"the field {key[:40]!r} is too long")
     return Form(data)
+
+
+def _check_utf8(body: bytes) -> None:
+    """BadForm unless every name and value of a urlencoded body decodes as UTF-8."""
+    try:
+        body.decode("utf-8")
+        for pair in body.split(b"&"):
+            for part in pair.split(b"=", 1):
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadForm("a field is not UTF-8 text") from None

@@ -1,16 +1,31 @@
-"""In-memory sliding-window rate limits (one process; enough for one `serve`).
+"""Rate limits on the `limits` library: in memory for one process, on Redis for several.
 
-Used per client address and per target address on /subscribe and /manage, so
+Used per client network and per target mailbox on /subscribe and /manage, so
 neither one client nor many clients can make us mail one inbox repeatedly.
+
+- The storage is ``web.rate_limit_storage``: ``memory://`` (the default: one
+  ``serve`` process) or ``redis://host:port/db`` (every web process shares the counts).
+- Sliding-window counters: two integers per key, expired by the storage when the
+  window passes, so memory is bounded by the keys seen in one window (no scan, no
+  global lock: the old limiter kept every hit and scanned all keys under a lock).
+- Keys are chosen by the caller: ``client_key`` groups an IPv6 client by its /64
+  (one subscriber line owns a whole /64), the web app keys targets by canonical mailbox.
+- A storage that fails (Redis down) lets the request through and logs it: losing
+  the limit for a while is better than refusing every signup.
 """
 
 from __future__ import annotations
 
-import threading
+import ipaddress
+import logging
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from limits import RateLimitItemPerSecond
+from limits.storage import Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+log = logging.getLogger("newsletter.web.ratelimit")
 
 
 @dataclass(frozen=True)
@@ -25,35 +40,47 @@ class Limit:
 class RateLimits:
     """The web app's limits; tests pass tighter ones to create_app."""
 
-    per_client: Limit = Limit(10, 600.0)  # posts to /subscribe and /manage together, per client address
-    per_target: Limit = Limit(3, 3600.0)  # posts naming one email address
+    per_client: Limit = Limit(10, 600.0)  # posts to /subscribe and /manage together, per client network
+    per_target: Limit = Limit(3, 3600.0)  # posts naming one mailbox (canonical: no +tag, Gmail without dots)
+
+
+def open_storage(uri: str) -> Storage:
+    """The counters' storage for a ``web.rate_limit_storage`` URI."""
+    storage = storage_from_string(uri)
+    assert isinstance(storage, Storage)  # the sync storages: memory://, redis://
+    return storage
 
 
 class RateLimiter:
-    """Counts hits per key; ``hit`` records one and says whether it is within the limit."""
+    """Counts hits per key in one namespace; ``hit`` records one and says whether it is allowed."""
 
-    MAX_KEYS = 100_000  # beyond this, expired keys are purged so memory stays bounded
-
-    def __init__(self, limit: Limit, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limit: Limit, *, storage: Storage, namespace: str) -> None:
         self.limit = limit
-        self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self.item = RateLimitItemPerSecond(limit.count, max(1, int(limit.window)), namespace=f"newsletter-{namespace}")
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
 
     def hit(self, key: str) -> float:
-        """Record a hit; 0 if allowed, else the seconds until the next one would be."""
-        now = self.clock()
-        with self._lock:
-            if len(self._hits) >= self.MAX_KEYS:
-                self._purge(now)
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.limit.window:
-                hits.popleft()
-            if len(hits) >= self.limit.count:
-                return max(1.0, hits[0] + self.limit.window - now)
-            hits.append(now)
+        """Record a hit; 0 if allowed, else the seconds until one would be."""
+        try:
+            if self.strategy.hit(self.item, key):
+                return 0.0
+            stats = self.strategy.get_window_stats(self.item, key)
+        except Exception:  # the storage is down: let the request through, say so
+            log.exception("rate limit storage failed; request allowed")
             return 0.0
+        return max(1.0, stats.reset_time - time.time())
 
-    def _purge(self, now: float) -> None:
-        for key in [k for k, h in self._hits.items() if not h or h[-1] <= now - self.limit.window]:
-            del self._hits[key]
+
+def client_key(host: str | None) -> str:
+    """The rate-limit key of a client address: IPv4 as is, IPv6 by its /64."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:100]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -129,8 +129,9 @@ def test_secrets_only_from_environment(tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         load_settings(path, env={})
     assert "NEWSLETTER_SECRET_KEY" in excinfo.value.hint
-    settings = load_settings(env={"NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_SMTP_PASSWORD": "p"})
-    assert settings.site.secret_key == "k" and settings.smtp.password == "p"
+    key = "k" * 32
+    settings = load_settings(env={"NEWSLETTER_SECRET_KEY": key, "NEWSLETTER_SMTP_PASSWORD": "p"})
+    assert settings.site.secret_key == key and settings.smtp.password == "p"
     assert "password" not in repr(settings.smtp)
     assert "secret_key" not in repr(settings.site)
 
@@ -140,3 +141,9 @@ def test_project_newsletter_toml_is_valid():
 
     settings = load_settings(PROJECT_DIR / "newsletter.toml", env={})
     assert settings.site.name == "Video Surveillance News"
+
+
+def test_a_secret_key_shorter_than_32_bytes_is_refused():
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(env={"NEWSLETTER_SECRET_KEY": "abc"})
+    assert "32" in excinfo.value.message and "secrets.token_urlsafe" in excinfo.value.hint

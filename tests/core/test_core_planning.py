@@ -142,11 +142,13 @@ def test_tokens_are_bound_to_purpose_and_key():
     with pytest.raises(TokenError):
         signer.read(Purpose.PREFERENCES, token)
     with pytest.raises(TokenError):
-        TokenSigner("other-key").read(Purpose.UNSUBSCRIBE, token)
+        TokenSigner("another-key-that-is-also-long-enough-0123").read(Purpose.UNSUBSCRIBE, token)
     with pytest.raises(TokenError):
         signer.read(Purpose.UNSUBSCRIBE, token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
     with pytest.raises(TokenError):
         TokenSigner("")
+    with pytest.raises(TokenError, match="shorter than 32 bytes"):
+        TokenSigner("abc")  # a 3-character key used to be accepted
 
 
 def test_preference_link_in_the_mail_is_signed_for_preferences(sample_service, sink):
