@@ -18,11 +18,14 @@ from newsletter.cli.common import console, reports_errors, service_from
 @reports_errors
 def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bool) -> None:
     """Render a digest without sending; list which reports are in and why."""
+    from newsletter.content.feed_state import future_reports
     from newsletter.content.planner import why_included
     from newsletter.editions.preview import render_preview
 
     service = service_from(ctx)
-    if not no_fetch:
+    if service.store.read_only and not no_fetch:
+        console.print("The database is read-only: showing the stored reports (the feed is not fetched)")
+    elif not no_fetch:
         service.runner.ingest()
     result = render_preview(service.runner, email=email)
     console.print(f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}")
@@ -40,6 +43,9 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
             why_included(result.subscriber, report),
         )
     console.print(table)
+    for held in future_reports(service.store, now=service.runner.clock()):
+        # Dated ahead of now: not in any digest until then (the log says so at each fetch too).
+        console.print(f"Held back: {held.title!r} is dated {held.published:%Y-%m-%d %H:%M} UTC, in the future", markup=False)
     if out and result.html:
         Path(out).write_text(result.html, encoding="utf-8")
         console.print(f"HTML written to {out} ({len(result.html.encode()):,} bytes)")

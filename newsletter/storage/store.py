@@ -8,8 +8,11 @@ SQLite by default, any SQLAlchemy URL (PostgreSQL through psycopg 3) by
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,8 +30,6 @@ from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.part import Clock, utcnow
 from newsletter.storage.reports import ReportStore
 from newsletter.storage.subscribers import SubscriberStore
-from newsletter.storage.suppressions import SuppressionStore
-from newsletter.storage.webmail import WebMailStore
 
 
 def default_sqlite_parent(url: str) -> Path | None:
@@ -48,8 +49,9 @@ class Store:
 
     def __init__(self, url: str, *, create: bool = True, clock: Clock = utcnow) -> None:
         parent = default_sqlite_parent(url)
+        self.read_only = False
         if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
+            url, self.read_only = _sqlite_location(url, parent)
         try:
             connect_args: dict[str, Any] = {}
             if url.startswith("sqlite"):
@@ -58,7 +60,8 @@ class Store:
                 connect_args = {"check_same_thread": False, "timeout": 30}
             self.engine: Engine = sa.create_engine(url, connect_args=connect_args, future=True)
             if url.startswith("sqlite"):
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self.engine, "connect", _sqlite_read_only_pragmas if self.read_only else _sqlite_pragmas)
+                sa.event.listen(self.engine, "handle_error", _refuse_writes_to_read_only)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open database {url!r}: {_one_line(exc)}") from exc
         self.url = url
@@ -70,8 +73,6 @@ class Store:
         self.bounces = BounceStore(self.engine, clock=clock)
         self.locks = LockStore(self.engine, clock=clock)
         self.feeds = FeedStateStore(self.engine, clock=clock)
-        self.suppressions = SuppressionStore(self.engine, clock=clock)
-        self.webmail = WebMailStore(self.engine, clock=clock)
         self.accounts = AccountStore(self.engine, clock=clock)  # the operator console's users, sessions, tokens, audit
         self.console = ConsoleViews(self.engine, clock=clock)  # the console's read-only views
         if create:
@@ -88,9 +89,65 @@ class Store:
         self.engine.dispose()
 
 
+def _sqlite_location(url: str, parent: Path) -> tuple[str, bool]:
+    """The URL to open and whether the file is read-only; StoreError for a directory that does not exist.
+
+    Only the default location is created on first use: a configured path whose directory
+    is missing is most likely a typo, and creating it would start an empty database there.
+    """
+    from newsletter.config import DEFAULT_DATABASE_URL
+
+    if url == DEFAULT_DATABASE_URL:
+        parent.mkdir(parents=True, exist_ok=True)
+    elif not parent.is_dir():
+        raise StoreError(
+            f"the database directory {parent} does not exist (database.url {url!r})",
+            hint="Check database.url (NEWSLETTER_DATABASE_URL) for a typo; to start a new database there, create the directory first.",
+        )
+    path = Path(url.removeprefix("sqlite:///"))
+    writable = os.access(path, os.W_OK) and os.access(parent, os.W_OK) if path.exists() else os.access(parent, os.W_OK)
+    if path.exists() and not writable:
+        # Read-only: reads work (subscribers list, editions, preview --no-fetch); writes get a clear error.
+        return f"sqlite:///{_read_only_uri(path)}&uri=true", True
+    return url, False
+
+
+def _read_only_uri(path: Path) -> str:
+    """A SQLite URI that reads ``path`` without writing anything.
+
+    A WAL database needs its -shm file to be read; where that cannot be created (a
+    read-only directory, the file closed cleanly), SQLite reads it only as immutable.
+    """
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        probe = sqlite3.connect(uri, uri=True)
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+            return uri
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        return uri + "&immutable=1"
+
+
+def _refuse_writes_to_read_only(context: Any) -> None:
+    """A write to a read-only SQLite file becomes one StoreError line, not a driver traceback."""
+    if "readonly database" in str(context.original_exception):
+        raise StoreError(
+            "the database file is read-only, and this command writes to it",
+            hint="Run it as a user that may write the file (and its directory). Read-only commands work: subscribers list, editions, config, preview --no-fetch.",
+        ) from context.original_exception
+
+
 def _one_line(error: object) -> str:
     # Driver messages (psycopg's above all) span lines; an operator error is one line.
     return " ".join(str(error).split())
+
+
+def _sqlite_read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")  # the journal mode is the file's own: changing it would write
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
