@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -114,6 +115,14 @@ class ScheduleSettings:
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # Proxies whose X-Forwarded-For / -Proto are believed (comma-separated IPs or networks);
+    # empty: none, the peer address is the client (rate limits key on it).
+    trusted_proxies: str = ""
+    limit_concurrency: int = 200  # connections and tasks at once; above it new requests get 503
+    timeout_keep_alive: int = 5  # seconds an idle keep-alive connection stays open
+    max_header_bytes: int = 16384  # h11's limit on a request's line and headers (a larger one is refused)
+    rate_limit_storage: str = "memory://"  # redis://host:6379/0 to share the limits between web processes
+    max_unconfirmed: int = 5  # confirmation mails, ever, to one mailbox that nobody confirmed
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,16 @@ class AdminSettings:
     host: str = "127.0.0.1"
     port: int = 0
     session_idle: int = 1800  # seconds without a request before a console session ends
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Provider webhooks (newsletter/web/webhooks.py); an endpoint whose secret is empty answers 404."""
+
+    ses_topic_arns: str = ""  # comma-separated SNS topic ARNs whose signed notifications are accepted
+    postmark_secret: str = field(default="", repr=False)  # the basic-auth password in Postmark's webhook URL (user "postmark")
+    mailgun_signing_key: str = field(default="", repr=False)  # Mailgun's HTTP webhook signing key
+    sendgrid_public_key: str = ""  # SendGrid's signed event webhook verification key (base64)
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     web: WebSettings = WebSettings()
     admin: AdminSettings = AdminSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     def replace(self, section: str, **values: Any) -> Settings:
         """Return a copy with some keys of one section changed (values are not re-validated)."""
@@ -147,6 +167,7 @@ class Settings:
 SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)}
 # Keys that only the environment may set (secrets), mapped to their variable.
 SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY"}
+SECRET_KEYS.update({("webhooks", "postmark_secret"): "NEWSLETTER_WEBHOOKS_POSTMARK_SECRET", ("webhooks", "mailgun_signing_key"): "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
 SECURITY_CHOICES = ("none", "starttls", "tls")
 
 
@@ -272,6 +293,7 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     if settings.smtp.port > 65535 or settings.web.port > 65535:
         raise ConfigError("smtp.port and web.port must be at most 65535")
+    _validate_web(settings)
     _validate_helo(settings.smtp)
     if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
         raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
@@ -328,6 +350,29 @@ def _validate_helo(smtp: SmtpSettings) -> None:
             f"smtp.helo_name is {effective!r} (from {'the setting' if name else 'this host'}), which {smtp.host} will refuse or distrust",
             hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
         )
+
+
+MIN_SECRET_BYTES = 32
+
+
+def _validate_web(settings: Settings) -> None:
+    """The web app's keys: the signing key's length, proxies, connection limits, limit storage."""
+    key = settings.site.secret_key
+    if key and len(key.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"NEWSLETTER_SECRET_KEY is {len(key.encode('utf-8'))} bytes; links signed with fewer than {MIN_SECRET_BYTES} can be forged",
+            hint="Use python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
+        )
+    web = settings.web
+    for proxy in (p.strip() for p in web.trusted_proxies.split(",") if p.strip()):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network", hint="For example 10.0.0.5,10.1.0.0/16.") from None
+    if web.limit_concurrency < 1 or web.timeout_keep_alive < 1 or web.max_header_bytes < 4096 or web.max_unconfirmed < 1:
+        raise ConfigError("web.limit_concurrency, web.timeout_keep_alive and web.max_unconfirmed must be at least 1, web.max_header_bytes at least 4096")
+    if not web.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
+        raise ConfigError(f"web.rate_limit_storage must be memory:// or a redis:// URI, got {web.rate_limit_storage!r}", hint="redis://127.0.0.1:6379/0 shares the limits between web processes.")
 
 
 def _suggest(word: str, choices: Any) -> str:

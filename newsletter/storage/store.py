@@ -30,6 +30,8 @@ from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.part import Clock, utcnow
 from newsletter.storage.reports import ReportStore
 from newsletter.storage.subscribers import SubscriberStore
+from newsletter.storage.suppressions import SuppressionStore
+from newsletter.storage.webmail import WebMailStore
 
 
 def default_sqlite_parent(url: str) -> Path | None:
@@ -73,6 +75,8 @@ class Store:
         self.bounces = BounceStore(self.engine, clock=clock)
         self.locks = LockStore(self.engine, clock=clock)
         self.feeds = FeedStateStore(self.engine, clock=clock)
+        self.suppressions = SuppressionStore(self.engine, clock=clock)
+        self.webmail = WebMailStore(self.engine, clock=clock)
         self.accounts = AccountStore(self.engine, clock=clock)  # the operator console's users, sessions, tokens, audit
         self.console = ConsoleViews(self.engine, clock=clock)  # the console's read-only views
         if create:

@@ -18,7 +18,7 @@ from newsletter.models import (
 )
 from newsletter.storage.part import StorePart
 from newsletter.storage.schema import deliveries, reports, subscribers, suppressions
-from newsletter.storage.suppressions import SUPPRESSING, mailbox_hash, suppress
+from newsletter.storage.suppressions import SUPPRESSING, lift, mailbox_hash, suppress, suppressed_status
 
 
 class PlanningRow(NamedTuple):
@@ -45,12 +45,23 @@ class SubscriberStore(StorePart):
         cadence: Cadence = Cadence.DAILY,
         now: datetime | None = None,
     ) -> tuple[Subscriber, bool]:
-        """Insert a subscriber unless the (normalised) email exists; returns (row, created)."""
+        """Insert a subscriber unless the (normalised) email exists; returns (row, created).
+
+        A mailbox on the suppression list (it unsubscribed or bounced, even if its row was
+        removed since) is inserted with that status, never active or pending: an insert
+        never reactivates anyone. Only ``set_status(..., ACTIVE)`` does (the reader's own
+        confirmation, or `subscribers reactivate`). Every insert path (signup, add, CSV
+        import, bulk inserts) must go through here or call ``suppressed_status`` itself.
+        """
         now = now or self.clock()
         with self.engine.begin() as conn:
             existing = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
             if existing is not None:
                 return _subscriber(existing), False
+            held = suppressed_status(conn, email)
+            reason = ""
+            if held is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+                status, reason = held, f"on the suppression list ({held.value}); only a confirmation or 'subscribers reactivate' brings it back"
             try:
                 new_id = conn.execute(
                     subscribers.insert().values(
@@ -63,7 +74,8 @@ class SubscriberStore(StorePart):
                         created_at=now,
                         updated_at=now,
                         confirmed_at=now if status is SubscriberStatus.ACTIVE else None,
-                        status_reason="",
+                        status_reason=reason,
+                        legacy_links=False,
                         # Owed what is stored from now on; what came before is not theirs to miss.
                         ledger_seq=_newest_report_seq(),
                     )
@@ -72,6 +84,8 @@ class SubscriberStore(StorePart):
                 # Another process inserted the same address between our check and insert.
                 row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).one()
                 return _subscriber(row), False
+            if status in SUPPRESSING and held is None:  # added as unsubscribed or bounced (an export re-imported)
+                suppress(conn, email, status, reason=reason or f"added as {status.value}", now=now)
             row = conn.execute(sa.select(subscribers).where(subscribers.c.id == new_id)).one()
             return _subscriber(row), True
 
@@ -182,12 +196,20 @@ class SubscriberStore(StorePart):
                 )
         return counts
 
-    def remove_subscriber(self, email: str) -> bool:
-        """Delete a subscriber and their delivery history; False if unknown."""
+    def remove_subscriber(self, email: str, *, forget: bool = False) -> bool:
+        """Delete a subscriber and their delivery history; False if unknown.
+
+        The suppression list keeps an unsubscribed or bounced mailbox after this. With
+        ``forget`` (the person asked to be erased) the mailbox is suppressed whatever its
+        status, and only its hash is left: no row anywhere names the address or the name.
+        """
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
+            row = conn.execute(sa.select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == email)).first()
             if row is None:
                 return False
+            if forget:
+                held = SubscriberStatus.BOUNCED if row.status == SubscriberStatus.BOUNCED.value else SubscriberStatus.UNSUBSCRIBED
+                suppress(conn, email, held, reason="erased on request", now=self.clock())
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
             return True
@@ -206,7 +228,20 @@ class SubscriberStore(StorePart):
                 .where(subscribers.c.id == subscriber_id, subscribers.c.status != status.value)
                 .values(**values)
             )
-            return result.rowcount > 0
+            if result.rowcount == 0:
+                return False
+            # The suppression list follows, in the same transaction: it outlives the row.
+            email = conn.execute(sa.select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar_one()
+            if status in SUPPRESSING:
+                suppress(conn, email, status, reason=reason, now=now)
+            elif status is SubscriberStatus.ACTIVE:
+                lift(conn, email)
+            return True
+
+    def honours_legacy_links(self, subscriber_id: int) -> bool:
+        """Whether id-only links made before migration 0006 may act for this subscriber (they existed then)."""
+        with self.engine.connect() as conn:
+            return bool(conn.execute(sa.select(subscribers.c.legacy_links).where(subscribers.c.id == subscriber_id)).scalar())
 
     def update_preferences(self, subscriber_id: int, *, topics: Sequence[str], cadence: Cadence, paused: bool) -> None:
         with self.engine.begin() as conn:
