@@ -95,6 +95,17 @@ class Accounts:
         self.store.set_password(user.id, _hasher.hash(password))  # also ends the user's sessions
         return user
 
+    def set_role(self, user_id: int, role: str) -> Operator:
+        if role not in ROLES:
+            raise AccountError(f"unknown role {role!r}", hint=f"Use one of {', '.join(ROLES)}.")
+        user = self.store.get_user(user_id)
+        if user is None:
+            raise AccountError(f"no user #{user_id}")
+        if user.role == "admin" and role != "admin" and sum(1 for u in self.store.list_users() if u.role == "admin") == 1:
+            raise AccountError("that is the last admin", hint="Make another user admin first.")
+        self.store.set_role(user_id, role)
+        return user
+
     # -- login and sessions ---------------------------------------------------------------
 
     def authenticate(self, email: str, password: str) -> Operator:
@@ -122,6 +133,7 @@ class Accounts:
         """A fresh session (the cookie value, and the session); ``previous`` (the old cookie) is ended."""
         if previous:
             self.store.delete_session(digest(previous))
+        self.store.delete_idle_sessions(idle=self.idle)  # sweep sessions that ended by idling
         cookie = secrets.token_urlsafe(32)
         self.store.create_session(id_hash=digest(cookie), user_id=user.id, csrf_token=secrets.token_urlsafe(32), client=client)
         session = self.store.get_session(digest(cookie))

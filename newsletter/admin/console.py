@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from newsletter.admin.accounts import LoginRefused
+from newsletter.admin.accounts import ROLES, LoginRefused
 from newsletter.admin.context import LOGIN_COOKIE, Console, Refused, read_form
 from newsletter.admin.engine import MANUAL
 from newsletter.admin.importing import FORMATS, mapping_from, run_import
@@ -416,7 +416,21 @@ class Pages:
     async def users(self, request: Request) -> Response:
         signed = await self.c.signed_in(request, "admin")
         users = await run_in_threadpool(self.store.accounts.list_users)
-        return self.c.page(request, "users.html", signed=signed, title="Users", users=users)
+        return self.c.page(request, "users.html", signed=signed, title="Users", users=users, roles=ROLES)
+
+    async def create_user(self, request: Request) -> Response:
+        signed, form = await self.c.posted(request, "admin")
+        email, role = str(form.get("email") or "")[:320], str(form.get("role") or "viewer")
+        user = await run_in_threadpool(self.c.accounts.create_user, email, role=role, password=str(form.get("password") or ""))
+        await run_in_threadpool(self.c.audit, request, signed.operator.email, "user.create", user.email, f"role {role}")
+        return see_other("/admin/users")
+
+    async def change_role(self, request: Request) -> Response:
+        signed, form = await self.c.posted(request, "admin")
+        role = str(form.get("role") or "")
+        user = await run_in_threadpool(self.c.accounts.set_role, request.path_params["user_id"], role)
+        await run_in_threadpool(self.c.audit, request, signed.operator.email, "user.role", user.email, f"{user.role} -> {role}")
+        return see_other("/admin/users")
 
     # -- API tokens --------------------------------------------------------------------------------------
 
@@ -491,6 +505,8 @@ def console_routes(console: Console) -> list[BaseRoute]:
         Route("/admin/import/run", p.import_run, methods=["POST"]),
         Route("/admin/audit", p.audit_log, methods=["GET"]),
         Route("/admin/users", p.users, methods=["GET"]),
+        Route("/admin/users/new", p.create_user, methods=["POST"]),
+        Route("/admin/users/{user_id:int}/role", p.change_role, methods=["POST"]),
         Route("/admin/tokens", p.tokens, methods=["GET"]),
         Route("/admin/tokens/new", p.create_token, methods=["POST"]),
         Route("/admin/tokens/{token_id:int}/revoke", p.revoke_token, methods=["POST"]),

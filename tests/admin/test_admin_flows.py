@@ -239,3 +239,21 @@ def test_pausing_a_send_the_console_did_not_start_is_refused_not_recorded(signed
     # With no sender working on it (e.g. deferred rows waiting), a pause holds: the scheduler's upkeep leaves paused editions alone.
     assert console.post(f"/admin/editions/{edition.id}/pause", csrf_from=f"/admin/editions/{edition.id}").status_code == 303
     assert store.editions.get_edition(edition.id).status is EditionStatus.PAUSED
+
+
+def test_admin_adds_users_and_changes_roles_but_never_removes_the_last_admin(signed_in: Any) -> None:
+    console = signed_in("admin")
+    accounts = console.service.store.accounts
+    assert console.post("/admin/users/new", {"email": "new.editor@example.org", "role": "editor", "password": "another long passphrase"}, csrf_from="/admin/users").status_code == 303
+    new = accounts.find_user("new.editor@example.org")
+    assert new is not None and new.role == "editor" and "another long passphrase" not in new.password_hash
+    assert console.post("/admin/users/new", {"email": "x@example.org", "role": "editor", "password": "short"}, csrf_from="/admin/users").status_code == 400
+    assert console.post(f"/admin/users/{new.id}/role", {"role": "viewer"}, csrf_from="/admin/users").status_code == 303
+    assert accounts.find_user("new.editor@example.org").role == "viewer"
+    me = accounts.find_user("admin@console.example.org")
+    last = console.post(f"/admin/users/{me.id}/role", {"role": "viewer"}, csrf_from="/admin/users")
+    assert last.status_code == 400 and "last admin" in last.text and accounts.get_user(me.id).role == "admin"
+    actions = [(e.action, e.target) for e in accounts.audit_entries()]
+    assert ("user.create", "new.editor@example.org") in actions and ("user.role", "new.editor@example.org") in actions
+    console.login("editor@console.example.org")
+    assert console.post("/admin/users/new", {"email": "y@example.org", "role": "admin", "password": "another long passphrase"}, csrf_from="/admin/").status_code == 403
