@@ -340,14 +340,11 @@ def _validate_helo(smtp: SmtpSettings) -> None:
     name = smtp.helo_name.strip()
     if smtp.helo_name and (not name or any(ch.isspace() for ch in smtp.helo_name) or not all(ch.isalnum() or ch in ".-[]:" for ch in name)):
         raise ConfigError(f"smtp.helo_name must be one host name, got {smtp.helo_name!r}", hint="Use this host's public name, e.g. mail.example.com.")
-    if smtp.host in LOOPBACK_HOSTS or smtp.host.startswith("127."):
-        return
-    import socket  # only for a remote server: the default asks DNS once
-
-    effective = name or socket.getfqdn()
-    if effective.lower().split(".")[0] == "localhost" or "." not in effective:
+    if not name or smtp.host in LOOPBACK_HOSTS or smtp.host.startswith("127."):
+        return  # the default (this host's FQDN) is checked when a send starts (delivery.smtp_client.helo_name)
+    if name.lower().split(".")[0] == "localhost" or "." not in name:
         raise ConfigError(
-            f"smtp.helo_name is {effective!r} (from {'the setting' if name else 'this host'}), which {smtp.host} will refuse or distrust",
+            f"smtp.helo_name is {name!r}, which {smtp.host} will refuse or distrust",
             hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
         )
 

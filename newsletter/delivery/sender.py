@@ -44,7 +44,7 @@ from newsletter.config import Settings
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.judgement import Verdict, judge, sender_hint
 from newsletter.delivery.message import PreparedMessage
-from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
+from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection, helo_name
 from newsletter.delivery.suppression import DOMAIN_PAUSED, DomainGuard, Suppressor
 from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
 from newsletter.storage.outbox import OutboxStore
@@ -126,6 +126,7 @@ class Sender:
         self.base_url = settings.site.base_url.rstrip("/")
         self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         self.limiter = RateLimiter(settings.smtp.rate_limit)
+        helo_name(settings.smtp)  # a 'localhost' greeting towards a remote server is refused before any row is claimed
         self._results: queue.Queue[DeliveryOutcome] = queue.Queue()
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(2 * settings.delivery.batch_size, 2 * settings.smtp.connections))
         self._stop = threading.Event()

@@ -18,16 +18,30 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from newsletter.config import SmtpSettings
+from newsletter.config import LOOPBACK_HOSTS, SmtpSettings
 from newsletter.delivery.message import dot_stuff
+from newsletter.errors import ConfigError
 
 # smtplib asks socket.getfqdn() on every connect (a DNS round trip); ask once per process.
 LOCAL_HOSTNAME = socket.getfqdn()
 
 
 def helo_name(settings: SmtpSettings) -> str:
-    """The name we greet with: ``smtp.helo_name``, else the host's FQDN."""
-    return settings.helo_name or LOCAL_HOSTNAME
+    """The name we greet with: ``smtp.helo_name``, else the host's FQDN.
+
+    ConfigError when that default is 'localhost' (or not fully qualified) and the server is
+    not on loopback: strict servers refuse every message then (an explicit setting is
+    checked when the configuration loads).
+    """
+    if settings.helo_name:
+        return settings.helo_name
+    remote = settings.host not in LOOPBACK_HOSTS and not settings.host.startswith("127.")
+    if remote and (LOCAL_HOSTNAME.lower().split(".")[0] == "localhost" or "." not in LOCAL_HOSTNAME):
+        raise ConfigError(
+            f"this host calls itself {LOCAL_HOSTNAME!r}, a HELO name {settings.host} will refuse or distrust",
+            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
+        )
+    return LOCAL_HOSTNAME
 
 
 class Result(str, enum.Enum):

@@ -493,6 +493,18 @@ def test_helo_name_setting_and_localhost_refused_for_a_remote_server(tmp_path: P
     assert build_settings(tmp_path, NEWSLETTER_SMTP_HELO_NAME="localhost").smtp.helo_name == "localhost"
 
 
+def test_default_helo_of_localhost_towards_a_remote_server_is_refused_before_any_row_is_tried(world, monkeypatch):
+    # The regression's machine called itself 'localhost' (socket.getfqdn()); pin that here.
+    monkeypatch.setattr("newsletter.delivery.smtp_client.LOCAL_HOSTNAME", "localhost")
+    world.configure(smtp_host="smtp.example.net")
+    emails = world.add_subscribers(3)
+    out = world.cli("send", "--key", "e1")
+    assert out.exit_code == 1 and "smtp.helo_name" in flat(out.output), out.output
+    assert "Traceback" not in out.output
+    assert all(r.state == "pending" for r in world.check("e1", final=False, expected=emails).rows)
+    assert bounce_count(world.store) == 0
+
+
 def test_a_policy_burst_from_one_domain_defers_that_domain_and_suppresses_nobody(world):
     world.configure(smtp_retries=0, smtp_connections=1)
     blocked = world.add_subscribers(12, prefix="b", domain="blocking.example")
