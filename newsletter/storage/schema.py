@@ -62,6 +62,8 @@ subscribers = sa.Table(
     # True for readers who existed before identities were made unique (migration 0006): only
     # their legacy (id-only) links are honoured; every later reader's links are current tokens.
     sa.Column("legacy_links", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    # `subscribers list --search` scans this narrow covering index, not the wide table (migration 0008).
+    sa.Index("ix_subscribers_search", "email", "name", "status"),
     # Ids are never given out again, even after the highest one is deleted: a removed reader's
     # links must never name the next signup.
     sqlite_autoincrement=True,

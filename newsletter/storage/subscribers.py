@@ -109,9 +109,10 @@ class SubscriberStore(StorePart):
     def list_page(self, *, search: str = "", status: SubscriberStatus | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Subscriber], int]:
         """One page of subscribers (ordered by id) and how many match in all.
 
-        ``search`` matches part of the address or, ignoring case, of the name. The page
-        comes from the primary key (or the status index) and stops at ``limit`` rows;
-        only the count reads every matching row.
+        ``search`` matches part of the address or, ignoring case, of the name. Without it
+        the page walks the primary key (or the status index) and stops at ``limit`` rows;
+        with it, the count and the page each scan the narrow covering index
+        ``ix_subscribers_search`` (migration 0008), never the wide table.
         """
         condition: sa.ColumnElement[bool] = sa.true()
         if status is not None:
@@ -119,10 +120,19 @@ class SubscriberStore(StorePart):
         if search.strip():
             pattern = "%" + _like_escape(search.strip()) + "%"
             # Addresses are stored lower-case, so a plain LIKE on them is case-blind on every database.
-            condition = sa.and_(condition, sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), subscribers.c.name.ilike(pattern, escape="\\")))
+            # SQLite's LIKE ignores ASCII case already; lower() per row would only slow the scan.
+            name_match = subscribers.c.name.like(pattern, escape="\\") if self.engine.dialect.name == "sqlite" else subscribers.c.name.ilike(pattern, escape="\\")
+            condition = sa.and_(condition, sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), name_match))
         with self.engine.connect() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(subscribers).where(condition)).scalar_one())
-            rows = conn.execute(sa.select(subscribers).where(condition).order_by(subscribers.c.id).limit(limit).offset(offset)).all()
+            if not search.strip():
+                rows = conn.execute(sa.select(subscribers).where(condition).order_by(subscribers.c.id).limit(limit).offset(offset)).all()
+                return [_subscriber(r) for r in rows], total
+            # Ids first, ordered by "id + 0": SQLite then scans the covering search index and sorts
+            # the matches, instead of walking the whole table in id order; then the page's rows.
+            page = sa.select(subscribers.c.id).where(condition).order_by(subscribers.c.id + 0).limit(limit).offset(offset)
+            ids = list(conn.execute(page).scalars())
+            rows = conn.execute(sa.select(subscribers).where(subscribers.c.id.in_(ids)).order_by(subscribers.c.id)).all() if ids else []
         return [_subscriber(r) for r in rows], total
 
     def import_batch(self, rows: Sequence[ImportRow], *, given: frozenset[str], update: bool = False, now: datetime | None = None) -> ImportCounts:
@@ -400,26 +410,24 @@ def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> Non
         conn.execute(stmt, [{**{n: r[n] for n in varying[:6]}, "confirmed_at": now if r["confirmed"] else None, **shared} for r in rows])
         return
     compiled = stmt.compile(dialect=dialect)
-
-    def converter(name: str) -> Any:
-        return subscribers.c[name].type.bind_processor(dialect) or (lambda value: value)
-
-    convert = {n: converter(n) for n in varying}
-    fixed = {n: converter(n)(v) for n, v in shared.items()}
-    stamped, unstamped = convert["confirmed_at"](now), convert["confirmed_at"](None)
-    to_email, to_name, to_status, to_topics, to_cadence, to_reason = (convert[n] for n in varying[:6])
-    params = [
-        {
-            "email": to_email(r["email"]), "name": to_name(r["name"]), "status": to_status(r["status"]), "topics": to_topics(r["topics"]),
-            "cadence": to_cadence(r["cadence"]), "status_reason": to_reason(r["status_reason"]), "confirmed_at": stamped if r["confirmed"] else unstamped, **fixed,
-        }
+    names = (*varying, *shared)
+    fixed = tuple(_converted(n, v, dialect) for n, v in shared.items())
+    stamped, unstamped = _converted("confirmed_at", now, dialect), _converted("confirmed_at", None, dialect)
+    to_topics = subscribers.c.topics.type.bind_processor(dialect) or (lambda value: value)
+    # Plain strings need no conversion on SQLite: one tuple per row, in the statement's order.
+    values = [
+        (r["email"], r["name"], r["status"], to_topics(r["topics"]), r["cadence"], r["status_reason"], stamped if r["confirmed"] else unstamped, *fixed)
         for r in rows
     ]
-    if compiled.positional:
-        order = compiled.positiontup or ()
-        conn.exec_driver_sql(str(compiled), [tuple(p[name] for name in order) for p in params])
-    else:
-        conn.exec_driver_sql(str(compiled), params)
+    order = [names.index(name) for name in (compiled.positiontup or ())]
+    if order != list(range(len(names))):
+        values = [tuple(v[i] for i in order) for v in values]
+    conn.exec_driver_sql(str(compiled), values)
+
+
+def _converted(name: str, value: Any, dialect: Any) -> Any:
+    convert = subscribers.c[name].type.bind_processor(dialect)
+    return convert(value) if convert else value
 
 
 def _changed_fields(old: Any, row: ImportRow, given: frozenset[str]) -> dict[str, Any]:

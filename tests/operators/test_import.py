@@ -103,7 +103,7 @@ def test_format_option_and_map_option_choose_the_columns(store):
 def test_import_writes_in_batches_not_one_transaction_per_row(store):
     inserts: list[int] = []
 
-    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def count(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO SUBSCRIBERS"):
             inserts.append(len(parameters) if executemany else 1)
 
