@@ -132,3 +132,18 @@ def test_postfix_strict_helo_pauses_and_blames_nobody_then_helo_name_delivers_on
     received = [str(m.headers.get_all("Received")) for m in world.sink.messages()]
     assert all("from news.example.com" in r for r in received), received[:1]
     assert "bare <LF>" not in relay.postfix.log() and "Improper use of SMTP command pipelining" not in relay.postfix.log()
+
+
+def test_postfix_global_dsn_for_smtputf8_mail_suppresses_the_unknown_reader(world, relay):
+    readers = world.add_subscribers(2, prefix="reader")
+    unknown = "jörg@example.org"
+    add_subscriber(world.store, unknown)
+    relay.configure()
+    world.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.1.1 User unknown", to=unknown))
+    world.run("e1")
+    relay.settle(lambda: len(relay.received()) >= 1)
+    [dsn] = relay.received()
+    assert b"global-delivery-status" in dsn and b"Auto-Submitted: auto-replied" in dsn, dsn[:600]
+    assert subscriber_status(world.store, unknown) == "bounced"
+    assert kinds(world, unknown) == ["hard"]
+    assert all(relay.copies(e) == 1 and subscriber_status(world.store, e) == "active" for e in readers)
