@@ -237,3 +237,37 @@ def test_create_user_reads_the_password_from_stdin_never_an_argument(base_env: d
     assert r.exit_code == 1 and "Error: the password must have at least 12 characters" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["admin", "users"], env=env)
     assert "boss@example.org" in r.output and "admin" in r.output
+
+
+def test_sign_out_ends_the_session_on_the_server_not_only_in_the_browser(console: Operator) -> None:
+    name = console.app.state.console.cookie_name
+    console.login("viewer@console.example.org")
+    cookie = console.client.cookies.get(name)
+    assert cookie and console.post("/admin/logout").status_code == 303
+    console.client.cookies.set(name, cookie)  # a copy of the cookie kept by an attacker
+    assert console.client.get("/admin/").status_code == 303
+
+
+def test_same_origin_refuses_every_foreign_or_missing_origin() -> None:
+    """Property: a POST is same-origin only when its Origin (or Referer) names exactly the request's host."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from starlette.requests import Request
+
+    from newsletter.admin.security import same_origin
+
+    hosts = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z]{2,5}){0,2}(:[0-9]{2,5})?", fullmatch=True)
+
+    def request(host: str, headers: dict[str, str]) -> Request:
+        raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        return Request({"type": "http", "method": "POST", "path": "/admin/send", "headers": raw, "query_string": b""})
+
+    @settings(max_examples=60, deadline=None)
+    @given(host=hosts, other=hosts, scheme=st.sampled_from(["http", "https"]), via=st.sampled_from(["origin", "referer"]))
+    def check(host: str, other: str, scheme: str, via: str) -> None:
+        header = {"Origin": f"{scheme}://{other}"} if via == "origin" else {"Referer": f"{scheme}://{other}/page?x=1"}
+        assert same_origin(request(host, header)) is (other.lower() == host.lower())
+        assert same_origin(request(host, {})) is False
+        assert same_origin(request(host, {**header, "Sec-Fetch-Site": "cross-site"})) is False
+
+    check()
