@@ -62,6 +62,7 @@ class ConsoleEngine:
         self.store = service.store
         self._pause_requests: set[int] = set()
         self._running: set[str] = set()  # keys of the editions this console's threads are sending
+        self._failed: dict[str, NewsletterError] = {}  # why a send of this console stopped, by key
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -197,6 +198,10 @@ class ConsoleEngine:
             edition = self.store.editions.find_edition(key)
             if edition is not None:
                 return edition
+            with self._lock:
+                failed = self._failed.pop(key, None)
+            if failed is not None:
+                raise failed  # e.g. another send of the schedule holds its lock
             time.sleep(0.05)
         raise EditionError(f"edition {key} did not start within {timeout:.0f} s", hint="Another send of this schedule may hold its lock; see the dashboard.")
 
@@ -231,6 +236,8 @@ class ConsoleEngine:
                 self._settle_pause(key)
             except NewsletterError as exc:
                 log.warning("console send %s stopped: %s", key, exc.message)
+                with self._lock:
+                    self._failed[key] = exc
             except Exception:
                 log.exception("console send %s failed", key)
             finally:

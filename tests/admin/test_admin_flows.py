@@ -257,3 +257,16 @@ def test_admin_adds_users_and_changes_roles_but_never_removes_the_last_admin(sig
     assert ("user.create", "new.editor@example.org") in actions and ("user.role", "new.editor@example.org") in actions
     console.login("editor@console.example.org")
     assert console.post("/admin/users/new", {"email": "y@example.org", "role": "admin", "password": "another long passphrase"}, csrf_from="/admin/").status_code == 403
+
+
+def test_send_now_while_another_send_of_the_schedule_runs_says_so_at_once(signed_in: Any) -> None:
+    from newsletter.editions.lock import hold_send_lock
+
+    console = signed_in("editor")
+    store = console.service.store
+    with hold_send_lock(store.locks, "manual"):
+        started = time.monotonic()
+        r = console.post("/admin/send", {"schedule": "manual", "confirm_count": "3"}, csrf_from="/admin/send?schedule=manual")
+        assert r.status_code == 400 and "another send" in r.text.lower()
+        assert time.monotonic() - started < 5  # the refusal, not a 10-second wait for an edition that never starts
+    assert store.editions.list_editions() == []
