@@ -21,7 +21,7 @@ def show_config(ctx: click.Context) -> None:
     for key, var, _default in describe_keys():
         section, name = key.split(".")
         value = getattr(getattr(settings, section), name)
-        if name in ("password", "secret_key"):
+        if name in ("password", "secret_key", "dkim_private_key"):  # secrets: never printed
             value = "(set)" if value else "(not set)"
         table.add_row(key, var, str(value))
     console.print(table)

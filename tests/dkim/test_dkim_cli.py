@@ -115,3 +115,13 @@ def test_send_with_a_malformed_key_stops_with_one_line_and_a_hint_before_any_mai
     assert "Error: the DKIM key file" in result.output and "malformed or encrypted private key" in result.output
     assert "Hint: " in result.output and "Traceback" not in result.output
     assert sink.messages() == []
+
+
+def test_config_never_prints_the_dkim_private_key(tmp_path, ed_key):
+    from newsletter.delivery.dkim import private_pem
+
+    pem = private_pem(ed_key.private).decode()
+    result = run(tmp_path, "config", env={"NEWSLETTER_DKIM_PRIVATE_KEY": pem, "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"})
+    assert result.exit_code == 0, result.output
+    assert "PRIVATE KEY" not in result.output and pem.splitlines()[1][:20] not in result.output
+    assert "(set)" in result.output
