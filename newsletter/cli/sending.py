@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from newsletter.cli.common import CliError, console, reports_errors, service_from, when
-from newsletter.models import Cadence, Edition
+from newsletter.models import Cadence, Edition, EditionStatus
 
 
 @click.command()
@@ -136,7 +138,6 @@ def _print_result(result: Any) -> None:
 @reports_errors
 def worker(ctx: click.Context, once: bool, poll: float) -> None:
     """Only drain outboxes: help send editions that are already planned (run several, on several machines)."""
-    import time
 
     service = service_from(ctx)
     if service.store.engine.dialect.name == "sqlite":
@@ -147,22 +148,55 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
             hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'), or set database.url to a PostgreSQL server.",
         )
     console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C stops.")
+    pause = poll
     try:
         while True:
-            worked = False
-            for edition_id in service.store.outbox.claimable_editions():
-                edition = service.store.editions.get_edition(edition_id)
-                if edition is None:
-                    continue
-                result = service.runner.drain(edition)
-                worked = True
-                console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
+            try:
+                worked = _drain_claimable(service)
+            except DBAPIError as exc:
+                # A database restart or a network cut: say so in one line and try again; the
+                # rows this worker held come back to it or to another when their lease runs out.
+                pause = min(max(pause, poll) * 2, 30.0)
+                console.print(f"database unreachable ({str(exc.orig or exc).splitlines()[0][:160]}); retrying in {pause:.0f} s")
+                time.sleep(pause)
+                continue
+            pause = poll
             if once and not worked:
+                _report_unfinished(service)
                 return
             if not worked:
                 time.sleep(poll)
     except KeyboardInterrupt:
         console.print("Stopped; rows this worker held go back to the others when their lease runs out.")
+
+
+def _drain_claimable(service: Any) -> bool:
+    worked = False
+    for edition_id in service.store.outbox.claimable_editions():
+        edition = service.store.editions.get_edition(edition_id)
+        if edition is None:
+            continue
+        result = service.runner.drain(edition)
+        worked = True
+        console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
+    return worked
+
+
+def _report_unfinished(service: Any) -> None:
+    """`worker --once` ends saying what it could not do; non-zero when an operator must act."""
+    unfinished = service.store.editions.list_editions(statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=20)
+    must_act = []
+    for edition in unfinished:
+        counts = edition.counts
+        if counts.get("sending"):
+            console.print(f"edition {edition.key}: {counts['sending']} rows are with other live senders")
+        if counts.get("deferred"):
+            due = service.store.outbox.next_due(edition.id)
+            console.print(f"edition {edition.key}: {counts['deferred']} rows deferred until {when(due)} (retried then)")
+        if edition.status is EditionStatus.PAUSED:
+            must_act.append(f"edition {edition.key} is paused: {edition.reason}")
+    if must_act:
+        raise CliError("; ".join(must_act), hint="Fix the cause, then 'newsletter send --resume' (or start the workers again).")
 
 
 @click.command()

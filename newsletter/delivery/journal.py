@@ -56,7 +56,11 @@ def replay(paths: list[Path]) -> dict[int, JournalEntry]:
     """What the journals say about each delivery id (the last line about an id wins)."""
     entries: dict[int, JournalEntry] = {}
     for path in paths:
-        for raw in path.read_bytes().splitlines():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # consumed and removed by the recovery that ran before this one
+        for raw in data.splitlines():
             parts = raw.split(b" ", 4)
             try:
                 if parts[0] == b"S" and len(parts) == 2:

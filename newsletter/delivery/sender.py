@@ -33,6 +33,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from newsletter.storage.subscribers import SubscriberStore
 from newsletter.tokens import Purpose, TokenSigner
 
 log = logging.getLogger("newsletter.delivery.sender")
+LEASE_SAFETY = 0.8  # send only within this part of a lease after its last renewal
 ProgressCallback = Callable[[DeliveryOutcome], None]
 
 
@@ -122,7 +124,14 @@ class Sender:
         self._inactive_checked = clock()
         self._inactive_polled = time.monotonic()
         self.worker = worker_name()
-        self._lease_renewed = time.monotonic()
+        # Fencing: every row this run claims carries its token; results, renewals and
+        # give-backs are written only while a row still carries it.
+        self.token = uuid.uuid4().hex
+        self._held_lock = threading.Lock()
+        self._outstanding: set[int] = set()  # claimed, result not yet committed
+        self._lost: set[int] = set()  # taken over by another sender: never sent from here
+        self._lease_deadline = time.monotonic() + settings.delivery.lease * LEASE_SAFETY
+        self._last_commit = time.monotonic()
         self.base_url = settings.site.base_url.rstrip("/")
         self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         self.limiter = RateLimiter(settings.smtp.rate_limit)
@@ -146,6 +155,8 @@ class Sender:
         ]
         for worker in workers:
             worker.start()
+        renewer = threading.Thread(target=self._renew_leases, name="lease-renewal", daemon=True)
+        renewer.start()
         tally: dict[str, int] = {}
         pending: list[DeliveryOutcome] = []
         in_flight = 0
@@ -154,15 +165,18 @@ class Sender:
         try:
             while not self.paused_reason:
                 rows = self.outbox.claim_deliveries(
-                    self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease
+                    self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease, token=self.token
                 )
                 if not rows:
                     break
+                with self._held_lock:
+                    self._outstanding.update(r.id for r in rows)
+                    self._lease_deadline = time.monotonic() + self.settings.delivery.lease * LEASE_SAFETY
                 date = format_datetime(self.clock())
                 for index, row in enumerate(rows):
                     if self.paused_reason:
                         # Claimed but not handed out: back to pending for the resume.
-                        self.outbox.set_rows_state([r.id for r in rows[index:]], DeliveryState.PENDING, reply="edition paused")
+                        self.outbox.give_back([r.id for r in rows[index:]], token=self.token, reply="edition paused")
                         break
                     try:
                         job = self._job(row, date)
@@ -174,17 +188,18 @@ class Sender:
                     in_flight += 1
                     in_flight -= self._collect(pending, tally, block=False)
                     self._refresh_inactive()
-                    if len(pending) >= batch:
+                    if self._commit_due(pending):
                         self._commit(pending)
             while in_flight:
                 in_flight -= self._collect(pending, tally, block=True)
                 self._refresh_inactive()
-                if len(pending) >= batch:
+                if self._commit_due(pending):
                     self._commit(pending)
             self._commit(pending)
             clean = True
         finally:
             self._stop.set()
+            renewer.join(timeout=5)
             for _ in workers:
                 self._jobs.put(None)
             for worker in workers:
@@ -253,16 +268,58 @@ class Sender:
         if gone:
             self._inactive = self._inactive | gone
 
+    def _commit_due(self, pending: list[DeliveryOutcome]) -> bool:
+        # By count for throughput, and by time so that a sender that dies leaves at most about
+        # delivery.commit_interval seconds of sent-but-unrecorded rows for the next holder to send again.
+        return len(pending) >= self.settings.delivery.batch_size or bool(pending and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval)
+
     def _commit(self, pending: list[DeliveryOutcome]) -> None:
+        self._last_commit = time.monotonic()
+        if not pending:
+            return
+        written = self.outbox.record_outcomes(pending, as_of=self.as_of, token=self.token)
+        self.suppressor.record_failures([o for o in pending if o.delivery_id in written])
+        dropped = [o for o in pending if o.delivery_id not in written and o.state is not DeliveryState.PENDING]
+        if dropped:
+            log.warning("edition %s: %d results not recorded: those rows were taken over by another sender", self.edition_id, len(dropped))
+        with self._held_lock:
+            self._outstanding.difference_update(o.delivery_id for o in pending)
+        pending.clear()
+
+    def _renew_leases(self) -> None:
+        """On a timer (a third of ``delivery.lease``), independent of batches and send rate.
+
+        Rows missing from the renewal were taken over by another sender: they are marked
+        lost and never sent from here. A renewal that fails leaves the deadline where it
+        was, and rows are not sent past it (see ``_lease_lapsed``).
+        """
         lease = self.settings.delivery.lease
-        if time.monotonic() - self._lease_renewed > lease / 3:
-            # Rows still queued here must not look abandoned to other senders.
-            self.outbox.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease)
-            self._lease_renewed = time.monotonic()
-        if pending:
-            self.outbox.record_outcomes(pending, as_of=self.as_of)
-            self.suppressor.record_failures(pending)
-            pending.clear()
+        interval = max(lease / 3, 0.2)
+        while not self._stop.wait(interval):
+            started = time.monotonic()
+            try:
+                held = self.outbox.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease, token=self.token)
+            except Exception as exc:  # the database may be restarting: the next beat retries
+                log.warning("edition %s: lease renewal failed (%s); not sending past the lease", self.edition_id, str(exc).splitlines()[0][:200])
+                continue
+            with self._held_lock:
+                lost = {i for i in self._outstanding if i not in held}
+                # Rows whose results are collected but not committed are still held: only
+                # queued ones can be lost, and a result already journaled stays as it is.
+                self._lost |= lost
+                self._lease_deadline = started + lease * LEASE_SAFETY
+            if lost:
+                log.warning("edition %s: %d rows were taken over by another sender; they will not be sent from here", self.edition_id, len(lost))
+
+    def _lease_lapsed(self, row_id: int) -> str:
+        """Why this row must not be sent now ("" when it may): lost, or the lease not renewed in time."""
+        with self._held_lock:
+            if row_id in self._lost:
+                return "taken over by another sender: not sent from here"
+            if time.monotonic() > self._lease_deadline:
+                return "lease not renewed in time: given back, not sent"
+        return ""
+
 
     # -- connection threads -------------------------------------------------------
 
@@ -278,6 +335,9 @@ class Sender:
                     # are not attempted; they wait, pending, for the resume.
                     why = "edition paused" if self.paused_reason else "sender stopped"
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, f"{why} before this row was tried")
+                elif lapsed := self._lease_lapsed(job.delivery.id):
+                    # Fenced: the PENDING result below is written only if the row is still ours.
+                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, lapsed)
                 elif job.delivery.subscriber_id in self._inactive:
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
                 elif why := self.domains.paused(job.delivery.email):

@@ -24,7 +24,7 @@ from newsletter.delivery.journal import journal_files, replay
 from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.delivery.sender import Sender
 from newsletter.delivery.suppression import Suppressor
-from newsletter.editions.lock import SendLockBusy, hold_planning_lock, hold_send_lock
+from newsletter.editions.lock import SendLock, SendLockBusy, hold_planning_lock, hold_send_lock
 from newsletter.errors import EditionError, FeedError, NewsletterError
 from newsletter.models import (
     Cadence,
@@ -415,32 +415,48 @@ class EditionRunner:
         Rows whose data was sent without a recorded reply are sent again with the
         same Message-ID (at most one per connection that was open at the crash).
         Rows held by a live sender, or by one on another machine, are left alone:
-        the other machine's rows come back when their lease runs out.
+        the other machine's rows come back when their lease runs out. One recovery
+        at a time per edition (a database lock): two at once would each requeue rows
+        the other had just handed out again. Every write is fenced on the dead holder,
+        so a row someone else took meanwhile is not touched.
         """
+        lock = SendLock(self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False)
+        if not lock.try_acquire():
+            log.info("edition %s: another process is recovering it; not recovering here", edition.key)
+            return
+        try:
+            self._recover_held(edition)
+        finally:
+            lock.release()
+
+    def _recover_held(self, edition: Edition) -> None:
         directory = Path(self.settings.delivery.journal_dir)
         host = socket.gethostname()
-        dead: dict[int, int] = {}  # row id -> subscriber id
+        dead: dict[int, tuple[int, str]] = {}  # row id -> (subscriber id, holder)
         for row_id, subscriber_id, claimed_by in self.store.outbox.sending_rows(edition.id):
             owner_host, _, pid = claimed_by.rpartition(":")
             if not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid))):
-                dead[row_id] = subscriber_id
+                dead[row_id] = (subscriber_id, claimed_by)
         paths = [p for p in journal_files(directory, edition.id) if not _alive(_journal_pid(p))]
         entries = replay(paths)
-        outcomes: list[DeliveryOutcome] = []
-        retry: list[int] = []
+        outcomes: dict[str, list[DeliveryOutcome]] = {}
+        retry: dict[str, list[int]] = {}
         for row_id in sorted(dead):
+            subscriber_id, holder = dead[row_id]
             entry = entries.get(row_id)
             if entry is not None and entry.state is not None and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING):
-                outcomes.append(DeliveryOutcome(row_id, dead[row_id], entry.state, entry.code, entry.reply or "recovered from the send journal"))
+                outcomes.setdefault(holder, []).append(DeliveryOutcome(row_id, subscriber_id, entry.state, entry.code, entry.reply or "recovered from the send journal"))
             else:
-                retry.append(row_id)
-        if outcomes:
-            self.store.outbox.record_outcomes(outcomes, as_of=edition.as_of)
-            self.suppressor().record_failures(outcomes)
-        if retry:
-            self.store.outbox.set_rows_state(retry, DeliveryState.PENDING, reply="requeued after an interrupted send")
+                retry.setdefault(holder, []).append(row_id)
+        recorded = requeued = 0
+        for holder, found in outcomes.items():
+            written = self.store.outbox.record_outcomes(found, as_of=edition.as_of, holder=holder)
+            self.suppressor().record_failures([o for o in found if o.delivery_id in written])
+            recorded += len(written)
+        for holder, ids in retry.items():
+            requeued += self.store.outbox.requeue_from(ids, holder=holder, reply="requeued after an interrupted send")
         if dead or paths:
-            log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, len(outcomes), len(retry))
+            log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, recorded, requeued)
         for path in paths:
             path.unlink(missing_ok=True)
 

@@ -44,7 +44,7 @@ class OutboxStore(StorePart):
             )
 
     def claim_deliveries(
-        self, edition_id: int, *, limit: int, worker: str = "", lease_seconds: int = 300, now: datetime | None = None
+        self, edition_id: int, *, limit: int, worker: str = "", lease_seconds: int = 300, token: str | None = None, now: datetime | None = None
     ) -> list[Delivery]:
         """Take up to ``limit`` due rows and mark them sending under a lease held by ``worker``.
 
@@ -53,6 +53,8 @@ class OutboxStore(StorePart):
         locked with FOR UPDATE SKIP LOCKED, so several senders never take the same
         row. Rows whose subscriber is no longer active (or paused) are marked
         suppressed instead, so an unsubscribe or bounce during a send is honoured.
+        ``token`` is the sender's fencing token: its later writes on these rows hold only
+        while a row still carries it (see ``record_outcomes``, ``renew_lease``, ``give_back``).
         """
         now = now or self.clock()
         # Three narrow queries instead of one OR: each walks the (edition_id, state, id)
@@ -103,6 +105,7 @@ class OutboxStore(StorePart):
                         updated_at=now,
                         claimed_by=worker,
                         lease_until=lease_until,
+                        claim_token=token,
                     )
                 )
             for start in range(0, len(gone), 500):
@@ -116,19 +119,39 @@ class OutboxStore(StorePart):
             for r in take
         ]
 
-    def renew_lease(self, edition_id: int, *, worker: str, lease_seconds: int, now: datetime | None = None) -> None:
-        """Extend the lease of every row this worker still holds as sending."""
+    def renew_lease(self, edition_id: int, *, worker: str, lease_seconds: int, token: str | None = None, now: datetime | None = None) -> set[int]:
+        """Extend the lease of every row this sender still holds as sending; the ids it holds.
+
+        With ``token``, held means still carrying that fencing token: a row another sender
+        took over after the lease ran out is not renewed, and is missing from the answer.
+        """
         now = now or self.clock()
+        held = deliveries.c.claim_token == token if token is not None else deliveries.c.claimed_by == worker
         with self.engine.begin() as conn:
-            conn.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.edition_id == edition_id,
-                    deliveries.c.state == DeliveryState.SENDING.value,
-                    deliveries.c.claimed_by == worker,
-                )
-                .values(lease_until=now + timedelta(seconds=lease_seconds))
+            return set(
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value, held)
+                    .values(lease_until=now + timedelta(seconds=lease_seconds))
+                    .returning(deliveries.c.id)
+                ).scalars()
             )
+
+    def give_back(self, ids: Sequence[int], *, token: str, reply: str) -> int:
+        """Rows this sender holds but will not send go back to pending (only those still carrying ``token``)."""
+        given = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                given += conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id.in_(list(ids[start : start + 500])),
+                        deliveries.c.state == DeliveryState.SENDING.value,
+                        deliveries.c.claim_token == token,
+                    )
+                    .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
+                ).rowcount
+        return given
 
     def sending_rows(self, edition_id: int) -> list[tuple[int, int, str]]:
         """(row id, subscriber id, claimed_by) of every row left sending."""
@@ -162,7 +185,9 @@ class OutboxStore(StorePart):
                 ).scalars()
             )
 
-    def record_outcomes(self, outcomes: Sequence[DeliveryOutcome], *, as_of: datetime, now: datetime | None = None) -> None:
+    def record_outcomes(
+        self, outcomes: Sequence[DeliveryOutcome], *, as_of: datetime, token: str | None = None, holder: str | None = None, now: datetime | None = None
+    ) -> set[int]:
         """Commit a batch of send results in one transaction.
 
         A sent row also moves its reader's ledger mark to the row's ``ledger_seq`` (never
@@ -170,20 +195,36 @@ class OutboxStore(StorePart):
         planning ever sees the row sent and the mark not yet moved. A row whose outcome is
         unknown moves the mark too: the server may have delivered it, and it is resent only
         as itself (same Message-ID) when an operator asks, never as part of a new digest.
+
+        Fenced: with ``token`` (a sender) or ``holder`` (a recovery of a dead sender's rows),
+        a result is written only on a row that is still sending and still carries that token
+        or holder, so a sender that lost a row never overwrites what its new holder recorded.
+        Returns the ids written; results for rows taken over are dropped.
         """
         if not outcomes:
-            return
+            return set()
         now = now or self.clock()
+        fence = [deliveries.c.state == DeliveryState.SENDING.value]
+        if token is not None:
+            fence.append(deliveries.c.claim_token == token)
+        elif holder is not None:
+            fence.append(sa.func.coalesce(deliveries.c.claimed_by, "") == holder)
+        else:
+            fence = []
         sent = [o for o in outcomes if o.state is DeliveryState.SENT]
         others = [o for o in outcomes if o.state is not DeliveryState.SENT]
+        written: set[int] = set()
         with self.engine.begin() as conn:
             for start in range(0, len(sent), 500):
                 chunk = sent[start : start + 500]
                 # One statement for a batch of sent rows: the common case stays cheap at scale.
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id.in_([o.delivery_id for o in chunk]))
-                    .values(state=DeliveryState.SENT.value, updated_at=now, sent_at=now, last_code=250, last_reply="", next_attempt_at=None)
+                written.update(
+                    conn.execute(
+                        deliveries.update()
+                        .where(deliveries.c.id.in_([o.delivery_id for o in chunk]), *fence)
+                        .values(state=DeliveryState.SENT.value, updated_at=now, sent_at=now, last_code=250, last_reply="", next_attempt_at=None, claim_token=None)
+                        .returning(deliveries.c.id)
+                    ).scalars()
                 )
             for outcome in others:
                 values: dict[str, Any] = {
@@ -192,12 +233,14 @@ class OutboxStore(StorePart):
                     "last_code": outcome.code,
                     "last_reply": outcome.reply[:1000],
                     "next_attempt_at": outcome.next_attempt_at,
+                    "claim_token": None,
                 }
-                conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id).values(**values))
-            delivered = [o.delivery_id for o in outcomes if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN)]
+                if conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id, *fence).values(**values)).rowcount:
+                    written.add(outcome.delivery_id)
+            delivered = [o.delivery_id for o in outcomes if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN) and o.delivery_id in written]
             for start in range(0, len(delivered), 500):
                 _advance_marks(conn, delivered[start : start + 500])
-            sent_subscribers = [o.subscriber_id for o in sent]
+            sent_subscribers = [o.subscriber_id for o in sent if o.delivery_id in written]
             for start in range(0, len(sent_subscribers), 500):
                 conn.execute(
                     subscribers.update()
@@ -207,6 +250,23 @@ class OutboxStore(StorePart):
                     )
                     .values(last_digest_at=as_of)
                 )
+        return written
+
+    def requeue_from(self, ids: Sequence[int], *, holder: str, reply: str) -> int:
+        """A dead sender's rows back to pending: only those still sending under ``holder``."""
+        moved = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                moved += conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id.in_(list(ids[start : start + 500])),
+                        deliveries.c.state == DeliveryState.SENDING.value,
+                        sa.func.coalesce(deliveries.c.claimed_by, "") == holder,
+                    )
+                    .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
+                ).rowcount
+        return moved
 
     def set_rows_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str = "") -> None:
         if not ids:

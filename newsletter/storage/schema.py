@@ -131,6 +131,9 @@ deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.Column("claimed_by", sa.String(200)),  # "host:pid" of the sender holding the row
     sa.Column("lease_until", UTCDateTime),  # a 'sending' row whose lease ran out is claimable again
+    # The fencing token of the sender holding a 'sending' row: results, renewals and give-backs
+    # are written only while the row still carries it (a sender that lost the row writes nothing).
+    sa.Column("claim_token", sa.String(32)),
     sa.Column("ledger_seq", sa.Integer),  # the reader's ledger mark once this row is sent
     sa.Column("carried", sa.Integer, nullable=False, default=0),  # reports over digest.max_reports left for the next digest
     sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),

@@ -60,7 +60,8 @@ class Store:
                 # Several threads (sender connections, web) share the engine; SQLite
                 # serialises writers itself, a busy timeout makes them wait instead of fail.
                 connect_args = {"check_same_thread": False, "timeout": 30}
-            self.engine: Engine = sa.create_engine(url, connect_args=connect_args, future=True)
+            # pool_pre_ping: a connection the database dropped (a restart) is replaced, not used.
+            self.engine: Engine = sa.create_engine(url, connect_args=connect_args, future=True, pool_pre_ping=True)
             if url.startswith("sqlite"):
                 sa.event.listen(self.engine, "connect", _sqlite_read_only_pragmas if self.read_only else _sqlite_pragmas)
                 sa.event.listen(self.engine, "handle_error", _refuse_writes_to_read_only)

@@ -322,6 +322,7 @@ def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_p
     template, emails = template_db
     trial = Trial(tmp_path / "trial", template)
     trial.env["NEWSLETTER_DELIVERY_BATCH_SIZE"] = "500"  # no commit before the kill: results only in the journal
+    trial.env["NEWSLETTER_DELIVERY_COMMIT_INTERVAL"] = "3600"
     key = "journaled"
     victim = emails[1]
     try:
