@@ -57,8 +57,7 @@ async def read_form(request: Request, limits: dict[str, int], *, default_limit: 
         body += chunk
         if len(body) > MAX_BODY:
             raise BadForm("the form is too large", status=413)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
-        _check_utf8(bytes(body))
+    _check_utf8(bytes(body), urlencoded=request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded")
     request._body = bytes(body)  # Starlette's form parser reads the cached body from here
     try:
         data = await request.form(max_files=0, max_fields=MAX_FIELDS)
@@ -69,19 +68,22 @@ async def read_form(request: Request, limits: dict[str, int], *, default_limit: 
             raise BadForm("files are not accepted")
         if any(ch in key or ch in value for ch in FORBIDDEN):
             raise BadForm("a field contains a line break or NUL character")
-        if "\ufffd" in key or "\ufffd" in value:  # multipart parts Starlette decoded with errors="replace"
-            raise BadForm("a field is not UTF-8 text")
         if len(value) > limits.get(key, default_limit):
             raise BadForm(f"the field {key[:40]!r} is too long")
     return Form(data)
 
 
-def _check_utf8(body: bytes) -> None:
-    """BadForm unless every name and value of a urlencoded body decodes as UTF-8."""
+def _check_utf8(body: bytes, *, urlencoded: bool) -> None:
+    """BadForm unless the body, and every percent-decoded name and value of a urlencoded one, is UTF-8.
+
+    (Files are refused, so a multipart body is text too; Starlette would decode its
+    parts with a silent Latin-1 fallback.)
+    """
     try:
         body.decode("utf-8")
-        for pair in body.split(b"&"):
-            for part in pair.split(b"=", 1):
-                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        if urlencoded:
+            for pair in body.split(b"&"):
+                for part in pair.split(b"=", 1):
+                    unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
         raise BadForm("a field is not UTF-8 text") from None
