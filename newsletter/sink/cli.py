@@ -80,7 +80,12 @@ def _fail(message: str) -> click.ClickException:
 @click.option("--listen", "listen", default="127.0.0.1", show_default=True, metavar="ADDRESS",
               help="Address to bind SMTP and the viewer to. Anything but loopback exposes the sink.")
 @click.option("--max-messages", type=click.IntRange(1), default=1000, show_default=True,
-              help="Keep at most this many messages; the oldest are deleted.")
+              help="Keep at most this many of the messages the sink stored; its oldest are deleted. "
+                   "Files already in the Maildir are never deleted.")
+@click.option("--parsed-cache", type=click.IntRange(1), default=20, show_default=True, metavar="N",
+              help="Keep the bytes and parsed parts of at most N messages in memory (read back from disk).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer viewer requests for this Host name (repeatable); loopback names always work.")
 @click.option("--max-size", default="10M", show_default=True, metavar="SIZE",
               help="Largest message accepted (bytes, or K/M/G); bigger ones get 552.")
 @click.option("--fault", "faults", multiple=True, metavar="SPEC",
@@ -96,6 +101,8 @@ def sink_command(
     http_port: int | None,
     listen: str,
     max_messages: int,
+    parsed_cache: int,
+    allow_hosts: tuple[str, ...],
     max_size: str,
     faults: tuple[str, ...],
     close_after: int | None,
@@ -105,7 +112,8 @@ def sink_command(
     """Run the local SMTP sink: store every message in a Maildir, check it, show it.
 
     Point the sender at smtp://127.0.0.1:SMTP-PORT. With --http-port the viewer and the
-    JSON API (/api/messages, /api/wait, /api/faults ...) are served too. Ctrl-C stops.
+    JSON API (/api/messages, /api/wait, /api/faults ...) are served too; a POST or DELETE
+    needs the X-Sink-Token printed at start. Ctrl-C stops.
     """
     from newsletter.sink.errors import FaultSpecError, SinkError
     from newsletter.sink.faults import parse_fault_spec
@@ -139,6 +147,8 @@ def sink_command(
         host=listen,
         smtp_port=smtp_port,
         max_messages=max_messages,
+        parsed_cache=parsed_cache,
+        allowed_hosts=allow_hosts,
         max_message_size=size_limit,
         http_port=http_port,
         allow_remote_one_click=allow_remote_one_click,
@@ -158,8 +168,12 @@ def sink_command(
             f"Sink listening on smtp://{listen}:{sink.smtp_port}, storing in {maildir} "
             f"({len(sink.store)} messages kept, max {max_messages})"
         )
+        click.echo(
+            f"Deletes only mail it stores itself: the {sink.store.foreign_count} message(s) already in "
+            f"{maildir} that it did not store are never deleted."
+        )
         if sink.http_url:
-            click.echo(f"Viewer and API at {sink.http_url}/")
+            click.echo(f"Viewer and API at {sink.http_url}/ (POST/DELETE need X-Sink-Token: {sink.token})")
         for rule in rules:
             click.echo(f"Fault: {rule.to_dict()}")
         if close_after:

@@ -27,5 +27,17 @@ class MessageGoneError(SinkError, LookupError):
     """The message is not (or no longer) in the sink."""
 
 
+class ForeignMessageError(SinkError):
+    """The message file was in the Maildir before the sink stored it: the sink never deletes it."""
+
+
 class OneClickError(SinkError):
-    """A one-click unsubscribe cannot be attempted (no usable URI, target not allowed)."""
+    """A one-click unsubscribe cannot be attempted (no usable URI, target not allowed).
+
+    `refused_target` is True when there is a URI but the sink will not POST to it (a remote
+    host without permission, or the sink itself): the viewer answers 403 then, 400 otherwise.
+    """
+
+    def __init__(self, message: str, *, refused_target: bool = False) -> None:
+        super().__init__(message)
+        self.refused_target = refused_target

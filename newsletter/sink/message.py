@@ -2,14 +2,17 @@
 
 The raw bytes are exactly what the client sent between DATA and the final dot (CRLF kept,
 dot-stuffing removed), so checks see bare LF or long lines if a client sent them. Parsing
-is lazy and cached per object: receiving a message costs no parsing at all.
+is lazy: receiving a message costs no parsing at all. The heavy views (bytes, parsed headers
+and body, checks) live in a `ParsedCache` bounded by message count, shared by the sink's
+messages, and are rebuilt from the file when evicted; only short header strings (subject,
+From, To) stay on the message for ever, so listing and searching stay cheap.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
@@ -18,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from newsletter.sink.cache import ParsedCache
 from newsletter.sink.errors import MessageGoneError
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ class StoredMessage:
     received_at: datetime
     size: int
     path: Path
+    cache: ParsedCache = field(default_factory=lambda: ParsedCache(None), repr=False, compare=False)
 
     @classmethod
     def from_bytes(
@@ -59,13 +64,16 @@ class StoredMessage:
             received_at=datetime.now(UTC), size=len(raw),
             path=path or Path("new") / msg_id,
         )
-        message.__dict__["raw"] = raw  # the cached property's slot
+        message.cache.put(msg_id, "raw", raw)
         return message
 
     # -- raw bytes ---------------------------------------------------------------------
-    @cached_property
+    @property
     def raw(self) -> bytes:
-        """The message bytes exactly as received (read from disk on first use if needed)."""
+        """The message bytes exactly as received (read back from disk when not cached)."""
+        return self.cache.get(self.id, "raw", self._read_raw)
+
+    def _read_raw(self) -> bytes:
         for candidate in self._candidate_paths():
             try:
                 return candidate.read_bytes()
@@ -83,10 +91,10 @@ class StoredMessage:
         return paths
 
     # -- headers -----------------------------------------------------------------------
-    @cached_property
+    @property
     def headers(self) -> Message:
         """The header block only (cheap: the body is not parsed)."""
-        return _header_parser.parsebytes(self.raw, headersonly=True)
+        return self.cache.get(self.id, "headers", lambda: _header_parser.parsebytes(self.raw, headersonly=True))
 
     def header_items(self) -> list[tuple[str, str]]:
         """All headers in order, values decoded (RFC 2047) as a person would read them."""
@@ -127,26 +135,26 @@ class StoredMessage:
         assert isinstance(msg, EmailMessage)
         return msg
 
-    @cached_property
+    @property
     def _parsed(self) -> EmailMessage:
-        return self.as_email()
+        return self.cache.get(self.id, "parsed", self.as_email)
 
-    @cached_property
+    @property
     def text(self) -> str | None:
         """The decoded text/plain body (the one a client would show), or None."""
-        return _body(self._parsed, "plain")
+        return self.cache.get(self.id, "text", lambda: _body(self._parsed, "plain"))
 
-    @cached_property
+    @property
     def html(self) -> str | None:
         """The decoded text/html body, or None."""
-        return _body(self._parsed, "html")
+        return self.cache.get(self.id, "html", lambda: _body(self._parsed, "html"))
 
-    @cached_property
+    @property
     def checks(self) -> list[Check]:
-        """Deliverability checks (computed on first access, then cached)."""
+        """Deliverability checks (computed on first access, then cached while in the cache)."""
         from newsletter.sink.checks import run_checks
 
-        return run_checks(self)
+        return self.cache.get(self.id, "checks", lambda: run_checks(self))
 
     # -- presentation ------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -223,12 +231,15 @@ def matches(
     sender: str | None = None,
     subject: str | None = None,
     since: datetime | None = None,
+    query: str | None = None,
 ) -> bool:
     """True if `message` passes every given filter (None means "any").
 
     `to` looks at envelope recipients and To/Cc; `sender` at the envelope sender and From
     (see `address_matches`); `subject` is a case-insensitive substring; `since` keeps
-    messages received strictly after it (naive datetimes are taken as UTC).
+    messages received strictly after it (naive datetimes are taken as UTC); `query` is a
+    case-insensitive substring of the subject, From, To/Cc or either envelope address (the
+    short strings every message keeps, so a search never parses bodies).
     """
     if since is not None:
         if since.tzinfo is None:
@@ -241,6 +252,11 @@ def matches(
         return False
     if subject and subject.lower() not in message.subject.lower():
         return False
+    if query and query.strip():
+        needle = query.strip().lower()
+        haystack = (message.subject, message.from_, message.mail_from, *message.rcpt_tos, *message.to)
+        if not any(needle in value.lower() for value in haystack):
+            return False
     return True
 
 

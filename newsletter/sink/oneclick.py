@@ -8,13 +8,16 @@ happened, so a developer sees exactly what a provider would see.
 Safety: the POST goes only to loopback hosts unless the sink was started with
 `allow_remote_one_click=True` (CLI `--allow-remote-one-click`). Plain http is accepted for
 loopback targets (the project's web app runs on http://127.0.0.1:PORT in tests) with a
-"not https" warning, since a provider would refuse it.
+"not https" warning, since a provider would refuse it. Never the sink itself: a URI on any of
+the sink's own ports at a loopback, unspecified (0.0.0.0) or listen address -- or a name that
+resolves to one -- is refused, so a message cannot make the sink delete its own mail.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,8 +72,41 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def choose_target(message: StoredMessage, *, allow_remote: bool) -> tuple[str, list[str]]:
-    """The URI a provider would POST to, plus warnings. `OneClickError` if there is none."""
+def _reaches_this_machine(host: str, own_host: str | None) -> bool:
+    """True if `host` is loopback, unspecified, the sink's listen address, or resolves to one."""
+    host = host.strip("[]").lower()
+    own = (own_host or "").strip("[]").lower()
+
+    def local(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return ip.is_loopback or ip.is_unspecified or address == own
+
+    if is_loopback_host(host) or local(host) or (own and host == own):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False  # an address literal that is none of ours
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False  # unresolvable: the POST will fail on its own
+    return any(local(str(info[4][0])) for info in infos)
+
+
+def choose_target(
+    message: StoredMessage,
+    *,
+    allow_remote: bool,
+    own_ports: frozenset[int] = frozenset(),
+    own_host: str | None = None,
+) -> tuple[str, list[str]]:
+    """The URI a provider would POST to, plus warnings. `OneClickError` if there is none, or if
+    it is not allowed (a remote host without `allow_remote`; the sink itself: `own_ports`)."""
     warnings: list[str] = []
     header = message.headers.get("List-Unsubscribe")
     if header is None:
@@ -88,14 +124,27 @@ def choose_target(message: StoredMessage, *, allow_remote: bool) -> tuple[str, l
         warnings.append("not https: a provider requires an https URI")
     else:
         raise OneClickError("List-Unsubscribe has no http(s) URI in <angle brackets>; nothing to POST to")
-    host = urlsplit(url).hostname or ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        raise OneClickError(f"{url!r} has an invalid port; nothing to POST to") from None
+    # Checked by port first, so names are resolved only when they could be the sink.
+    if port in own_ports and _reaches_this_machine(host, own_host):
+        raise OneClickError(
+            f"{url!r} is the sink itself (port {port}); one-click never POSTs to the sink", refused_target=True
+        )
     if not is_loopback_host(host):
         if not allow_remote:
             raise OneClickError(
-                f"{host or url!r} is not a loopback host; start the sink with --allow-remote-one-click to POST there"
+                f"{host or url!r} is not a loopback host; start the sink with --allow-remote-one-click to POST there",
+                refused_target=True,
             )
         if not url.lower().startswith("https://"):
-            raise OneClickError(f"{url!r} is plain http on a remote host; a provider would never POST there")
+            raise OneClickError(
+                f"{url!r} is plain http on a remote host; a provider would never POST there", refused_target=True
+            )
     return url, warnings
 
 
@@ -105,6 +154,8 @@ def perform_one_click(
     allow_remote: bool = False,
     timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
+    own_ports: frozenset[int] = frozenset(),
+    own_host: str | None = None,
 ) -> OneClickResult:
     """POST `List-Unsubscribe=One-Click` to the message's unsubscribe URI, like Gmail.
 
@@ -112,7 +163,7 @@ def perform_one_click(
     errors are reported in the result (`error`), not raised; `OneClickError` is raised when
     there is nothing to click or the target is not allowed.
     """
-    url, warnings = choose_target(message, allow_remote=allow_remote)
+    url, warnings = choose_target(message, allow_remote=allow_remote, own_ports=own_ports, own_host=own_host)
     # A fresh client per click: no cookie jar, no proxies from the environment, no redirects.
     with httpx.Client(follow_redirects=False, timeout=timeout, trust_env=False, transport=transport) as client:
         try:

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from newsletter.sink.cache import DEFAULT_PARSED_CACHE
 from newsletter.sink.errors import MessageGoneError
 from newsletter.sink.faults import FaultSet
 from newsletter.sink.message import StoredMessage, matches
@@ -44,6 +46,12 @@ class SinkServer:
 
     `on_message`, if set, is called with each stored `StoredMessage` on the SMTP thread
     (keep it quick; exceptions are logged and ignored).
+
+    Safety (see README "The local SMTP sink"): `max_messages` caps only the messages the sink
+    stored itself, files already in the Maildir are never deleted; `parsed_cache` messages at
+    most keep their bytes and parsed views in memory; the viewer answers loopback Host names,
+    the listen address and `allowed_hosts` only, and every change through it needs `token`
+    (random per run unless given) from a same-origin page.
     """
 
     def __init__(
@@ -57,17 +65,27 @@ class SinkServer:
         http_port: int | None = None,
         allow_remote_one_click: bool = False,
         on_message: Callable[[StoredMessage], None] | None = None,
+        parsed_cache: int = DEFAULT_PARSED_CACHE,
+        allowed_hosts: Iterable[str] = (),
+        token: str | None = None,
     ) -> None:
         if max_message_size < 1:
             raise ValueError(f"max_message_size must be >= 1 byte, got {max_message_size}")
         if max_messages < 1:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        if parsed_cache < 1:
+            raise ValueError(f"parsed_cache must be >= 1, got {parsed_cache}")
+        if token is not None and len(token) < 16:
+            raise ValueError("the viewer token must be at least 16 characters (omit it for a random one)")
         self.maildir = Path(maildir)
         self.host = host
         self.max_messages = max_messages
         self.max_message_size = max_message_size
         self.allow_remote_one_click = allow_remote_one_click
         self.on_message = on_message
+        self.parsed_cache = parsed_cache
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.token = token or secrets.token_urlsafe(24)
         self.faults = FaultSet()
         self._requested_smtp_port = smtp_port
         self._requested_http_port = http_port
@@ -83,7 +101,7 @@ class SinkServer:
         """Open the maildir, bind the ports and start serving. Returns self."""
         if self._thread is not None:
             raise RuntimeError("sink already started")
-        store = MaildirStore(self.maildir, max_messages=self.max_messages)
+        store = MaildirStore(self.maildir, max_messages=self.max_messages, parsed_cache=self.parsed_cache)
         try:
             sock = bind_listener(self.host, self._requested_smtp_port, what="SMTP")
         except Exception:
@@ -217,10 +235,12 @@ class SinkServer:
         sender: str | None = None,
         subject: str | None = None,
         since: datetime | None = None,
+        query: str | None = None,
     ) -> list[StoredMessage]:
         """Stored messages passing the filters (see `message.matches`), newest first."""
         return [
-            m for m in self.store.newest_first() if matches(m, to=to, sender=sender, subject=subject, since=since)
+            m for m in self.store.newest_first()
+            if matches(m, to=to, sender=sender, subject=subject, since=since, query=query)
         ]
 
     def get(self, msg_id: str) -> StoredMessage:
@@ -268,18 +288,22 @@ class SinkServer:
         self.store.flush()
 
     def clear(self) -> int:
-        """Delete every stored message; returns how many."""
+        """Delete every message the sink stored (never files it did not write); returns how many."""
         return self.store.clear()
 
     def delete(self, msg_id: str) -> bool:
-        """Delete one message; False if it did not exist."""
+        """Delete one message; False if it did not exist; `ForeignMessageError` if the sink did not store it."""
         return self.store.delete(msg_id)
 
     def one_click(self, msg_id: str, *, timeout: float = 10.0) -> OneClickResult:
         """Act as the mailbox provider: RFC 8058 one-click unsubscribe for this message."""
         from newsletter.sink.oneclick import perform_one_click
 
-        return perform_one_click(self.get(msg_id), allow_remote=self.allow_remote_one_click, timeout=timeout)
+        own_ports = {self.smtp_port} | ({self.http_port} if self.http_port is not None else set())
+        return perform_one_click(
+            self.get(msg_id), allow_remote=self.allow_remote_one_click, timeout=timeout,
+            own_ports=frozenset(own_ports), own_host=self.host,
+        )
 
     def _notify(self, message: StoredMessage) -> None:
         callback = self.on_message

@@ -6,16 +6,25 @@ Layout of `maildir`::
     sink-index.jsonl        one line per received message (envelope, time, size) and one
                             {"deleted": id} line per deletion; replayed on start
 
+Ownership: the sink deletes only files it wrote itself -- those named in its index. A
+message file already in the Maildir (a developer's own mail, another tool's) is *foreign*:
+listed and shown, never deleted, not by the `max_messages` cap (which counts the sink's own
+messages only), not by `delete` (`ForeignMessageError`) and not by `clear`. A file whose
+index line was lost in a crash is treated as foreign too: keeping mail is the safe mistake.
+
+Memory: messages keep their envelope and short header strings; bytes and parsed views live
+in one `ParsedCache` (a count-bounded LRU), so memory does not grow with what was looked at.
+
 Files hold the message bytes exactly as received (CRLF line ends included), written as
 Maildir requires: into tmp/, then renamed into new/, so readers never see half a message.
 
 Speed matters more than durability here (it is a development sink, and must out-receive
-MailDev): `add` updates the in-memory index at once -- so `messages()` and `wait_for` see
+MailDev): `add` updates the in-memory list at once -- so `messages()` and `wait_for` see
 a message before the client gets its 250 -- and hands the disk work to one writer thread,
 which writes files and batches index lines in order, without fsync. `flush()` waits until
 everything handed over so far is on disk; `close()` flushes. A crash loses at most what was
 still queued; message files whose index line was lost are adopted on the next start by
-scanning new/ and cur/ (envelope approximated from the From/To headers).
+scanning new/ and cur/ (envelope approximated from the From/To headers) -- as foreign.
 
 Thread-safety: every method may be called from any thread; `changed` is a Condition that is
 notified after each add/delete/clear (used by `wait_for`).
@@ -39,15 +48,13 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
-from newsletter.sink.errors import StorageError
+from newsletter.sink.cache import DEFAULT_PARSED_CACHE, ParsedCache
+from newsletter.sink.errors import ForeignMessageError, StorageError
 from newsletter.sink.message import StoredMessage
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "sink-index.jsonl"
-# Messages up to this size keep their bytes in memory (the viewer and checks need them);
-# bigger ones are dropped from memory once on disk and read back when needed.
-_KEEP_IN_MEMORY = 1 << 20
 
 
 def _hostname() -> str:
@@ -64,16 +71,21 @@ def _index_line(m: StoredMessage) -> str:
 
 
 class MaildirStore:
-    """Messages in a Maildir; listed newest first; capped at `max_messages` (oldest go)."""
+    """Messages in a Maildir; listed newest first; at most `max_messages` of its own (oldest go).
 
-    def __init__(self, maildir: Path, *, max_messages: int = 1000) -> None:
+    `parsed_cache`: how many messages keep their bytes and parsed views in memory.
+    """
+
+    def __init__(self, maildir: Path, *, max_messages: int = 1000, parsed_cache: int = DEFAULT_PARSED_CACHE) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
         self.maildir = Path(maildir)
         self.max_messages = max_messages
+        self.cache = ParsedCache(parsed_cache)
         self._lock = threading.RLock()
         self.changed = threading.Condition(self._lock)
         self._messages: OrderedDict[str, StoredMessage] = OrderedDict()
+        self._own: OrderedDict[str, None] = OrderedDict()  # ids of the files the sink wrote, oldest first
         self._deleted_lines = 0
         self._host = _hostname()
         self._seq = 0
@@ -97,7 +109,7 @@ class MaildirStore:
         self._writer = threading.Thread(target=self._write_loop, name="sink-store", daemon=True)
         self._closed = False
         if needs_rewrite:
-            self._write_index(list(self._messages.values()))
+            self._write_index(self._own_messages())
         self._writer.start()
 
     # -- receiving ---------------------------------------------------------------------
@@ -115,12 +127,16 @@ class MaildirStore:
                 received_at=datetime.fromtimestamp(now, UTC),
                 size=len(raw),
                 path=self.maildir / "new" / name,
+                cache=self.cache,
             )
-            message.__dict__["raw"] = raw  # prime the cached property: no re-read from disk
+            self.cache.pin_raw(msg_id, raw)  # readable at once, never evicted before it is on disk
             self._messages[msg_id] = message
+            self._own[msg_id] = None
             self._ops.put(("write", message))
-            while len(self._messages) > self.max_messages:
-                _, oldest = self._messages.popitem(last=False)
+            while len(self._own) > self.max_messages:
+                oldest_id, _ = self._own.popitem(last=False)
+                oldest = self._messages.pop(oldest_id)
+                self.cache.drop(oldest_id)
                 self._ops.put(("delete", oldest))
                 self._deleted_lines += 1
             self._maybe_compact()
@@ -151,6 +167,17 @@ class MaildirStore:
         with self._lock:
             return len(self._messages)
 
+    @property
+    def foreign_count(self) -> int:
+        """Messages in the Maildir that the sink did not store (never deleted by it)."""
+        with self._lock:
+            return len(self._messages) - len(self._own)
+
+    def is_own(self, msg_id: str) -> bool:
+        """True if the sink wrote this message's file (and so may delete it)."""
+        with self._lock:
+            return msg_id in self._own
+
     def subscribe(self, listener: Callable[[StoredMessage], None]) -> Callable[[], None]:
         """Call `listener(message)` after each receipt (on the SMTP thread; keep it quick).
 
@@ -168,11 +195,21 @@ class MaildirStore:
 
     # -- removing ----------------------------------------------------------------------
     def delete(self, msg_id: str) -> bool:
-        """Delete one message (file and index entry). False if there was no such message."""
+        """Delete one message (file and index entry). False if there was no such message.
+
+        `ForeignMessageError` for a message the sink did not store: its file is never touched.
+        """
         with self._lock:
-            message = self._messages.pop(msg_id, None)
-            if message is None:
+            if msg_id not in self._messages:
                 return False
+            if msg_id not in self._own:
+                raise ForeignMessageError(
+                    f"message {msg_id} was in {self.maildir} before the sink stored anything there; "
+                    "the sink never deletes mail it did not store (remove it with your mail client)"
+                )
+            message = self._messages.pop(msg_id)
+            del self._own[msg_id]
+            self.cache.drop(msg_id)
             self._ops.put(("delete", message))
             self._deleted_lines += 1
             self._maybe_compact()
@@ -180,10 +217,11 @@ class MaildirStore:
             return True
 
     def clear(self) -> int:
-        """Delete every message; returns how many were deleted."""
+        """Delete every message the sink stored (foreign ones stay); returns how many."""
         with self._lock:
-            gone = list(self._messages.values())
-            self._messages.clear()
+            gone = [self._messages.pop(msg_id) for msg_id in self._own]
+            self._own.clear()
+            self.cache.clear()
             for message in gone:
                 self._ops.put(("unlink", message))
             self._ops.put(("rewrite", []))
@@ -202,9 +240,13 @@ class MaildirStore:
 
     def _maybe_compact(self) -> None:
         # Called under the lock, so the snapshot matches the order of queued operations.
-        if self._deleted_lines > max(100, len(self._messages)):
-            self._ops.put(("rewrite", list(self._messages.values())))
+        if self._deleted_lines > max(100, len(self._own)):
+            self._ops.put(("rewrite", self._own_messages()))
             self._deleted_lines = 0
+
+    def _own_messages(self) -> list[StoredMessage]:
+        """The sink's own messages, oldest first: all the index may name (called under the lock)."""
+        return [self._messages[msg_id] for msg_id in self._own]
 
     # -- the writer thread -------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -253,9 +295,9 @@ class MaildirStore:
     def _write_file(self, message: StoredMessage) -> None:
         name = message.path.name
         tmp = f"{self._dir}/tmp/{name}"
-        raw = message.__dict__.get("raw")
+        raw = self.cache.pinned_raw(message.id)
         if raw is None:
-            return  # already dropped from memory: nothing to write (cannot happen in order)
+            return  # already written
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(raw)
@@ -265,8 +307,7 @@ class MaildirStore:
         finally:
             os.close(fd)
         os.rename(tmp, f"{self._dir}/new/{name}")
-        if len(raw) > _KEEP_IN_MEMORY:
-            message.__dict__.pop("raw", None)
+        self.cache.unpin_raw(message.id)  # only now: until the rename, readers need the pinned bytes
 
     def _remove_file(self, message: StoredMessage) -> None:
         try:
@@ -290,9 +331,10 @@ class MaildirStore:
 
     # -- start-up ----------------------------------------------------------------------
     def _load(self) -> bool:
-        """Replay the index, then adopt message files it does not know about.
+        """Replay the index (the sink's own files), then list the files it does not name as foreign.
 
         Returns True if the index should be rewritten (it had deletions or was incomplete).
+        Only the sink's own messages count towards `max_messages`; foreign files are never removed.
         """
         records: OrderedDict[str, dict[str, Any]] = OrderedDict()
         deletions = 0
@@ -310,27 +352,36 @@ class MaildirStore:
                         records[rec["id"]] = rec
         on_disk = self._scan_files()
         known: set[str] = set()
+        found: list[tuple[StoredMessage, bool]] = []
         for rec in records.values():
             base = Path(rec["file"]).name
             if base not in on_disk:
                 continue  # deleted behind our back, e.g. by a mail client
             known.add(base)
-            self._messages[rec["id"]] = StoredMessage(
+            found.append((StoredMessage(
                 id=rec["id"], mail_from=rec.get("from", ""), rcpt_tos=tuple(rec.get("to", ())),
                 received_at=datetime.fromtimestamp(rec["at"], UTC),
-                size=rec.get("size", 0), path=self.maildir / "new" / base,
-            )
-        adopted = sorted(
-            (mtime, base, actual) for base, (mtime, actual) in on_disk.items() if base not in known
-        )
-        for mtime, base, actual in adopted:
-            message = self._adopt(base, actual, mtime)
+                size=rec.get("size", 0), path=self.maildir / "new" / base, cache=self.cache,
+            ), True))
+        foreign = [self._adopt(base, actual, mtime) for base, (mtime, actual) in on_disk.items() if base not in known]
+        found.extend((message, False) for message in foreign)
+        found.sort(key=lambda item: item[0].received_at)
+        for message, own in found:
+            if message.id in self._messages:
+                continue  # two foreign files with the same name in new/ and cur/: list one
             self._messages[message.id] = message
-        excess = len(self._messages) - self.max_messages
-        while len(self._messages) > self.max_messages:
-            _, oldest = self._messages.popitem(last=False)
-            self._remove_file(oldest)
-        return bool(adopted or deletions or excess > 0 or len(records) != len(self._messages))
+            if own:
+                self._own[message.id] = None
+        owned = len(self._own)
+        while len(self._own) > self.max_messages:
+            oldest_id, _ = self._own.popitem(last=False)
+            self._remove_file(self._messages.pop(oldest_id))
+        if self._messages:
+            log.info(
+                "sink maildir %s: %d message(s) stored by the sink, %d already there (never deleted by it)",
+                self.maildir, len(self._own), self.foreign_count,
+            )
+        return bool(deletions or owned > self.max_messages or len(records) != owned)
 
     def _scan_files(self) -> dict[str, tuple[float, Path]]:
         found: dict[str, tuple[float, Path]] = {}
@@ -350,16 +401,11 @@ class MaildirStore:
         return hashlib.sha1(base.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
     def _adopt(self, base: str, actual: Path, mtime: float) -> StoredMessage:
-        """A message file with no index line: approximate the envelope from its headers."""
+        """A message file the index does not name (foreign): approximate the envelope from its headers."""
         raw = actual.read_bytes()
-        probe = StoredMessage(
-            id=self._adopt_id(base), mail_from="", rcpt_tos=(), size=len(raw),
-            received_at=datetime.fromtimestamp(mtime, UTC),
-            path=self.maildir / "new" / base,
-        )
-        probe.__dict__["raw"] = raw
+        probe = StoredMessage.from_bytes(raw, msg_id=self._adopt_id(base), path=self.maildir / "new" / base)
         sender = [a for _, a in getaddresses([probe.from_]) if a]
         return StoredMessage(
             id=probe.id, mail_from=sender[0] if sender else "", rcpt_tos=probe.to,
-            received_at=probe.received_at, size=len(raw), path=probe.path,
+            received_at=datetime.fromtimestamp(mtime, UTC), size=len(raw), path=probe.path, cache=self.cache,
         )

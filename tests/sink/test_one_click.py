@@ -174,7 +174,8 @@ def test_one_click_through_the_api(maildir: Path, unsubscribe_app: UnsubscribeAp
     with SinkServer(maildir=maildir, http_port=0) as sink:
         assert sink.http_url is not None
         local = deliver(sink, message_to(f"{unsubscribe_app.base_url}/u/api"))
-        with httpx.Client(base_url=sink.http_url, trust_env=False, timeout=15) as http:
+        with httpx.Client(base_url=sink.http_url, trust_env=False, timeout=15,
+                          headers={"X-Sink-Token": sink.token}) as http:
             response = http.post(f"/api/messages/{local.id}/one-click")
             assert response.status_code == 200
             assert response.json()["status_code"] == 200 and response.json()["ok"] is True

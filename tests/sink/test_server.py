@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sink_samples import build, wire
 
-from newsletter.sink.errors import ListenError, MessageGoneError
+from newsletter.sink.errors import ForeignMessageError, ListenError, MessageGoneError
 from newsletter.sink.message import StoredMessage
 from newsletter.sink.server import SinkServer
 
@@ -65,16 +65,20 @@ def test_maildir_on_disk_is_readable_and_survives_a_restart(maildir: Path) -> No
         assert found[0].raw == raws[2]
 
 
-def test_files_without_an_index_line_are_adopted(maildir: Path) -> None:
+def test_files_without_an_index_line_are_listed_but_never_deleted(maildir: Path) -> None:
     with SinkServer(maildir=maildir):
         pass
-    (maildir / "cur" / "1700000000.dropped.host:2,S").write_bytes(wire(build(subject="Dropped in")))
+    dropped = maildir / "cur" / "1700000000.dropped.host:2,S"
+    content = wire(build(subject="Dropped in"))
+    dropped.write_bytes(content)
     with SinkServer(maildir=maildir) as sink:
         [message] = sink.messages()
         assert message.subject == "Dropped in"
         assert message.mail_from == "news@news.example.com"
-        assert sink.delete(message.id)
-    assert not list((maildir / "cur").iterdir())
+        with pytest.raises(ForeignMessageError, match="never deletes mail it did not store"):
+            sink.delete(message.id)
+        assert sink.clear() == 0
+    assert dropped.read_bytes() == content
 
 
 def test_retention_cap_deletes_the_oldest(maildir: Path) -> None:
