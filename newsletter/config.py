@@ -83,6 +83,14 @@ class MailSettings:
     reply_to: str = ""
     list_id: str = "Video Surveillance News <digest.news.example.com>"
     bounce_domain: str = ""  # empty: use the From domain
+    # DKIM: one selector per key (at most one rsa and one ed25519), comma-separated; empty: no signing.
+    dkim_selector: str = ""
+    dkim_domain: str = ""  # d= of the signatures; empty: the From domain
+    dkim_key_file: str = ""  # the private key file(s), in selector order (`newsletter dkim keygen` writes them)
+    # Or the PEM text itself, from NEWSLETTER_DKIM_PRIVATE_KEY only (never the TOML).
+    dkim_private_key: str = field(default="", repr=False)
+    dkim_check_dns: bool = True  # `send` refuses to start while the published key does not match
+    dns_server: str = ""  # host[:port] of the resolver for DNS checks; empty: the system's
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ class Settings:
 
 SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)}
 # Keys that only the environment may set (secrets), mapped to their variable.
-SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY"}
+SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY", ("mail", "dkim_private_key"): "NEWSLETTER_DKIM_PRIVATE_KEY"}
 SECRET_KEYS.update({("webhooks", "postmark_secret"): "NEWSLETTER_WEBHOOKS_POSTMARK_SECRET", ("webhooks", "mailgun_signing_key"): "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
 SECURITY_CHOICES = ("none", "starttls", "tls")
 

@@ -16,6 +16,7 @@ from newsletter.cli.admin import admin
 from newsletter.cli.bounces import bounces
 from newsletter.cli.database import db
 from newsletter.cli.demo import demo
+from newsletter.cli.dkim import dkim_group, dns_group
 from newsletter.cli.preview import preview
 from newsletter.cli.schedule import schedule_command
 from newsletter.cli.sending import editions, send, worker
@@ -43,3 +44,5 @@ main.add_command(schedule_command, "schedule")
 main.add_command(serve_command, "serve")
 main.add_command(sink_command, "sink")
 main.add_command(admin, "admin")
+main.add_command(dkim_group, "dkim")
+main.add_command(dns_group, "dns")

@@ -39,9 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from functools import partial
 from pathlib import Path
 
 from newsletter.config import Settings
+from newsletter.delivery.dnscheck import ready_signer
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.judgement import Verdict, judge, sender_hint
 from newsletter.delivery.message import PreparedMessage
@@ -115,6 +117,7 @@ class Sender:
         self.edition_id = edition_id
         self.as_of = as_of
         self.prepared = prepared
+        self.dkim = ready_signer(settings)  # refuses a bad or unpublished DKIM key before any mail goes out
         self.on_outcome = on_outcome
         self.give_up_after = give_up_after
         self.suppressor = suppressor
@@ -218,7 +221,7 @@ class Sender:
         variant = self.prepared[row.variant_id]
         unsubscribe = self.signer.make(Purpose.UNSUBSCRIBE, row.subscriber_id)
         preferences = self.signer.make(Purpose.PREFERENCES, row.subscriber_id)
-        data = variant.for_recipient(
+        data = (variant.for_recipient if self.dkim is None else partial(self.dkim.for_recipient, variant))(
             to_address=row.email,
             to_name=row.name,
             message_id=row.message_id,

@@ -24,6 +24,7 @@ import jinja2
 
 from newsletter.config import Settings
 from newsletter.content.render import inline_css
+from newsletter.delivery.dkim import signer_for
 from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.delivery.smtp_client import Result, SmtpConnection
 from newsletter.errors import TemplateError
@@ -60,6 +61,7 @@ class Mailer:
         self.clock = clock
         self.base_url = settings.site.base_url.rstrip("/")
         self.domain = settings.mail.from_address.rsplit("@", 1)[1]
+        self.dkim = signer_for(settings)  # confirmation and manage mails are signed like digests
 
     def build(self, kind: MailKind, subscriber: Subscriber, *, now: datetime) -> bytes:
         """The complete message bytes (CRLF) for one subscriber."""
@@ -80,7 +82,7 @@ class Mailer:
             raise TemplateError(f"template {exc.name} is missing from {self.settings.digest.templates}") from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"the {kind.template} mail template failed to render: {exc}") from exc
-        return transactional_message(
+        message = transactional_message(
             from_name=self.settings.mail.from_name,
             from_address=self.settings.mail.from_address,
             to_address=subscriber.email,
@@ -92,6 +94,7 @@ class Mailer:
             message_id=make_message_id(self.domain),
             date=now,
         )
+        return self.dkim.signed(message) if self.dkim is not None else message
 
     def send(self, kind: MailKind, subscriber: Subscriber) -> MailResult:
         """Send unless this address was mailed within the hour; never raises for SMTP trouble.
