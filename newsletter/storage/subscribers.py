@@ -157,13 +157,15 @@ class SubscriberStore(StorePart):
                 for found in conn.execute(query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))):
                     existing[found.email] = found
             fresh = [r for r in rows if r.email not in existing]
-            hashes = {r.email: mailbox_hash(r.email) for r in fresh}
-            held = _suppressed_statuses(conn, list(set(hashes.values())))
+            # An empty suppression list (a first import) needs no hash per row to be asked.
+            listed = conn.execute(sa.select(suppressions.c.mailbox_hash).limit(1)).first() is not None
+            hashes = {r.email: mailbox_hash(r.email) for r in fresh if listed or r.status in SUPPRESSING}
+            held = _suppressed_statuses(conn, list(set(hashes.values()))) if listed else {}
             inserts: list[dict[str, Any]] = []
             new_suppressions: dict[str, dict[str, Any]] = {}
             for r in fresh:
                 status, reason = r.status, ""
-                on_list = held.get(hashes[r.email])
+                on_list = held.get(hashes[r.email]) if listed else None
                 if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
                     status, reason = on_list, f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back"
                 elif status in SUPPRESSING and on_list is None:

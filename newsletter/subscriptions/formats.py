@@ -233,16 +233,22 @@ class RawRow:
 def read_row(plan: ColumnPlan, fields: Sequence[str]) -> RawRow:
     """Our fields from one row's values; SubscriberError for a status or cadence we do not know."""
     columns = plan.columns
-
-    def value(name: str) -> str:
-        i = columns.get(name)
-        return fields[i] if i is not None and i < len(fields) else ""
-
+    size = len(fields)
+    email_at, name_at, topics_at, status_at, cadence_at = (columns.get(f, size) for f in FIELDS)
+    # A missing column (or a short row) reads as empty.
+    email = fields[email_at] if email_at < size else ""
     if "name" in columns:
-        name = value("name")
+        name = fields[name_at] if name_at < size else ""
     else:
-        name = " ".join(fields[i].strip() for i in plan.name_columns if i < len(fields) and fields[i].strip())
-    return RawRow(value("email"), name, value("topics"), row_status(plan, fields, value("status")), _cadence(value("cadence")))
+        name = " ".join(fields[i].strip() for i in plan.name_columns if i < size and fields[i].strip())
+    topics = fields[topics_at] if topics_at < size else ""
+    status_text = fields[status_at] if status_at < size else ""
+    if not status_text and not plan.status_checks:
+        status = plan.file_status or SubscriberStatus.ACTIVE
+    else:
+        status = row_status(plan, fields, status_text)
+    cadence = _cadence(fields[cadence_at]) if cadence_at < size else Cadence.DAILY
+    return RawRow(email, name, topics, status, cadence)
 
 
 def row_status(plan: ColumnPlan, fields: Sequence[str], text: str) -> SubscriberStatus:
