@@ -98,6 +98,7 @@ def test_pause_stops_a_running_send_and_resume_finishes_it_without_duplicates(ma
         assert service.store.editions.get_edition(edition_id).counts == paused.counts  # nothing moves while paused
         page = console.client.get(f"/admin/editions/{edition_id}")
         assert "Resume" in page.text
+        assert f'action="/admin/editions/{edition_id}/resume"' in console.client.get("/admin/").text  # from the dashboard too
         assert console.post(f"/admin/editions/{edition_id}/resume", csrf_from=f"/admin/editions/{edition_id}").status_code == 303
         wait_until(lambda: service.store.editions.get_edition(edition_id).status is EditionStatus.SENT, timeout=30)
         console.engine.wait_idle()
