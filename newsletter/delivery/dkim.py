@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ RSA_BITS = 2048
 ALGORITHMS = {"ed25519": "ed25519-sha256", "rsa": "rsa-sha256"}
 _WSP = re.compile(rb"[ \t]+")
 _SIGNED = tuple(name.encode("ascii") for name in SIGNED_HEADERS)
+_SIGNED_ONCE = tuple(dict.fromkeys(_SIGNED))
 _SENTINEL = "dkimsentinel"
 
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -278,27 +280,15 @@ class _BodyPlan:
     after_first: Any  # hashlib state after canonical piece 0
 
     @classmethod
-    def learn(cls, prepared: PreparedMessage) -> _BodyPlan | None:
-        token = base64.b32encode(hashlib.sha256(repr(id(prepared)).encode()).digest()[:10]).decode().lower()
-        values = {
-            "to_address": f"{_SENTINEL}{token}r@sentinel.invalid",
-            "unsubscribe_url": f"https://sentinel.invalid/{_SENTINEL}{token}u",
-            "preferences_url": f"https://sentinel.invalid/{_SENTINEL}{token}p",
-        }
-        sample = prepared.for_recipient(
-            to_address=values["to_address"], to_name="", message_id="<s@sentinel.invalid>", date="Thu, 01 Jan 2026 00:00:00 +0000",
-            unsubscribe_url=values["unsubscribe_url"], preferences_url=values["preferences_url"],
-        )
-        body = sample[split_message(sample)[1] :]
-        encoded = sorted(values.values(), key=len, reverse=True)
-        parts = re.split(b"(" + b"|".join(re.escape(v.encode()) for v in encoded) + b")", body)
+    def learn(cls, body: bytes, sentinels: list[bytes]) -> _BodyPlan | None:
+        """From a body rendered with ``sentinels`` as the reader's values."""
+        parts = re.split(b"(" + b"|".join(re.escape(v) for v in sorted(sentinels, key=len, reverse=True)) + b")", body)
         pieces = tuple(parts[0::2])
         canonical = [canonical_fragment(p) for p in pieces]
         canonical[-1] = _end_of_body(canonical[-1])
         if not canonical[-1] or len(pieces) < 2:
             return None  # no value, or a body that ends in values: sign it whole
-        state = hashlib.sha256(canonical[0])
-        return cls(pieces, tuple(canonical), state)
+        return cls(pieces, tuple(canonical), hashlib.sha256(canonical[0]))
 
     def body_hash(self, body: bytes) -> bytes | None:
         """SHA-256 of the canonical body, or None when ``body`` is not this variant's shape."""
@@ -357,6 +347,64 @@ def _joins_cleanly(left: bytes, right: bytes) -> bool:
     return left not in (b" ", b"\t", b"\r") or right not in (b" ", b"\t", b"\r", b"\n")
 
 
+@dataclass(frozen=True)
+class _HeaderPlan:
+    """The header fields every message of a variant shares (the common tail of its header block),
+    canonicalised once; per message only the fields before that tail are parsed."""
+
+    tail: bytes
+    names: frozenset[bytes]  # every field name in the tail, signed or not
+    canonical: dict[bytes, bytes]  # signed name -> its canonical line
+
+    @classmethod
+    def learn(cls, first: bytes, second: bytes) -> _HeaderPlan | None:
+        """From two header blocks of the variant with different reader values."""
+        same, limit = 0, min(len(first), len(second))
+        while same < limit and first[-1 - same] == second[-1 - same]:
+            same += 1
+        start = len(first) - same
+        while start < len(first) and (first[start - 2 : start] != b"\r\n" or first[start : start + 1] in (b" ", b"\t")):
+            start += 1  # to the start of a field, not of a folded line
+        tail = first[start:]
+        fields, _ = split_message(tail)
+        names = [name.strip().lower() for name, _ in fields]
+        if not tail or len(set(names)) != len(names):
+            return None  # a name twice: bottom-up selection is done the general way
+        canonical = {key: canonical_header(*field) + b"\r\n" for key, field in zip(names, fields, strict=True) if key in _WANTED}
+        return cls(tail, frozenset(names), canonical)
+
+    def signed(self, head: bytes) -> bytes | None:
+        """The canonical signed headers in h= order, or None when ``head`` is not this variant's shape."""
+        if not head.endswith(self.tail):
+            return None
+        own: dict[bytes, bytes] = {}
+        for name, value in split_message(head[: len(head) - len(self.tail)])[0]:
+            key = name.strip().lower()
+            if key in self.names or key in own:
+                return None
+            if key in _WANTED:
+                own[key] = canonical_header(name, value) + b"\r\n"
+        fixed = self.canonical
+        # Each name once: the over-signed second "from" names an instance that is not there.
+        return b"".join(fixed.get(name) or own.get(name, b"") for name in _SIGNED_ONCE)
+
+
+def _learn(prepared: PreparedMessage) -> tuple[_BodyPlan | None, _HeaderPlan | None]:
+    """A variant's plans, from two renders with different sentinel values for the reader."""
+    samples = []
+    for n in (1, 2):
+        token = f"{_SENTINEL}{n}{secrets.token_hex(8)}"
+        values = {"to_address": f"{token}r@sentinel.invalid", "unsubscribe_url": f"https://sentinel.invalid/{token}u", "preferences_url": f"https://sentinel.invalid/{token}p"}
+        message = prepared.for_recipient(
+            to_address=values["to_address"], to_name=f"S{n}", message_id=f"<{token}@sentinel.invalid>", date=f"Thu, 0{n} Jan 2026 00:00:00 +0000",
+            unsubscribe_url=values["unsubscribe_url"], preferences_url=values["preferences_url"],
+        )
+        samples.append((message, [v.encode("ascii") for v in values.values()]))
+    (first, sentinels), (second, _) = samples
+    _, body_at = split_message(first)
+    return _BodyPlan.learn(first[body_at:], sentinels), _HeaderPlan.learn(first[: body_at - 2], second[: split_message(second)[1] - 2])
+
+
 # -- signing -------------------------------------------------------------------------------------
 
 
@@ -369,22 +417,23 @@ class DkimSigner:
         self.keys = tuple(keys)
         self.domain = domain
         self.clock = clock
-        self._plans: weakref.WeakKeyDictionary[Any, _BodyPlan | None] = weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[Any, tuple[_BodyPlan | None, _HeaderPlan | None]] = weakref.WeakKeyDictionary()
         self._headers: dict[tuple[bytes, bytes], bytes] = {}
         # Folded after "content-type:" so that no header line passes 78 octets.
         self._h = ":".join(SIGNED_HEADERS[:5]) + ":\r\n  " + ":".join(SIGNED_HEADERS[5:])
+        self._h_canonical = ":".join(SIGNED_HEADERS[:5]) + ": " + ":".join(SIGNED_HEADERS[5:])
 
     def sign(self, message: bytes, *, variant: PreparedMessage | None = None) -> bytes:
         """The DKIM-Signature header lines for ``message`` (un-stuffed, CRLF), one per key."""
-        fields, body_at = split_message(message)
-        body_hash = None
-        if variant is not None:
-            plan = self._plan(variant)
-            if plan is not None:
-                body_hash = plan.body_hash(message[body_at:])
+        end = message.find(b"\r\n\r\n")
+        head, body = (message[: end + 2], message[end + 4 :]) if end >= 0 else (message, b"")
+        body_plan, header_plan = self._plan(variant) if variant is not None else (None, None)
+        body_hash = body_plan.body_hash(body) if body_plan is not None else None
         if body_hash is None:
-            body_hash = hashlib.sha256(canonical_body(message[body_at:])).digest()
-        signed = b"".join(_select(fields, _SIGNED, self._headers))
+            body_hash = hashlib.sha256(canonical_body(body)).digest()
+        signed = header_plan.signed(head) if header_plan is not None else None
+        if signed is None:
+            signed = b"".join(_select(split_message(head)[0], _SIGNED, self._headers))
         bh = base64.b64encode(body_hash).decode("ascii")
         stamp = int(self.clock())
         out = []
@@ -393,8 +442,10 @@ class DkimSigner:
                 f" v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain};\r\n"
                 f" s={key.selector}; t={stamp};\r\n h={self._h};\r\n bh={bh};\r\n b="
             ).encode("ascii")
-            # What is signed is this header's own canonical form with b= empty (RFC 6376 3.7).
-            digest = hashlib.sha256(signed + canonical_header(b"DKIM-Signature", value)).digest()
+            # What is signed is this header's own canonical form with b= empty (RFC 6376 3.7),
+            # written out here rather than canonicalised from ``value`` (the same bytes, no regex).
+            canonical = f"dkim-signature:v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain}; s={key.selector}; t={stamp}; h={self._h_canonical}; bh={bh}; b="
+            digest = hashlib.sha256(signed + canonical.encode("ascii")).digest()
             b = base64.b64encode(key.sign_digest(digest))
             out.append(b"DKIM-Signature:" + value + b"\r\n ".join(b[i : i + 72] for i in range(0, len(b), 72)) + b"\r\n")
         return b"".join(out)
@@ -413,12 +464,12 @@ class DkimSigner:
             plain = (b"." if plain[:1] == b"." else b"") + plain.replace(b"\n.", b"\n..")
         return header + plain
 
-    def _plan(self, prepared: PreparedMessage) -> _BodyPlan | None:
+    def _plan(self, prepared: PreparedMessage) -> tuple[_BodyPlan | None, _HeaderPlan | None]:
         try:
             return self._plans[prepared]
         except KeyError:
-            plan = self._plans[prepared] = _BodyPlan.learn(prepared)
-            return plan
+            plans = self._plans[prepared] = _learn(prepared)
+            return plans
 
 
 def signer_for(settings: Settings, *, clock: Callable[[], float] = time.time) -> DkimSigner | None:

@@ -160,7 +160,40 @@ def test_fast_path_is_taken_for_a_digest_shaped_variant(ed_key):
     signer = DkimSigner([ed_key], "example.com")
     variant = prepared(TEXT, HTML)
     signer.for_recipient(variant, **recipient())
-    plan = signer._plans[variant]
+    plan, headers = signer._plans[variant]
     assert plan is not None and len(plan.pieces) == 6
-    message = variant.for_recipient(**recipient(to_address="other@example.org"))
-    assert plan.body_hash(message[message.index(b"\r\n\r\n") + 4 :]) is not None
+    assert headers is not None and set(headers.canonical) == {b"from", b"subject", b"list-id", b"mime-version", b"content-type", b"list-unsubscribe-post"}
+    message = variant.for_recipient(**recipient(to_address="other@example.org", message_id="<other@example.com>"))
+    end = message.index(b"\r\n\r\n")
+    assert plan.body_hash(message[end + 4 :]) is not None
+    assert headers.signed(message[: end + 2]) is not None
+
+
+def test_sink_json_api_shows_the_dkim_checks_and_which_part_was_tampered(tmp_path, ed_key):
+    import smtplib
+
+    import httpx
+
+    from newsletter.sink import dkim as sink_dkim
+    from newsletter.sink.server import SinkServer
+
+    signed = DkimSigner([ed_key], "example.com").for_recipient(prepared(TEXT, HTML), **recipient())
+    head, body = signed.split(b"\r\n\r\n", 1)
+    tampered = head + b"\r\n\r\n" + body.replace(b"Hello", b"Hallo", 1)
+    sink_dkim.use_keys({f"{ed_key.selector}._domainkey.example.com": ed_key.txt_record()})
+    try:
+        with SinkServer(maildir=tmp_path / "maildir", http_port=0) as sink:
+            with smtplib.SMTP(sink.host, sink.smtp_port, timeout=10) as client:  # smtplib does the dot-stuffing
+                client.sendmail("b@example.com", ["good@example.org"], signed)
+                client.sendmail("b@example.com", ["bad@example.org"], tampered)
+            assert sink.http_url is not None
+            with httpx.Client(base_url=sink.http_url, trust_env=False, timeout=15) as http:
+                listed = http.get("/api/messages").json()["messages"]
+                checks = {m["rcpt_tos"][0]: {c["name"]: c for c in http.get(f"/api/messages/{m['id']}").json()["checks"]} for m in listed}
+    finally:
+        sink_dkim.use_dns(None)
+    good, bad = checks["good@example.org"], checks["bad@example.org"]
+    assert good["dkim"]["status"] == "pass" and "ed25519-sha256 d=example.com s=ed2026: valid" in good["dkim"]["reason"]
+    assert good["dkim-alignment"]["status"] == "pass"
+    assert bad["dkim"]["status"] == "fail" and "the body changed after signing" in bad["dkim"]["reason"]
+    assert bad["dkim-alignment"]["status"] == "fail"
