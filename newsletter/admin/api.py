@@ -30,8 +30,8 @@ from newsletter.admin.accounts import role_at_least
 from newsletter.admin.context import MAX_UPLOAD, Console, Refused
 from newsletter.admin.importing import Upload, run_import
 from newsletter.admin.security import client_of
-from newsletter.models import Edition, Subscriber, SubscriberStatus
-from newsletter.subscriptions import add_subscriber
+from newsletter.models import Cadence, Edition, Subscriber, SubscriberStatus
+from newsletter.subscriptions import add_subscriber, parse_topics
 from newsletter.subscriptions.formats import parse_mapping
 
 DOCS_PATH = "api/v1/docs"
@@ -112,6 +112,12 @@ class NewReader(BaseModel):
     email: str = Field(max_length=320)
     name: str = Field("", max_length=200)
     topics: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ReaderChange(BaseModel):
+    topics: list[str] | None = Field(None, max_length=50, description="empty for every topic; absent: unchanged")
+    cadence: Cadence | None = None
+    paused: bool | None = None
 
 
 class PreviewQuery(BaseModel):
@@ -303,6 +309,25 @@ async def reactivate_reader(request: Request) -> Response:
 
 
 @needs("editor")
+@spec.validate(json=ReaderChange, resp=Resp(HTTP_200=ReaderOut, HTTP_400=ApiError, HTTP_404=ApiError, **ERRORS), tags=["readers"])
+async def change_reader(request: Request) -> Response:
+    """Change a reader's topics, cadence or pause (fields left out stay as they are)."""
+    body: ReaderChange = request.context.json  # type: ignore[attr-defined]
+    console: Console = request.app.state.console
+    store = console.store
+    reader = await run_in_threadpool(store.subscribers.get_subscriber, request.path_params["reader_id"])
+    if reader is None:
+        raise Refused(404, "no such reader")
+    topics = parse_topics(body.topics) if body.topics is not None else reader.topics
+    cadence = body.cadence or reader.cadence
+    paused = reader.paused if body.paused is None else body.paused
+    await run_in_threadpool(store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused)
+    await run_in_threadpool(audit, request, "reader.edit", reader.email, f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}")
+    fresh = await run_in_threadpool(store.subscribers.get_subscriber, reader.id)
+    return _json(ReaderOut, _reader(fresh or reader))
+
+
+@needs("editor")
 @spec.validate(resp=Resp(HTTP_200=Done, HTTP_404=ApiError, **ERRORS), tags=["readers"])
 async def delete_reader(request: Request) -> Response:
     """Remove a reader and forget their delivery history."""
@@ -447,6 +472,7 @@ def api_routes(console: Console) -> list[BaseRoute]:
         Route("/api/v1/readers", create_reader, methods=["POST"]),
         Route("/api/v1/readers/{reader_id:int}", get_reader, methods=["GET"]),
         Route("/api/v1/readers/{reader_id:int}", delete_reader, methods=["DELETE"]),
+        Route("/api/v1/readers/{reader_id:int}", change_reader, methods=["PATCH"]),
         Route("/api/v1/readers/{reader_id:int}/reactivate", reactivate_reader, methods=["POST"]),
         Route("/api/v1/import", import_readers, methods=["POST"]),
         Route("/api/v1/preview", preview, methods=["GET"]),

@@ -171,6 +171,10 @@ def test_api_lists_pages_and_sends_with_a_confirmed_count(signed_in: Any, sink: 
     assert editions["items"][0]["counts"] == {"sent": 4}
     detail = api.get(f"/api/v1/editions/{started.json()['id']}", headers=auth).json()
     assert detail["status"] == "sent" and len(detail["variants"]) >= 1
+    dee = created.json()["id"]
+    changed = api.patch(f"/api/v1/readers/{dee}", json={"cadence": "weekly", "paused": True}, headers=auth)
+    assert changed.status_code == 200 and changed.json()["cadence"] == "weekly" and changed.json()["paused"] is True
+    assert api.patch(f"/api/v1/readers/{dee}", json={"cadence": "hourly"}, headers=auth).status_code == 422
     preview = api.get("/api/v1/preview", params={"email": "ana@example.org"}, headers=auth).json()
     assert preview["email"] == "ana@example.org"
     assert api.post("/api/v1/test-send", json={"email": "ana@example.org"}, headers=auth).status_code in (200, 400)
