@@ -7,6 +7,7 @@ dot and the link no longer verifies.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl
 TITLES = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=120).filter(lambda t: t.strip())
 
 
-@hyp_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# MAIL_PROPERTY_EXAMPLES=500 for a long run; 25 in make test.
+@hyp_settings(max_examples=int(os.environ.get("MAIL_PROPERTY_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kind=st.sampled_from(MAIL_TYPES), base_url=BASE_URLS, subscriber_id=st.integers(1, 10**9), name=NAMES, title=TITLES)
 def test_decoded_bodies_carry_exactly_the_signed_links_for_every_mail_type(make_service, sink, tmp_path: Path, kind: str, base_url: str, subscriber_id: int, name: str, title: str) -> None:
     """Property: whatever the base_url length, id, name and title, the links arrive as signed."""
