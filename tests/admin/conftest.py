@@ -4,7 +4,6 @@ the console app under Starlette's TestClient, and users of each role."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,7 +11,7 @@ from starlette.testclient import TestClient
 from newsletter.admin.app import create_console
 from newsletter.service import Service
 
-from .helpers import PASSWORD, Operator, make_users
+from .helpers import Operator, make_users
 
 
 @pytest.fixture
@@ -36,18 +35,9 @@ def console(console_service: Service) -> Iterator[Operator]:
 
 
 @pytest.fixture
-def password() -> str:
-    return PASSWORD
-
-
-@pytest.fixture
 def signed_in(console: Operator) -> Callable[[str], Operator]:
     def sign_in(role: str) -> Operator:
         console.login(f"{role}@console.example.org")
         return console
 
     return sign_in
-
-
-def pytest_collection_modifyitems(items: list[Any]) -> None:
-    pass
