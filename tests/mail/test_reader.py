@@ -14,7 +14,7 @@ from newsletter.service import Service
 from newsletter.web.app import create_app
 from newsletter.web.ratelimit import Limit, RateLimits
 from tests.factories import Item, utc, write_rss
-from tests.mail.helpers import report
+from tests.mail.helpers import parts, report
 
 LONG_TITLES = [
     f"Hikvision {n}: the first US city bans the Chinese manufacturer after the federal government did, in detail"
@@ -91,3 +91,12 @@ def test_the_archive_lists_one_public_page_per_edition_without_personal_wording(
     for personal in ("receiving this", "because", "you subscribed", "testing@example.org", "all@example.org", "/unsubscribe/", "/preferences/", "View in browser"):
         assert personal not in page, personal
     assert "https://news.example.test/manage" in page
+
+
+def test_confirmation_and_manage_text_parts_keep_to_76_columns_with_links_on_their_own_lines(mails: dict[str, bytes]) -> None:
+    for kind in ("confirm", "manage"):
+        text, _ = parts(mails[kind])
+        for line in text.splitlines():
+            urls = re.findall(r"https?://\S+", line)
+            assert not urls or line.strip() == urls[0], f"{kind}: a link shares its line: {line!r}"
+            assert urls or len(line) <= 76, f"{kind}: {len(line)} columns: {line!r}"
