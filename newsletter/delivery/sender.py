@@ -212,8 +212,8 @@ class Sender:
                 self._collect(pending, tally, block=False)
                 try:
                     self._commit(pending)
-                except Exception:  # the database itself may be the failure; the journal keeps them
-                    log.exception("could not commit the last results; a resume will replay the journal")
+                except Exception as exc:  # the database itself may be the failure; the journal keeps them
+                    log.error("could not commit the last results (%s); a resume will replay the journal", str(exc).splitlines()[0][:200])
             journal.close(remove=clean)
         return tally
 

@@ -9,12 +9,15 @@ in flight, always with the same Message-ID.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from newsletter.models import DeliveryState, EditionStatus
 from newsletter.sink.faults import FaultRule
@@ -129,3 +132,38 @@ def test_simultaneous_recoveries_requeue_a_dead_senders_rows_once(pg_service, pg
     assert journaled.isdisjoint(got), "rows the journal says were sent are not sent again"
     assert len(got) == 170 and set(got.values()) == {1}, Counter(got.values())
     assert list(journal.glob(f"edition-{edition.id}.*.journal")) == []
+
+
+def restart_postgresql() -> None:
+    """Restart the local cluster the tests use (Debian's pg_ctlcluster, as root)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, capture_output=True, timeout=120)
+
+
+def test_workers_survive_a_postgresql_restart_and_finish_the_edition(pg_service, pg_env, pg_sink, pg_admin, tmp_path):
+    """Regression: a database restart killed every worker, idle ones too, with a long traceback;
+    none reconnected and the edition stayed 'sending' until someone ran `send --resume`."""
+    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or not os.path.isdir("/etc/postgresql"):
+        pytest.skip("needs Debian's pg_ctlcluster and root to restart the local PostgreSQL")
+    service = pg_service()
+    bulk_subscribers(service.store, 300)
+    edition = plan_only(service, "fleet-restart", as_of=AS_OF)
+    pg_sink.faults.add(FaultRule(stage="data", action="delay", delay=0.01))
+    env = {**pg_env, "NEWSLETTER_DELIVERY_LEASE": "3", "NEWSLETTER_DELIVERY_BATCH_SIZE": "50", "NEWSLETTER_SMTP_CONNECTIONS": "1", "NEWSLETTER_DELIVERY_COMMIT_INTERVAL": "0.2"}
+    busy = start_worker(env, tmp_path)
+    idle = subprocess.Popen([*NEWSLETTER, "worker", "--poll", "0.5"], env=subprocess_env(env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(pg_sink.messages()) >= 20, 60, "the workers to send")
+        restart_postgresql()
+        pg_admin.dispose()  # the fixture's own pooled connections died with the server
+        (code, out, err), = finish(busy)
+        assert code == 0, err
+        assert "Traceback" not in err
+        wait_until(lambda: service.store.editions.delivery_counts(edition.id) == {"sent": 300}, 120, "every row sent")
+        assert idle.poll() is None, "the idle worker survived the restart"
+    finally:
+        idle.send_signal(signal.SIGINT)
+        _, idle_err = idle.communicate(timeout=60)
+    assert "Traceback" not in idle_err
+    got = assert_all_sent(service, edition.key, pg_sink, max_repeats=BOUND)
+    assert sum(got.values()) - len(got) <= BOUND
