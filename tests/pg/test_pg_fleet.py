@@ -167,3 +167,22 @@ def test_workers_survive_a_postgresql_restart_and_finish_the_edition(pg_service,
     assert "Traceback" not in idle_err
     got = assert_all_sent(service, edition.key, pg_sink, max_repeats=BOUND)
     assert sum(got.values()) - len(got) <= BOUND
+
+
+def test_worker_once_says_what_it_left_and_fails_for_a_paused_edition(pg_service, pg_env, pg_sink, tmp_path):
+    """Regression: `worker --once` exited 0 with the edition unfinished, and the "rows still with
+    other senders" line appeared only with -v."""
+    service = pg_service()
+    store = service.store
+    bulk_subscribers(service.store, 40)
+    edition = plan_only(service, "fleet-once", as_of=AS_OF)
+    store.outbox.claim_deliveries(edition.id, limit=10, worker="busy-host:777", lease_seconds=3600, token="elsewhere")
+    run = subprocess.run([*NEWSLETTER, "worker", "--once"], env=subprocess_env(pg_env), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "edition fleet-once: 10 rows are with other live senders" in " ".join(run.stdout.split())
+
+    store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason="paused: 60% of the last 100 attempts failed")
+    run = subprocess.run([*NEWSLETTER, "worker", "--once"], env=subprocess_env(pg_env), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert "Error: edition fleet-once is paused: paused: 60% of the last 100 attempts failed" in " ".join(run.stderr.split())
+    assert "Traceback" not in run.stderr
