@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -23,7 +24,7 @@ from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Sub
 from newsletter.sink.faults import FaultRule
 from newsletter.subscriptions import add_subscriber
 from tests.delivery.helpers import flat
-from tests.factories import FakeClock, Services, service_env
+from tests.factories import PG_URL_VAR, FakeClock, Services, pg_server_url, service_env
 from tests.invariants import parse
 
 TOKEN = re.compile(r"\bR(\d{4})\b")
@@ -129,14 +130,16 @@ class Person:
 class LedgerMachine(RuleBasedStateMachine):
     """Random interleavings of report arrivals, sends, outages, crashes and reader changes."""
 
-    def __init__(self, tmp_path_factory: Any, sink: Any) -> None:
+    def __init__(self, tmp_path_factory: Any, sink: Any, database: Any = None) -> None:
         super().__init__()
         self.sink = sink
         sink.clear()
         sink.faults.clear()
         tmp = tmp_path_factory.mktemp("ledger")
         self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-        env = service_env(tmp, smtp_port=sink.port, NEWSLETTER_SMTP_RETRIES="1", NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_DIGEST_MAX_REPORTS="3")
+        self.database = database
+        url = database.create() if database is not None else f"sqlite:///{tmp}/db.sqlite"
+        env = service_env(tmp, smtp_port=sink.port, NEWSLETTER_DATABASE_URL=url, NEWSLETTER_SMTP_RETRIES="1", NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_DIGEST_MAX_REPORTS="3")
         self.services = Services(tmp, env, clock=self.clock)
         self.service = self.services.new()
         self.store = self.service.store
@@ -149,6 +152,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.sink.faults.clear()
         self.services.close()
+        if self.database is not None:
+            self.database.drop()
 
     # -- the world ---------------------------------------------------------------------
     @initialize()
@@ -305,13 +310,46 @@ class LedgerMachine(RuleBasedStateMachine):
             person.got.extend(received_reports([m])[m.rcpt_tos[0]])
 
 
-def test_every_reader_gets_every_report_exactly_once_whatever_happens(tmp_path_factory, sink):
-    """Stateful property, bounded and derandomized for `make test`. The long run, by hand:
+class ScratchDatabase:
+    """A fresh PostgreSQL database per example on the test server, dropped after it."""
+
+    def __init__(self, server: str) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+
+        self.server = make_url(server)
+        self.admin = sa.create_engine(self.server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        self.name = ""
+
+    def create(self) -> str:
+        import secrets
+
+        import sqlalchemy as sa
+
+        self.name = f"nl_ledger_{secrets.token_hex(6)}"
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        return self.server.set(database=self.name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        import sqlalchemy as sa
+
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_every_reader_gets_every_report_exactly_once_whatever_happens(tmp_path_factory, sink, backend):
+    """Stateful property, bounded and derandomized for `make test`, on SQLite and (where the test
+    server is set, as in CI) on PostgreSQL. The long run, by hand:
     LEDGER_EXAMPLES=2000 LEDGER_RANDOM=1 .venv/bin/python -m pytest tests/delivery/test_ledger.py -k whatever"""
+    server = pg_server_url()
+    if backend == "postgresql" and not server:
+        pytest.skip(f"{PG_URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)")
 
     class Machine(LedgerMachine):
         def __init__(self) -> None:
-            super().__init__(tmp_path_factory, sink)
+            super().__init__(tmp_path_factory, sink, ScratchDatabase(server) if backend == "postgresql" and server else None)
 
         def teardown(self) -> None:
             try:
