@@ -638,26 +638,34 @@ def dkim_env(kind: str) -> dict[str, str]:
 
 
 def dkim_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
-    """The same edition three times against smtp-sink: unsigned, ed25519, rsa; msg/s and CPU per recipient each."""
+    """The same edition against smtp-sink unsigned, with ed25519 and with rsa, interleaved for
+    ``--rounds`` rounds (the machine's load drifts); msg/s and CPU per recipient each, medians compared."""
     n = args.subscribers
     base_db = work / "dkim-base.sqlite"
     make_subscriber_db(base_db, n)
-    rates: dict[str, float] = {}
-    for kind in ("", "ed25519", "rsa"):
-        run_dir = work / f"dkim-{kind or 'off'}"
-        run_dir.mkdir()
-        copy_db(base_db, run_dir / "db.sqlite")
-        with server("smtp-sink", work, max_messages=n + 10) as srv:
-            res = run_child("pipeline", port=srv.port, connections=args.connections, db=run_dir / "db.sqlite", work=run_dir, dkim=kind)
-        send_wall = res["wall"] - res["plan_wall"]
-        rates[kind] = res["count"] / res["wall"]
-        sending = res["count"] / send_wall if send_wall > 0 else 0.0
-        print(f"  {kind or 'unsigned':9} {fmt(rates[kind]):>7} msg/s end to end ({fmt(sending)} msg/s sending);"
-              f" CPU {res['cpu'] / n * 1e6:.0f} us/recipient, main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
-              f" rows {res['counts']}", flush=True)
-        (run_dir / "db.sqlite").unlink()
-    ed, rsa = rates["ed25519"] / rates[""], rates["rsa"] / rates[""]
-    print(f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}")
+    rates: dict[str, list[float]] = {"": [], "ed25519": [], "rsa": []}
+    cpus: dict[str, list[float]] = {kind: [] for kind in rates}
+    for round_no in range(1, args.rounds + 1):
+        for kind in rates:
+            run_dir = work / f"dkim-{kind or 'off'}-{round_no}"
+            run_dir.mkdir()
+            copy_db(base_db, run_dir / "db.sqlite")
+            with server("smtp-sink", work, max_messages=n + 10) as srv:
+                res = run_child("pipeline", port=srv.port, connections=args.connections, db=run_dir / "db.sqlite", work=run_dir, dkim=kind)
+            send_wall = res["wall"] - res["plan_wall"]
+            rates[kind].append(res["count"] / res["wall"])
+            cpus[kind].append(res["cpu"] / n * 1e6)
+            sending = res["count"] / send_wall if send_wall > 0 else 0.0
+            print(f"  round {round_no} {kind or 'unsigned':9} {fmt(rates[kind][-1]):>7} msg/s end to end ({fmt(sending)} msg/s sending);"
+                  f" CPU {cpus[kind][-1]:.0f} us/recipient, main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
+                  f" rows {res['counts']}", flush=True)
+            (run_dir / "db.sqlite").unlink()
+    rate = {kind: statistics.median(values) for kind, values in rates.items()}
+    cpu = {kind: statistics.median(values) for kind, values in cpus.items()}
+    ed, rsa = rate["ed25519"] / rate[""], rate["rsa"] / rate[""]
+    print(f"  medians: unsigned {fmt(rate[''])} msg/s ({cpu['']:.0f} us CPU/recipient), ed25519 {fmt(rate['ed25519'])} msg/s ({cpu['ed25519']:.0f} us),"
+          f" rsa {fmt(rate['rsa'])} msg/s ({cpu['rsa']:.0f} us)")
+    print(f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}; signing CPU per recipient: ed25519 +{cpu['ed25519'] - cpu['']:.0f} us, rsa +{cpu['rsa'] - cpu['']:.0f} us")
     return (f"ed25519 signing keeps >= 0.8 of the unsigned rate at {fmt(n)}", ed >= TARGETS["dkim_ed25519_ratio"], f"{ed:.2f} (rsa {rsa:.2f})")
 
 
@@ -690,6 +698,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="only: cProfile the pipeline's main thread")
     parser.add_argument("--dkim-check", action="store_true", help="only: the pipeline with DKIM signing off, ed25519 and rsa (smtp-sink)")
     parser.add_argument("--dkim", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="--dkim-check: interleaved rounds of off/ed25519/rsa, medians compared (default 3)")
     parser.add_argument("--work-dir", default=None, help="keep the temporary files here (default: a temp dir, removed)")
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=["baseline", "pipeline", "sink"], help=argparse.SUPPRESS)
