@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dns.exception
@@ -230,17 +230,19 @@ def check_dns(settings: Settings, resolver: dns.resolver.Resolver, relays: Seque
     from_domain = settings.mail.from_address.rsplit("@", 1)[1].lower()
     bounces = bounce_domain(settings)
     found: list[Finding] = []
-    for check in (
-        lambda: _check_alignment(settings, from_domain, bounces),
-        lambda: _check_spf(resolver, bounces, relays),
-        *[(lambda key=key: _check_key(resolver, key, dkim_domain(settings))) for key in _keys_or_none(settings, found)],
-        lambda: _check_dmarc(resolver, from_domain),
-        lambda: _check_mx(resolver, bounces),
-    ):
+
+    def look(check: Callable[[], Finding]) -> None:
         try:
             found.append(check())
         except LookupFailed as exc:
             found.append(Finding("fail", "DNS", f"{exc}; check that the name server answers (mail.dns_server / --nameserver)"))
+
+    look(lambda: _check_alignment(settings, from_domain, bounces))
+    look(lambda: _check_spf(resolver, bounces, relays))
+    for key in _keys_or_none(settings, found):
+        look(lambda key=key: _check_key(resolver, key, dkim_domain(settings)))  # type: ignore[misc]
+    look(lambda: _check_dmarc(resolver, from_domain))
+    look(lambda: _check_mx(resolver, bounces))
     return found
 
 

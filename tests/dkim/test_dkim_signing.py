@@ -3,6 +3,7 @@ the per-variant fast path gives exactly the bytes of signing each whole message.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 
@@ -86,7 +87,7 @@ piece = st.lists(st.sampled_from([*"ab .\t=<>&é\n", "  ", " \n", ".\n", "x" * 7
 value = st.text(alphabet=st.sampled_from(list("az09.@/-_ &<>\"'")), min_size=0, max_size=90)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("DKIM_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4), html=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4),
        tail=piece, address_local=st.from_regex(r"[a-z.]{1,20}", fullmatch=True), unsub=value, prefs=value)
 def test_fast_path_signs_exactly_what_whole_message_signing_signs(ed_key, text, html, tail, address_local, unsub, prefs):
