@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
 from newsletter.cli.common import CliError, console, reports_errors, service_from, when
-from newsletter.models import Cadence, Edition, EditionStatus
+from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
 
 
 @click.command()
@@ -23,13 +24,18 @@ from newsletter.models import Cadence, Edition, EditionStatus
 @click.option("--plan-only", is_flag=True, help="Write the edition's outbox and stop; 'newsletter worker' processes send it.")
 @click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
 @click.option("--now", "now", is_flag=True, help="With --resume: retry deferred rows at once instead of waiting for their backoff.")
+@click.option("--test-to", "test_to", default=None, metavar="EMAIL", help="Send the next digest, as a reader would get it, to this one inbox only (no edition, no outbox row).")
+@click.option("--as", "as_email", default=None, metavar="SUBSCRIBER", help="With --test-to: the reader whose digest to send (default: the first active one).")
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool, now: bool) -> None:
+def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool, now: bool, test_to: str | None, as_email: str | None) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
     from newsletter.scheduling.schedules import schedule_for_key
 
     service = service_from(ctx)
+    if test_to or as_email:
+        _send_test(service, test_to=test_to, as_email=as_email, fetch=not no_fetch, conflicting=bool(key or resume or plan_only or retry_unknown or now))
+        return
     if now:
         _retry_deferred_now(service, resume=resume)
     runner = service.runner
@@ -41,11 +47,13 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             progress.start()
             task.append(progress.add_task("sending", total=total))
 
-    def outcome(_o: Any) -> None:
-        if task:
+    def outcome(o: Any) -> None:
+        # Count what the database will record as done; a row handed back (stopped, paused) is not.
+        if task and o.state is not DeliveryState.PENDING:
             progress.advance(task[0])
 
     def resuming(edition: Edition, requeued: int) -> None:
+        started.append(edition.key)
         if requeued:
             console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
         counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
@@ -55,6 +63,8 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
         raise click.UsageError("--retry-unknown goes with --resume")
     if plan_only and resume:
         raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
+    started: list[str] = []
+    stopped_by = _stop_on_sigterm()
     try:
         if resume:
             result = runner.resume(retry_unknown=retry_unknown, on_start=resuming, on_planned=planned, on_outcome=outcome)
@@ -67,12 +77,63 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
             # exactly as the scheduler would; any other key is a manual edition for everyone.
             cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
+            started.append(key)
             result = runner.run(key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome)
+    except KeyboardInterrupt:
+        if task:
+            progress.stop()
+            task.clear()
+        _stopped(ctx, service, started, signal_name=stopped_by[0] if stopped_by else "Ctrl-C")
     finally:
         if task:
             progress.stop()
     _print_result(result)
     _exit_honestly(service, result)
+
+
+def _stop_on_sigterm() -> list[str]:
+    """Make SIGTERM stop a send as Ctrl-C does (the list names the signal once one came)."""
+    import signal
+
+    came: list[str] = []
+
+    def stop(_signum: int, _frame: Any) -> None:
+        came.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    return came
+
+
+def _stopped(ctx: click.Context, service: Any, started: list[str], *, signal_name: str) -> None:
+    """A send stopped by Ctrl-C or SIGTERM: what was done, how to go on, exit 130 or 143.
+
+    The sender let the messages in flight finish and gave every row it had not tried back
+    (pending); a row whose result only reached the journal is settled by the resume.
+    """
+    edition = service.store.editions.find_edition(started[-1]) if started else None
+    if edition is not None:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(service.store.editions.delivery_counts(edition.id).items())) or "no rows yet"
+        console.print(f"Stopped by {signal_name}: edition {edition.key} (#{edition.id}) has {counts}.")
+        console.print("Resume it with: newsletter send --resume")
+    else:
+        console.print(f"Stopped by {signal_name} before an edition started; nothing was sent.")
+    ctx.exit(143 if signal_name == "SIGTERM" else 130)
+
+
+def _send_test(service: Any, *, test_to: str | None, as_email: str | None, fetch: bool, conflicting: bool) -> None:
+    from newsletter.editions.preview import send_test
+
+    if not test_to:
+        raise click.UsageError("--as goes with --test-to EMAIL")
+    if conflicting:
+        raise click.UsageError("--test-to sends one test message; it does not go with --key, --resume, --plan-only, --retry-unknown or --now")
+    if fetch:
+        service.runner.ingest()
+    preview = send_test(service.runner, to_address=test_to, email=as_email)
+    console.print(f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports) sent to {test_to}: [Test] {preview.subject}")
+    console.print("No edition, outbox row or ledger mark was written; its personal links point at the Manage page.")
 
 
 def _retry_deferred_now(service: Any, *, resume: bool) -> None:

@@ -1,0 +1,65 @@
+"""Stopping a send with Ctrl-C or SIGTERM, and a test send to one inbox.
+
+Regressions: Ctrl-C printed only "Aborted!" (no summary, no resume hint, the bar over-counted),
+SIGTERM stopped without a word; to see a digest in a real inbox an operator had to add themself
+as a subscriber.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from newsletter.sink.faults import FaultRule
+from tests.delivery.helpers import flat
+from tests.invariants import parse
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_stopped_send_says_what_it_did_and_how_to_resume_then_resumes_without_repeats(world, sig, code, name):
+    emails = world.add_subscribers(60)
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.05))
+    reached = threading.Event()
+
+    def on_message(_m: Any) -> None:
+        if len(world.sink.store) >= 5:
+            reached.set()
+
+    world.sink.on_message = on_message
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **world.env}
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--key", "e1"], cwd=world.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert reached.wait(60), "the send never started"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    world.sink.on_message = None
+    assert proc.returncode == code, (out, err)
+    text = flat(out)
+    assert f"Stopped by {name}: edition e1" in text and "Resume it with: newsletter send --resume" in text, text
+    assert "Traceback" not in err and "Aborted!" not in out + err
+    counts = world.edition("e1").counts
+    assert "sending" not in counts and counts.get("pending", 0) > 0, counts  # untried rows handed back
+    world.sink.faults.clear()
+    resumed = world.cli("send", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    world.check("e1", expected=emails)
+
+
+def test_send_test_to_mails_one_inbox_as_a_reader_would_get_it_and_writes_no_edition(world):
+    emails = world.add_subscribers(3)
+    out = world.cli("send", "--test-to", "editor@example.com", "--as", emails[1])
+    assert out.exit_code == 0, out.output
+    assert "sent to editor@example.com" in flat(out.output)
+    (message,) = world.sink.messages()
+    assert message.rcpt_tos == ("editor@example.com",)
+    mail = parse(message.raw)
+    assert str(mail["Subject"]).startswith("[Test] ")
+    text = mail.get_body(("plain",)).get_content()
+    assert "/unsubscribe/" not in text and "/manage" in text  # a test never unsubscribes the reader
+    assert world.store.editions.list_editions(limit=5) == []
+    assert world.cli("send", "--test-to", "editor@example.com", "--resume").exit_code == 2
