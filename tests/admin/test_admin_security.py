@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from datetime import timedelta
 from typing import Any
@@ -262,7 +263,8 @@ def test_same_origin_refuses_every_foreign_or_missing_origin() -> None:
         raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         return Request({"type": "http", "method": "POST", "path": "/admin/send", "headers": raw, "query_string": b""})
 
-    @settings(max_examples=60, deadline=None)
+    # Bounded for make test; ADMIN_PROPERTY_EXAMPLES=5000 for a long run.
+    @settings(max_examples=int(os.environ.get("ADMIN_PROPERTY_EXAMPLES", "60")), deadline=None)
     @given(host=hosts, other=hosts, scheme=st.sampled_from(["http", "https"]), via=st.sampled_from(["origin", "referer"]))
     def check(host: str, other: str, scheme: str, via: str) -> None:
         header = {"Origin": f"{scheme}://{other}"} if via == "origin" else {"Referer": f"{scheme}://{other}/page?x=1"}
