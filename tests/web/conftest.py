@@ -1,12 +1,16 @@
-"""Fixtures for the web tests: a real Service on a SQLite file, mail into the in-process sink (smtp_sink)."""
+"""Fixtures for the web tests: a real Service on a SQLite file, mail into the in-process sink (smtp_sink);
+``live``: the app under uvicorn for the browser tests."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
 
 from newsletter.service import Service
@@ -43,3 +47,25 @@ def make_web(tmp_path: Path, smtp_sink: Any) -> Iterator[Callable[..., Web]]:
 @pytest.fixture
 def web(make_web: Callable[..., Web]) -> Web:
     return make_web()
+
+
+@pytest.fixture
+def live(tmp_path: Path, smtp_sink: Any) -> Iterator[tuple[str, Service]]:
+    """The app under uvicorn on a free loopback port, in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    # Bound and listening before uvicorn starts: early connections wait in the backlog, no polling needed.
+    sock.listen(64)
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port, base_url=base_url))
+    service.runner.ingest()
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield base_url, service
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        service.close()

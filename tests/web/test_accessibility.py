@@ -7,51 +7,22 @@ and heading violations on every page and form errors not tied to their inputs.
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import uvicorn
 
 from newsletter.models import SubscriberStatus
 from newsletter.service import Service
 from newsletter.tokens import Purpose
-from newsletter.web.app import create_app
 from tests.axe import axe_violations
 
-from .helpers import make_settings
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")
 
 
-@pytest.fixture
-def site(tmp_path: Path, smtp_sink: Any) -> Iterator[tuple[str, Service]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port, base_url=base_url))
-    service.runner.ingest()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield base_url, service
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        service.close()
-
-
-def test_every_subscriber_page_has_no_axe_violations(site: tuple[str, Service]) -> None:
+def test_every_subscriber_page_has_no_axe_violations(live: tuple[str, Service]) -> None:
     from playwright.sync_api import sync_playwright
 
-    base_url, service = site
+    base_url, service = live
     subscriber, _ = service.store.subscribers.add_subscriber(email="reader@example.org", status=SubscriberStatus.PENDING)
     signer = service.signer
     service.runner.run(key="for-the-archive", fetch=False)

@@ -8,49 +8,22 @@ header, and is skipped by the next send while another reader is not.
 from __future__ import annotations
 
 import re
-import socket
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from newsletter.models import Report, SubscriberStatus
 from newsletter.service import Service
-from newsletter.web.app import create_app
 
-from .helpers import link_path, make_settings
+from .helpers import link_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")
-
-
-@pytest.fixture
-def live(tmp_path: Path, smtp_sink: Any) -> Iterator[tuple[str, Service]]:
-    """The app under uvicorn on a free loopback port, in a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    # Bound and listening before uvicorn starts: early connections wait in the backlog, no polling needed.
-    sock.listen(64)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port, base_url=base_url))
-    service.runner.ingest()
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield base_url, service
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-        service.close()
 
 
 def overflowing(page: Any, width: int) -> list[str]:
