@@ -18,7 +18,6 @@ schedule's lock rather than recorded and then silently overwritten when it ends.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +26,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from newsletter.content.planner import why_included
-from newsletter.delivery.message import make_message_id, transactional_message
 from newsletter.delivery.sender import worker_name
-from newsletter.delivery.smtp_client import Result, SmtpConnection
 from newsletter.editions.lock import lock_name
-from newsletter.editions.preview import Preview, render_preview
+from newsletter.editions.preview import Preview, render_preview, send_test
 from newsletter.editions.runner import EditionRunner
 from newsletter.errors import EditionError, NewsletterError
 from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, Edition, EditionStatus, Report
@@ -108,35 +105,11 @@ class ConsoleEngine:
     def send_test(self, reader: str, to_address: str) -> None:
         """Mail ``reader``'s next digest to ``to_address`` (the operator), marked as a test.
 
-        The reader's personal links are replaced by the site's Manage page, so clicking
-        around a test never unsubscribes the reader.
+        The engine's own test send (`newsletter send --test-to` uses it too): the reader's
+        personal links become the site's Manage page, so clicking around a test never
+        unsubscribes the reader.
         """
-        preview = self.preview(reader)
-        if not preview.html:
-            raise EditionError(f"nothing new for {preview.subscriber.email} now, so there is no digest to send", hint="Pick a reader whose preview shows reports.")
-        base = self.settings.site.base_url.rstrip("/")
-        manage = f"{base}/manage"
-        personal = re.compile(re.escape(base) + r"/(?:unsubscribe|preferences)/[A-Za-z0-9_.\-]+")
-        mail = self.settings.mail
-        data = transactional_message(
-            from_name=mail.from_name,
-            from_address=mail.from_address,
-            to_address=to_address,
-            subject=f"[Test] {preview.subject}",
-            text=personal.sub(manage, preview.text),
-            html=personal.sub(manage, preview.html),
-            list_id=mail.list_id,
-            unsubscribe_url=manage,
-            message_id=make_message_id(mail.from_address.rsplit("@", 1)[1]),
-            date=self.now(),
-        )
-        connection = SmtpConnection(self.settings.smtp)
-        try:
-            attempt = connection.send(mail.from_address, to_address, data)
-        finally:
-            connection.close()
-        if attempt.result is not Result.SENT:
-            raise EditionError(f"the SMTP server did not take the test: {attempt.code or ''} {attempt.reply}".strip(), hint="Check the smtp.* settings.")
+        send_test(self.runner, to_address=to_address, email=reader)
 
     # -- sending ---------------------------------------------------------------------------------
 
