@@ -257,3 +257,23 @@ def test_trailing_slash_redirects_never_echo_the_host_header(web: Web, path: str
     assert page.status_code in (307, 308) and page.headers["location"] == path.rstrip("/")
     assert "evil.example" not in page.text and "evil.example" not in str(page.headers)
     assert web.client.get("//evil.example/", headers={"Host": "evil.example"}).headers.get("location", "").startswith("//") is False
+
+
+def test_the_rate_limiter_forgets_clients_after_their_window() -> None:
+    """The old limiter kept every key it saw (purging only past 100,000 keys, by a scan under
+    its lock); the counters now expire with their window, so memory follows the traffic of
+    one window. (Reads the memory storage's own table: no public count exists.)"""
+    import time
+
+    from newsletter.web.ratelimit import RateLimiter, open_storage
+
+    storage = open_storage("memory://")
+    limiter = RateLimiter(Limit(1, 1), storage=storage, namespace="bounded")
+    for i in range(2000):
+        limiter.hit(f"198.51.{i // 250}.{i % 250}")
+    assert len(storage.storage) >= 2000  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 20
+    while len(storage.storage) > 5 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        limiter.hit("still-here")  # expiry sweeps ride on traffic
+        threading.Event().wait(0.1)
+    assert len(storage.storage) <= 5  # type: ignore[attr-defined]
