@@ -231,8 +231,11 @@ def build_app(sink: SinkServer) -> Starlette:
 
     # -- pages ---------------------------------------------------------------------------
     def html_page(content: str, status_code: int = 200) -> HTMLResponse:
-        return HTMLResponse(content, status_code=status_code,
-                            headers={"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"})
+        # Referrer same-origin, not no-referrer: with no-referrer chromium sends `Origin: null` on
+        # the viewer's own form POSTs, which the same-origin check must refuse.
+        return HTMLResponse(content, status_code=status_code, headers={
+            "Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+        })
 
     async def page_list(request: Request) -> Response:
         return html_page(list_page(token))

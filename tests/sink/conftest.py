@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sink_browser import CHROMIUM, CHROMIUM_ARGS
 
 from newsletter.sink.server import SinkServer
 
@@ -34,3 +36,29 @@ def smtp(sink: SinkServer) -> Iterator[smtplib.SMTP]:
             client.quit()
         except smtplib.SMTPException:
             pass
+
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Callable[..., Any]]:
+    """`browser_page(*extra_chromium_args)`: a fresh Playwright page in Debian's chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browsers: list[Any] = []
+
+        def open_page(*extra: str) -> Any:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra])
+            browsers.append(browser)
+            return browser.new_page()
+
+        try:
+            yield open_page
+        finally:
+            for browser in browsers:
+                browser.close()
+
+
+@pytest.fixture
+def page(browser_page: Callable[..., Any]) -> Any:
+    return browser_page()

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import smtplib
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from sink_browser import needs_chromium
 from sink_samples import GOOD_HTML, build, wire
 
 from newsletter.sink.checks import CHECK_NAMES
 from newsletter.sink.server import SinkServer
 
-CHROMIUM = "/usr/bin/chromium"
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-)
-
-
-@pytest.fixture
-def page() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+pytestmark = needs_chromium
 
 
 def test_list_updates_live_and_message_page_shows_checks(page: object, maildir: Path) -> None:
