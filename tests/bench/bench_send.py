@@ -196,11 +196,12 @@ def copy_db(src: Path, dst: Path) -> None:
 
 def sample_message() -> tuple[bytes, int, list[float]]:
     """Bytes of a real digest (all topics, sample feed) and render+inline times per variant (ms)."""
+    from dataclasses import replace
     from datetime import datetime
 
     from newsletter.config import load_settings
     from newsletter.content.feed import load_reports
-    from newsletter.content.planner import select_reports
+    from newsletter.content.planner import Ledger, select_reports
     from newsletter.content.render import DigestRenderer
     from newsletter.delivery.message import PreparedMessage
     from newsletter.models import Subscriber, SubscriberStatus
@@ -210,9 +211,12 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     renderer = DigestRenderer(settings)
     times: list[float] = []
     selections = []
+    # The ledger as planning reads it: every report numbered, readers never planned (first digests).
+    numbered = [replace(r, seq=n) for n, r in enumerate(reversed(reports), start=1)]
+    ledger = Ledger(len(numbered), numbered, list(reversed(numbered)))
     for topics in TOPIC_MIX:
         who = Subscriber(id=1, email="reader@example.org", name="Reader", status=SubscriberStatus.ACTIVE, topics=topics)
-        sel = select_reports(who, reports, max_reports=settings.digest.max_reports)
+        sel = select_reports(who, ledger, max_reports=settings.digest.max_reports)
         if sel.reports and sel.key not in {s.key for s in selections}:
             selections.append(sel)
     t = time.perf_counter()
