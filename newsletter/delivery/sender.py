@@ -323,7 +323,6 @@ class Sender:
                 return "lease not renewed in time: given back, not sent"
         return ""
 
-
     # -- connection threads -------------------------------------------------------
 
     def _work(self, journal: Journal) -> None:
