@@ -166,7 +166,8 @@ def main() -> None:
         base_per = base["wall"] / max(base["rows"], 1) * 1e6
         print(f"  plain work (stream rows + executemany): {base['rows']:,} rows, {base['wall']:.2f} s, {base_per:.1f} µs/row, peak {base['peak_mb']:.0f} MB")
         print(f"  planning (ledger, selection, variants):  {plan['rows']:,} rows, {plan['wall']:.2f} s, {per:.1f} µs/recipient, peak {plan['peak_mb']:.0f} MB")
-        print(f"  ratio planning / plain work: {per / base_per:.2f}x   target <= 30 µs/recipient: {'MET' if per <= 30 or size > 100_000 else 'NOT MET'}")
+        verdict = ("MET" if per <= 30 else "NOT MET") if size == 100_000 else "(the 30 µs target is set at 100,000)"
+        print(f"  ratio planning / plain work: {per / base_per:.2f}x   target <= 30 µs/recipient: {verdict}")
     if args.scale_check:
         small, large = results[100_000]["plan"]["peak_mb"], results[1_000_000]["plan"]["peak_mb"]
         print(f"peak RSS: {small:.0f} MB at 100,000, {large:.0f} MB at 1,000,000: {large / small:.2f}x   target <= 1.5x: {'MET' if large / small <= 1.5 else 'NOT MET'}")
