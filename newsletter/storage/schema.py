@@ -140,6 +140,8 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_edition_state_id", "edition_id", "state", "id"),
     # Planning skips readers with an unfinished row in another edition: looked up per reader.
     sa.Index("ix_deliveries_subscriber_state", "subscriber_id", "state"),
+    # A bounce names its row by id (VERP): a removed reader's deleted row id is never given out again.
+    sqlite_autoincrement=True,
 )
 
 bounce_events = sa.Table(

@@ -582,3 +582,20 @@ def test_resume_waited_for_the_backoff_now_resume_now_retries_at_once(world):
     assert out.exit_code == 0, out.output
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 4} and checked.duplicates == 0
+
+
+def test_a_late_bounce_for_a_removed_readers_row_suppresses_nobody_else(world):
+    """Regression: outbox row ids were given out again on SQLite after `subscribers remove` deleted
+    the highest rows, so a late bounce naming the removed reader's row hit whoever got its id."""
+    first = world.add_subscribers(1, prefix="gone")
+    world.run("e1")
+    verp_gone, _ = envelope_of(world, first[0])
+    gone_row = world.store.outbox.list_deliveries(world.edition("e1").id)[0].id
+    assert world.store.subscribers.remove_subscriber(first[0])
+    later = world.add_subscribers(1, prefix="later")
+    world.add_report()
+    world.run("e2")
+    (row,) = world.store.outbox.list_deliveries(world.edition("e2").id)
+    assert row.id != gone_row, "the deleted row's id was given out again"
+    processor(world).process(dsn(recipient=first[0], message_id="<unrelated@x>", action="failed", status="5.1.1", diagnostic="550 5.1.1 User unknown"), envelope_recipients=[verp_gone])
+    assert subscriber_status(world.store, later[0]) == "active" and bounce_sources(world, later[0]) == []
