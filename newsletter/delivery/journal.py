@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsletter.errors import DeliveryError
 from newsletter.models import DeliveryState
 
 
@@ -29,9 +30,16 @@ class Journal:
     """Append-only journal of one sender process for one edition."""
 
     def __init__(self, directory: Path, edition_id: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        """Open (create) this process's journal; DeliveryError, before any row is claimed, if it cannot."""
         self.path = directory / f"edition-{edition_id}.{os.getpid()}.journal"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise DeliveryError(
+                f"cannot write the send journal in {directory}: {exc.strerror or exc}",
+                hint="Set delivery.journal_dir (NEWSLETTER_DELIVERY_JOURNAL_DIR) to a directory this user can write; the edition waits, unsent, for 'newsletter send --resume'.",
+            ) from exc
 
     def data_sent(self, delivery_id: int) -> None:
         os.write(self._fd, b"S %d\n" % delivery_id)

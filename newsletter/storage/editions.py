@@ -80,6 +80,7 @@ class EditionStore(StorePart):
             values["reason"] = reason[:1000]
         if status is EditionStatus.SENDING:
             values["started_at"] = sa.func.coalesce(editions.c.started_at, now)
+            values["finished_at"] = None  # resumed after a pause: no longer finished
         if status in (EditionStatus.SENT, EditionStatus.FAILED, EditionStatus.SKIPPED, EditionStatus.PAUSED):
             values["finished_at"] = now
         with self.engine.begin() as conn:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from newsletter.models import EditionStatus
 from newsletter.sink.faults import FaultRule
 from tests.delivery.helpers import flat
 from tests.invariants import parse
@@ -63,3 +64,31 @@ def test_send_test_to_mails_one_inbox_as_a_reader_would_get_it_and_writes_no_edi
     assert "/unsubscribe/" not in text and "/manage" in text  # a test never unsubscribes the reader
     assert world.store.editions.list_editions(limit=5) == []
     assert world.cli("send", "--test-to", "editor@example.com", "--resume").exit_code == 2
+
+
+def test_an_unwritable_journal_directory_is_one_line_with_a_hint_and_sends_nothing(world):
+    """Regression: an unwritable delivery.journal_dir ended in a traceback."""
+    emails = world.add_subscribers(3)
+    blocker = world.tmp / "not-a-directory"
+    blocker.write_text("a file where the journal directory should be", encoding="utf-8")
+    world.configure(delivery_journal_dir=str(blocker / "journal"))
+    out = world.cli("send", "--key", "e1")
+    assert out.exit_code == 1
+    text = flat(out.output)
+    assert "Error: cannot write the send journal in" in text and "Hint: Set delivery.journal_dir" in text
+    assert "Traceback" not in out.output
+    assert world.sink.messages() == [] and world.edition("e1").counts == {"pending": 3}
+    world.configure(delivery_journal_dir=str(world.tmp / "journal"))
+    assert world.cli("send", "--resume").exit_code == 0
+    world.check("e1", expected=emails)
+
+
+def test_a_paused_edition_that_is_sending_again_shows_no_finish_time(world):
+    """Regression: `editions` showed 'sending' beside the finish time the pause had written."""
+    world.add_subscribers(1)
+    edition = world.run("e1", send=False).edition
+    store = world.store
+    store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason="paused by the breaker")
+    assert store.editions.get_edition(edition.id).finished_at is not None
+    store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason="")
+    assert store.editions.get_edition(edition.id).finished_at is None
