@@ -42,15 +42,26 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
     progress = _progress()
     task: list[Any] = []
 
+    plain = {"total": 0, "done": 0, "said": time.monotonic()}
+
     def planned(total: int) -> None:
         if total and sys.stdout.isatty():
             progress.start()
             task.append(progress.add_task("sending", total=total))
+        plain["total"] = total
 
     def outcome(o: Any) -> None:
         # Count what the database will record as done; a row handed back (stopped, paused) is not.
-        if task and o.state is not DeliveryState.PENDING:
+        if o.state is DeliveryState.PENDING:
+            return
+        if task:
             progress.advance(task[0])
+            return
+        # Without a terminal (cron, a log file): a plain line every PROGRESS_EVERY seconds.
+        plain["done"] += 1
+        if time.monotonic() - plain["said"] >= PROGRESS_EVERY:
+            plain["said"] = time.monotonic()
+            console.print(f"sending: {plain['done']:,} of {plain['total']:,} done")
 
     def resuming(edition: Edition, requeued: int) -> None:
         started.append(edition.key)
@@ -89,6 +100,9 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             progress.stop()
     _print_result(result)
     _exit_honestly(service, result)
+
+
+PROGRESS_EVERY = 5.0  # seconds between progress lines when stdout is not a terminal
 
 
 def _stop_on_sigterm() -> list[str]:

@@ -92,3 +92,16 @@ def test_a_paused_edition_that_is_sending_again_shows_no_finish_time(world):
     assert store.editions.get_edition(edition.id).finished_at is not None
     store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason="")
     assert store.editions.get_edition(edition.id).finished_at is None
+
+
+def test_without_a_terminal_a_send_prints_plain_progress_lines(world, monkeypatch):
+    """Regression: without a terminal (cron, logs) nothing printed until the end."""
+    import newsletter.cli.sending as sending
+
+    monkeypatch.setattr(sending, "PROGRESS_EVERY", 0.05)  # the cadence, shortened: what is printed is the product's
+    world.add_subscribers(20)
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.02))
+    out = world.cli("send", "--key", "e1")
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.output.splitlines() if line.startswith("sending: ")]
+    assert lines and lines[-1].endswith("of 20 done"), out.output
