@@ -454,7 +454,7 @@ class EditionRunner:
             self.suppressor().record_failures([o for o in found if o.delivery_id in written])
             recorded += len(written)
         for holder, ids in retry.items():
-            requeued += self.store.outbox.requeue_from(ids, holder=holder, reply="requeued after an interrupted send")
+            requeued += self.store.outbox.give_back(ids, holder=holder, reply="requeued after an interrupted send")
         if dead or paths:
             log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, recorded, requeued)
         for path in paths:

@@ -137,18 +137,15 @@ class OutboxStore(StorePart):
                 ).scalars()
             )
 
-    def give_back(self, ids: Sequence[int], *, token: str, reply: str) -> int:
-        """Rows this sender holds but will not send go back to pending (only those still carrying ``token``)."""
+    def give_back(self, ids: Sequence[int], *, reply: str, token: str | None = None, holder: str | None = None) -> int:
+        """Rows back to pending, fenced: only those still sending under ``token`` (a sender's own
+        rows it will not send) or ``holder`` (a dead sender's rows, given back by a recovery)."""
         given = 0
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 500):
                 given += conn.execute(
                     deliveries.update()
-                    .where(
-                        deliveries.c.id.in_(list(ids[start : start + 500])),
-                        deliveries.c.state == DeliveryState.SENDING.value,
-                        deliveries.c.claim_token == token,
-                    )
+                    .where(deliveries.c.id.in_(list(ids[start : start + 500])), *_held_by(token, holder))
                     .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
                 ).rowcount
         return given
@@ -204,13 +201,7 @@ class OutboxStore(StorePart):
         if not outcomes:
             return set()
         now = now or self.clock()
-        fence = [deliveries.c.state == DeliveryState.SENDING.value]
-        if token is not None:
-            fence.append(deliveries.c.claim_token == token)
-        elif holder is not None:
-            fence.append(sa.func.coalesce(deliveries.c.claimed_by, "") == holder)
-        else:
-            fence = []
+        fence = _held_by(token, holder) if token is not None or holder is not None else []
         sent = [o for o in outcomes if o.state is DeliveryState.SENT]
         others = [o for o in outcomes if o.state is not DeliveryState.SENT]
         written: set[int] = set()
@@ -251,22 +242,6 @@ class OutboxStore(StorePart):
                     .values(last_digest_at=as_of)
                 )
         return written
-
-    def requeue_from(self, ids: Sequence[int], *, holder: str, reply: str) -> int:
-        """A dead sender's rows back to pending: only those still sending under ``holder``."""
-        moved = 0
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                moved += conn.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.id.in_(list(ids[start : start + 500])),
-                        deliveries.c.state == DeliveryState.SENDING.value,
-                        sa.func.coalesce(deliveries.c.claimed_by, "") == holder,
-                    )
-                    .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
-                ).rowcount
-        return moved
 
     def set_rows_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str = "") -> None:
         if not ids:
@@ -338,6 +313,12 @@ class OutboxStore(StorePart):
                     deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.DEFERRED.value
                 )
             ).scalar()
+
+
+def _held_by(token: str | None, holder: str | None) -> list[Any]:
+    """The fence of a write on a claimed row: still sending, under this token (else this holder)."""
+    held = deliveries.c.claim_token == token if token is not None else sa.func.coalesce(deliveries.c.claimed_by, "") == (holder or "")
+    return [deliveries.c.state == DeliveryState.SENDING.value, held]
 
 
 def _advance_marks(conn: sa.Connection, delivery_ids: Sequence[int]) -> None:
