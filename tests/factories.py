@@ -40,6 +40,34 @@ def pg_server_url() -> str | None:
     return os.environ.get(PG_URL_VAR) or None
 
 
+class ScratchDatabase:
+    """A fresh PostgreSQL database per example on the test server, dropped after it."""
+
+    def __init__(self, server: str) -> None:
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+
+        self.server = make_url(server)
+        self.admin = sa.create_engine(self.server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        self.name = ""
+
+    def create(self) -> str:
+        import secrets
+
+        import sqlalchemy as sa
+
+        self.name = f"nl_scratch_{secrets.token_hex(6)}"
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        return self.server.set(database=self.name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        import sqlalchemy as sa
+
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 

@@ -102,6 +102,11 @@ class MessageIds:
     def make(self, subscriber_id: int) -> str:
         return f"{self._prefix}{subscriber_id}{self._suffix}"
 
+    @property
+    def affixes(self) -> tuple[str, str]:
+        """What goes before and after the subscriber id (for planning, which builds them in SQL)."""
+        return self._prefix, self._suffix
+
 
 def encode_value(value: str) -> bytes:
     """A per-recipient value, quoted-printable, for a place between two soft breaks."""

@@ -36,7 +36,7 @@ from newsletter.models import (
     Subscriber,
 )
 from newsletter.storage.store import Store
-from newsletter.storage.subscribers import PlanningRow
+from newsletter.storage.planning import GroupChoice
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.editions.runner")
@@ -56,6 +56,15 @@ class EditionResult:
 class PlannedRecipient:
     subscriber: Subscriber
     selection: Selection
+
+
+@dataclass(frozen=True)
+class _GroupReader:
+    """A reader group as selection sees it (``last_digest_at`` only says whether they had one)."""
+
+    topics: tuple[str, ...]
+    last_digest_at: datetime | None
+    ledger_seq: int | None
 
 
 class EditionRunner:
@@ -331,69 +340,41 @@ class EditionRunner:
         return fresh
 
     def _write_outbox(self, edition: Edition, *, cadences: Sequence[Cadence] | None) -> int:
-        """Plan in streamed batches: one row per reader with reports, one variant per report set.
+        """Plan: one row per reader with reports, one variant per report set; returns the rows written.
 
-        Call it holding the planning lock. Readers another edition still owes are left
-        out. Each row records the reader's mark once it is sent, and how many reports
-        were carried to the next digest. Readers with nothing to get have their mark
-        moved to the horizon at once (they were judged, and nothing was for them).
-        Safe to rerun after a crash: readers that already have a row are skipped, and
-        existing variants are reused.
+        Call it holding the planning lock. Readers are planned as groups (same topics,
+        mark and first-digest standing choose the same reports), and the rows are
+        written by the database from the groups' choices (storage/planning.py). Readers
+        another edition still owes are left out. Each row records the reader's mark
+        once it is sent, and how many reports were carried to the next digest. Readers
+        with nothing to get have their mark moved to the horizon at once (they were
+        judged, and nothing was for them). Safe to rerun after a crash: readers that
+        already have a row are skipped, and existing variants are reused.
         """
-        lowest = self.store.subscribers.lowest_ledger_seq(cadences=cadences)
-        ledger = self._ledger(edition.as_of, lowest=lowest)
+        groups = self.store.planning.reader_groups(cadences=cadences, edition_id=edition.id)
+        marks = [g.ledger_seq for g in groups if g.ledger_seq is not None]
+        ledger = self._ledger(edition.as_of, lowest=min(marks) if marks else None)
         variant_ids = {tuple(v.report_ids): v.id for v in self.store.editions.list_variants(edition.id)}
-        # Only a resumed planning can meet rows it wrote before; a fresh one skips the lookup.
-        resuming = bool(variant_ids) or bool(self.store.editions.delivery_counts(edition.id))
-        selections: dict[tuple[tuple[str, ...], int | None, bool], Selection] = {}
-        message_ids = MessageIds(self.domain, edition.id)
-        batch: list[tuple[PlanningRow, Selection]] = []
-        nothing_for: list[int] = []
-        written = 0
-
-        def flush() -> int:
-            have = self.store.outbox.subscribers_with_rows(edition.id, [s.id for s, _ in batch]) if resuming else set()
-            rows = []
-            for subscriber, selection in batch:
-                if subscriber.id in have:
-                    continue
-                variant_id = variant_ids.get(selection.key)
-                if variant_id is None:
-                    variant_id = variant_ids[selection.key] = self._add_variant(edition, selection.reports)
-                rows.append(
-                    {
-                        "edition_id": edition.id,
-                        "subscriber_id": subscriber.id,
-                        "variant_id": variant_id,
-                        "email": subscriber.email,
-                        "name": subscriber.name,
-                        "message_id": message_ids.make(subscriber.id),
-                        "ledger_seq": selection.mark,
-                        "carried": selection.carried,
-                    }
-                )
-            self.store.outbox.add_deliveries(rows, now=self.clock())
-            batch.clear()
-            self.store.subscribers.advance_marks(nothing_for, to=ledger.horizon)
-            nothing_for.clear()
-            return len(rows)
-
         max_reports = self.settings.digest.max_reports
-        rows = self.store.subscribers.iter_planning_rows(cadences=cadences, outside_edition=edition.id, batch_size=self.settings.delivery.batch_size * 4)
-        for subscriber in rows:
-            key = (subscriber.topics, subscriber.ledger_seq, subscriber.last_digest_at is None)
-            selection = selections.get(key)
-            if selection is None:
-                selection = selections[key] = select_reports(subscriber, ledger, max_reports=max_reports)
+        choices = []
+        for group in groups:
+            reader = _GroupReader(group.topics, None if group.first else edition.as_of, group.ledger_seq)
+            selection = select_reports(reader, ledger, max_reports=max_reports)
             if not selection.reports:
-                if subscriber.ledger_seq is None or subscriber.ledger_seq < ledger.horizon:
-                    nothing_for.append(subscriber.id)
+                choices.append(GroupChoice(group, None, ledger.horizon))
                 continue
-            batch.append((subscriber, selection))
-            if len(batch) >= self.settings.delivery.batch_size:
-                written += flush()
-        written += flush()
-        return written
+            variant_id = variant_ids.get(selection.key)
+            if variant_id is None:
+                variant_id = variant_ids[selection.key] = self._add_variant(edition, selection.reports)
+            choices.append(GroupChoice(group, variant_id, selection.mark, selection.carried))
+        return self.store.planning.write_choices(
+            choices,
+            edition_id=edition.id,
+            cadences=cadences,
+            horizon=ledger.horizon,
+            message_id_affixes=MessageIds(self.domain, edition.id).affixes,
+            now=self.clock(),
+        )
 
     def _repair_variants(self, edition: Edition) -> None:
         """Render variants a crash left empty (the row is written before its render finishes)."""

@@ -3,7 +3,7 @@
 SQLite by default, any SQLAlchemy URL (PostgreSQL through psycopg 3) by
 ``database.url``. Each part owns one entity's queries (``store.subscribers``,
 ``store.reports``, ``store.editions``, ``store.outbox``, ``store.bounces``,
-``store.locks``, ``store.feeds``); code that needs one part is given that part only.
+``store.locks``, ``store.feeds``, ``store.planning``); code that needs one part is given that part only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from newsletter.storage.locks import LockStore
 from newsletter.storage.migrations import ensure_schema
 from newsletter.storage.outbox import OutboxStore
 from newsletter.storage.part import Clock, utcnow
+from newsletter.storage.planning import PlanningStore
 from newsletter.storage.reports import ReportStore
 from newsletter.storage.subscribers import SubscriberStore
 from newsletter.storage.suppressions import SuppressionStore
@@ -73,6 +74,7 @@ class Store:
         self.reports = ReportStore(self.engine, clock=clock)
         self.editions = EditionStore(self.engine, clock=clock)
         self.outbox = OutboxStore(self.engine, clock=clock)
+        self.planning = PlanningStore(self.engine, clock=clock)
         self.bounces = BounceStore(self.engine, clock=clock)
         self.locks = LockStore(self.engine, clock=clock)
         self.feeds = FeedStateStore(self.engine, clock=clock)

@@ -21,17 +21,6 @@ from newsletter.storage.schema import deliveries, reports, subscribers, suppress
 from newsletter.storage.suppressions import SUPPRESSING, lift, mailbox_hash, suppress, suppressed_status
 
 
-class PlanningRow(NamedTuple):
-    """One recipient as planning sees it."""
-
-    id: int
-    email: str
-    name: str
-    topics: tuple[str, ...]
-    last_digest_at: datetime | None
-    ledger_seq: int | None = None  # the reader's ledger mark (None: never planned)
-
-
 class SubscriberStore(StorePart):
     """Subscribers: signup, status, preferences, and the streams planning reads."""
 
@@ -274,58 +263,15 @@ class SubscriberStore(StorePart):
             query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
 
-    def iter_planning_rows(
-        self, *, cadences: Sequence[Cadence] | None = None, outside_edition: int | None = None, batch_size: int = 2000
-    ) -> Iterator[PlanningRow]:
-        """What planning needs of each active, unpaused subscriber: light rows, streamed by id.
-
-        With ``outside_edition``, readers that hold an unfinished row (pending, sending,
-        deferred) in any other edition are left out: that edition still owes them its
-        reports, and planning them again would mail those reports twice. The mark and the
-        check are read in one statement, and a row turns sent together with its reader's
-        mark, so a reader is seen either still waiting or with the mark already moved.
-        """
-        query = sa.select(
-            subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.topics, subscribers.c.last_digest_at, subscribers.c.ledger_seq
-        ).where(subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false())
-        if cadences is not None:
-            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
-        if outside_edition is not None:
-            query = query.where(~_waiting_elsewhere(outside_edition))
-        for r in self._stream(query, subscribers.c.id, batch_size=batch_size):
-            yield PlanningRow(r.id, r.email, r.name, tuple(r.topics or ()), r.last_digest_at, r.ledger_seq)
-
-    def advance_marks(self, subscriber_ids: Sequence[int], *, to: int) -> None:
-        """Move these readers' marks up to ``to`` (never down): planning found nothing for them."""
-        with self.engine.begin() as conn:
-            for start in range(0, len(subscriber_ids), 500):
-                conn.execute(
-                    subscribers.update()
-                    .where(
-                        subscribers.c.id.in_(list(subscriber_ids[start : start + 500])),
-                        sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < to),
-                    )
-                    .values(ledger_seq=to)
-                )
-
     def count_waiting(self, *, cadences: Sequence[Cadence] | None, outside_edition: int) -> int:
         """Active readers left out of planning because another edition still owes them (see above)."""
         query = sa.select(sa.func.count()).select_from(subscribers).where(
-            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false(), _waiting_elsewhere(outside_edition)
+            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false(), waiting_elsewhere(outside_edition)
         )
         if cadences is not None:
             query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
-
-    def lowest_ledger_seq(self, *, cadences: Sequence[Cadence] | None = None) -> int | None:
-        """The lowest mark among active readers: planning reads the ledger from there."""
-        query = sa.select(sa.func.min(subscribers.c.ledger_seq)).where(subscribers.c.status == SubscriberStatus.ACTIVE.value)
-        if cadences is not None:
-            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
-        with self.engine.connect() as conn:
-            value = conn.execute(query).scalar()
-        return None if value is None else int(value)
 
     def inactive_since(self, since: datetime) -> set[int]:
         """Subscribers that stopped being active (unsubscribed, bounced, paused) at or after ``since``."""
@@ -479,7 +425,7 @@ def _subscriber(row: Any) -> Subscriber:
 UNFINISHED_STATES = (DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.DEFERRED.value)
 
 
-def _waiting_elsewhere(edition_id: int) -> sa.Exists:
+def waiting_elsewhere(edition_id: int) -> sa.Exists:
     """The reader has a row that another edition has not finished."""
     return (
         sa.select(deliveries.c.id)

@@ -24,7 +24,7 @@ from newsletter.models import Cadence, DeliveryState, EditionStatus, Report, Sub
 from newsletter.sink.faults import FaultRule
 from newsletter.subscriptions import add_subscriber
 from tests.delivery.helpers import flat
-from tests.factories import PG_URL_VAR, FakeClock, Services, pg_server_url, service_env
+from tests.factories import PG_URL_VAR, FakeClock, ScratchDatabase, Services, pg_server_url, service_env
 from tests.invariants import parse
 
 TOKEN = re.compile(r"\bR(\d{4})\b")
@@ -308,34 +308,6 @@ class LedgerMachine(RuleBasedStateMachine):
             person = self.people.get(m.rcpt_tos[0])
             assert person is not None, m.rcpt_tos
             person.got.extend(received_reports([m])[m.rcpt_tos[0]])
-
-
-class ScratchDatabase:
-    """A fresh PostgreSQL database per example on the test server, dropped after it."""
-
-    def __init__(self, server: str) -> None:
-        import sqlalchemy as sa
-        from sqlalchemy.engine import make_url
-
-        self.server = make_url(server)
-        self.admin = sa.create_engine(self.server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        self.name = ""
-
-    def create(self) -> str:
-        import secrets
-
-        import sqlalchemy as sa
-
-        self.name = f"nl_ledger_{secrets.token_hex(6)}"
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
-        return self.server.set(database=self.name).render_as_string(hide_password=False)
-
-    def drop(self) -> None:
-        import sqlalchemy as sa
-
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
