@@ -35,8 +35,8 @@ from newsletter.models import (
     Report,
     Subscriber,
 )
-from newsletter.storage.store import Store
 from newsletter.storage.planning import GroupChoice
+from newsletter.storage.store import Store
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.editions.runner")
