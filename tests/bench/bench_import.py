@@ -90,7 +90,7 @@ def main() -> None:
         base_s, base_cpu, base_n = baseline(source, Path(tmp) / "baseline.sqlite")
         ours_s, ours_cpu, ours_n = pipeline(source, Path(tmp) / "import.sqlite")
     assert base_n == ours_n, f"the two runs stored different row counts: {base_n} vs {ours_n}"
-    print(f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at {min(args.domains, args.rows):,} domains")
+    print(f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at {min(args.domains, args.rows):,} domain(s)")
     print(f"(a) plain work:          {base_s:6.2f} s wall, {base_cpu:6.2f} s CPU  {args.rows / base_s:10,.0f} rows/s")
     print(f"(b) subscribers import:  {ours_s:6.2f} s wall, {ours_cpu:6.2f} s CPU  {args.rows / ours_s:10,.0f} rows/s")
     print(f"ratio (a)/(b):           {base_s / ours_s:.2f}x wall, {base_cpu / ours_cpu:.2f}x CPU  (target >= 0.5x)")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
 
 from newsletter.models import SubscriberStatus
+from newsletter.storage.migrations import upgrade
+from newsletter.storage.schema import subscribers
 from newsletter.storage.store import Store
 from newsletter.subscriptions import add_subscriber, import_csv
 from tests.core.test_core_cli import ok
@@ -81,3 +86,25 @@ def test_search_index_stays_in_step_with_every_change_on_sqlite(store):
     assert search(store, "hartley") == ["new.hartley@example.org"]
     rows, total = store.subscribers.list_page(search="example", limit=2, offset=2)  # pages of index answers, in id order
     assert total == 5 and [r.email for r in rows] == ["zoe@example.com", "yan@example.com"]
+
+
+def test_upgrade_to_0010_indexes_the_readers_already_there_on_sqlite(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    upgrade(engine, "0009")
+    with engine.begin() as conn:  # readers stored before the index existed
+        conn.execute(subscribers.insert(), [dict(OLD_ROW, email=f"old{i}@example.org", name=f"Old Hartley {i}") for i in range(3)])
+    upgrade(engine)
+    engine.dispose()
+    store = Store(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        assert search(store, "hartley 1") == ["old1@example.org"] and len(search(store, "hartley")) == 3
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH '\"old hart\"'").scalar() == 3
+    finally:
+        store.dispose()
+
+
+OLD_ROW = {
+    "status": "active", "topics": [], "cadence": "daily", "paused": False, "status_reason": "", "legacy_links": False,
+    "created_at": datetime(2026, 1, 1, tzinfo=UTC), "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+}
