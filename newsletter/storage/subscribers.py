@@ -121,6 +121,8 @@ class SubscriberStore(StorePart):
         database where 0010 could not make the index).
         """
         term = search.strip()
+        if "\x00" in term:
+            return [], 0  # no address or name holds a NUL (refused on the way in), and neither database takes one in a term
         with self.engine.connect() as conn:
             if len(term) >= 3 and self._has_search_table(conn):
                 return self._fts_page(conn, term, status, limit, offset)

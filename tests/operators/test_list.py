@@ -72,6 +72,7 @@ def test_search_index_stays_in_step_with_every_change_on_sqlite(store):
     assert search(store, "élise") == search(store, "ÉLISE") == ["ratex100x@example.org"]
     assert search(store, "e_100") == search(store, "100%") == ["rate_100%@example.org"]  # % and _ are literal, not ratex100x
     assert search(store, '"quist') == [] and search(store, "n qui") == ["ellen.hartley@example.net"]
+    assert search(store, "quist*") == search(store, "har\x00tley") == search(store, "email:hartley") == []  # no query syntax
     assert search(store, "li") == ["ratex100x@example.org", "yan@example.com"]  # short terms: the scan
     assert search(store, "%") == ["rate_100%@example.org"] and search(store, "_") == ["rate_100%@example.org"]
     assert search(store, "hartley", SubscriberStatus.ACTIVE) == ["ellen.hartley@example.net", "zoe@example.com"]

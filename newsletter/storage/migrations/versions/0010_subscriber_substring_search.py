@@ -77,7 +77,10 @@ def upgrade() -> None:
                 bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         except DBAPIError as exc:
             reason = " ".join(str(exc.orig).split())
-            log.warning("subscriber search stays a scan: cannot create the pg_trgm extension (%s); a superuser can run CREATE EXTENSION pg_trgm", reason)
+            log.warning(
+                "subscriber search stays a scan: cannot create the pg_trgm extension (%s); to add the index later see README, 'Listing' (CREATE EXTENSION pg_trgm, then two CREATE INDEX)",
+                reason,
+            )
             return
         for index, column in POSTGRESQL_INDEXES.items():
             op.execute(f"CREATE INDEX IF NOT EXISTS {index} ON subscribers USING gin (lower({column}) gin_trgm_ops)")
