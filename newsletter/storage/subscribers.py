@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -246,12 +247,7 @@ class SubscriberStore(StorePart):
                 else:
                     changes.append({"row_id": old.id, "new_name": values.get("name", old.name), "new_topics": values.get("topics", list(old.topics or ())), "new_cadence": values.get("cadence", old.cadence)})
             if changes:
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == sa.bindparam("row_id"))
-                    .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
-                    changes,
-                )
+                _update_many(conn, changes, now=now)
         return counts
 
     def remove_subscriber(self, email: str, *, forget: bool = False) -> bool:
@@ -442,7 +438,9 @@ class ImportCounts:
 
 
 INSERT_COLUMNS = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at", "paused", "legacy_links", "created_at", "updated_at", "ledger_seq")
-SQLITE_ROWS_PER_INSERT = 500  # 12 values a row: 6,000 variables, under the limit of every SQLite with trigram (3.34+)
+# 12 values a row: 6,000 variables, under the limit since SQLite 3.32 (32,766); 999 before.
+SQLITE_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(INSERT_COLUMNS)
+SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 
 
 def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> None:
@@ -473,6 +471,33 @@ def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> Non
     for start in range(0, len(values), SQLITE_ROWS_PER_INSERT):
         chunk = values[start : start + SQLITE_ROWS_PER_INSERT]
         conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
+
+
+def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> None:
+    """Change the names, topics and cadences of readers (``changes``: row_id, new_name, new_topics, new_cadence).
+
+    On SQLite one ``UPDATE ... FROM (VALUES ...)`` per ``SQLITE_ROWS_PER_INSERT`` rows, for
+    the reason ``_insert_many`` gives: a rename fires the search index's trigger, and one
+    statement a row would make the index write out its pending data row by row.
+    """
+    if conn.dialect.name != "sqlite" or not SQLITE_UPDATE_FROM:
+        conn.execute(
+            subscribers.update()
+            .where(subscribers.c.id == sa.bindparam("row_id"))
+            .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
+            changes,
+        )
+        return
+    to_topics = subscribers.c.topics.type.bind_processor(conn.dialect) or (lambda value: value)
+    stamp = _converted("updated_at", now, conn.dialect)
+    for start in range(0, len(changes), SQLITE_ROWS_PER_INSERT):
+        chunk = changes[start : start + SQLITE_ROWS_PER_INSERT]
+        conn.exec_driver_sql(
+            "WITH changed (row_id, new_name, new_topics, new_cadence) AS (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ")"
+            " UPDATE subscribers SET name = changed.new_name, topics = changed.new_topics, cadence = changed.new_cadence, updated_at = ?"
+            " FROM changed WHERE subscribers.id = changed.row_id",
+            (*(v for c in chunk for v in (c["row_id"], c["new_name"], to_topics(c["new_topics"]), c["new_cadence"])), stamp),
+        )
 
 
 def _copy_rows(conn: Any, rows: list[dict[str, Any]], *, now: datetime, mark: int | None) -> None:
