@@ -68,6 +68,16 @@ subscribers = sa.Table(
     # links must never name the next signup.
     sqlite_autoincrement=True,
 )
+# Search by part of an address or name (migration 0010). PostgreSQL: these pg_trgm GIN indexes serve
+# lower(column) LIKE '%text%'. SQLite: the FTS5 trigram table subscribers_search and its triggers,
+# made by the migration alone (SQLAlchemy has no virtual tables); a rebuild of this table must redo them.
+for _searched in ("email", "name"):
+    sa.Index(
+        f"ix_subscribers_{_searched}_trgm",
+        sa.func.lower(subscribers.c[_searched]).label(f"lower_{_searched}"),
+        postgresql_using="gin",
+        postgresql_ops={f"lower_{_searched}": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
 
 reports = sa.Table(
     "reports",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -10,6 +12,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from newsletter.errors import StoreError
 from newsletter.models import (
     Cadence,
     DeliveryState,
@@ -23,6 +26,8 @@ from newsletter.storage.suppressions import SUPPRESSING, lift, mailbox_hash, sup
 
 class SubscriberStore(StorePart):
     """Subscribers: signup, status, preferences, and the streams planning reads."""
+
+    _search_table: bool | None = None  # SQLite: whether migration 0010 made the trigram table
 
     def add_subscriber(
         self,
@@ -96,25 +101,28 @@ class SubscriberStore(StorePart):
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id))
 
     def list_page(self, *, search: str = "", status: SubscriberStatus | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Subscriber], int]:
-        """One page of subscribers (ordered by id) and how many match in all.
+        """One page of subscribers (ordered by id) and how many match in all (exact).
 
-        ``search`` matches part of the address or, ignoring case, of the name. Without it
-        the page walks the primary key (or the status index) and stops at ``limit`` rows;
-        with it, the count and the page each scan the narrow covering index
-        ``ix_subscribers_search`` (migration 0008), never the wide table.
+        ``search`` matches part of the address or of the name, ignoring case; ``%`` and
+        ``_`` are plain characters. A term of three or more characters is answered by
+        migration 0010's trigram index (FTS5 on SQLite, pg_trgm GIN on PostgreSQL), so
+        the count and the page read the matches, not the table. A shorter term has no
+        trigram and scans 0008's narrow covering index instead (as does every term on a
+        database where 0010 could not make the index).
         """
-        condition: sa.ColumnElement[bool] = sa.true()
-        if status is not None:
-            condition = sa.and_(condition, subscribers.c.status == status.value)
-        if search.strip():
-            pattern = "%" + _like_escape(search.strip()) + "%"
-            # Addresses are stored lower-case, so a plain LIKE on them is case-blind on every database.
-            # SQLite's LIKE ignores ASCII case already; lower() per row would only slow the scan.
-            name_match = subscribers.c.name.like(pattern, escape="\\") if self.engine.dialect.name == "sqlite" else subscribers.c.name.ilike(pattern, escape="\\")
-            condition = sa.and_(condition, sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), name_match))
+        term = search.strip()
+        if "\x00" in term:
+            return [], 0  # no address or name holds a NUL (refused on the way in), and neither database takes one in a term
         with self.engine.connect() as conn:
+            if len(term) >= 3 and self._has_search_table(conn):
+                return self._fts_page(conn, term, status, limit, offset)
+            condition: sa.ColumnElement[bool] = sa.true()
+            if status is not None:
+                condition = sa.and_(condition, subscribers.c.status == status.value)
+            if term:
+                condition = sa.and_(condition, self._substring_match(term))
             total = int(conn.execute(sa.select(sa.func.count()).select_from(subscribers).where(condition)).scalar_one())
-            if not search.strip() or total > 3 * (offset + limit):
+            if not term or total > 3 * (offset + limit):
                 # Without a search, or when matches are common: walking the table in id order
                 # reaches the page after reading (offset + limit) / share-of-matches rows.
                 rows = conn.execute(sa.select(subscribers).where(condition).order_by(subscribers.c.id).limit(limit).offset(offset)).all()
@@ -125,6 +133,43 @@ class SubscriberStore(StorePart):
             ids = list(conn.execute(page).scalars())
             rows = conn.execute(sa.select(subscribers).where(subscribers.c.id.in_(ids)).order_by(subscribers.c.id)).all() if ids else []
         return [_subscriber(r) for r in rows], total
+
+    def _substring_match(self, term: str) -> sa.ColumnElement[bool]:
+        pattern = "%" + _like_escape(term) + "%"
+        if self.engine.dialect.name == "sqlite":
+            # SQLite's LIKE ignores ASCII case already (addresses are stored lower-case);
+            # lower() per row would only slow the scan.
+            return sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), subscribers.c.name.like(pattern, escape="\\"))
+        # lower(column) LIKE is what the pg_trgm GIN indexes of migration 0010 serve.
+        lowered = pattern.lower()
+        return sa.or_(sa.func.lower(subscribers.c.email).like(lowered, escape="\\"), sa.func.lower(subscribers.c.name).like(lowered, escape="\\"))
+
+    def _has_search_table(self, conn: sa.Connection) -> bool:
+        """Whether this SQLite database has 0010's FTS5 trigram table (asked once per store)."""
+        if self.engine.dialect.name != "sqlite":
+            return False
+        if self._search_table is None:
+            found = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subscribers_search'").first()
+            self._search_table = found is not None
+        return self._search_table
+
+    def _fts_page(self, conn: sa.Connection, term: str, status: SubscriberStatus | None, limit: int, offset: int) -> tuple[list[Subscriber], int]:
+        # A quoted phrase: every character is literal (% and _ included), and the trigram
+        # tokenizer turns it into consecutive trigrams, which is exactly "contains term".
+        params: dict[str, Any] = {"match": '"' + term.replace('"', '""') + '"', "limit": limit, "offset": offset}
+        # CROSS JOIN fixes the order: matches first, then their rows. Left to itself SQLite may walk
+        # the status index and ask the full-text index once per row, which is slower by far.
+        joined = "subscribers_search CROSS JOIN subscribers ON subscribers.id = subscribers_search.rowid WHERE subscribers_search MATCH :match"
+        if status is not None:
+            joined += " AND subscribers.status = :status"
+            params["status"] = status.value
+            count = f"SELECT count(*) FROM {joined}"
+        else:
+            count = "SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH :match"
+        total = int(conn.execute(sa.text(count), params).scalar_one())
+        columns = ", ".join(f"subscribers.{c.name}" for c in subscribers.c)
+        page = sa.text(f"SELECT {columns} FROM {joined} ORDER BY subscribers_search.rowid LIMIT :limit OFFSET :offset").columns(*subscribers.c)
+        return [_subscriber(r) for r in conn.execute(page, params)], total
 
     def import_batch(self, rows: Sequence[ImportRow], *, given: frozenset[str], update: bool = False, now: datetime | None = None) -> ImportCounts:
         """Insert or (with ``update``) change a batch of validated rows in one transaction.
@@ -191,12 +236,7 @@ class SubscriberStore(StorePart):
                 else:
                     changes.append({"row_id": old.id, "new_name": values.get("name", old.name), "new_topics": values.get("topics", list(old.topics or ())), "new_cadence": values.get("cadence", old.cadence)})
             if changes:
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == sa.bindparam("row_id"))
-                    .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
-                    changes,
-                )
+                _update_many(conn, changes, now=now)
         return counts
 
     def remove_subscriber(self, email: str, *, forget: bool = False) -> bool:
@@ -343,36 +383,85 @@ class ImportCounts:
         return self
 
 
-def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> None:
-    """One executemany of new subscribers, the bind values converted by the columns' own types.
+INSERT_COLUMNS = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at", "paused", "legacy_links", "created_at", "updated_at", "ledger_seq")
+# 12 values a row: 6,000 variables, under the limit since SQLite 3.32 (32,766); 999 before.
+SQLITE_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(INSERT_COLUMNS)
+SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
 
-    On SQLite, what varies per row (email, name, status, topics, cadence, reason) is converted per
-    row; the times and flags every row shares are converted once. Going through
-    SQLAlchemy's per-row parameter handling costs as much as validating the addresses.
-    The mark is as for one add: owed what is stored from now on (NULL before any report).
+
+def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """Insert new subscribers in bulk, the values converted once, not by SQLAlchemy row by row.
+
+    PostgreSQL: one COPY (psycopg's ``write_row``). SQLite: multi-row INSERTs of
+    ``SQLITE_ROWS_PER_INSERT`` rows. One statement per many rows matters there beyond
+    the per-call cost: each statement that fires the full-text triggers (migration
+    0010) makes FTS5 write out its pending index data, so one statement a row costs
+    about four times the insert itself. The mark is as for one add: owed what is
+    stored from now on (NULL before any report), read once for the batch.
     """
-    dialect = conn.dialect
-    varying = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at")
-    shared = {"paused": False, "legacy_links": False, "created_at": now, "updated_at": now}
-    stmt = subscribers.insert().values(**{n: sa.bindparam(n, type_=subscribers.c[n].type) for n in (*varying, *shared)}, ledger_seq=_newest_report_seq())
-    if dialect.name != "sqlite":
-        # psycopg adapts JSON and times itself, and its executemany is pipelined: the plain path is fast there.
-        conn.execute(stmt, [{**{n: r[n] for n in varying[:6]}, "confirmed_at": now if r["confirmed"] else None, **shared} for r in rows])
+    mark = conn.execute(sa.select(sa.func.max(reports.c.seq))).scalar()
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, rows, now=now, mark=mark)
         return
-    compiled = stmt.compile(dialect=dialect)
-    names = (*varying, *shared)
-    fixed = tuple(_converted(n, v, dialect) for n, v in shared.items())
+    dialect = conn.dialect
     stamped, unstamped = _converted("confirmed_at", now, dialect), _converted("confirmed_at", None, dialect)
+    shared = (_converted("paused", False, dialect), _converted("legacy_links", False, dialect), _converted("created_at", now, dialect), _converted("updated_at", now, dialect), mark)
     to_topics = subscribers.c.topics.type.bind_processor(dialect) or (lambda value: value)
-    # Plain strings need no conversion on SQLite: one tuple per row, in the statement's order.
+    # Plain strings need no conversion on SQLite: the values of a row, flat, in INSERT_COLUMNS' order.
     values = [
-        (r["email"], r["name"], r["status"], to_topics(r["topics"]), r["cadence"], r["status_reason"], stamped if r["confirmed"] else unstamped, *fixed)
+        (r["email"], r["name"], r["status"], to_topics(r["topics"]), r["cadence"], r["status_reason"], stamped if r["confirmed"] else unstamped, *shared)
         for r in rows
     ]
-    order = [names.index(name) for name in (compiled.positiontup or ())]
-    if order != list(range(len(names))):
-        values = [tuple(v[i] for i in order) for v in values]
-    conn.exec_driver_sql(str(compiled), values)
+    head = f"INSERT INTO subscribers ({', '.join(INSERT_COLUMNS)}) VALUES "
+    one = "(" + ", ".join("?" * len(INSERT_COLUMNS)) + ")"
+    for start in range(0, len(values), SQLITE_ROWS_PER_INSERT):
+        chunk = values[start : start + SQLITE_ROWS_PER_INSERT]
+        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
+
+
+def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> None:
+    """Change the names, topics and cadences of readers (``changes``: row_id, new_name, new_topics, new_cadence).
+
+    On SQLite one ``UPDATE ... FROM (VALUES ...)`` per ``SQLITE_ROWS_PER_INSERT`` rows, for
+    the reason ``_insert_many`` gives: a rename fires the search index's trigger, and one
+    statement a row would make the index write out its pending data row by row.
+    """
+    if conn.dialect.name != "sqlite" or not SQLITE_UPDATE_FROM:
+        conn.execute(
+            subscribers.update()
+            .where(subscribers.c.id == sa.bindparam("row_id"))
+            .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
+            changes,
+        )
+        return
+    to_topics = subscribers.c.topics.type.bind_processor(conn.dialect) or (lambda value: value)
+    stamp = _converted("updated_at", now, conn.dialect)
+    for start in range(0, len(changes), SQLITE_ROWS_PER_INSERT):
+        chunk = changes[start : start + SQLITE_ROWS_PER_INSERT]
+        conn.exec_driver_sql(
+            "WITH changed (row_id, new_name, new_topics, new_cadence) AS (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ")"
+            " UPDATE subscribers SET name = changed.new_name, topics = changed.new_topics, cadence = changed.new_cadence, updated_at = ?"
+            " FROM changed WHERE subscribers.id = changed.row_id",
+            (*(v for c in chunk for v in (c["row_id"], c["new_name"], to_topics(c["new_topics"]), c["new_cadence"])), stamp),
+        )
+
+
+def _copy_rows(conn: Any, rows: list[dict[str, Any]], *, now: datetime, mark: int | None) -> None:
+    """COPY new subscribers in, inside the caller's transaction; a refusal is a StoreError line."""
+    import psycopg  # the PostgreSQL driver: only a PostgreSQL store gets here
+
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(f"COPY subscribers ({', '.join(INSERT_COLUMNS)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(
+                    (r["email"], r["name"], r["status"], json.dumps(r["topics"]), r["cadence"], r["status_reason"], now if r["confirmed"] else None, False, False, now, now, mark)
+                )
+    except psycopg.Error as exc:  # raised by the driver itself, so SQLAlchemy has not wrapped it
+        detail = " ".join(str(exc).split())
+        if exc.sqlstate == "23505":  # unique_violation: another process added one of these addresses meanwhile
+            raise StoreError(f"the import's batch was refused: {detail}", hint="Another process added some of these addresses during the import; run the import again (rows already here are left unchanged).") from exc
+        raise StoreError(f"the import's batch was refused by the database: {detail}", hint="This batch was not written (earlier ones were); fix the cause and run the import again: rows already here stay unchanged.") from exc
 
 
 def _converted(name: str, value: Any, dialect: Any) -> Any:

@@ -7,6 +7,7 @@ value can never start a mail header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,19 +23,55 @@ FORBIDDEN_CHARS = ("\r", "\n", "\x00")
 
 
 def normalise_email(value: str, *, check_deliverability: bool = False) -> str:
-    """The canonical (lower-case, IDNA-normalised) form of an address; InvalidAddress with the reason when it is not one."""
+    """The canonical (lower-case, IDNA-normalised) form of an address; InvalidAddress with the reason when it is not one.
+
+    Exactly what email-validator returns, lower-cased. A plain ASCII local part at a
+    domain it has already accepted (the usual address of a long list) is answered from
+    ``_KNOWN_DOMAINS`` without checking the domain again; see ``_known_domain_form``.
+    """
     raw = (value or "").strip()
     if any(ch in raw for ch in FORBIDDEN_CHARS):
         raise InvalidAddress("email address contains a line break or NUL character")
     if not raw:
         raise InvalidAddress("email address is empty")
+    if not check_deliverability and (known := _known_domain_form(raw)):
+        return known
     try:
         result = validate_email(raw, check_deliverability=check_deliverability)
     except EmailNotValidError as exc:
         raise InvalidAddress(f"{raw!r} is not a valid email address: {exc}") from exc
+    local, _, domain = raw.rpartition("@")
+    if result.original == raw and DOT_ATOM.match(local) and result.ascii_domain:
+        # The domain was checked on its own (a dot-atom local part splits only one way).
+        if len(_KNOWN_DOMAINS) >= MAX_KNOWN_DOMAINS:
+            _KNOWN_DOMAINS.clear()
+        _KNOWN_DOMAINS[domain] = (result.domain, result.ascii_domain)
     # Stored lower-case: mailbox providers ignore case in the local part, and two
     # spellings of one address must not become two subscribers.
     return result.normalized.lower()
+
+
+# email-validator (not strict) accepts an RFC 5322 dot-atom local part as it is, and checks the
+# domain apart from the local part; its result is local + "@" + the domain's normal form, if the
+# address is at most 254 octets as given, as normalised and with the IDNA ASCII domain.
+ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+DOT_ATOM = re.compile(f"[{ATEXT}]+(?:\\.[{ATEXT}]+)*\\Z")
+MAX_ADDRESS_OCTETS = 254
+MAX_KNOWN_DOMAINS = 10_000
+_KNOWN_DOMAINS: dict[str, tuple[str, str]] = {}  # a domain as given -> (normal form, IDNA ASCII form)
+
+
+def _known_domain_form(raw: str) -> str:
+    """``raw`` normalised without email-validator, or '' when that needs email-validator's full check."""
+    local, _, domain = raw.rpartition("@")
+    forms = _KNOWN_DOMAINS.get(domain)
+    if forms is None or not DOT_ATOM.match(local):
+        return ""
+    normal, ascii_form = forms
+    address = local + "@" + normal
+    if max(len(raw.encode()), len(address.encode()), len(local) + 1 + len(ascii_form)) > MAX_ADDRESS_OCTETS:
+        return ""  # too long: email-validator words the refusal
+    return address.lower()
 
 
 def clean_name(value: str) -> str:

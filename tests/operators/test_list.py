@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import io
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
 from newsletter.models import SubscriberStatus
+from newsletter.storage.migrations import upgrade
+from newsletter.storage.schema import subscribers
 from newsletter.storage.store import Store
-from newsletter.subscriptions import add_subscriber
+from newsletter.subscriptions import add_subscriber, import_csv
 from tests.core.test_core_cli import ok
 from tests.factories import bulk_subscribers
 
@@ -42,3 +49,63 @@ def test_list_search_takes_percent_and_underscore_literally(store):
     rows, total = store.subscribers.list_page(search="a_b")
     assert total == 1 and rows[0].email == "a_b@example.org"
     assert store.subscribers.list_page(search="%")[1] == 0
+
+
+def search(store, term, status=None):
+    rows, total = store.subscribers.list_page(search=term, status=status, limit=100)
+    assert total == len(rows)
+    return sorted(r.email for r in rows)
+
+
+def test_search_index_stays_in_step_with_every_change_on_sqlite(store):
+    """Migration 0010's trigram index answers terms of 3+ characters; it follows inserts,
+    imports, renames and deletes, and shorter terms (no trigram) still match by a scan."""
+    add_subscriber(store, "ellen.hartley@example.net", name="Ellen Quist")
+    add_subscriber(store, "rate_100%@example.org", name="Percent Sign")
+    add_subscriber(store, "ratex100x@example.org", name="Élise Marchand")
+    import_csv(store, io.StringIO("email,name\nzoe@example.com,Zoe Hartley\nyan@example.com,Yan Li\n"))
+    with store.engine.connect() as conn:  # the index itself holds the rows: the answers below come from it
+        indexed = conn.exec_driver_sql("SELECT rowid FROM subscribers_search WHERE subscribers_search MATCH '\"hartley\"'").scalars().all()
+    assert len(indexed) == 2
+    assert search(store, "HARTLEY") == ["ellen.hartley@example.net", "zoe@example.com"]  # address and name, any case
+    assert search(store, "len.har") == ["ellen.hartley@example.net"]
+    assert search(store, "élise") == search(store, "ÉLISE") == ["ratex100x@example.org"]
+    assert search(store, "e_100") == search(store, "100%") == ["rate_100%@example.org"]  # % and _ are literal, not ratex100x
+    assert search(store, '"quist') == [] and search(store, "n qui") == ["ellen.hartley@example.net"]
+    assert search(store, "quist*") == search(store, "har\x00tley") == search(store, "email:hartley") == []  # no query syntax
+    assert search(store, "li") == ["ratex100x@example.org", "yan@example.com"]  # short terms: the scan
+    assert search(store, "%") == ["rate_100%@example.org"] and search(store, "_") == ["rate_100%@example.org"]
+    assert search(store, "hartley", SubscriberStatus.ACTIVE) == ["ellen.hartley@example.net", "zoe@example.com"]
+    zoe = store.subscribers.find_subscriber("zoe@example.com")
+    store.subscribers.set_status(zoe.id, SubscriberStatus.UNSUBSCRIBED)
+    assert search(store, "hartley", SubscriberStatus.ACTIVE) == ["ellen.hartley@example.net"]
+    import_csv(store, io.StringIO("email,name\nzoe@example.com,Zoe Marsh\n"), update=True)  # a rename
+    assert search(store, "hartley") == ["ellen.hartley@example.net"] and search(store, "marsh") == ["zoe@example.com"]
+    store.subscribers.remove_subscriber("ellen.hartley@example.net")
+    assert search(store, "hartley") == [] and search(store, "quist") == []
+    add_subscriber(store, "new.hartley@example.org")
+    assert search(store, "hartley") == ["new.hartley@example.org"]
+    rows, total = store.subscribers.list_page(search="example", limit=2, offset=2)  # pages of index answers, in id order
+    assert total == 5 and [r.email for r in rows] == ["zoe@example.com", "yan@example.com"]
+
+
+def test_upgrade_to_0010_indexes_the_readers_already_there_on_sqlite(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    upgrade(engine, "0009")
+    with engine.begin() as conn:  # readers stored before the index existed
+        conn.execute(subscribers.insert(), [dict(OLD_ROW, email=f"old{i}@example.org", name=f"Old Hartley {i}") for i in range(3)])
+    upgrade(engine)
+    engine.dispose()
+    store = Store(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        assert search(store, "hartley 1") == ["old1@example.org"] and len(search(store, "hartley")) == 3
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH '\"old hart\"'").scalar() == 3
+    finally:
+        store.dispose()
+
+
+OLD_ROW = {
+    "status": "active", "topics": [], "cadence": "daily", "paused": False, "status_reason": "", "legacy_links": False,
+    "created_at": datetime(2026, 1, 1, tzinfo=UTC), "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+}

@@ -3,17 +3,22 @@ the migrations matching the tables the code declares, and the start-up check."""
 
 from __future__ import annotations
 
+import logging
+import secrets
 import subprocess
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
 
 from newsletter.errors import StoreError
 from newsletter.storage.migrations import current_revision, head_revision
 from newsletter.storage.schema import metadata
 from newsletter.storage.store import Store
+from newsletter.subscriptions import add_subscriber
+from tests.factories import pg_server_url
 
 from .helpers import NEWSLETTER, subprocess_env
 
@@ -78,3 +83,35 @@ def test_start_up_refuses_tables_without_a_version(pg_url):
     with pytest.raises(StoreError) as caught:
         Store(pg_url)
     assert "no schema version" in caught.value.message
+
+
+def test_a_role_that_may_not_create_pg_trgm_gets_one_warning_and_a_working_search(pg_admin, caplog):
+    """Migration 0010 on a server where the extension cannot be made: one warning line, the
+    schema is otherwise complete, and search still answers (by a scan)."""
+    suffix = secrets.token_hex(4)
+    role, database = f"nl_plain_{suffix}", f"nl_test_noext_{suffix}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    owner = sa.create_engine(make_url(pg_server_url()).set(database=database), isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:  # may make tables, not extensions (that needs CREATE on the database)
+        conn.execute(sa.text(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}"))
+    owner.dispose()
+    url = make_url(pg_server_url()).set(database=database, username=role, password=None).render_as_string(hide_password=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="newsletter.storage.migrations"):
+            store = Store(url)
+        try:
+            warnings = [r.getMessage() for r in caplog.records if r.name == "newsletter.storage.migrations"]
+            assert len(warnings) == 1 and "pg_trgm" in warnings[0] and "\n" not in warnings[0]
+            assert current_revision(store.engine) == head_revision()
+            add_subscriber(store, "ellen.hartley@example.net", name="Ellen")
+            add_subscriber(store, "zoe@example.com", name="Zoe Hartley")
+            rows, total = store.subscribers.list_page(search="HARTLEY")
+            assert total == 2 and [r.email for r in rows] == ["ellen.hartley@example.net", "zoe@example.com"]
+        finally:
+            store.dispose()
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
