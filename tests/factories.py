@@ -250,5 +250,6 @@ def bulk_subscribers(store: Store, count: int, *, domain: str = "example.org") -
         for i in range(count)
     ]
     with store.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            conn.execute(subscribers.insert(), rows[start : start + 5000])
+        # Multi-row statements, not executemany: SQLite's search index flushes once per statement.
+        for start in range(0, len(rows), 500):
+            conn.execute(subscribers.insert().values(rows[start : start + 500]))

@@ -64,11 +64,11 @@ def make_db(path: Path, readers: int) -> None:
                     "last_digest_at": None if marks[i % 6] is None else now, "ledger_seq": marks[(i // 6) % 6],
                 }
             )
-            if len(batch) == 20_000:
-                conn.execute(subscribers.insert(), batch)
+            if len(batch) == 500:  # multi-row statements: SQLite's search index flushes once per statement
+                conn.execute(subscribers.insert().values(batch))
                 batch = []
         if batch:
-            conn.execute(subscribers.insert(), batch)
+            conn.execute(subscribers.insert().values(batch))
     with store.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     store.dispose()

@@ -173,11 +173,11 @@ def make_subscriber_db(path: Path, count: int) -> float:
                     "status_reason": "",
                 }
             )
-            if len(batch) == 20_000:
-                conn.execute(subscribers.insert(), batch)
+            if len(batch) == 500:  # multi-row statements: SQLite's search index flushes once per statement
+                conn.execute(subscribers.insert().values(batch))
                 batch = []
         if batch:
-            conn.execute(subscribers.insert(), batch)
+            conn.execute(subscribers.insert().values(batch))
     with store.engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     store.dispose()
