@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.models import Cadence, Report, SubscriberStatus
+from newsletter.storage.planning import GroupChoice
 from newsletter.storage.schema import deliveries, subscribers
 from tests.factories import PG_URL_VAR, FakeClock, ScratchDatabase, Services, pg_server_url, service_env, utc
 
@@ -173,3 +174,31 @@ def outbox(store: Any, edition_id: int) -> dict[int, dict[str, Any]]:
         assert row["subscriber_id"] not in by_reader, "two rows for one reader in one edition"
         by_reader[row["subscriber_id"]] = dict(row)
     return by_reader
+
+
+def test_a_reader_who_changes_topics_while_planning_runs_is_left_owed_for_the_next_edition(make_service):
+    """Groups are read before the rows are written: a reader whose topics change in between
+    matches no group. They must get no row from a stale choice, keep their mark, and be
+    planned by the next edition; a rerun of the same write adds nothing twice."""
+    service = make_service(clock=FakeClock(AS_OF))
+    store = service.store
+    store.reports.upsert_reports(make_reports([0, 3] * (REPORTS // 2), [0] * REPORTS), now=AS_OF - timedelta(days=2))
+    insert_readers(store, [{**PLAIN, "topics": ["Cameras"]}, {**PLAIN, "topics": ["Cameras"]}])
+    edition, _ = store.editions.create_edition(key="racing", schedule="manual", as_of=AS_OF)
+    groups = store.planning.reader_groups(cadences=None, edition_id=edition.id)
+    assert [g.readers for g in groups] == [2]
+    variant = store.editions.add_variant(edition_id=edition.id, report_ids=["p7"], subject="s", html="h", text="t")
+    first, second = sorted(s.id for s in store.subscribers.list_subscribers())
+    store.subscribers.update_preferences(second, topics=["Business"], cadence=Cadence.DAILY, paused=False)
+
+    def write() -> int:
+        return store.planning.write_choices(
+            [GroupChoice(groups[0], variant, REPORTS)], edition_id=edition.id, cadences=None, horizon=REPORTS, message_id_affixes=("<t.", "@example.com>")
+        )
+
+    assert write() == 1
+    assert write() == 0, "a rerun (planning killed and started again) writes no reader twice"
+    assert set(outbox(store, edition.id)) == {first}
+    assert store.subscribers.get_subscriber(second).ledger_seq == PLAIN["mark"], "still owed"
+    later = service.runner.run(key="next", as_of=AS_OF, fetch=False, send=False)
+    assert {r["subscriber_id"] for r in outbox(store, later.edition.id).values()} == {second}
