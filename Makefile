@@ -44,7 +44,7 @@ check: $(STAMP)
 	$(BIN)/ruff check newsletter tests
 
 test: $(STAMP) browser axe caniemail check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_send.py

@@ -2,8 +2,10 @@
 
     .venv/bin/python tests/bench/bench_plan.py                 # 100,000 readers: µs per recipient
     .venv/bin/python tests/bench/bench_plan.py --scale-check   # peak RSS at 1,000,000 vs 100,000
+    .venv/bin/python tests/bench/bench_plan.py --postgresql postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-Each figure is measured in a fresh child process on a fresh SQLite copy of the same database:
+Each figure is measured in a fresh child process on a fresh copy of the same database (an SQLite
+file, or with ``--postgresql`` a database made from a template on that server):
 readers with a mix of topics and ledger marks (some behind by a few reports, some by many, some
 never planned) and 200 stored reports. "Planning" is `newsletter send --plan-only`'s work:
 read the ledger, choose each reader's reports, render one variant per distinct set, write the
@@ -38,14 +40,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def make_db(path: Path, readers: int) -> None:
+def make_db(url: str, readers: int) -> None:
     """Reports 1..REPORTS and ``readers`` active readers with mixed topics and marks."""
     from newsletter.models import Report
     from newsletter.storage.schema import subscribers
     from newsletter.storage.store import Store
 
     now = datetime.now(UTC)
-    store = Store(f"sqlite:///{path}")
+    store = Store(url)
     store.reports.upsert_reports(
         [
             Report(f"r{i}", f"Report {i}", f"https://example.com/r/{i}", now - timedelta(hours=REPORTS - i), "A teaser.", (TOPIC_MIX[1 + i % 5][0],))
@@ -70,19 +72,18 @@ def make_db(path: Path, readers: int) -> None:
         if batch:
             conn.execute(subscribers.insert().values(batch))
     with store.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)" if url.startswith("sqlite") else "ANALYZE")
     store.dispose()
 
 
-def child_plan(db: Path) -> dict[str, Any]:
+def child_plan(url: str, work: Path) -> dict[str, Any]:
     from newsletter.config import load_settings
     from newsletter.service import Service
 
-    work = db.parent
     config = work / "empty.toml"
     config.write_text("", encoding="utf-8")
     env = {
-        "NEWSLETTER_DATABASE_URL": f"sqlite:///{db}", "NEWSLETTER_SECRET_KEY": "bench-" + "k" * 40,
+        "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_SECRET_KEY": "bench-" + "k" * 40,
         "NEWSLETTER_REPORTS_SETTLE": "0", "NEWSLETTER_DELIVERY_JOURNAL_DIR": str(work / "journal"),
     }
     service = Service(load_settings(config, env=env))
@@ -94,12 +95,12 @@ def child_plan(db: Path) -> dict[str, Any]:
     return {"wall": wall, "cpu": cpu, "rows": rows, "peak_mb": peak_rss_mb()}
 
 
-def child_baseline(db: Path) -> dict[str, Any]:
+def child_baseline(url: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from newsletter.storage.schema import deliveries, editions, subscribers, variants
 
-    engine = sa.create_engine(f"sqlite:///{db}")
+    engine = sa.create_engine(url)
     now = datetime.now(UTC)
     with engine.begin() as conn:
         edition_id = conn.execute(editions.insert().values(key="base", schedule="manual", status="sending", as_of=now, created_at=now, reason="")).inserted_primary_key[0]
@@ -129,16 +130,55 @@ def child_baseline(db: Path) -> dict[str, Any]:
     return {"wall": wall, "cpu": cpu, "rows": rows, "peak_mb": peak_rss_mb()}
 
 
-def run_child(kind: str, db: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, "--db", str(db)], capture_output=True, text=True, check=True)
+def run_child(kind: str, url: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--db", url], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"the {kind} child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fresh_copy(src: Path, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-plan-{name}-"))
-    dst = folder / "db.sqlite"
-    shutil.copyfile(src, dst)
-    return dst
+class Databases:
+    """A source database and fresh copies of it: SQLite files, or PostgreSQL databases made
+    from the source as a template on the server of ``server`` (one it may create databases on)."""
+
+    def __init__(self, server: str = "") -> None:
+        self.server = server
+        self.made: list[str] = []
+
+    def source(self) -> str:
+        if not self.server:
+            return f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-plan-src-')) / 'db.sqlite'}"
+        return self._create("bench_plan_src")
+
+    def copy(self, source: str, name: str) -> str:
+        if not self.server:
+            dst = Path(tempfile.mkdtemp(prefix=f"bench-plan-{name}-")) / "db.sqlite"
+            shutil.copyfile(source.removeprefix("sqlite:///"), dst)
+            return f"sqlite:///{dst}"
+        return self._create(f"bench_plan_{name}", template="bench_plan_src")
+
+    def _create(self, name: str, template: str = "") -> str:
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+
+        admin = sa.create_engine(make_url(self.server), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        admin.dispose()
+        self.made.append(name)
+        return make_url(self.server).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        if self.server:
+            import sqlalchemy as sa
+            from sqlalchemy.engine import make_url
+
+            admin = sa.create_engine(make_url(self.server), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                for name in reversed(self.made):
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
 def main() -> None:
@@ -147,20 +187,23 @@ def main() -> None:
     parser.add_argument("--scale-check", action="store_true")
     parser.add_argument("--child")
     parser.add_argument("--db")
+    parser.add_argument("--postgresql", metavar="URL", default="", help="a PostgreSQL server (any database on it) to build the databases on, instead of SQLite files")
     args = parser.parse_args()
     if args.child:
-        result = child_plan(Path(args.db)) if args.child == "plan" else child_baseline(Path(args.db))
+        result = child_plan(args.db, Path(tempfile.mkdtemp(prefix="bench-plan-work-"))) if args.child == "plan" else child_baseline(args.db)
         print(json.dumps(result))
         return
+    databases = Databases(args.postgresql)
     sizes = [100_000, 1_000_000] if args.scale_check else [args.readers]
     results: dict[int, dict[str, Any]] = {}
     for size in sizes:
-        source = Path(tempfile.mkdtemp(prefix="bench-plan-src-")) / "db.sqlite"
+        source = databases.source()
         t0 = time.perf_counter()
         make_db(source, size)
-        print(f"{size:,} readers: database built in {time.perf_counter() - t0:.1f} s")
-        base = run_child("baseline", fresh_copy(source, "base"))
-        plan = run_child("plan", fresh_copy(source, "plan"))
+        print(f"{size:,} readers: {'PostgreSQL' if args.postgresql else 'SQLite'} database built in {time.perf_counter() - t0:.1f} s")
+        base = run_child("baseline", databases.copy(source, "base"))
+        plan = run_child("plan", databases.copy(source, "plan"))
+        databases.drop_all()
         results[size] = {"plan": plan, "base": base}
         per = plan["wall"] / max(plan["rows"], 1) * 1e6
         base_per = base["wall"] / max(base["rows"], 1) * 1e6
