@@ -163,4 +163,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # A deleted row's bytes are zeroed: `remove --forget` must not leave an erased address
+    # readable in the file's free space. Debian's SQLite does this by default; others may not.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -109,3 +110,30 @@ OLD_ROW = {
     "status": "active", "topics": [], "cadence": "daily", "paused": False, "status_reason": "", "legacy_links": False,
     "created_at": datetime(2026, 1, 1, tzinfo=UTC), "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
 }
+
+
+def test_an_erased_reader_leaves_no_trace_of_address_or_name_in_the_sqlite_file(make_service):
+    """`remove --forget` promises that no row names the person; the file must not either: SQLite
+    keeps a deleted row's bytes in free space unless told to zero them (Debian's build does by
+    default, others do not), and the search index keeps a deleted row's trigrams in older
+    segments until they merge (forget merges them)."""
+    service = make_service()
+    store = service.store
+    for n in range(300):  # company, so the erased reader's page and index segment hold others too
+        store.subscribers.add_subscriber(email=f"neighbour{n}@example.org", name=f"Neighbour {n}")
+    store.subscribers.add_subscriber(email="zqx.erasable@example.net", name="Wilhelmina Quuxley")
+    for n in range(300, 400):
+        store.subscribers.add_subscriber(email=f"neighbour{n}@example.org", name=f"Neighbour {n}")
+    service.runner.run(key="before-erasure", fetch=False, send=False)  # outbox rows copy the address too
+    assert store.subscribers.list_page(search="quuxley")[1] == 1
+
+    assert store.subscribers.remove_subscriber("zqx.erasable@example.net", forget=True)
+
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = Path(store.url.removeprefix("sqlite:///"))
+    data = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    for trace in (b"zqx.erasable", b"Quuxley", b"uxley", b"erasab"):
+        assert trace not in data, f"{trace!r} is still in the database file"
+    assert store.subscribers.list_page(search="quuxley")[1] == 0
+    assert store.subscribers.list_page(search="neighbour3")[1] == 111  # the others are still found
