@@ -60,9 +60,14 @@ LEASE_SAFETY = 0.8  # send only within this part of a lease after its last renew
 ProgressCallback = Callable[[DeliveryOutcome], None]
 
 
-def worker_name() -> str:
-    """This process's name in the outbox's claimed_by column: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_host(configured: str = "") -> str:
+    """This machine's name in claimed_by: ``delivery.worker_name``, else the system's host name."""
+    return configured.strip() or socket.gethostname()
+
+
+def worker_name(configured: str = "") -> str:
+    """This process's name in the outbox's claimed_by column: host:pid (see ``worker_host``)."""
+    return f"{worker_host(configured)}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ class Sender:
         self._inactive: frozenset[int] = frozenset()
         self._inactive_checked = clock()
         self._inactive_polled = time.monotonic()
-        self.worker = worker_name()
+        self.worker = worker_name(settings.delivery.worker_name)
         # Fencing: every row this run claims carries its token; results, renewals and
         # give-backs are written only while a row still carries it.
         self.token = uuid.uuid4().hex
