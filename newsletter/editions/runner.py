@@ -408,6 +408,25 @@ class EditionRunner:
         self.store.editions.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
         return variant_id
 
+    def recover_dead_senders(self) -> None:
+        """Recover every edition a dead sender of this machine left rows in, or a journal file in
+        ``delivery.journal_dir`` (a worker does this each time it looks for work).
+
+        ``drain`` recovers only an edition it can claim rows of: rows a sender killed here held
+        stayed 'sending' until their lease ran out, and the journal of a sender killed after
+        another machine finished its edition was never read nor removed.
+        """
+        host = worker_host(self.settings.delivery.worker_name)
+        ids = {edition_id for edition_id, holder in self.store.outbox.sending_holders() if _dead_here(holder, host)}
+        for path in Path(self.settings.delivery.journal_dir).glob("edition-*.*.journal"):
+            number = path.name.split(".")[0].removeprefix("edition-")
+            if number.isdigit() and not _alive(_journal_pid(path)):
+                ids.add(int(number))
+        for edition_id in sorted(ids):
+            edition = self.store.editions.get_edition(edition_id)
+            if edition is not None:
+                self._recover(edition)
+
     def _recover(self, edition: Edition) -> None:
         """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.
 
