@@ -42,6 +42,8 @@ from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from newsletter.config import Settings
 from newsletter.delivery.dnscheck import ready_signer
 from newsletter.delivery.journal import Journal
@@ -212,15 +214,36 @@ class Sender:
                 self._jobs.put(None)
             for worker in workers:
                 worker.join(timeout=self.settings.smtp.timeout + 5)
+            committed = False
             if not clean:
                 # Results that arrived before the failure are in the journal; commit what we can.
                 self._collect(pending, tally, block=False)
-                try:
-                    self._commit(pending)
-                except Exception as exc:  # the database itself may be the failure; the journal keeps them
-                    log.error("could not commit the last results (%s); a resume will replay the journal", str(exc).splitlines()[0][:200])
-            journal.close(remove=clean)
+                committed = self._commit_after_failure(pending)
+            # A journal whose every result is committed (no connection still sending) says nothing more.
+            journal.close(remove=clean or (committed and not any(w.is_alive() for w in workers)))
         return tally
+
+    def _commit_after_failure(self, pending: list[DeliveryOutcome]) -> bool:
+        """Commit a failed run's collected results; while the database is away (a restart takes
+        seconds) retry with backoff until the rows' lease ends. Each result committed here is a
+        row the next holder does not send again: an uncommitted one is sent again once the lease
+        runs out, as this process, alive, keeps its journal to itself. False: the journal keeps them."""
+        lease = self.settings.delivery.lease
+        with self._held_lock:
+            lease_ends = self._lease_deadline + lease * (1 - LEASE_SAFETY)
+        pause = 0.25
+        while True:
+            try:
+                self._commit(pending)
+                return True
+            except Exception as exc:
+                reason = str(exc).splitlines()[0][:200]
+                if not isinstance(exc, DBAPIError) or time.monotonic() + pause > lease_ends:
+                    log.error("could not commit the last results (%s); a resume will replay the journal", reason)
+                    return False
+                log.warning("could not commit the last results (%s); retrying in %.2f s", reason, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 8.0)
 
     def _job(self, row: Delivery, date: str) -> _Job:
         variant = self.prepared[row.variant_id]
