@@ -106,6 +106,7 @@ class DeliverySettings:
     breaker_window: int = 100  # attempts the breaker looks at
     lease: int = 300  # seconds a sender holds claimed rows before another may take them
     commit_interval: float = 1.0  # seconds: results are committed at least this often (bounds repeats after a takeover)
+    worker_name: str = ""  # this machine's name in claimed_by (name:pid); empty: the system's host name
 
     @property
     def backoff_steps(self) -> tuple[int, ...]:

@@ -226,7 +226,7 @@ class ConsoleEngine:
         edition = self.store.editions.find_edition(key)
         if edition is None:
             return
-        mine = worker_name()
+        mine = worker_name(self.settings.delivery.worker_name)
         held = [row_id for row_id, _subscriber, claimed_by in self.store.outbox.sending_rows(edition.id) if claimed_by == mine]
         if held:
             self.store.outbox.set_rows_state(held, DeliveryState.PENDING, reply="edition paused by an operator")

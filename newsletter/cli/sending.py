@@ -246,13 +246,18 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
 
 
 def _drain_claimable(service: Any) -> bool:
+    # Rows and journals a sender killed on this machine left: recovered now, not after the lease.
+    service.runner.recover_dead_senders()
     worked = False
     for edition_id in service.store.outbox.claimable_editions():
         edition = service.store.editions.get_edition(edition_id)
         if edition is None:
             continue
         result = service.runner.drain(edition)
-        worked = True
+        # Work is rows sent or settled, not an edition that looked claimable: rows whose lease ran
+        # out can still be locked by a stopped holder's open transaction (claims skip them), and
+        # counting such a pass as work kept `worker --once` spinning until that holder woke.
+        worked = worked or bool(result.tally)
         console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
     return worked
 

@@ -42,6 +42,8 @@ from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from newsletter.config import Settings
 from newsletter.delivery.dnscheck import ready_signer
 from newsletter.delivery.journal import Journal
@@ -60,9 +62,14 @@ LEASE_SAFETY = 0.8  # send only within this part of a lease after its last renew
 ProgressCallback = Callable[[DeliveryOutcome], None]
 
 
-def worker_name() -> str:
-    """This process's name in the outbox's claimed_by column: host:pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_host(configured: str = "") -> str:
+    """This machine's name in claimed_by: ``delivery.worker_name``, else the system's host name."""
+    return configured.strip() or socket.gethostname()
+
+
+def worker_name(configured: str = "") -> str:
+    """This process's name in the outbox's claimed_by column: host:pid (see ``worker_host``)."""
+    return f"{worker_host(configured)}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ class Sender:
         self._inactive: frozenset[int] = frozenset()
         self._inactive_checked = clock()
         self._inactive_polled = time.monotonic()
-        self.worker = worker_name()
+        self.worker = worker_name(settings.delivery.worker_name)
         # Fencing: every row this run claims carries its token; results, renewals and
         # give-backs are written only while a row still carries it.
         self.token = uuid.uuid4().hex
@@ -207,15 +214,36 @@ class Sender:
                 self._jobs.put(None)
             for worker in workers:
                 worker.join(timeout=self.settings.smtp.timeout + 5)
+            committed = False
             if not clean:
                 # Results that arrived before the failure are in the journal; commit what we can.
                 self._collect(pending, tally, block=False)
-                try:
-                    self._commit(pending)
-                except Exception as exc:  # the database itself may be the failure; the journal keeps them
-                    log.error("could not commit the last results (%s); a resume will replay the journal", str(exc).splitlines()[0][:200])
-            journal.close(remove=clean)
+                committed = self._commit_after_failure(pending)
+            # A journal whose every result is committed (no connection still sending) says nothing more.
+            journal.close(remove=clean or (committed and not any(w.is_alive() for w in workers)))
         return tally
+
+    def _commit_after_failure(self, pending: list[DeliveryOutcome]) -> bool:
+        """Commit a failed run's collected results; while the database is away (a restart takes
+        seconds) retry with backoff until the rows' lease ends. Each result committed here is a
+        row the next holder does not send again: an uncommitted one is sent again once the lease
+        runs out, as this process, alive, keeps its journal to itself. False: the journal keeps them."""
+        lease = self.settings.delivery.lease
+        with self._held_lock:
+            lease_ends = self._lease_deadline + lease * (1 - LEASE_SAFETY)
+        pause = 0.25
+        while True:
+            try:
+                self._commit(pending)
+                return True
+            except Exception as exc:
+                reason = str(exc).splitlines()[0][:200]
+                if not isinstance(exc, DBAPIError) or time.monotonic() + pause > lease_ends:
+                    log.error("could not commit the last results (%s); a resume will replay the journal", reason)
+                    return False
+                log.warning("could not commit the last results (%s); retrying in %.2f s", reason, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 8.0)
 
     def _job(self, row: Delivery, date: str) -> _Job:
         variant = self.prepared[row.variant_id]

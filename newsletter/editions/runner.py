@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from newsletter.content.planner import Ledger, Selection, select_reports
 from newsletter.content.render import DigestRenderer
 from newsletter.delivery.journal import journal_files, replay
 from newsletter.delivery.message import MessageIds, PreparedMessage
-from newsletter.delivery.sender import Sender
+from newsletter.delivery.sender import Sender, worker_host
 from newsletter.delivery.suppression import Suppressor
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_planning_lock, hold_send_lock
 from newsletter.errors import EditionError, FeedError, NewsletterError
@@ -390,6 +389,25 @@ class EditionRunner:
         self.store.editions.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
         return variant_id
 
+    def recover_dead_senders(self) -> None:
+        """Recover every edition a dead sender of this machine left rows in, or a journal file in
+        ``delivery.journal_dir`` (a worker does this each time it looks for work).
+
+        ``drain`` recovers only an edition it can claim rows of: rows a sender killed here held
+        stayed 'sending' until their lease ran out, and the journal of a sender killed after
+        another machine finished its edition was never read nor removed.
+        """
+        host = worker_host(self.settings.delivery.worker_name)
+        ids = {edition_id for edition_id, holder in self.store.outbox.sending_holders() if _dead_here(holder, host)}
+        for path in Path(self.settings.delivery.journal_dir).glob("edition-*.*.journal"):
+            number = path.name.split(".")[0].removeprefix("edition-")
+            if number.isdigit() and not _alive(_journal_pid(path)):
+                ids.add(int(number))
+        for edition_id in sorted(ids):
+            edition = self.store.editions.get_edition(edition_id)
+            if edition is not None:
+                self._recover(edition)
+
     def _recover(self, edition: Edition) -> None:
         """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.
 
@@ -412,11 +430,10 @@ class EditionRunner:
 
     def _recover_held(self, edition: Edition) -> None:
         directory = Path(self.settings.delivery.journal_dir)
-        host = socket.gethostname()
+        host = worker_host(self.settings.delivery.worker_name)
         dead: dict[int, tuple[int, str]] = {}  # row id -> (subscriber id, holder)
         for row_id, subscriber_id, claimed_by in self.store.outbox.sending_rows(edition.id):
-            owner_host, _, pid = claimed_by.rpartition(":")
-            if not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid))):
+            if _dead_here(claimed_by, host):
                 dead[row_id] = (subscriber_id, claimed_by)
         paths = [p for p in journal_files(directory, edition.id) if not _alive(_journal_pid(p))]
         entries = replay(paths)
@@ -440,6 +457,12 @@ class EditionRunner:
             log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, recorded, requeued)
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+def _dead_here(claimed_by: str, host: str) -> bool:
+    """No holder, or a sender of this machine (``host``) whose process is gone."""
+    owner_host, _, pid = claimed_by.rpartition(":")
+    return not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid)))
 
 
 def _alive(pid: int) -> bool:

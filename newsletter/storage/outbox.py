@@ -162,6 +162,17 @@ class OutboxStore(StorePart):
                 )
             ]
 
+    def sending_holders(self) -> set[tuple[int, str]]:
+        """(edition id, claimed_by) of every sender holding rows of an edition in progress, live or not."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.edition_id, deliveries.c.claimed_by)
+                .distinct()
+                .join(editions, editions.c.id == deliveries.c.edition_id)
+                .where(editions.c.status == EditionStatus.SENDING.value, deliveries.c.state == DeliveryState.SENDING.value)
+            ).all()
+        return {(int(edition_id), claimed_by or "") for edition_id, claimed_by in rows}
+
     def claimable_editions(self, *, now: datetime | None = None) -> list[int]:
         """Editions in progress that have rows a worker could take now."""
         now = now or self.clock()
