@@ -222,7 +222,9 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
             "workers need PostgreSQL: this database is SQLite",
             hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'), or set database.url to a PostgreSQL server.",
         )
-    console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C stops.")
+    console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C or SIGTERM stops.")
+    # systemctl stop and docker stop send SIGTERM: stop as gracefully as for Ctrl-C.
+    stopped_by = _stop_on_sigterm()
     pause = poll
     try:
         while True:
@@ -242,7 +244,10 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
             if not worked:
                 time.sleep(poll)
     except KeyboardInterrupt:
-        console.print("Stopped; rows this worker held go back to the others when their lease runs out.")
+        # The sender let the messages in flight finish and gave back (pending) every row it had not tried.
+        signal_name = stopped_by[0] if stopped_by else "Ctrl-C"
+        console.print(f"Stopped by {signal_name}; the rows this worker had not tried are pending again for the other workers.")
+        ctx.exit(143 if signal_name == "SIGTERM" else 130)
 
 
 def _drain_claimable(service: Any) -> bool:

@@ -218,10 +218,27 @@ class Sender:
             if not clean:
                 # Results that arrived before the failure are in the journal; commit what we can.
                 self._collect(pending, tally, block=False)
+                if not any(w.is_alive() for w in workers):
+                    self._give_back_untried(pending)
                 committed = self._commit_after_failure(pending)
             # A journal whose every result is committed (no connection still sending) says nothing more.
             journal.close(remove=clean or (committed and not any(w.is_alive() for w in workers)))
         return tally
+
+    def _give_back_untried(self, pending: list[DeliveryOutcome]) -> None:
+        """After a stop (Ctrl-C, SIGTERM, an error), with every connection thread ended: rows this
+        sender claimed that no connection ever took (the rest of the claimed batch) go back to
+        pending at once, for a resume or another worker, instead of waiting out their lease.
+        Rows a connection took have an outcome in ``pending`` (sent, failed, or pending again)."""
+        answered = {o.delivery_id for o in pending}
+        with self._held_lock:
+            untried = [i for i in self._outstanding if i not in answered]
+        if not untried:
+            return
+        try:
+            self.outbox.give_back(untried, token=self.token, reply="sender stopped before this row was tried")
+        except Exception as exc:  # the database may be the failure: the rows come back when their lease runs out
+            log.warning("edition %s: could not give back %d untried rows (%s)", self.edition_id, len(untried), str(exc).splitlines()[0][:200])
 
     def _commit_after_failure(self, pending: list[DeliveryOutcome]) -> bool:
         """Commit a failed run's collected results; while the database is away (a restart takes

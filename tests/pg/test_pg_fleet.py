@@ -272,3 +272,24 @@ def test_worker_once_says_what_it_left_and_fails_for_a_paused_edition(pg_service
     assert run.returncode == 1
     assert "Error: edition fleet-once is paused: paused: 60% of the last 100 attempts failed" in " ".join(run.stderr.split())
     assert "Traceback" not in run.stderr
+
+
+def test_a_worker_stopped_by_sigterm_gives_its_rows_back_at_once(pg_service, pg_env, pg_sink, tmp_path):
+    """Regression: `newsletter worker` had no SIGTERM handler, so `systemctl stop` or `docker stop`
+    killed it outright: no word, and its claimed rows stayed 'sending' until the lease ran out."""
+    service = pg_service()
+    bulk_subscribers(service.store, 300)
+    edition = plan_only(service, "fleet-sigterm", as_of=AS_OF)
+    env = {**pg_env, "NEWSLETTER_DELIVERY_LEASE": "300", "NEWSLETTER_DELIVERY_BATCH_SIZE": "100", "NEWSLETTER_SMTP_RATE_LIMIT": "50", "NEWSLETTER_SMTP_CONNECTIONS": "2"}
+    worker = start_worker(env, tmp_path)
+    wait_until(lambda: len(pg_sink.messages()) >= 20, 60, "the worker to send")
+    worker.send_signal(signal.SIGTERM)
+    (code, out, err), = finish(worker)
+    assert code == 143, (code, out, err)
+    assert "Stopped by SIGTERM" in out and "Traceback" not in err
+    counts = service.store.editions.delivery_counts(edition.id)
+    assert "sending" not in counts, f"rows still held by a stopped worker: {counts}"
+    assert counts.get("pending", 0) > 0, counts  # it stopped midway: the rest are there for others
+    (code, _, err), = finish(start_worker(env, tmp_path, "--once"))
+    assert code == 0, err
+    assert_all_sent(service, edition.key, pg_sink, max_repeats=0)
