@@ -130,6 +130,7 @@ class Sender:
         self.suppressor = suppressor
         self.paused_reason = ""
         self._recent: deque[bool] = deque(maxlen=settings.delivery.breaker_window)
+        self._breaker_lock = threading.Lock()
         self._inactive: frozenset[int] = frozenset()
         self._inactive_checked = clock()
         self._inactive_polled = time.monotonic()
@@ -192,7 +193,9 @@ class Sender:
                         job = self._job(row, date)
                     except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
                         # One bad row (e.g. a CR/LF name written around the CLI) fails alone; the run goes on.
-                        self._results.put(DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}"))
+                        failed = DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}")
+                        self._watch_failures(failed)
+                        self._results.put(failed)
                     else:
                         self._jobs.put(job)
                     in_flight += 1
@@ -288,7 +291,6 @@ class Sender:
                 return got
             got += 1
             pending.append(outcome)
-            self._watch_failures(outcome)
             tally[outcome.state.value] = tally.get(outcome.state.value, 0) + 1
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
@@ -296,9 +298,11 @@ class Sender:
     def _watch_failures(self, outcome: DeliveryOutcome) -> None:
         if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING) or outcome.reply.startswith(f"rcpt: {DOMAIN_PAUSED}"):
             return  # not attempted: a paused domain's rows say nothing about the server
-        self._recent.append(outcome.state is not DeliveryState.SENT)
-        window = self._recent.maxlen or 0
-        if not self.paused_reason and len(self._recent) == window:
+        with self._breaker_lock:  # connection threads report at once
+            self._recent.append(outcome.state is not DeliveryState.SENT)
+            window = self._recent.maxlen or 0
+            if self.paused_reason or len(self._recent) < window:
+                return
             rate = sum(self._recent) / window
             if rate > self.settings.delivery.breaker_threshold:
                 self.paused_reason = (
@@ -395,6 +399,9 @@ class Sender:
                         continue
                     outcome = delivered
                 journal.result(job.delivery.id, outcome.state, outcome.code, outcome.reply)
+                # Judged here, as each reply comes, not when the main thread collects it: a busy
+                # main thread would otherwise let the connections try rows after the breaker tripped.
+                self._watch_failures(outcome)
                 self._results.put(outcome)
         finally:
             self._set_live(False)
