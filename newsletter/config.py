@@ -105,7 +105,7 @@ class DeliverySettings:
     breaker_threshold: float = 0.5  # failure rate over the last attempts that pauses an edition
     breaker_window: int = 100  # attempts the breaker looks at
     lease: int = 300  # seconds a sender holds claimed rows before another may take them
-    commit_interval: float = 1.0  # seconds: results are committed at least this often (bounds repeats after a takeover)
+    commit_interval: float = 0.25  # seconds: results are committed at least this often (bounds repeats after a takeover)
     worker_name: str = ""  # this machine's name in claimed_by (name:pid); empty: the system's host name
 
     @property

@@ -233,8 +233,8 @@ def test_workers_survive_a_postgresql_restart_and_finish_the_edition(pg_service,
     bulk_subscribers(service.store, 300)
     edition = plan_only(service, "fleet-restart", as_of=AS_OF)
     pg_sink.faults.add(FaultRule(stage="data", action="delay", delay=0.01))
-    # The default delivery.commit_interval (1 s): about a second of results wait for a commit.
-    env = {**pg_env, "NEWSLETTER_DELIVERY_LEASE": "5", "NEWSLETTER_DELIVERY_BATCH_SIZE": "50", "NEWSLETTER_SMTP_CONNECTIONS": "1"}
+    # A 1 s delivery.commit_interval: about a second of results wait for a commit when the server goes.
+    env = {**pg_env, "NEWSLETTER_DELIVERY_LEASE": "5", "NEWSLETTER_DELIVERY_BATCH_SIZE": "50", "NEWSLETTER_SMTP_CONNECTIONS": "1", "NEWSLETTER_DELIVERY_COMMIT_INTERVAL": "1"}
     busy = start_worker(env, tmp_path)
     idle = subprocess.Popen([*NEWSLETTER, "worker", "--poll", "0.5"], env=subprocess_env(env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
