@@ -32,17 +32,6 @@ class OutboxStore(StorePart):
         with self.engine.begin() as conn:
             conn.execute(deliveries.insert(), payload)
 
-    def subscribers_with_rows(self, edition_id: int, subscriber_ids: Sequence[int]) -> set[int]:
-        """Which of these subscribers already have an outbox row in the edition (resumed planning)."""
-        with self.engine.connect() as conn:
-            return set(
-                conn.execute(
-                    sa.select(deliveries.c.subscriber_id).where(
-                        deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id.in_(list(subscriber_ids))
-                    )
-                ).scalars()
-            )
-
     def claim_deliveries(
         self, edition_id: int, *, limit: int, worker: str = "", lease_seconds: int = 300, token: str | None = None, now: datetime | None = None
     ) -> list[Delivery]:
