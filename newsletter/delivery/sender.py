@@ -184,11 +184,9 @@ class Sender:
                     self._outstanding.update(r.id for r in rows)
                     self._lease_deadline = time.monotonic() + self.settings.delivery.lease * LEASE_SAFETY
                 date = format_datetime(self.clock())
-                for index, row in enumerate(rows):
+                for row in rows:
                     if self.paused_reason:
-                        # Claimed but not handed out: back to pending for the resume.
-                        self.outbox.give_back([r.id for r in rows[index:]], token=self.token, reply="edition paused")
-                        break
+                        break  # the rest of the batch goes back to pending once the connections end
                     try:
                         job = self._job(row, date)
                     except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
@@ -221,27 +219,31 @@ class Sender:
             if not clean:
                 # Results that arrived before the failure are in the journal; commit what we can.
                 self._collect(pending, tally, block=False)
-                if not any(w.is_alive() for w in workers):
-                    self._give_back_untried(pending)
+            if not any(w.is_alive() for w in workers):
+                self._give_back_untried(pending)
+            if not clean:
                 committed = self._commit_after_failure(pending)
             # A journal whose every result is committed (no connection still sending) says nothing more.
             journal.close(remove=clean or (committed and not any(w.is_alive() for w in workers)))
         return tally
 
     def _give_back_untried(self, pending: list[DeliveryOutcome]) -> None:
-        """After a stop (Ctrl-C, SIGTERM, an error), with every connection thread ended: rows this
-        sender claimed that no connection ever took (the rest of the claimed batch) go back to
-        pending at once, for a resume or another worker, instead of waiting out their lease.
-        Rows a connection took have an outcome in ``pending`` (sent, failed, or pending again)."""
+        """After a pause or a stop (Ctrl-C, SIGTERM, an error), with every connection thread ended:
+        rows this sender claimed that no connection ever took (the rest of the claimed batch) go
+        back to pending at once, for a resume or another worker, instead of waiting out their
+        lease. Rows a connection took have an outcome, committed or in ``pending``."""
         answered = {o.delivery_id for o in pending}
         with self._held_lock:
             untried = [i for i in self._outstanding if i not in answered]
         if not untried:
             return
         try:
-            self.outbox.give_back(untried, token=self.token, reply="sender stopped before this row was tried")
+            self.outbox.give_back(untried, token=self.token, reply=self._untried_reply())
         except Exception as exc:  # the database may be the failure: the rows come back when their lease runs out
             log.warning("edition %s: could not give back %d untried rows (%s)", self.edition_id, len(untried), str(exc).splitlines()[0][:200])
+
+    def _untried_reply(self) -> str:
+        return f"{'edition paused' if self.paused_reason else 'sender stopped'} before this row was tried"
 
     def _commit_after_failure(self, pending: list[DeliveryOutcome]) -> bool:
         """Commit a failed run's collected results; while the database is away (a restart takes
@@ -384,8 +386,7 @@ class Sender:
                 if self.paused_reason or self._stop.is_set():
                     # The breaker tripped, or the run is stopping (an error, Ctrl-C): queued rows
                     # are not attempted; they wait, pending, for the resume.
-                    why = "edition paused" if self.paused_reason else "sender stopped"
-                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, f"{why} before this row was tried")
+                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, self._untried_reply())
                 elif lapsed := self._lease_lapsed(job.delivery.id):
                     # Fenced: the PENDING result below is written only if the row is still ours.
                     outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, lapsed)
