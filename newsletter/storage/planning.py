@@ -19,10 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from newsletter.models import Cadence, DeliveryState, SubscriberStatus
+from newsletter.models import Cadence, DeliveryState
 from newsletter.storage.part import StorePart
 from newsletter.storage.schema import UTCDateTime, deliveries, subscribers
-from newsletter.storage.subscribers import waiting_elsewhere
+from newsletter.storage.subscribers import receiving, waiting_elsewhere
 
 SPAN = 50_000  # subscriber ids per planning transaction: keeps each write lock short
 
@@ -134,16 +134,12 @@ def _rows_in(conn: sa.Connection, edition_id: int) -> int:
 
 
 def _plannable(cadences: Sequence[Cadence] | None, edition_id: int) -> list[Any]:
-    """Active, unpaused readers (of these cadences) that no other edition still owes, without a row here."""
-    where = [
-        subscribers.c.status == SubscriberStatus.ACTIVE.value,
-        subscribers.c.paused == sa.false(),
+    """Readers the edition is for that no other edition still owes, without a row here."""
+    return [
+        *receiving(cadences),
         ~waiting_elsewhere(edition_id),
         ~sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscribers.c.id).exists(),
     ]
-    if cadences is not None:
-        where.append(subscribers.c.cadence.in_([c.value for c in cadences]))
-    return where
 
 
 def _topics_key() -> sa.ColumnElement[str]:

@@ -301,20 +301,12 @@ class SubscriberStore(StorePart):
 
     def iter_recipients(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator[Subscriber]:
         """Active, unpaused subscribers (optionally of some cadences), streamed by id."""
-        query = sa.select(subscribers).where(
-            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false()
-        )
-        if cadences is not None:
-            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        query = sa.select(subscribers).where(*receiving(cadences))
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
 
     def count_waiting(self, *, cadences: Sequence[Cadence] | None, outside_edition: int) -> int:
         """Active readers left out of planning because another edition still owes them (see above)."""
-        query = sa.select(sa.func.count()).select_from(subscribers).where(
-            subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false(), waiting_elsewhere(outside_edition)
-        )
-        if cadences is not None:
-            query = query.where(subscribers.c.cadence.in_([c.value for c in cadences]))
+        query = sa.select(sa.func.count()).select_from(subscribers).where(*receiving(cadences), waiting_elsewhere(outside_edition))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -517,6 +509,14 @@ def _subscriber(row: Any) -> Subscriber:
 
 
 UNFINISHED_STATES = (DeliveryState.PENDING.value, DeliveryState.SENDING.value, DeliveryState.DEFERRED.value)
+
+
+def receiving(cadences: Sequence[Cadence] | None) -> list[sa.ColumnElement[bool]]:
+    """Who an edition of these cadences (None: every cadence) is for: active, unpaused readers."""
+    where = [subscribers.c.status == SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.false()]
+    if cadences is not None:
+        where.append(subscribers.c.cadence.in_([c.value for c in cadences]))
+    return where
 
 
 def waiting_elsewhere(edition_id: int) -> sa.Exists:
