@@ -66,6 +66,7 @@ class ScratchDatabase:
 
         with self.admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()  # one per example in long runs: hold no server connection between them
 
 
 def utc(*args: int) -> datetime:
