@@ -60,6 +60,19 @@ def journal_files(directory: Path, edition_id: int) -> list[Path]:
     return sorted(directory.glob(f"edition-{edition_id}.*.journal")) if directory.is_dir() else []
 
 
+def journal_owner(path: Path) -> tuple[int, int] | None:
+    """(edition id, pid) a journal file belongs to, from its name ``edition-<id>.<pid>.journal``;
+    None for a file not named so."""
+    edition, _, rest = path.name.removeprefix("edition-").partition(".")
+    pid = rest.removesuffix(".journal")
+    return (int(edition), int(pid)) if path.name.startswith("edition-") and edition.isdigit() and pid.isdigit() else None
+
+
+def journals_in(directory: Path) -> list[Path]:
+    """Every journal file in ``directory`` (any edition, any process)."""
+    return sorted(p for p in directory.glob("edition-*.*.journal") if journal_owner(p) is not None) if directory.is_dir() else []
+
+
 def replay(paths: list[Path]) -> dict[int, JournalEntry]:
     """What the journals say about each delivery id (the last line about an id wins)."""
     entries: dict[int, JournalEntry] = {}

@@ -19,7 +19,7 @@ from newsletter.config import Settings
 from newsletter.content.feed_state import refresh_feed
 from newsletter.content.planner import Ledger, Selection, select_reports
 from newsletter.content.render import DigestRenderer
-from newsletter.delivery.journal import journal_files, replay
+from newsletter.delivery.journal import journal_files, journal_owner, journals_in, replay
 from newsletter.delivery.message import MessageIds, PreparedMessage
 from newsletter.delivery.sender import Sender, worker_host
 from newsletter.delivery.suppression import Suppressor
@@ -399,10 +399,10 @@ class EditionRunner:
         """
         host = worker_host(self.settings.delivery.worker_name)
         ids = {edition_id for edition_id, holder in self.store.outbox.sending_holders() if _dead_here(holder, host)}
-        for path in Path(self.settings.delivery.journal_dir).glob("edition-*.*.journal"):
-            number = path.name.split(".")[0].removeprefix("edition-")
-            if number.isdigit() and not _alive(_journal_pid(path)):
-                ids.add(int(number))
+        for path in journals_in(Path(self.settings.delivery.journal_dir)):
+            owner = journal_owner(path)
+            if owner is not None and not _alive(owner[1]):
+                ids.add(owner[0])
         for edition_id in sorted(ids):
             edition = self.store.editions.get_edition(edition_id)
             if edition is not None:
@@ -480,11 +480,8 @@ def _alive(pid: int) -> bool:
 
 
 def _journal_pid(path: Path) -> int:
-    # edition-<id>.<pid>.journal
-    try:
-        return int(path.name.split(".")[1])
-    except (IndexError, ValueError):
-        return -1
+    owner = journal_owner(path)
+    return owner[1] if owner else -1
 
 
 def _cadences_for(schedule: str) -> list[Cadence] | None:
