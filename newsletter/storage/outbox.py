@@ -82,12 +82,20 @@ class OutboxStore(StorePart):
                 if self.engine.dialect.name == "postgresql":
                     query = query.with_for_update(skip_locked=True, of=deliveries)
                 rows.extend(conn.execute(query).all())
-            take = [r for r in rows if r.subscriber_status == SubscriberStatus.ACTIVE.value and not r.subscriber_paused]
-            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value or r.subscriber_paused]
-            for start in range(0, len(take), 500):
+            # Rows unpacked by position: attribute access on a result row costs more than
+            # the rest of the claim at a batch of 500.
+            active = SubscriberStatus.ACTIVE.value
+            take: list[Delivery] = []
+            gone: list[int] = []
+            for row_id, edition, subscriber_id, variant_id, email, name, message_id, attempts, status, paused in rows:
+                if status == active and not paused:
+                    take.append(Delivery(row_id, edition, subscriber_id, variant_id, email, name, message_id, DeliveryState.SENDING, attempts + 1))
+                else:
+                    gone.append(row_id)
+            if take:
                 conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id.in_([r.id for r in take[start : start + 500]]))
+                    .where(self.ids_in(deliveries.c.id, [d.id for d in take]))
                     .values(
                         state=DeliveryState.SENDING.value,
                         attempts=deliveries.c.attempts + 1,
@@ -97,16 +105,13 @@ class OutboxStore(StorePart):
                         claim_token=token,
                     )
                 )
-            for start in range(0, len(gone), 500):
+            if gone:
                 conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.id.in_(gone[start : start + 500]))
+                    .where(self.ids_in(deliveries.c.id, gone))
                     .values(state=DeliveryState.SUPPRESSED.value, updated_at=now, last_reply="subscriber no longer active")
                 )
-        return [
-            Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState.SENDING, r.attempts + 1)
-            for r in take
-        ]
+        return take
 
     def renew_lease(self, edition_id: int, *, worker: str, lease_seconds: int, token: str | None = None, now: datetime | None = None) -> set[int]:
         """Extend the lease of every row this sender still holds as sending; the ids it holds.
@@ -129,14 +134,14 @@ class OutboxStore(StorePart):
     def give_back(self, ids: Sequence[int], *, reply: str, token: str | None = None, holder: str | None = None) -> int:
         """Rows back to pending, fenced: only those still sending under ``token`` (a sender's own
         rows it will not send) or ``holder`` (a dead sender's rows, given back by a recovery)."""
-        given = 0
+        if not ids:
+            return 0
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                given += conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id.in_(list(ids[start : start + 500])), *_held_by(token, holder))
-                    .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
-                ).rowcount
+            given: int = conn.execute(
+                deliveries.update()
+                .where(self.ids_in(deliveries.c.id, ids), *_held_by(token, holder))
+                .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
+            ).rowcount
         return given
 
     def sending_rows(self, edition_id: int) -> list[tuple[int, int, str]]:
@@ -206,13 +211,12 @@ class OutboxStore(StorePart):
         others = [o for o in outcomes if o.state is not DeliveryState.SENT]
         written: set[int] = set()
         with self.engine.begin() as conn:
-            for start in range(0, len(sent), 500):
-                chunk = sent[start : start + 500]
-                # One statement for a batch of sent rows: the common case stays cheap at scale.
+            if sent:
+                # One statement for the batch's sent rows: the common case stays cheap at scale.
                 written.update(
                     conn.execute(
                         deliveries.update()
-                        .where(deliveries.c.id.in_([o.delivery_id for o in chunk]), *fence)
+                        .where(self.ids_in(deliveries.c.id, [o.delivery_id for o in sent]), *fence)
                         .values(state=DeliveryState.SENT.value, updated_at=now, sent_at=now, last_code=250, last_reply="", next_attempt_at=None, claim_token=None)
                         .returning(deliveries.c.id)
                     ).scalars()
@@ -229,30 +233,17 @@ class OutboxStore(StorePart):
                 if conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id, *fence).values(**values)).rowcount:
                     written.add(outcome.delivery_id)
             delivered = [o.delivery_id for o in outcomes if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN) and o.delivery_id in written]
-            for start in range(0, len(delivered), 500):
-                _advance_marks(conn, delivered[start : start + 500])
-            sent_subscribers = [o.subscriber_id for o in sent if o.delivery_id in written]
-            for start in range(0, len(sent_subscribers), 500):
-                conn.execute(
-                    subscribers.update()
-                    .where(
-                        subscribers.c.id.in_(sent_subscribers[start : start + 500]),
-                        sa.or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < as_of),
-                    )
-                    .values(last_digest_at=as_of)
-                )
+            if delivered:
+                conn.execute(_readers_given(self.ids_in(deliveries.c.id, delivered), as_of))
         return written
 
     def set_rows_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str = "") -> None:
         if not ids:
             return
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), 500):
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id.in_(list(ids[start : start + 500])))
-                    .values(state=state.value, updated_at=self.clock(), last_reply=reply)
-                )
+            conn.execute(
+                deliveries.update().where(self.ids_in(deliveries.c.id, ids)).values(state=state.value, updated_at=self.clock(), last_reply=reply)
+            )
 
     def requeue_unknown(self, edition_id: int) -> int:
         """Put 'unknown' rows back to pending so a resume sends them again (same Message-ID)."""
@@ -321,18 +312,24 @@ def _held_by(token: str | None, holder: str | None) -> list[Any]:
     return [deliveries.c.state == DeliveryState.SENDING.value, held]
 
 
-def _advance_marks(conn: sa.Connection, delivery_ids: Sequence[int]) -> None:
-    """Move each row's reader's ledger mark up to the row's ``ledger_seq`` (never down)."""
-    row_mark = (
-        sa.select(sa.func.max(deliveries.c.ledger_seq))
-        .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.subscriber_id == subscribers.c.id)
-        .scalar_subquery()
+def _readers_given(rows: sa.ColumnElement[bool], as_of: datetime) -> sa.Update:
+    """What a sent (or unknown) row gives its reader, in one UPDATE ... FROM over the rows:
+    the reader's ledger mark moves up to the row's ``ledger_seq`` (never down, and not for a
+    row without one), and a sent row moves their "last digest" time up to ``as_of``.
+
+    ``rows`` selects the rows, already in their final state; each reader has at most one of
+    them (one row per reader in an edition, and a batch is of one edition)."""
+    moves_mark = sa.and_(deliveries.c.ledger_seq.is_not(None), sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < deliveries.c.ledger_seq))
+    newer_digest = sa.and_(
+        deliveries.c.state == DeliveryState.SENT.value, sa.or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < as_of)
     )
-    owners = sa.select(deliveries.c.subscriber_id).where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.ledger_seq.is_not(None))
-    conn.execute(
+    return (
         subscribers.update()
-        .where(subscribers.c.id.in_(owners))
-        .values(ledger_seq=sa.case((sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < row_mark), row_mark), else_=subscribers.c.ledger_seq))
+        .where(deliveries.c.subscriber_id == subscribers.c.id, rows)
+        .values(
+            ledger_seq=sa.case((moves_mark, deliveries.c.ledger_seq), else_=subscribers.c.ledger_seq),
+            last_digest_at=sa.case((newer_digest, sa.literal(as_of, subscribers.c.last_digest_at.type)), else_=subscribers.c.last_digest_at),
+        )
     )
 
 

@@ -64,6 +64,8 @@ subscribers = sa.Table(
     sa.Column("legacy_links", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     # `subscribers list --search` scans this narrow covering index, not the wide table (migration 0008).
     sa.Index("ix_subscribers_search", "email", "name", "status"),
+    # A send asks twice a second who left since it began: read by this index, not the table (0011).
+    sa.Index("ix_subscribers_updated_at", "updated_at"),
     # Ids are never given out again, even after the highest one is deleted: a removed reader's
     # links must never name the next signup.
     sqlite_autoincrement=True,
