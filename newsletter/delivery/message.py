@@ -24,7 +24,7 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 
-from newsletter.content.quoted_printable import qp_encode
+from newsletter.content.quoted_printable import QP_LINE, qp_encode
 from newsletter.content.render import (
     ESCAPED_PERCENTS,
     MARKS,
@@ -108,8 +108,20 @@ class MessageIds:
         return self._prefix, self._suffix
 
 
+# Characters quoted-printable keeps as they are, spaces quoted (RFC 2045 6.7: 33-126 but "=").
+_QP_UNSAFE = re.compile(r"[^!-<>-~]")
+_VALUE_LINE = QP_LINE - 1  # a value's lines leave room for the soft break that follows them
+
+
 def encode_value(value: str) -> bytes:
-    """A per-recipient value, quoted-printable, for a place between two soft breaks."""
+    """A per-recipient value, quoted-printable, for a place between two soft breaks.
+
+    A value of only characters quoted-printable keeps as they are (an ASCII address, a
+    token URL: the common case, three times per recipient) is just cut into lines, which
+    is what the general encoder gives for it.
+    """
+    if _QP_UNSAFE.search(value) is None:
+        return "=\r\n".join([value[i : i + _VALUE_LINE] for i in range(0, len(value), _VALUE_LINE)]).encode("ascii")
     return qp_encode(value, room_at_end=1, quote_spaces=True)
 
 
@@ -118,6 +130,8 @@ DOT_RE = re.compile(rb"(?m)^\.")
 
 def dot_stuff(data: bytes) -> bytes:
     """Double every line-leading "." as SMTP DATA requires (RFC 5321 4.5.2)."""
+    if not data.startswith(b".") and b"\n." not in data:
+        return data  # the common case, without a regex pass
     return DOT_RE.sub(b"..", data)
 
 
@@ -151,14 +165,22 @@ class _EncodedBody:
             pieces.append(encoded)
         return cls(tuple(pieces), tuple(dot_stuff(piece) for piece in pieces), marks)
 
-    def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
+    def splice_into(self, out: list[bytes], values: dict[str, bytes], *, dot_stuffed: bool = False) -> None:
+        """Append the body's pieces with ``values`` between them to ``out`` (joined once by the caller).
+
+        With ``dot_stuffed``, the values must be dot-stuffed already: a value spans several
+        lines once quoted-printable wraps it, and any of them may start with "." (RFC 5321 4.5.2).
+        """
         pieces = self.stuffed if dot_stuffed else self.pieces
-        out = [pieces[0]]
+        out.append(pieces[0])
         for mark, piece in zip(self.marks, pieces[1:], strict=True):
-            # A value spans several lines once quoted-printable wraps it, and any of them
-            # may start with "." (RFC 5321 4.5.2): stuff every line of it, not just the first.
-            out.append(dot_stuff(values[mark]) if dot_stuffed else values[mark])
+            out.append(values[mark])
             out.append(piece)
+
+    def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
+        """The body with ``values`` spliced in (stuffed here when ``dot_stuffed``)."""
+        out: list[bytes] = []
+        self.splice_into(out, {mark: dot_stuff(value) for mark, value in values.items()} if dot_stuffed else values, dot_stuffed=dot_stuffed)
         return b"".join(out)
 
 
@@ -215,36 +237,36 @@ class PreparedMessage:
         single_line(unsubscribe_url)
         date_value = date if isinstance(date, str) else format_datetime(date)
         list_unsubscribe = f"<{unsubscribe_url}>" + (f", <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else "")
-        headers = b"".join(
-            (
-                address_header("To", to_name, to_address),
-                f"Date: {single_line(date_value)}\r\nMessage-ID: {message_id}\r\n".encode("ascii"),
-                # ASCII by construction (a URL). Never folded: a URI cannot be broken, and
-                # parsers differ on the leading space a fold before "<" leaves (RFC 5322
-                # only asks lines under 998 octets; 78 is a recommendation).
-                f"List-Unsubscribe: {list_unsubscribe}\r\n".encode("ascii"),
-                f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"),
-                self._fixed_headers,
-            )
-        )
+        stuff = dot_stuff if dot_stuffed else _as_is
         text_values: dict[str, bytes] = {}
         html_values: dict[str, bytes] = {}
         for mark, value in ((RECIPIENT_MARK, to_address), (UNSUBSCRIBE_MARK, unsubscribe_url), (PREFERENCES_MARK, preferences_url)):
-            text_values[mark] = encoded = encode_value(value)
+            text_values[mark] = encoded = stuff(encode_value(value))
             escaped = html_lib.escape(value)
             # Addresses and token URLs rarely hold &, <, > or quotes: encode once then.
-            html_values[mark] = encoded if escaped == value else encode_value(escaped)
-        return b"".join(
-            (
-                headers,
-                b"\r\nThis is a multi-part message in MIME format.\r\n",
-                self._text_head,
-                self._text.splice(text_values, dot_stuffed=dot_stuffed),
-                self._html_head,
-                self._html.splice(html_values, dot_stuffed=dot_stuffed),
-                self._closing,
-            )
-        )
+            html_values[mark] = encoded if escaped == value else stuff(encode_value(escaped))
+        # One list, one join: the ~20 KB message is copied once, not once per part and again whole.
+        out = [
+            address_header("To", to_name, to_address),
+            f"Date: {single_line(date_value)}\r\nMessage-ID: {message_id}\r\n".encode("ascii"),
+            # ASCII by construction (a URL). Never folded: a URI cannot be broken, and
+            # parsers differ on the leading space a fold before "<" leaves (RFC 5322
+            # only asks lines under 998 octets; 78 is a recommendation).
+            f"List-Unsubscribe: {list_unsubscribe}\r\n".encode("ascii"),
+            f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"),
+            self._fixed_headers,
+            b"\r\nThis is a multi-part message in MIME format.\r\n",
+            self._text_head,
+        ]
+        self._text.splice_into(out, text_values, dot_stuffed=dot_stuffed)
+        out.append(self._html_head)
+        self._html.splice_into(out, html_values, dot_stuffed=dot_stuffed)
+        out.append(self._closing)
+        return b"".join(out)
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
 
 
 def transactional_message(

@@ -41,3 +41,16 @@ def test_the_last_line_leaves_the_room_asked_for_even_when_it_would_fit_a_full_l
     for length in (74, 75):
         lines = qp_encode("x" * length, room_at_end=3).split(b"\r\n")
         assert len(lines[-1]) + 3 <= QP_LINE and b"".join(line.rstrip(b"=") for line in lines) == b"x" * length
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=st.text(alphabet=st.sampled_from(list("ab=. -_/?&:%~!<>\"'é0123456789")), max_size=260) | st.from_regex(r"https://[a-z.]{1,90}/unsubscribe/[A-Za-z0-9_.-]{0,120}", fullmatch=True))
+def test_a_spliced_value_is_encoded_as_the_general_encoder_would_and_stuffed_as_the_regex_would(value):
+    """``encode_value`` cuts a value of plain characters into lines itself, and ``dot_stuff``
+    skips the regex when no line starts with "."; both give exactly the general answer."""
+    from newsletter.delivery.message import DOT_RE, dot_stuff, encode_value
+
+    encoded = encode_value(value)
+    assert encoded == qp_encode(value, room_at_end=1, quote_spaces=True)
+    assert dot_stuff(encoded) == DOT_RE.sub(b"..", encoded)
+    assert dot_stuff(b"." + encoded) == DOT_RE.sub(b"..", b"." + encoded)
