@@ -1,9 +1,11 @@
 """The sender: drains an edition's outbox over N SMTP connections.
 
 The main thread claims due rows in batches, splices each recipient's values
-into the variant's prepared bytes, and feeds a bounded queue; one thread per
+into the variant's prepared bytes, and queues the messages; one thread per
 SMTP connection sends; results are journaled at once and committed to the
-database in batches. Rules:
+database in batches. The main thread claims the next batch only once at most
+one batch is in flight, and looks at the results on a short timer rather than
+waking for each. Rules:
 
 - a 4xx (or a lost connection before the data) is retried within the run
   (``smtp.retries`` times, ``delivery.retry_delay`` doubling), then the row is

@@ -115,3 +115,34 @@ def test_a_role_that_may_not_create_pg_trgm_gets_one_warning_and_a_working_searc
         with pg_admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+
+
+def test_pg_trgm_installed_in_a_schema_off_the_search_path_still_gets_its_indexes(pg_admin):
+    """Regression: with pg_trgm already installed in another schema (hosted PostgreSQL keeps
+    extensions in "extensions"), migration 0010 named the operator class unqualified and the
+    whole upgrade failed ('operator class "gin_trgm_ops" does not exist')."""
+    database = f"nl_test_extschema_{secrets.token_hex(4)}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    url = make_url(pg_server_url()).set(database=database)
+    owner = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:
+        conn.execute(sa.text("CREATE SCHEMA extensions"))
+        conn.execute(sa.text("CREATE EXTENSION pg_trgm SCHEMA extensions"))
+    owner.dispose()
+    try:
+        store = Store(url.render_as_string(hide_password=False))
+        try:
+            assert current_revision(store.engine) == head_revision()
+            with store.engine.connect() as conn:
+                indexes = conn.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'subscribers' AND indexname LIKE '%trgm'")).all()
+            assert sorted(name for name, _ in indexes) == ["ix_subscribers_email_trgm", "ix_subscribers_name_trgm"]
+            assert all("extensions.gin_trgm_ops" in definition for _, definition in indexes)
+            add_subscriber(store, "ellen.hartley@example.net", name="Ellen")
+            rows, total = store.subscribers.list_page(search="hartley")
+            assert total == 1 and rows[0].email == "ellen.hartley@example.net"
+        finally:
+            store.dispose()
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

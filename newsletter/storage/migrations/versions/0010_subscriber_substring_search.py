@@ -82,8 +82,15 @@ def upgrade() -> None:
                 reason,
             )
             return
+        # The operator class is named with the extension's own schema: where pg_trgm was installed
+        # before, it may live in a schema off this connection's search_path (hosted PostgreSQL keeps
+        # extensions in "extensions"), and an unqualified gin_trgm_ops would not be found.
+        schema = bind.exec_driver_sql(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+        ).scalar_one()
+        opclass = bind.dialect.identifier_preparer.quote_identifier(schema) + ".gin_trgm_ops"
         for index, column in POSTGRESQL_INDEXES.items():
-            op.execute(f"CREATE INDEX IF NOT EXISTS {index} ON subscribers USING gin (lower({column}) gin_trgm_ops)")
+            op.execute(f"CREATE INDEX IF NOT EXISTS {index} ON subscribers USING gin (lower({column}) {opclass})")
 
 
 def downgrade() -> None:
