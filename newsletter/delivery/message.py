@@ -177,12 +177,6 @@ class _EncodedBody:
             out.append(values[mark])
             out.append(piece)
 
-    def splice(self, values: dict[str, bytes], *, dot_stuffed: bool = False) -> bytes:
-        """The body with ``values`` spliced in (stuffed here when ``dot_stuffed``)."""
-        out: list[bytes] = []
-        self.splice_into(out, {mark: dot_stuff(value) for mark, value in values.items()} if dot_stuffed else values, dot_stuffed=dot_stuffed)
-        return b"".join(out)
-
 
 class PreparedMessage:
     """A variant's message with everything but the recipient's values already encoded."""
