@@ -20,10 +20,11 @@ def test_no_statement_of_a_sending_edition_reads_a_whole_table_on_sqlite(world):
     """Regression: the twice-a-second question "who left since the send began"
     (``SubscriberStore.inactive_since``) read every subscriber, 20 ms a time at 100,000."""
     world.configure(delivery_batch_size=10)
-    world.add_subscribers(40)
+    world.add_subscribers(60)
     world.add_report()
-    # 20 ms a message at the sink: the send lasts long enough for the half-second questions.
-    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.02))
+    # 30 ms a message at the sink over two connections: the send lasts about a second, long
+    # enough for the half-second question to be asked.
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.03))
     engine = world.store.engine
     sending = [False]
     statements: dict[str, Any] = {}
@@ -40,7 +41,7 @@ def test_no_statement_of_a_sending_edition_reads_a_whole_table_on_sqlite(world):
         result = world.run("queries", on_planned=planned)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
-    assert result.tally.get("sent") == 40
+    assert result.tally.get("sent") == 60
     assert any("updated_at >=" in s for s in statements), "the send asked who left since it began"
     assert any("json_each" in s for s in statements), "batches name their rows as one bound list"
 
