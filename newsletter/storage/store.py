@@ -51,6 +51,8 @@ class Store:
     """
 
     def __init__(self, url: str, *, create: bool = True, clock: Clock = utcnow) -> None:
+        if url.startswith("sqlite"):
+            _require_sqlite_features()
         parent = default_sqlite_parent(url)
         self.read_only = False
         if parent is not None:
@@ -94,6 +96,26 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+SQLITE_MINIMUM = (3, 35)  # RETURNING (claims, commits, renewals); UPDATE ... FROM (3.33) comes with it
+
+
+def _require_sqlite_features() -> None:
+    """StoreError, one line, when this Python's SQLite lacks what sends and imports use:
+    RETURNING and UPDATE ... FROM (3.35) and the JSON functions (``json_each``, built in
+    since 3.38, an option before). Refused at start, not as a traceback mid-send."""
+    version = ".".join(map(str, sqlite3.sqlite_version_info))
+    hint = "Use a Python built with a newer SQLite (python.org and Debian 12 builds are), or PostgreSQL (database.url)."
+    if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
+        raise StoreError(f"this Python's SQLite is {version}; the service needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer", hint=hint)
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"this Python's SQLite ({version}) has no JSON functions ({exc})", hint=hint) from exc
+    finally:
+        probe.close()
 
 
 def _sqlite_location(url: str, parent: Path) -> tuple[str, bool]:

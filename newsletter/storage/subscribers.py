@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -381,9 +380,8 @@ class ImportCounts:
 
 
 INSERT_COLUMNS = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at", "paused", "legacy_links", "created_at", "updated_at", "ledger_seq")
-# 12 values a row: 6,000 variables, under the limit since SQLite 3.32 (32,766); 999 before.
-SQLITE_ROWS_PER_INSERT = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(INSERT_COLUMNS)
-SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)  # UPDATE ... FROM
+# 12 values a row: 6,000 variables, under SQLite's limit of 32,766 (the store needs 3.35 or newer).
+SQLITE_ROWS_PER_INSERT = 500
 
 
 def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> None:
@@ -423,7 +421,7 @@ def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> 
     the reason ``_insert_many`` gives: a rename fires the search index's trigger, and one
     statement a row would make the index write out its pending data row by row.
     """
-    if conn.dialect.name != "sqlite" or not SQLITE_UPDATE_FROM:
+    if conn.dialect.name != "sqlite":
         conn.execute(
             subscribers.update()
             .where(subscribers.c.id == sa.bindparam("row_id"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,18 @@ def test_sqlite_path_whose_directory_does_not_exist_is_refused_not_created(cli, 
     assert "does not exist" in out and str(missing.parent) in out and "Hint:" in out and "typo" in out
     assert out.count("\n") == 2  # the error and its hint, nothing more
     assert not missing.parent.exists()
+
+
+def test_an_sqlite_too_old_for_sends_is_refused_at_start_in_one_line(cli, tmp_path, monkeypatch):
+    """Sends claim and commit with RETURNING and UPDATE ... FROM (SQLite 3.35): an older SQLite
+    (Ubuntu 20.04's is 3.31) is refused when the database is opened, with what to do, instead of
+    a traceback from the first claim of a send. (The version is the one thing faked here: this
+    machine's SQLite is new enough.)"""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    out = clean_error(cli("subscribers", "list", env={"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/n.db"}))
+    assert "SQLite is 3.31.1" in out and "3.35 or newer" in out and "Hint:" in out and "PostgreSQL" in out
+    assert out.count("\n") == 2  # the error and its hint, nothing more
+    assert not (tmp_path / "n.db").exists(), "nothing is created in a database the service cannot use"
 
 
 @pytest.fixture
