@@ -217,16 +217,17 @@ class Sender:
                 self._jobs.put(None)
             for worker in workers:
                 worker.join(timeout=self.settings.smtp.timeout + 5)
+            ended = not any(w.is_alive() for w in workers)
             committed = False
             if not clean:
                 # Results that arrived before the failure are in the journal; commit what we can.
                 self._collect(pending, tally)
-            if not any(w.is_alive() for w in workers):
+            if ended:
                 self._give_back_untried(pending)
             if not clean:
                 committed = self._commit_after_failure(pending)
             # A journal whose every result is committed (no connection still sending) says nothing more.
-            journal.close(remove=clean or (committed and not any(w.is_alive() for w in workers)))
+            journal.close(remove=clean or (committed and ended))
         return tally
 
     def _give_back_untried(self, pending: list[DeliveryOutcome]) -> None:
