@@ -111,10 +111,9 @@ def fire(
 
     if late > timedelta(seconds=schedule.misfire_grace):
         reason = f"too late: woke {_duration(late)} after the slot, more than schedule.misfire_grace ({schedule.misfire_grace} s)"
-        edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now)
+        edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now, skipped_because=reason)
         if not created:
             return FireResult(schedule.name, key, slot, "done", f"edition {key} already exists ({edition.status.value})")
-        store.editions.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=now)
         log.warning("edition %s skipped: %s", key, reason)
         return FireResult(schedule.name, key, slot, "skipped", f"skipped: {reason}")
 

@@ -34,18 +34,24 @@ class ArchiveEntry:
 class EditionStore(StorePart):
     """Editions and their variants (one rendered digest per distinct report set)."""
 
-    def create_edition(self, *, key: str, schedule: str, as_of: datetime, now: datetime | None = None) -> tuple[Edition, bool]:
+    def create_edition(
+        self, *, key: str, schedule: str, as_of: datetime, now: datetime | None = None, skipped_because: str | None = None
+    ) -> tuple[Edition, bool]:
         """Create the edition with this key, or return the existing one: (edition, created).
 
         The key is unique in the database, so two processes racing for one slot get one edition.
+        ``skipped_because`` creates it already skipped with that reason, in the same INSERT:
+        an edition created "planned" and skipped a moment later could be taken up and sent
+        in between by a sender resuming unfinished editions.
         """
         now = now or self.clock()
+        born: dict[str, Any] = {"status": EditionStatus.PLANNED.value, "reason": ""}
+        if skipped_because is not None:
+            born = {"status": EditionStatus.SKIPPED.value, "reason": skipped_because[:1000], "finished_at": now}
         try:
             with self.engine.begin() as conn:
                 new_id = conn.execute(
-                    editions.insert().values(
-                        key=key, schedule=schedule, status=EditionStatus.PLANNED.value, as_of=as_of, created_at=now, reason=""
-                    )
+                    editions.insert().values(key=key, schedule=schedule, as_of=as_of, created_at=now, **born)
                 ).inserted_primary_key[0]  # type: ignore[index]
         except IntegrityError:
             existing = self.find_edition(key)

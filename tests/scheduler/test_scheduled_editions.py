@@ -275,6 +275,36 @@ def test_a_late_wake_is_skipped_and_nothing_is_lost(world: World) -> None:
     assert all(f"Report of {monday}" in body for body in bodies_for(world, key(monday + timedelta(days=1))))
 
 
+def test_a_late_wake_edition_is_never_planned_so_upkeep_cannot_send_it(world: World) -> None:
+    """Regression: the late fire created the edition "planned" and marked it skipped a moment
+    later; the scheduler's upkeep, resuming unfinished editions in another thread, could take
+    it up in between and send it (seen in CI: the skipped slot ended "sent")."""
+    monday = date(2026, 3, 2)
+    daily_feed(world, [monday])
+    service = world.service(**EVERY_DAY)
+    readers(world, service)
+    with service.store.engine.begin() as conn:  # the database records every status the edition ever has
+        conn.exec_driver_sql("CREATE TABLE statuses_seen (key TEXT, status TEXT)")
+        conn.exec_driver_sql("CREATE TRIGGER born AFTER INSERT ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER moved AFTER UPDATE OF status ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END"
+        )
+    slot = at(monday, 7)
+
+    result = fire(service, "daily", slot, now=at(monday, 8, 30))
+    resumed = service.runner.upkeep()
+
+    assert result.outcome == "skipped"
+    assert resumed == []
+    with service.store.engine.connect() as conn:
+        seen = conn.exec_driver_sql("SELECT status FROM statuses_seen WHERE key = ?", (key(monday),)).scalars().all()
+    assert seen == ["skipped"]
+    [edition] = world.editions(service)
+    assert edition.status is EditionStatus.SKIPPED and edition.finished_at is not None
+    assert edition.reason.startswith("too late: woke 1h30m00s after the slot")
+    assert world.sink.messages() == []
+
+
 def test_a_quiet_day_is_skipped_without_sending(world: World) -> None:
     monday = date(2026, 3, 2)
     daily_feed(world, [monday])  # nothing is published on Tuesday
