@@ -43,8 +43,11 @@ check: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/ruff check newsletter tests
 
+# Two processes, each taking whole test modules (a module shares one private Postfix or browser);
+# the few tests that restart a shared server run alone afterwards.
 test: $(STAMP) browser axe caniemail check
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/bench_send.py

@@ -218,6 +218,7 @@ def restart_postgresql() -> None:
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.serial  # every other PostgreSQL test would lose its connections
 def test_workers_survive_a_postgresql_restart_and_finish_the_edition(pg_service, pg_env, pg_sink, pg_admin, tmp_path):
     """Regression: a database restart killed every worker, idle ones too, with a long traceback;
     none reconnected and the edition stayed 'sending' until someone ran `send --resume`.
