@@ -42,14 +42,26 @@ class SendLock:
 
     ``clock`` gives the time written to the row (tests pass a fake one); the
     heartbeat interval is real time, because it guards a real running send.
+    ``host`` names this machine in the holder (``delivery.worker_name``, else the
+    host name): only a holder of the same name may be judged dead by its pid.
     """
 
-    def __init__(self, locks: LockStore, name: str, *, ttl: float = DEFAULT_TTL, clock: Callable[[], datetime] | None = None, heartbeat: bool = True) -> None:
+    def __init__(
+        self,
+        locks: LockStore,
+        name: str,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], datetime] | None = None,
+        heartbeat: bool = True,
+        host: str | None = None,
+    ) -> None:
         self.locks = locks
         self.name = name
         self.ttl = timedelta(seconds=ttl)
         self.clock = clock or _utcnow
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = host or socket.gethostname()
+        self.holder = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +87,7 @@ class SendLock:
         Holders on other hosts cannot be checked and expire normally.
         """
         held = self.locks.current(self.name)
-        if held is None or not _dead_local_holder(held.holder):
+        if held is None or not _dead_local_holder(held.holder, self.host):
             return False
         taken = self.locks.take_over(self.name, self.holder, now=now, expires_at=expires_at, from_holder=held.holder)
         if taken:
@@ -127,10 +139,13 @@ class SendLock:
         self._thread.start()
 
 
-def _dead_local_holder(holder: str) -> bool:
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+def _dead_local_holder(holder: str, here: str) -> bool:
+    """A holder named ``here`` (this machine) whose process has ended."""
+    parts = holder.rsplit(":", 2)  # name:pid:nonce, read from the right (a name may hold ':')
+    if len(parts) != 3:
+        return False
+    host, pid_text, _ = parts
+    if host != here or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():
@@ -149,14 +164,16 @@ PLANNING_WAIT = 900.0  # seconds: planning a million readers takes about a minut
 
 
 @contextmanager
-def hold_planning_lock(locks: LockStore, *, clock: Callable[[], datetime] | None = None, wait: float = PLANNING_WAIT) -> Iterator[SendLock]:
+def hold_planning_lock(
+    locks: LockStore, *, clock: Callable[[], datetime] | None = None, wait: float = PLANNING_WAIT, host: str | None = None
+) -> Iterator[SendLock]:
     """Hold the one planning lock for the block, waiting for another planning to end.
 
     Editions of different schedules may send side by side, but they plan one at a
     time: a plan reads which readers another edition still owes, and two plans at
     once could each miss the other's rows and give one reader the same reports twice.
     """
-    lock = SendLock(locks, PLANNING_LOCK, clock=clock)
+    lock = SendLock(locks, PLANNING_LOCK, clock=clock, host=host)
     deadline = time.monotonic() + wait
     while not lock.try_acquire():
         if time.monotonic() > deadline:
@@ -169,9 +186,11 @@ def hold_planning_lock(locks: LockStore, *, clock: Callable[[], datetime] | None
 
 
 @contextmanager
-def hold_send_lock(locks: LockStore, schedule: str, *, ttl: float = DEFAULT_TTL, clock: Callable[[], datetime] | None = None) -> Iterator[SendLock]:
+def hold_send_lock(
+    locks: LockStore, schedule: str, *, ttl: float = DEFAULT_TTL, clock: Callable[[], datetime] | None = None, host: str | None = None
+) -> Iterator[SendLock]:
     """Hold the lock of ``schedule`` for the block; SendLockBusy if another send has it."""
-    lock = SendLock(locks, lock_name(schedule), ttl=ttl, clock=clock)
+    lock = SendLock(locks, lock_name(schedule), ttl=ttl, clock=clock, host=host)
     lock.acquire()
     try:
         yield lock

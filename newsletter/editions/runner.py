@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +83,9 @@ class EditionRunner:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.renderer = DigestRenderer(settings)
         self.domain = settings.mail.from_address.rsplit("@", 1)[1]
+        # This machine's name in every lock it holds, as in the rows it claims: two machines
+        # sharing a host name (containers) must never judge each other's holders by local pids.
+        self.host = worker_host(settings.delivery.worker_name)
 
     # -- feed ---------------------------------------------------------------------
 
@@ -116,6 +120,10 @@ class EditionRunner:
 
     # -- the entry points ------------------------------------------------------------
 
+    def send_lock(self, schedule: str) -> AbstractContextManager[SendLock]:
+        """Hold ``schedule``'s send lock for the block, named after this machine; SendLockBusy if taken."""
+        return hold_send_lock(self.store.locks, schedule, clock=self.clock, host=self.host)
+
     def run(
         self,
         *,
@@ -140,7 +148,7 @@ class EditionRunner:
         existing = self.store.editions.find_edition(key)
         if existing is not None and existing.status in ENDED:
             return EditionResult(existing, False, message=f"edition {key} already ended ({existing.status.value}); nothing sent")
-        with hold_send_lock(self.store.locks, schedule, clock=self.clock):
+        with self.send_lock(schedule):
             edition, created = self.store.editions.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
             if not created:
                 if edition.status in ENDED:
@@ -184,7 +192,7 @@ class EditionRunner:
             edition = unfinished[0]
         if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED):
             raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
-        with hold_send_lock(self.store.locks, edition.schedule, clock=self.clock):
+        with self.send_lock(edition.schedule):
             edition = self._reload(edition)
             if on_start is not None:
                 on_start(edition, requeued)
@@ -216,7 +224,7 @@ class EditionRunner:
             if not stuck and (due is None or due > self.clock()):
                 continue
             try:
-                with hold_send_lock(self.store.locks, edition.schedule, clock=self.clock):
+                with self.send_lock(edition.schedule):
                     fresh = self._reload(edition)
                     if fresh.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
                         continue
@@ -264,7 +272,7 @@ class EditionRunner:
     ) -> EditionResult:
         note = ""
         if edition.status is EditionStatus.PLANNED:
-            with hold_planning_lock(self.store.locks, clock=self.clock):
+            with hold_planning_lock(self.store.locks, clock=self.clock, host=self.host):
                 total = self._write_outbox(edition, cadences=cadences)
                 waiting = self.store.subscribers.count_waiting(cadences=cadences, outside_edition=edition.id)
             if waiting:
@@ -397,7 +405,7 @@ class EditionRunner:
         stayed 'sending' until their lease ran out, and the journal of a sender killed after
         another machine finished its edition was never read nor removed.
         """
-        host = worker_host(self.settings.delivery.worker_name)
+        host = self.host
         ids = {edition_id for edition_id, holder in self.store.outbox.sending_holders() if _dead_here(holder, host)}
         for path in journals_in(Path(self.settings.delivery.journal_dir)):
             owner = journal_owner(path)
@@ -419,7 +427,7 @@ class EditionRunner:
         the other had just handed out again. Every write is fenced on the dead holder,
         so a row someone else took meanwhile is not touched.
         """
-        lock = SendLock(self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False)
+        lock = SendLock(self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False, host=self.host)
         if not lock.try_acquire():
             log.info("edition %s: another process is recovering it; not recovering here", edition.key)
             return
@@ -430,7 +438,7 @@ class EditionRunner:
 
     def _recover_held(self, edition: Edition) -> None:
         directory = Path(self.settings.delivery.journal_dir)
-        host = worker_host(self.settings.delivery.worker_name)
+        host = self.host
         dead: dict[int, tuple[int, str]] = {}  # row id -> (subscriber id, holder)
         for row_id, subscriber_id, claimed_by in self.store.outbox.sending_rows(edition.id):
             if _dead_here(claimed_by, host):

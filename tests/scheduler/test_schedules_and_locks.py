@@ -158,6 +158,45 @@ def test_send_refuses_to_run_beside_another_send_of_its_schedule(world: World) -
     assert store.locks.current(lock_name("manual")) is None  # released after the send
 
 
+HOLD_AND_VANISH = """
+import os
+from newsletter.config import load_settings
+from newsletter.service import Service
+
+service = Service(load_settings())
+with service.runner.send_lock("manual"):
+    print("held", flush=True)
+    os._exit(0)  # gone without releasing: what another machine's send looks like from here
+"""
+
+
+def test_a_lock_held_under_another_worker_name_is_not_judged_by_local_pids(world: World) -> None:
+    """Regression: send locks named their holder by the system host name, not delivery.worker_name.
+    Two containers sharing a host name then took each other's live locks at once (the holder's
+    pid does not exist on the other machine) and ran two sends of one schedule side by side."""
+    import os
+    import subprocess
+    import sys
+
+    machine_b = {**os.environ, **world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-b"}
+    held = subprocess.run([sys.executable, "-c", HOLD_AND_VANISH], env=machine_b, cwd=world.tmp, capture_output=True, text=True, timeout=60)
+    assert held.stdout.strip() == "held", held.stderr
+    service = world.service()
+    holder = service.store.locks.current(lock_name("manual"))
+    assert holder is not None and holder.holder.startswith("machine-b:")
+
+    on_machine_a = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-a"})
+    assert on_machine_a.exit_code == 1, on_machine_a.output
+    assert "another send of schedule 'manual' is running (held by machine-b:" in on_machine_a.output
+    assert service.store.editions.find_edition("manual-test") is None
+
+    # Machine B itself knows its process is gone and takes the lock over at once.
+    on_machine_b = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-b"})
+    assert on_machine_b.exit_code == 0, on_machine_b.output
+    assert service.store.editions.find_edition("manual-test") is not None
+    assert service.store.locks.current(lock_name("manual")) is None
+
+
 # -- the lock itself, on every configured database -----------------------------------
 
 
