@@ -118,7 +118,11 @@ class Sender:
         give_up_after: datetime | None = None,
         on_outcome: ProgressCallback | None = None,
         clock: Clock = utcnow,
+        halted: Callable[[], str] | None = None,
     ) -> None:
+        """``halted`` is asked before each batch is claimed: a non-empty answer (the edition was
+        paused or ended by someone else, e.g. an operator in the console while workers drain it)
+        stops the run there, its messages in flight finishing, and is kept in ``halted_reason``."""
         self.settings = settings
         self.outbox = outbox
         self.subscribers = subscribers
@@ -132,6 +136,8 @@ class Sender:
         self.give_up_after = give_up_after
         self.suppressor = suppressor
         self.paused_reason = ""
+        self.halted = halted
+        self.halted_reason = ""
         self._recent: deque[bool] = deque(maxlen=settings.delivery.breaker_window)
         self._breaker_lock = threading.Lock()
         self._inactive: frozenset[int] = frozenset()
@@ -184,6 +190,9 @@ class Sender:
                 # never run dry, and claimed rows wait in memory for seconds at most.
                 in_flight = self._settle(pending, tally, in_flight, at_most=batch)
                 if self.paused_reason:
+                    break
+                if self.halted is not None and (why := self.halted()):
+                    self.halted_reason = why
                     break
                 rows = self.outbox.claim_deliveries(
                     self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease, token=self.token

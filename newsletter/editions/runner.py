@@ -207,7 +207,7 @@ class EditionRunner:
         self._recover(edition)
         if edition.status is EditionStatus.PLANNED:
             return EditionResult(edition, False, message="not planned yet; its sender plans it")
-        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False)
+        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False, unpause=False)
 
     def upkeep(self) -> list[str]:
         """Resume every edition a crash left unfinished, and every edition whose deferred rows are due.
@@ -269,7 +269,11 @@ class EditionRunner:
         on_outcome: Callable[[DeliveryOutcome], None] | None,
         created: bool,
         send: bool = True,
+        unpause: bool = True,
     ) -> EditionResult:
+        """Plan the edition if it is not yet, then send what it owes. ``unpause=False`` (a worker)
+        leaves alone an edition that was paused or ended since it was read: only an operator's
+        resume or a sender holding the schedule's lock takes a paused edition up again."""
         note = ""
         if edition.status is EditionStatus.PLANNED:
             with hold_planning_lock(self.store.locks, clock=self.clock, host=self.host):
@@ -286,7 +290,10 @@ class EditionRunner:
                 return EditionResult(self._reload(edition), created, message=f"skipped: {reason}")
         if on_planned is not None:
             on_planned(sum(n for s, n in self.store.editions.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
-        self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=note, now=self.clock())
+        going_on = None if unpause else (EditionStatus.PLANNED, EditionStatus.SENDING)
+        if not self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=note, now=self.clock(), only_from=going_on):
+            fresh = self._reload(edition)
+            return EditionResult(fresh, created, message=f"edition {edition.key} is {fresh.status.value} now; nothing sent")
         self._repair_variants(edition)
         if not send:
             planned = self.store.editions.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
@@ -316,9 +323,22 @@ class EditionRunner:
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
             clock=self.clock,
+            halted=lambda: self._halted(edition.id),
         )
         tally = sender.run()
+        if sender.halted_reason:
+            log.info("edition %s: %s", edition.key, sender.halted_reason)
+            return EditionResult(self._reload(edition), created, tally, sender.halted_reason)
         return self._finish(edition, tally, created, paused_reason=sender.paused_reason)
+
+    def _halted(self, edition_id: int) -> str:
+        """Why this run must claim no more rows: the edition is no longer sending (an operator
+        paused it in the console, or another sender paused or finished it). Empty: go on."""
+        edition = self.store.editions.find_edition_status(edition_id)
+        if edition is None or edition[0] is EditionStatus.SENDING:
+            return ""
+        status, reason = edition
+        return f"stopped: the edition is {status.value} now" + (f" ({reason})" if reason else "")
 
     def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
         counts = self.store.editions.delivery_counts(edition.id)

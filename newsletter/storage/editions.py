@@ -66,6 +66,12 @@ class EditionStore(StorePart):
             row = conn.execute(sa.select(editions).where(editions.c.key == key)).first()
         return _edition(row) if row else None
 
+    def find_edition_status(self, edition_id: int) -> tuple[EditionStatus, str] | None:
+        """(status, reason) of the edition, without its counts: cheap enough to ask per batch."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(editions.c.status, editions.c.reason).where(editions.c.id == edition_id)).first()
+        return (EditionStatus(row[0]), row[1] or "") if row else None
+
     def get_edition(self, edition_id: int) -> Edition | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()
@@ -79,7 +85,17 @@ class EditionStore(StorePart):
             rows = conn.execute(query).all()
         return [_edition(r, self.delivery_counts(r.id)) for r in rows]
 
-    def set_edition_status(self, edition_id: int, status: EditionStatus, *, reason: str | None = None, now: datetime | None = None) -> None:
+    def set_edition_status(
+        self,
+        edition_id: int,
+        status: EditionStatus,
+        *,
+        reason: str | None = None,
+        now: datetime | None = None,
+        only_from: Sequence[EditionStatus] | None = None,
+    ) -> bool:
+        """Move the edition to ``status``; with ``only_from``, only if it is in one of those
+        statuses now (one UPDATE, so a change another process made meanwhile wins). True if moved."""
         now = now or self.clock()
         values: dict[str, Any] = {"status": status.value}
         if reason is not None:
@@ -89,8 +105,11 @@ class EditionStore(StorePart):
             values["finished_at"] = None  # resumed after a pause: no longer finished
         if status in (EditionStatus.SENT, EditionStatus.FAILED, EditionStatus.SKIPPED, EditionStatus.PAUSED):
             values["finished_at"] = now
+        query = editions.update().where(editions.c.id == edition_id)
+        if only_from is not None:
+            query = query.where(editions.c.status.in_([s.value for s in only_from]))
         with self.engine.begin() as conn:
-            conn.execute(editions.update().where(editions.c.id == edition_id).values(**values))
+            return conn.execute(query.values(**values)).rowcount > 0
 
     def add_variant(self, *, edition_id: int, report_ids: Sequence[str], subject: str, html: str, text: str) -> int:
         with self.engine.begin() as conn:

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from newsletter.admin.engine import ConsoleEngine
 from newsletter.sink.faults import FaultRule
 from tests.delivery.helpers import flat
 
@@ -79,3 +80,54 @@ def test_a_run_that_stops_midway_leaves_untried_rows_pending_and_resumes_cleanly
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 80}
     assert len(world.sink.messages()) == 80  # nobody got two copies
+
+
+def test_a_worker_that_read_the_edition_before_it_was_paused_leaves_it_paused(world):
+    """Regression: a worker listed an edition as sending, an operator paused it in the console a
+    moment later, and the worker's drain set it back to sending and mailed every reader."""
+    world.add_subscribers(6)
+    assert world.cli("send", "--key", "e1", "--plan-only").exit_code == 0
+    seen_by_worker = world.edition("e1")
+    assert seen_by_worker.status.value == "sending"
+    console = ConsoleEngine(world.service)
+    console.pause(seen_by_worker.id, by="ops@example.org")
+
+    result = world.service.runner.drain(seen_by_worker)
+
+    assert result.tally == {} and "paused" in result.message
+    assert world.sink.messages() == []
+    paused = world.edition("e1")
+    assert paused.status.value == "paused" and paused.reason == "paused by ops@example.org"
+    assert paused.counts == {"pending": 6}
+
+
+def test_a_pause_in_the_console_stops_a_worker_draining_the_edition_at_its_next_batch(world):
+    """Regression: the console may pause an edition no sender holds the lock of, which is what
+    workers drain; they went on claiming batches to the end, and the edition ended "sent" under
+    the operator's pause."""
+    world.configure(smtp_connections=1, delivery_batch_size=5)
+    emails = world.add_subscribers(60)
+    world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.02))
+    assert world.cli("send", "--key", "e1", "--plan-only").exit_code == 0
+    edition = world.edition("e1")
+    console = ConsoleEngine(world.service)
+    sent: list[int] = []
+
+    def pause_after_ten(outcome):
+        sent.append(outcome.delivery_id)
+        if len(sent) == 10:
+            console.pause(edition.id, by="ops@example.org")
+
+    result = world.service.runner.drain(edition, on_outcome=pause_after_ten)
+
+    assert "stopped: the edition is paused now (paused by ops@example.org)" == result.message
+    stopped = world.edition("e1")
+    assert stopped.status.value == "paused" and stopped.reason == "paused by ops@example.org"
+    # The batch in flight at the pause finishes; nothing after it is claimed.
+    assert 10 <= stopped.counts["sent"] <= 20 and stopped.counts["pending"] == 60 - stopped.counts["sent"]
+    assert stopped.counts.keys() == {"sent", "pending"}
+
+    out = world.cli("send", "--resume")
+    assert out.exit_code == 0, out.output
+    assert world.check("e1", expected=emails).states() == {"sent": 60}
+    assert len(world.sink.messages()) == 60  # nobody got two copies
