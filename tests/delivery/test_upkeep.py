@@ -120,7 +120,7 @@ def test_a_pause_in_the_console_stops_a_worker_draining_the_edition_at_its_next_
 
     result = world.service.runner.drain(edition, on_outcome=pause_after_ten)
 
-    assert "stopped: the edition is paused now (paused by ops@example.org)" == result.message
+    assert result.message == "stopped: the edition is paused now (paused by ops@example.org)"
     stopped = world.edition("e1")
     assert stopped.status.value == "paused" and stopped.reason == "paused by ops@example.org"
     # The batch in flight at the pause finishes; nothing after it is claimed.
