@@ -32,6 +32,7 @@ def sink(smtp_sink: Any) -> Iterator[Any]:
     yield smtp_sink
     smtp_sink.on_message = None
     smtp_sink.faults.clear()
+    smtp_sink.pipelining = True
 
 
 @pytest.fixture

@@ -147,18 +147,38 @@ class SmtpConnection:
             smtp = self._smtp
             stage = "mail"
             options = ["SMTPUTF8"] if not (mail_from.isascii() and rcpt.isascii()) else []
-            code, reply = smtp.mail(mail_from, options)
-            if code != 250:
-                return self._refused(code, reply, stage)
-            stage = "rcpt"
-            code, reply = smtp.rcpt(rcpt)
-            if code not in (250, 251):
-                return self._refused(code, reply, stage)
-            stage = "data"
-            smtp.putcmd("data")
-            code, reply = smtp.getreply()
-            if code != 354:
-                return self._refused(code, reply, stage)
+            if smtp.has_extn("pipelining"):
+                # RFC 2920: MAIL, RCPT and DATA in one write, their replies read in order; two
+                # round trips per message instead of four (Postfix and most relays offer it).
+                smtp.send(_envelope(smtp, mail_from, rcpt, options))
+                refused: tuple[int, bytes, str] | None = None
+                for stage, accepted in (("mail", (250,)), ("rcpt", (250, 251)), ("data", (354,))):
+                    code, reply = smtp.getreply()
+                    if code in (421, -1):  # the server is closing: nothing more will come
+                        return self._refused(code, reply, stage)
+                    if refused is None and code not in accepted:
+                        refused = (code, reply, stage)
+                if refused is not None:
+                    if code == 354:
+                        # DATA accepted although the envelope was refused (RFC 2920 says it must
+                        # not be): end the empty message so the session stays in step.
+                        stage = "data"
+                        smtp.send(b".\r\n")
+                        smtp.getreply()
+                    return self._refused(*refused)
+            else:
+                code, reply = smtp.mail(mail_from, options)
+                if code != 250:
+                    return self._refused(code, reply, stage)
+                stage = "rcpt"
+                code, reply = smtp.rcpt(rcpt)
+                if code not in (250, 251):
+                    return self._refused(code, reply, stage)
+                stage = "data"
+                smtp.putcmd("data")
+                code, reply = smtp.getreply()
+                if code != 354:
+                    return self._refused(code, reply, stage)
             payload = data if dot_stuffed else dot_stuff(data)
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
@@ -198,6 +218,18 @@ class SmtpConnection:
         if 400 <= code < 500:
             return Attempt(Result.TRANSIENT, code, text, stage)
         return Attempt(Result.PERMANENT, code, text, stage)
+
+
+def _envelope(smtp: smtplib.SMTP, mail_from: str, rcpt: str, options: list[str]) -> bytes:
+    """MAIL, RCPT and DATA as one write, formed and checked exactly as ``smtplib`` forms and
+    checks them one by one (SMTPUTF8 only when offered; no CR or LF inside a command)."""
+    if options and not smtp.has_extn("smtputf8"):
+        raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+    extra = " " + " ".join(options) if options and smtp.does_esmtp else ""
+    commands = f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{extra}\r\nRCPT TO:{smtplib.quoteaddr(rcpt)}\r\nDATA\r\n"
+    if commands.count("\r") != 3 or commands.count("\n") != 3:
+        raise ValueError("prohibited newline characters in an SMTP command")
+    return commands.encode("utf-8" if options else "ascii")
 
 
 def _text(reply: bytes | str) -> str:

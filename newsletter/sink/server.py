@@ -87,6 +87,8 @@ class SinkServer:
         self.allowed_hosts = tuple(allowed_hosts)
         self.token = token or secrets.token_urlsafe(24)
         self.faults = FaultSet()
+        # Offer PIPELINING in the EHLO reply (read at each EHLO: a test may turn it off between sessions).
+        self.pipelining = True
         self._requested_smtp_port = smtp_port
         self._requested_http_port = http_port
         self._smtp_port: int | None = None
@@ -111,7 +113,7 @@ class SinkServer:
         self._smtp_port = sock.getsockname()[1]
         store.subscribe(self._notify)
         hostname = socket.gethostname() or "localhost"
-        handler = SinkHandler(store, self.faults)
+        handler = SinkHandler(store, self.faults, pipelining=lambda: self.pipelining)
 
         def factory() -> SinkSMTP:
             session = SinkSMTP(handler, data_size_limit=self.max_message_size, hostname=hostname)

@@ -10,6 +10,9 @@
 * A bigger stream buffer, so the transport is not paused every 2 KB.
 * `push` honours two flags the fault handler sets: drop the connection instead of replying,
   and close it right after replying (421, per-connection message cap).
+
+Its handler also offers PIPELINING in the EHLO reply (unless the server's ``pipelining`` is
+off), so clients are tested on the path they take with Postfix.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -165,9 +169,18 @@ def _partial_end(data: bytes) -> int:
 class SinkHandler:
     """aiosmtpd handler: consults the faults at each stage and stores accepted messages."""
 
-    def __init__(self, store: MaildirStore, faults: FaultSet) -> None:
+    def __init__(self, store: MaildirStore, faults: FaultSet, *, pipelining: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.faults = faults
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server: SinkSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
+        """Offer PIPELINING (RFC 2920) as Postfix does: aiosmtpd answers commands strictly in
+        order from its read buffer, so a client may send MAIL, RCPT and DATA in one write."""
+        session.host_name = hostname  # this hook replaces aiosmtpd's own bookkeeping
+        if self.pipelining():
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def _apply(self, server: SinkSMTP, decision: Decision) -> str | None:
         """Carry out a fault decision; return the reply to send, or None to proceed."""
