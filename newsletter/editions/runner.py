@@ -323,7 +323,7 @@ class EditionRunner:
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
             clock=self.clock,
-            halted=lambda: self._halted(edition.id),
+            halted=lambda: self._halted(edition.key),
         )
         tally = sender.run()
         if sender.halted_reason:
@@ -331,14 +331,14 @@ class EditionRunner:
             return EditionResult(self._reload(edition), created, tally, sender.halted_reason)
         return self._finish(edition, tally, created, paused_reason=sender.paused_reason)
 
-    def _halted(self, edition_id: int) -> str:
+    def _halted(self, key: str) -> str:
         """Why this run must claim no more rows: the edition is no longer sending (an operator
-        paused it in the console, or another sender paused or finished it). Empty: go on."""
-        edition = self.store.editions.find_edition_status(edition_id)
-        if edition is None or edition[0] is EditionStatus.SENDING:
+        paused it in the console, or another sender paused or finished it). Empty: go on.
+        Asked once a batch: ``find_edition`` reads the one row, without the edition's counts."""
+        edition = self.store.editions.find_edition(key)
+        if edition is None or edition.status is EditionStatus.SENDING:
             return ""
-        status, reason = edition
-        return f"stopped: the edition is {status.value} now" + (f" ({reason})" if reason else "")
+        return f"stopped: the edition is {edition.status.value} now" + (f" ({edition.reason})" if edition.reason else "")
 
     def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
         counts = self.store.editions.delivery_counts(edition.id)

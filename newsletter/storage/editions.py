@@ -66,12 +66,6 @@ class EditionStore(StorePart):
             row = conn.execute(sa.select(editions).where(editions.c.key == key)).first()
         return _edition(row) if row else None
 
-    def find_edition_status(self, edition_id: int) -> tuple[EditionStatus, str] | None:
-        """(status, reason) of the edition, without its counts: cheap enough to ask per batch."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(editions.c.status, editions.c.reason).where(editions.c.id == edition_id)).first()
-        return (EditionStatus(row[0]), row[1] or "") if row else None
-
     def get_edition(self, edition_id: int) -> Edition | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()
