@@ -86,7 +86,9 @@ class MailSettings:
     # DKIM: one selector per key (at most one rsa and one ed25519), comma-separated; empty: no signing.
     dkim_selector: str = ""
     dkim_domain: str = ""  # d= of the signatures; empty: the From domain
-    dkim_key_file: str = ""  # the private key file(s), in selector order (`newsletter dkim keygen` writes them)
+    dkim_key_file: str = (
+        ""  # the private key file(s), in selector order (`newsletter dkim keygen` writes them)
+    )
     # Or the PEM text itself, from NEWSLETTER_DKIM_PRIVATE_KEY only (never the TOML).
     dkim_private_key: str = field(default="", repr=False)
     dkim_check_dns: bool = True  # `send` refuses to start while the published key does not match
@@ -105,7 +107,9 @@ class DeliverySettings:
     breaker_threshold: float = 0.5  # failure rate over the last attempts that pauses an edition
     breaker_window: int = 100  # attempts the breaker looks at
     lease: int = 300  # seconds a sender holds claimed rows before another may take them
-    commit_interval: float = 0.25  # seconds: results are committed at least this often (bounds repeats after a takeover)
+    commit_interval: float = (
+        0.25  # seconds: results are committed at least this often (bounds repeats after a takeover)
+    )
     worker_name: str = ""  # this machine's name in claimed_by (name:pid); empty: the system's host name
 
     @property
@@ -149,7 +153,9 @@ class WebhookSettings:
     """Provider webhooks (newsletter/web/webhooks.py); an endpoint whose secret is empty answers 404."""
 
     ses_topic_arns: str = ""  # comma-separated SNS topic ARNs whose signed notifications are accepted
-    postmark_secret: str = field(default="", repr=False)  # the basic-auth password in Postmark's webhook URL (user "postmark")
+    postmark_secret: str = field(
+        default="", repr=False
+    )  # the basic-auth password in Postmark's webhook URL (user "postmark")
     mailgun_signing_key: str = field(default="", repr=False)  # Mailgun's HTTP webhook signing key
     sendgrid_public_key: str = ""  # SendGrid's signed event webhook verification key (base64)
 
@@ -174,10 +180,21 @@ class Settings:
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
 
 
-SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)}
+SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[f.type] for f in dataclasses.fields(Settings)
+}
 # Keys that only the environment may set (secrets), mapped to their variable.
-SECRET_KEYS = {("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD", ("site", "secret_key"): "NEWSLETTER_SECRET_KEY", ("mail", "dkim_private_key"): "NEWSLETTER_DKIM_PRIVATE_KEY"}
-SECRET_KEYS.update({("webhooks", "postmark_secret"): "NEWSLETTER_WEBHOOKS_POSTMARK_SECRET", ("webhooks", "mailgun_signing_key"): "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY"})
+SECRET_KEYS = {
+    ("smtp", "password"): "NEWSLETTER_SMTP_PASSWORD",
+    ("site", "secret_key"): "NEWSLETTER_SECRET_KEY",
+    ("mail", "dkim_private_key"): "NEWSLETTER_DKIM_PRIVATE_KEY",
+}
+SECRET_KEYS.update(
+    {
+        ("webhooks", "postmark_secret"): "NEWSLETTER_WEBHOOKS_POSTMARK_SECRET",
+        ("webhooks", "mailgun_signing_key"): "NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY",
+    }
+)
 SECURITY_CHOICES = ("none", "starttls", "tls")
 
 
@@ -191,13 +208,18 @@ def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, 
     if env.get("NEWSLETTER_CONFIG"):
         path = Path(env["NEWSLETTER_CONFIG"])
         if not path.is_file():
-            raise ConfigError(f"NEWSLETTER_CONFIG points at {path}, which does not exist", hint="Fix or unset NEWSLETTER_CONFIG.")
+            raise ConfigError(
+                f"NEWSLETTER_CONFIG points at {path}, which does not exist",
+                hint="Fix or unset NEWSLETTER_CONFIG.",
+            )
         return path
     local = Path("newsletter.toml")
     return local if local.is_file() else None
 
 
-def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Build the settings from defaults, the TOML file and the environment.
 
     Raises ConfigError (one line naming the key) for an unknown section or key,
@@ -210,7 +232,9 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}", hint="Fix the syntax at the line shown.") from exc
+            raise ConfigError(
+                f"{path} is not valid TOML: {exc}", hint="Fix the syntax at the line shown."
+            ) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     where = str(path) if path else "config"
@@ -254,7 +278,11 @@ def _reject_unknown_env(env: Mapping[str, str]) -> None:
 
 
 def _coerce(section: str, key: str, value: Any, f: dataclasses.Field[Any], *, source: str) -> Any:
-    kind = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    kind = (
+        f.type
+        if isinstance(f.type, type)
+        else {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+    )
     name = f"{section}.{key}"
     try:
         if kind is bool:
@@ -306,7 +334,9 @@ def _validate(settings: Settings) -> None:
     _validate_web(settings)
     _validate_helo(settings.smtp)
     if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
-        raise ConfigError("admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds")
+        raise ConfigError(
+            "admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds"
+        )
     try:
         steps = [int(x) for x in settings.delivery.backoff.split(",") if x.strip()]
     except ValueError:
@@ -317,9 +347,18 @@ def _validate(settings: Settings) -> None:
             hint="For example 300,900,3600,14400 (5 min, 15 min, 1 h, 4 h).",
         )
     if not 0 < settings.delivery.breaker_threshold <= 1:
-        raise ConfigError(f"delivery.breaker_threshold must be in (0, 1], got {settings.delivery.breaker_threshold}", hint="0.5 pauses an edition when half the recent attempts fail.")
-    if settings.delivery.batch_size < 1 or settings.delivery.retry_delay < 0 or settings.delivery.breaker_window < 10:
-        raise ConfigError("delivery.batch_size must be at least 1, delivery.retry_delay at least 0 and delivery.breaker_window at least 10")
+        raise ConfigError(
+            f"delivery.breaker_threshold must be in (0, 1], got {settings.delivery.breaker_threshold}",
+            hint="0.5 pauses an edition when half the recent attempts fail.",
+        )
+    if (
+        settings.delivery.batch_size < 1
+        or settings.delivery.retry_delay < 0
+        or settings.delivery.breaker_window < 10
+    ):
+        raise ConfigError(
+            "delivery.batch_size must be at least 1, delivery.retry_delay at least 0 and delivery.breaker_window at least 10"
+        )
     if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
         raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
     if not settings.site.base_url.startswith(("http://", "https://")):
@@ -338,7 +377,10 @@ def _validate(settings: Settings) -> None:
         if any(ch in text for ch in "\r\n\x00"):
             raise ConfigError(f"{key} must be a single line", hint="Remove line breaks from the value.")
     if not settings.site.postal_address.strip():
-        raise ConfigError("site.postal_address is empty", hint="CAN-SPAM requires a physical postal address in every message.")
+        raise ConfigError(
+            "site.postal_address is empty",
+            hint="CAN-SPAM requires a physical postal address in every message.",
+        )
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -348,8 +390,15 @@ def _validate_helo(smtp: SmtpSettings) -> None:
     """A HELO name a receiving server accepts: one word, and never 'localhost' towards a remote server
     (strict servers refuse every message then, and the refusals must not look like bad readers)."""
     name = smtp.helo_name.strip()
-    if smtp.helo_name and (not name or any(ch.isspace() for ch in smtp.helo_name) or not all(ch.isalnum() or ch in ".-[]:" for ch in name)):
-        raise ConfigError(f"smtp.helo_name must be one host name, got {smtp.helo_name!r}", hint="Use this host's public name, e.g. mail.example.com.")
+    if smtp.helo_name and (
+        not name
+        or any(ch.isspace() for ch in smtp.helo_name)
+        or not all(ch.isalnum() or ch in ".-[]:" for ch in name)
+    ):
+        raise ConfigError(
+            f"smtp.helo_name must be one host name, got {smtp.helo_name!r}",
+            hint="Use this host's public name, e.g. mail.example.com.",
+        )
     if not name or smtp.host in LOOPBACK_HOSTS or smtp.host.startswith("127."):
         return  # the default (this host's FQDN) is checked when a send starts (delivery.smtp_client.helo_name)
     if name.lower().split(".")[0] == "localhost" or "." not in name:
@@ -375,11 +424,24 @@ def _validate_web(settings: Settings) -> None:
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
-            raise ConfigError(f"web.trusted_proxies: {proxy!r} is not an IP address or network", hint="For example 10.0.0.5,10.1.0.0/16.") from None
-    if web.limit_concurrency < 1 or web.timeout_keep_alive < 1 or web.max_header_bytes < 4096 or web.max_unconfirmed < 1:
-        raise ConfigError("web.limit_concurrency, web.timeout_keep_alive and web.max_unconfirmed must be at least 1, web.max_header_bytes at least 4096")
+            raise ConfigError(
+                f"web.trusted_proxies: {proxy!r} is not an IP address or network",
+                hint="For example 10.0.0.5,10.1.0.0/16.",
+            ) from None
+    if (
+        web.limit_concurrency < 1
+        or web.timeout_keep_alive < 1
+        or web.max_header_bytes < 4096
+        or web.max_unconfirmed < 1
+    ):
+        raise ConfigError(
+            "web.limit_concurrency, web.timeout_keep_alive and web.max_unconfirmed must be at least 1, web.max_header_bytes at least 4096"
+        )
     if not web.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
-        raise ConfigError(f"web.rate_limit_storage must be memory:// or a redis:// URI, got {web.rate_limit_storage!r}", hint="redis://127.0.0.1:6379/0 shares the limits between web processes.")
+        raise ConfigError(
+            f"web.rate_limit_storage must be memory:// or a redis:// URI, got {web.rate_limit_storage!r}",
+            hint="redis://127.0.0.1:6379/0 shares the limits between web processes.",
+        )
 
 
 def _suggest(word: str, choices: Any) -> str:

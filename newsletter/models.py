@@ -119,6 +119,7 @@ class Delivery:
     state: DeliveryState
     attempts: int = 0
 
+
 @dataclass(frozen=True)
 class DeliveryOutcome:
     delivery_id: int

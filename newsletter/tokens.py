@@ -55,7 +55,9 @@ class Link:
 
     subscriber_id: int
     legacy: bool  # made before identities were made unique: honour only for subscribers of that time
-    issued_at: datetime | None  # expiring purposes only (exact for current tokens, whole seconds for legacy ones)
+    issued_at: (
+        datetime | None
+    )  # expiring purposes only (exact for current tokens, whole seconds for legacy ones)
 
 
 def _b64(data: bytes) -> bytes:
@@ -80,10 +82,21 @@ class TokenSigner:
         if not self.secret_key:
             raise TokenError("no secret key is set for signing links", hint=KEY_HINT)
         if len(self.secret_key.encode("utf-8")) < MIN_KEY_BYTES:
-            raise TokenError(f"the secret key is shorter than {MIN_KEY_BYTES} bytes, so links could be forged", hint=KEY_HINT)
+            raise TokenError(
+                f"the secret key is shorter than {MIN_KEY_BYTES} bytes, so links could be forged",
+                hint=KEY_HINT,
+            )
         # Serializers are built once: signing a token per recipient must stay cheap.
-        object.__setattr__(self, "_plain", {p: URLSafeSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in Purpose})
-        object.__setattr__(self, "_timed", {p: URLSafeTimedSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in EXPIRING})
+        object.__setattr__(
+            self,
+            "_plain",
+            {p: URLSafeSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in Purpose},
+        )
+        object.__setattr__(
+            self,
+            "_timed",
+            {p: URLSafeTimedSerializer(self.secret_key, salt=f"newsletter.{p.value}") for p in EXPIRING},
+        )
         # MACs keyed once per purpose, copied per token (three tokens per recipient at
         # 100k recipients is the hot path of a send). Legacy: byte-identical to
         # URLSafeSerializer.dumps for integer payloads (bounce tokens are still made so).
@@ -153,7 +166,11 @@ class TokenSigner:
         except (binascii.Error, ValueError, UnicodeError):
             return None
         if purpose not in EXPIRING:
-            return Link(int(fields[0]), legacy=False, issued_at=None) if len(fields) == 1 and fields[0].isdigit() else None
+            return (
+                Link(int(fields[0]), legacy=False, issued_at=None)
+                if len(fields) == 1 and fields[0].isdigit()
+                else None
+            )
         if len(fields) != 2 or not all(f.isdigit() for f in fields):
             return None
         micros = int(fields[1])
@@ -165,14 +182,18 @@ class TokenSigner:
         issued: datetime | None = None
         try:
             if purpose in EXPIRING:
-                value, stamp = self._timed[purpose].loads(token, max_age=self._max_age(purpose), return_timestamp=True)  # type: ignore[attr-defined]
+                value, stamp = self._timed[purpose].loads(  # type: ignore[attr-defined]
+                    token, max_age=self._max_age(purpose), return_timestamp=True
+                )
                 issued = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
             else:
                 value = self._plain[purpose].loads(token)  # type: ignore[attr-defined]
         except SignatureExpired as exc:
             raise TokenError(f"this {purpose.value} link has expired") from exc
         except BadSignature as exc:
-            raise TokenError(f"this {purpose.value} link is not valid (it was changed, or made for something else)") from exc
+            raise TokenError(
+                f"this {purpose.value} link is not valid (it was changed, or made for something else)"
+            ) from exc
         if not isinstance(value, int) or isinstance(value, bool):
             raise TokenError(f"this {purpose.value} link is not valid")
         return Link(value, legacy=purpose is not Purpose.BOUNCE, issued_at=issued)

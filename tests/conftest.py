@@ -41,7 +41,9 @@ def base_env(tmp_path: Path, sink: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_service(tmp_path: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Service]]:
+def make_service(
+    tmp_path: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Service]]:
     """make_service(clock=None, **NEWSLETTER_overrides) -> a Service on base_env, closed after the test."""
     monkeypatch.chdir(tmp_path)
     services = Services(tmp_path, base_env)

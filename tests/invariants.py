@@ -23,7 +23,15 @@ from newsletter.storage.schema import deliveries
 from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 
-FINAL_STATES = frozenset({DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.DEFERRED, DeliveryState.UNKNOWN, DeliveryState.SUPPRESSED})
+FINAL_STATES = frozenset(
+    {
+        DeliveryState.SENT,
+        DeliveryState.FAILED,
+        DeliveryState.DEFERRED,
+        DeliveryState.UNKNOWN,
+        DeliveryState.SUPPRESSED,
+    }
+)
 NOT_DELIVERED = frozenset({DeliveryState.FAILED, DeliveryState.DEFERRED, DeliveryState.SUPPRESSED})
 UNSUB_RE = re.compile(r"^<(https://[^<>\s]+/unsubscribe/([A-Za-z0-9_.\-]+))>$")
 VERP_RE = re.compile(r"^bounces\+([A-Za-z0-9_.\-]+)@(.+)$")
@@ -74,7 +82,9 @@ def unsubscribe_token(msg: Message) -> tuple[str, str]:
     match = UNSUB_RE.match(value)
     assert match, f"List-Unsubscribe is {value!r}"
     posts = msg.get_all("List-Unsubscribe-Post")
-    assert posts is not None and len(posts) == 1 and str(posts[0]) == "List-Unsubscribe=One-Click", f"List-Unsubscribe-Post is {posts!r}"
+    assert posts is not None and len(posts) == 1 and str(posts[0]) == "List-Unsubscribe=One-Click", (
+        f"List-Unsubscribe-Post is {posts!r}"
+    )
     return match.group(1), match.group(2)
 
 
@@ -100,9 +110,23 @@ class Row:
 
 def edition_rows(store: Store, edition_id: int) -> list[Row]:
     with store.engine.connect() as conn:
-        result = conn.execute(sa.select(deliveries).where(deliveries.c.edition_id == edition_id).order_by(deliveries.c.id)).all()
+        result = conn.execute(
+            sa.select(deliveries).where(deliveries.c.edition_id == edition_id).order_by(deliveries.c.id)
+        ).all()
     return [
-        Row(r.id, r.subscriber_id, r.variant_id, r.email.lower(), r.message_id, DeliveryState(r.state), r.attempts, r.next_attempt_at, r.last_code, r.last_reply or "", r.updated_at)
+        Row(
+            r.id,
+            r.subscriber_id,
+            r.variant_id,
+            r.email.lower(),
+            r.message_id,
+            DeliveryState(r.state),
+            r.attempts,
+            r.next_attempt_at,
+            r.last_code,
+            r.last_reply or "",
+            r.updated_at,
+        )
         for r in result
     ]
 
@@ -178,7 +202,9 @@ def check_delivery(
     if expected is not None:
         want = {e.lower() for e in expected}
         have = {r.email for r in rows}
-        assert have == want, f"rows missing for {sorted(want - have)[:10]}, unexpected rows for {sorted(have - want)[:10]}"
+        assert have == want, (
+            f"rows missing for {sorted(want - have)[:10]}, unexpected rows for {sorted(have - want)[:10]}"
+        )
     by_email = {r.email: r for r in rows}
     heads = {id(m): header_fields(m.raw) for m in sink_messages}
     messages = [m for m in sink_messages if header(heads[id(m)], "X-Newsletter-Edition") == key]
@@ -194,7 +220,9 @@ def check_delivery(
         assert got_id == row.message_id, f"{rcpt}: Message-ID {got_id} is not the row's {row.message_id}"
         assert_wire_format(m.raw)
         _, token = unsubscribe_token(head)
-        assert signer.read(Purpose.UNSUBSCRIBE, token) == row.subscriber_id, f"{rcpt}: unsubscribe link names someone else"
+        assert signer.read(Purpose.UNSUBSCRIBE, token) == row.subscriber_id, (
+            f"{rcpt}: unsubscribe link names someone else"
+        )
         verp = VERP_RE.match(m.mail_from)
         assert verp, f"{rcpt}: envelope sender {m.mail_from!r} is not a VERP address"
         assert signer.read(Purpose.BOUNCE, verp.group(1)) == row.id, f"{rcpt}: VERP token names another row"

@@ -30,7 +30,20 @@ COMMANDS = _commands(main)
 
 def test_the_cli_has_the_commands_the_issues_name() -> None:
     names = {" ".join(c) for c in COMMANDS}
-    for expected in ("send", "preview", "demo", "sink", "editions", "subscribers add", "subscribers import", "subscribers export", "subscribers reactivate", "bounces", "worker", "db upgrade"):
+    for expected in (
+        "send",
+        "preview",
+        "demo",
+        "sink",
+        "editions",
+        "subscribers add",
+        "subscribers import",
+        "subscribers export",
+        "subscribers reactivate",
+        "bounces",
+        "worker",
+        "db upgrade",
+    ):
         assert expected in names
 
 
@@ -45,6 +58,8 @@ def test_every_command_is_in_the_readme_and_has_help(path: tuple[str, ...]) -> N
 @pytest.mark.parametrize("key,variable", [(k, v) for k, v, _ in describe_keys()])
 def test_every_configuration_key_is_documented(key: str, variable: str) -> None:
     section, name = key.split(".")
-    assert f"`{key}`" in README or f"`{section}.{name}` /" in README or f"/ `{key}`" in README, f"README does not document {key}"
+    assert f"`{key}`" in README or f"`{section}.{name}` /" in README or f"/ `{key}`" in README, (
+        f"README does not document {key}"
+    )
     if variable not in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD"):
         assert f"{name} =" in TOML or f"# {name} =" in TOML, f"newsletter.toml does not show {key}"

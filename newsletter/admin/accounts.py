@@ -52,7 +52,10 @@ def role_at_least(role: str, needed: str) -> bool:
 
 def check_password_rules(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise AccountError(f"the password must have at least {MIN_PASSWORD} characters", hint="Use a passphrase of several words.")
+        raise AccountError(
+            f"the password must have at least {MIN_PASSWORD} characters",
+            hint="Use a passphrase of several words.",
+        )
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password must have at most {MAX_PASSWORD} characters")
 
@@ -84,7 +87,10 @@ class Accounts:
         check_password_rules(password)
         user = self.store.create_user(email=address, role=role, password_hash=_hasher.hash(password))
         if user is None:
-            raise AccountError(f"{address} already has an account", hint="'newsletter admin set-password EMAIL' changes its password.")
+            raise AccountError(
+                f"{address} already has an account",
+                hint="'newsletter admin set-password EMAIL' changes its password.",
+            )
         return user
 
     def set_password(self, email: str, password: str) -> Operator:
@@ -101,7 +107,11 @@ class Accounts:
         user = self.store.get_user(user_id)
         if user is None:
             raise AccountError(f"no user #{user_id}")
-        if user.role == "admin" and role != "admin" and sum(1 for u in self.store.list_users() if u.role == "admin") == 1:
+        if (
+            user.role == "admin"
+            and role != "admin"
+            and sum(1 for u in self.store.list_users() if u.role == "admin") == 1
+        ):
             raise AccountError("that is the last admin", hint="Make another user admin first.")
         self.store.set_role(user_id, role)
         return user
@@ -117,25 +127,33 @@ class Accounts:
             raise LoginRefused("wrong address or password")
         if user.locked_until is not None and user.locked_until > now:
             raise LoginRefused(
-                "this account is locked after too many wrong passwords", hint=f"Try again after {user.locked_until:%H:%M} UTC."
+                "this account is locked after too many wrong passwords",
+                hint=f"Try again after {user.locked_until:%H:%M} UTC.",
             )
         if not _verify(user.password_hash, password):
             after = self.store.record_failed_login(user.id, lock_after=LOCK_AFTER, lock_for=LOCK_FOR)
             if after.locked_until is not None and after.locked_until > now:
-                raise LoginRefused("this account is locked after too many wrong passwords", hint=f"Try again after {after.locked_until:%H:%M} UTC.")
+                raise LoginRefused(
+                    "this account is locked after too many wrong passwords",
+                    hint=f"Try again after {after.locked_until:%H:%M} UTC.",
+                )
             raise LoginRefused("wrong address or password")
         if _hasher.check_needs_rehash(user.password_hash):
             self.store.set_password(user.id, _hasher.hash(password))
         self.store.record_login(user.id)
         return user
 
-    def start_session(self, user: Operator, *, client: str, previous: str | None = None) -> tuple[str, SignedIn]:
+    def start_session(
+        self, user: Operator, *, client: str, previous: str | None = None
+    ) -> tuple[str, SignedIn]:
         """A fresh session (the cookie value, and the session); ``previous`` (the old cookie) is ended."""
         if previous:
             self.store.delete_session(digest(previous))
         self.store.delete_idle_sessions(idle=self.idle)  # sweep sessions that ended by idling
         cookie = secrets.token_urlsafe(32)
-        self.store.create_session(id_hash=digest(cookie), user_id=user.id, csrf_token=secrets.token_urlsafe(32), client=client)
+        self.store.create_session(
+            id_hash=digest(cookie), user_id=user.id, csrf_token=secrets.token_urlsafe(32), client=client
+        )
         session = self.store.get_session(digest(cookie))
         assert session is not None
         return cookie, SignedIn(user, session)
@@ -166,7 +184,9 @@ class Accounts:
     def issue_token(self, user: Operator, name: str) -> tuple[str, int]:
         """A new token for ``user`` (the only time it is seen in the clear) and its id."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token_id = self.store.create_token(user_id=user.id, name=name.strip() or "token", token_hash=digest(token), prefix=token[:10])
+        token_id = self.store.create_token(
+            user_id=user.id, name=name.strip() or "token", token_hash=digest(token), prefix=token[:10]
+        )
         return token, token_id
 
     def token_user(self, token: str) -> tuple[ApiToken, Operator] | None:

@@ -42,7 +42,9 @@ spec = SpecTree(
     path=DOCS_PATH,
     annotations=False,
     mode="strict",  # the document lists the API only, not the console's pages
-    security_schemes=[SecurityScheme(name="token", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))],
+    security_schemes=[
+        SecurityScheme(name="token", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))
+    ],
     security={"token": []},
 )
 
@@ -115,7 +117,9 @@ class NewReader(BaseModel):
 
 
 class ReaderChange(BaseModel):
-    topics: list[str] | None = Field(None, max_length=50, description="empty for every topic; absent: unchanged")
+    topics: list[str] | None = Field(
+        None, max_length=50, description="empty for every topic; absent: unchanged"
+    )
     cadence: Cadence | None = None
     paused: bool | None = None
 
@@ -138,7 +142,9 @@ class TestSend(BaseModel):
 
 class SendNow(BaseModel):
     schedule: str = Field(max_length=50, description="daily, weekly or manual (everyone)")
-    confirm_count: int = Field(description="the reader count from GET /api/v1/send/audience; a mismatch is refused (409)")
+    confirm_count: int = Field(
+        description="the reader count from GET /api/v1/send/audience; a mismatch is refused (409)"
+    )
 
 
 class AudienceQuery(BaseModel):
@@ -174,9 +180,17 @@ def needs(role: str) -> Callable[[Endpoint], Endpoint]:
             console: Console = request.app.state.console
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
-            found = await run_in_threadpool(console.accounts.token_user, token.strip()) if scheme.lower() == "bearer" else None
+            found = (
+                await run_in_threadpool(console.accounts.token_user, token.strip())
+                if scheme.lower() == "bearer"
+                else None
+            )
             if found is None:
-                raise Refused(401, "a valid API token is needed (Authorization: Bearer nlk_...)", hint="Make one on the console's API tokens page.")
+                raise Refused(
+                    401,
+                    "a valid API token is needed (Authorization: Bearer nlk_...)",
+                    hint="Make one on the console's API tokens page.",
+                )
             _token, operator = found
             if not role_at_least(operator.role, role):
                 raise Refused(403, f"this call needs the {role} role; the token's owner is {operator.role}")
@@ -190,17 +204,39 @@ def needs(role: str) -> Callable[[Endpoint], Endpoint]:
 
 def audit(request: Request, action: str, target: str = "", detail: str = "") -> None:
     console: Console = request.app.state.console
-    console.store.accounts.audit(actor=request.state.operator.email, action=action, target=target, detail=detail + " (API)", client=client_of(request))
+    console.store.accounts.audit(
+        actor=request.state.operator.email,
+        action=action,
+        target=target,
+        detail=detail + " (API)",
+        client=client_of(request),
+    )
 
 
 def _edition(e: Edition) -> dict[str, Any]:
-    return {"id": e.id, "key": e.key, "schedule": e.schedule, "status": e.status.value, "reason": e.reason, "started_at": e.started_at, "finished_at": e.finished_at, "counts": e.counts}
+    return {
+        "id": e.id,
+        "key": e.key,
+        "schedule": e.schedule,
+        "status": e.status.value,
+        "reason": e.reason,
+        "started_at": e.started_at,
+        "finished_at": e.finished_at,
+        "counts": e.counts,
+    }
 
 
 def _reader(s: Subscriber) -> dict[str, Any]:
     return {
-        "id": s.id, "email": s.email, "name": s.name, "status": s.status.value, "topics": list(s.topics), "cadence": s.cadence.value,
-        "paused": s.paused, "created_at": s.created_at, "last_digest_at": s.last_digest_at,
+        "id": s.id,
+        "email": s.email,
+        "name": s.name,
+        "status": s.status.value,
+        "topics": list(s.topics),
+        "cadence": s.cadence.value,
+        "paused": s.paused,
+        "created_at": s.created_at,
+        "last_digest_at": s.last_digest_at,
     }
 
 
@@ -236,7 +272,11 @@ async def get_edition(request: Request) -> Response:
         raise Refused(404, f"no edition #{edition_id}")
     replies = await run_in_threadpool(console.store.outbox.failure_replies, edition_id)
     variants = await run_in_threadpool(console.store.editions.list_variants, edition_id)
-    data = {**_edition(edition), "failure_replies": [{"code": c, "reply": r, "count": n} for c, r, n in replies], "variants": [v.id for v in variants]}
+    data = {
+        **_edition(edition),
+        "failure_replies": [{"code": c, "reply": r, "count": n} for c, r, n in replies],
+        "variants": [v.id for v in variants],
+    }
     return _json(EditionDetail, data)
 
 
@@ -245,7 +285,9 @@ async def get_edition(request: Request) -> Response:
 async def pause_edition(request: Request) -> Response:
     """Pause a sending edition (rows not yet sent wait)."""
     console: Console = request.app.state.console
-    edition = await run_in_threadpool(console.engine.pause, request.path_params["edition_id"], by=request.state.operator.email)
+    edition = await run_in_threadpool(
+        console.engine.pause, request.path_params["edition_id"], by=request.state.operator.email
+    )
     await run_in_threadpool(audit, request, "edition.pause", edition.key)
     return _json(EditionOut, _edition(edition))
 
@@ -267,9 +309,19 @@ async def list_readers(request: Request) -> Response:
     q: ReaderQuery = request.context.query  # type: ignore[attr-defined]
     console: Console = request.app.state.console
     found, total = await run_in_threadpool(
-        console.store.console.search_subscribers, query=q.q.strip(), status=q.status.value if q.status else None, limit=q.per_page, offset=(q.page - 1) * q.per_page
+        console.store.console.search_subscribers,
+        query=q.q.strip(),
+        status=q.status.value if q.status else None,
+        limit=q.per_page,
+        offset=(q.page - 1) * q.per_page,
     )
-    data = {"items": [_reader(s) for s in found], "page": q.page, "per_page": q.per_page, "total": total, "pages": max(1, math.ceil(total / q.per_page))}
+    data = {
+        "items": [_reader(s) for s in found],
+        "page": q.page,
+        "per_page": q.per_page,
+        "total": total,
+        "pages": max(1, math.ceil(total / q.per_page)),
+    }
     return _json(ReaderPage, data)
 
 
@@ -277,19 +329,27 @@ async def list_readers(request: Request) -> Response:
 @spec.validate(resp=Resp(HTTP_200=ReaderOut, HTTP_404=ApiError, **ERRORS), tags=["readers"])
 async def get_reader(request: Request) -> Response:
     console: Console = request.app.state.console
-    reader = await run_in_threadpool(console.store.subscribers.get_subscriber, request.path_params["reader_id"])
+    reader = await run_in_threadpool(
+        console.store.subscribers.get_subscriber, request.path_params["reader_id"]
+    )
     if reader is None:
         raise Refused(404, "no such reader")
     return _json(ReaderOut, _reader(reader))
 
 
 @needs("editor")
-@spec.validate(json=NewReader, resp=Resp(HTTP_201=ReaderOut, HTTP_200=ReaderOut, HTTP_400=ApiError, **ERRORS), tags=["readers"])
+@spec.validate(
+    json=NewReader,
+    resp=Resp(HTTP_201=ReaderOut, HTTP_200=ReaderOut, HTTP_400=ApiError, **ERRORS),
+    tags=["readers"],
+)
 async def create_reader(request: Request) -> Response:
     """Add an active reader (an existing address is returned unchanged, 200)."""
     body: NewReader = request.context.json  # type: ignore[attr-defined]
     console: Console = request.app.state.console
-    reader, created = await run_in_threadpool(add_subscriber, console.store, body.email, name=body.name, topics=body.topics)
+    reader, created = await run_in_threadpool(
+        add_subscriber, console.store, body.email, name=body.name, topics=body.topics
+    )
     await run_in_threadpool(audit, request, "reader.add" if created else "reader.add-existing", reader.email)
     return _json(ReaderOut, _reader(reader), 201 if created else 200)
 
@@ -302,14 +362,23 @@ async def reactivate_reader(request: Request) -> Response:
     reader = await run_in_threadpool(store.subscribers.get_subscriber, request.path_params["reader_id"])
     if reader is None:
         raise Refused(404, "no such reader")
-    await run_in_threadpool(store.subscribers.set_status, reader.id, SubscriberStatus.ACTIVE, reason=f"reactivated by {request.state.operator.email}")
+    await run_in_threadpool(
+        store.subscribers.set_status,
+        reader.id,
+        SubscriberStatus.ACTIVE,
+        reason=f"reactivated by {request.state.operator.email}",
+    )
     await run_in_threadpool(audit, request, "reader.reactivate", reader.email, f"was {reader.status.value}")
     fresh = await run_in_threadpool(store.subscribers.get_subscriber, reader.id)
     return _json(ReaderOut, _reader(fresh or reader))
 
 
 @needs("editor")
-@spec.validate(json=ReaderChange, resp=Resp(HTTP_200=ReaderOut, HTTP_400=ApiError, HTTP_404=ApiError, **ERRORS), tags=["readers"])
+@spec.validate(
+    json=ReaderChange,
+    resp=Resp(HTTP_200=ReaderOut, HTTP_400=ApiError, HTTP_404=ApiError, **ERRORS),
+    tags=["readers"],
+)
 async def change_reader(request: Request) -> Response:
     """Change a reader's topics, cadence or pause (fields left out stay as they are)."""
     body: ReaderChange = request.context.json  # type: ignore[attr-defined]
@@ -321,8 +390,16 @@ async def change_reader(request: Request) -> Response:
     topics = parse_topics(body.topics) if body.topics is not None else reader.topics
     cadence = body.cadence or reader.cadence
     paused = reader.paused if body.paused is None else body.paused
-    await run_in_threadpool(store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused)
-    await run_in_threadpool(audit, request, "reader.edit", reader.email, f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}")
+    await run_in_threadpool(
+        store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused
+    )
+    await run_in_threadpool(
+        audit,
+        request,
+        "reader.edit",
+        reader.email,
+        f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}",
+    )
     fresh = await run_in_threadpool(store.subscribers.get_subscriber, reader.id)
     return _json(ReaderOut, _reader(fresh or reader))
 
@@ -332,7 +409,9 @@ async def change_reader(request: Request) -> Response:
 async def delete_reader(request: Request) -> Response:
     """Remove a reader and forget their delivery history."""
     console: Console = request.app.state.console
-    reader = await run_in_threadpool(console.store.subscribers.get_subscriber, request.path_params["reader_id"])
+    reader = await run_in_threadpool(
+        console.store.subscribers.get_subscriber, request.path_params["reader_id"]
+    )
     if reader is None:
         raise Refused(404, "no such reader")
     await run_in_threadpool(console.store.subscribers.remove_subscriber, reader.email)
@@ -341,13 +420,24 @@ async def delete_reader(request: Request) -> Response:
 
 
 @needs("editor")
-@spec.validate(query=PreviewQuery, resp=Resp(HTTP_200=PreviewOut, HTTP_400=ApiError, **ERRORS), tags=["sending"])
+@spec.validate(
+    query=PreviewQuery, resp=Resp(HTTP_200=PreviewOut, HTTP_400=ApiError, **ERRORS), tags=["sending"]
+)
 async def preview(request: Request) -> Response:
     """The digest this reader would get now (empty subject and html when nothing is new)."""
     q: PreviewQuery = request.context.query  # type: ignore[attr-defined]
     console: Console = request.app.state.console
     p = await run_in_threadpool(console.engine.preview, q.email)
-    return _json(PreviewOut, {"email": p.subscriber.email, "subject": p.subject, "reports": [r.title for r in p.selection.reports], "html": p.html, "text": p.text})
+    return _json(
+        PreviewOut,
+        {
+            "email": p.subscriber.email,
+            "subject": p.subject,
+            "reports": [r.title for r in p.selection.reports],
+            "html": p.html,
+            "text": p.text,
+        },
+    )
 
 
 @needs("editor")
@@ -363,7 +453,9 @@ async def test_send(request: Request) -> Response:
 
 
 @needs("editor")
-@spec.validate(query=AudienceQuery, resp=Resp(HTTP_200=Audience, HTTP_400=ApiError, **ERRORS), tags=["sending"])
+@spec.validate(
+    query=AudienceQuery, resp=Resp(HTTP_200=Audience, HTTP_400=ApiError, **ERRORS), tags=["sending"]
+)
 async def audience(request: Request) -> Response:
     """How many readers an edition of ``schedule`` would mail now: the number to confirm a send with."""
     console: Console = request.app.state.console
@@ -373,23 +465,41 @@ async def audience(request: Request) -> Response:
 
 
 @needs("editor")
-@spec.validate(json=SendNow, resp=Resp(HTTP_202=EditionOut, HTTP_409=ApiError, HTTP_400=ApiError, **ERRORS), tags=["sending"])
+@spec.validate(
+    json=SendNow,
+    resp=Resp(HTTP_202=EditionOut, HTTP_409=ApiError, HTTP_400=ApiError, **ERRORS),
+    tags=["sending"],
+)
 async def send_now(request: Request) -> Response:
     """Start an edition of a schedule now; refused (409) unless confirm_count equals the audience."""
     body: SendNow = request.context.json  # type: ignore[attr-defined]
     console: Console = request.app.state.console
     readers = await run_in_threadpool(console.engine.audience, body.schedule)
     if body.confirm_count != readers or readers == 0:
-        raise Refused(409, f"confirm_count is {body.confirm_count} but {readers} readers would get this edition now", hint="GET /api/v1/send/audience and confirm that number.")
+        raise Refused(
+            409,
+            f"confirm_count is {body.confirm_count} but {readers} readers would get this edition now",
+            hint="GET /api/v1/send/audience and confirm that number.",
+        )
     edition = await run_in_threadpool(console.engine.start_send, body.schedule)
     await run_in_threadpool(audit, request, "edition.send", edition.key, f"{readers} readers")
     return _json(EditionOut, _edition(edition), 202)
 
 
 class ImportQuery(BaseModel):
-    format: str | None = Field(None, max_length=20, description="the tool that made the file (newsletter, mailchimp, listmonk, substack, ghost); default: detected from the header")
-    update: bool = Field(False, description="also update names, topics and cadences of readers already on the list")
-    map: list[str] = Field(default_factory=list, max_length=5, description="FIELD=COLUMN, e.g. email=E-Mail (repeat for several fields)")
+    format: str | None = Field(
+        None,
+        max_length=20,
+        description="the tool that made the file (newsletter, mailchimp, listmonk, substack, ghost); default: detected from the header",
+    )
+    update: bool = Field(
+        False, description="also update names, topics and cadences of readers already on the list"
+    )
+    map: list[str] = Field(
+        default_factory=list,
+        max_length=5,
+        description="FIELD=COLUMN, e.g. email=E-Mail (repeat for several fields)",
+    )
 
 
 class BadRowOut(BaseModel):
@@ -408,7 +518,11 @@ class ImportOut(BaseModel):
 
 
 @needs("editor")
-@spec.validate(query=ImportQuery, resp=Resp(HTTP_200=ImportOut, HTTP_400=ApiError, HTTP_413=ApiError, **ERRORS), tags=["readers"])
+@spec.validate(
+    query=ImportQuery,
+    resp=Resp(HTTP_200=ImportOut, HTTP_400=ApiError, HTTP_413=ApiError, **ERRORS),
+    tags=["readers"],
+)
 async def import_readers(request: Request) -> Response:
     """Import a CSV sent as the request body (text/csv, UTF-8, at most 5 MB) with the CLI's presets."""
     q: ImportQuery = request.context.query  # type: ignore[attr-defined]
@@ -417,18 +531,31 @@ async def import_readers(request: Request) -> Response:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_UPLOAD:
-            raise Refused(413, "the file is larger than 5 MB", hint="Split it, or use 'newsletter subscribers import' on the server.")
+            raise Refused(
+                413,
+                "the file is larger than 5 MB",
+                hint="Split it, or use 'newsletter subscribers import' on the server.",
+            )
     mapping = parse_mapping(q.map)
     try:
         text = bytes(body).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise Refused(400, "the body is not UTF-8 text", hint="Send the CSV as UTF-8.") from exc
     upload = Upload(owner="api", filename="request body", text=text, at=0.0)
-    result = await run_in_threadpool(run_import, console.store, upload, fmt=q.format, mapping=mapping, update=q.update)
-    await run_in_threadpool(audit, request, "readers.import", "request body", f"{result.format}: {result.summary()}")
+    result = await run_in_threadpool(
+        run_import, console.store, upload, fmt=q.format, mapping=mapping, update=q.update
+    )
+    await run_in_threadpool(
+        audit, request, "readers.import", "request body", f"{result.format}: {result.summary()}"
+    )
     data = {
-        "format": result.format, "added": result.added, "updated": result.updated, "unchanged": result.unchanged, "suppressed": result.suppressed,
-        "invalid": result.invalid, "bad_rows": [{"line": b.line, "reason": b.reason} for b in result.bad_rows[:1000]],
+        "format": result.format,
+        "added": result.added,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "suppressed": result.suppressed,
+        "invalid": result.invalid,
+        "bad_rows": [{"line": b.line, "reason": b.reason} for b in result.bad_rows[:1000]],
     }
     return _json(ImportOut, data)
 
@@ -459,7 +586,11 @@ async def openapi(request: Request) -> Response:
 @token_or_session
 async def docs(request: Request) -> Response:
     template = spec.config.page_templates["swagger"]
-    return HTMLResponse(template.format(spec_url="/api/v1/openapi.json", spec_path=DOCS_PATH, **spec.config.swagger_oauth2_config()))
+    return HTMLResponse(
+        template.format(
+            spec_url="/api/v1/openapi.json", spec_path=DOCS_PATH, **spec.config.swagger_oauth2_config()
+        )
+    )
 
 
 def api_routes(console: Console) -> list[BaseRoute]:

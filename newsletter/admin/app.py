@@ -30,7 +30,15 @@ def create_console(service: Service, *, dev: bool = False) -> Starlette:
         assert isinstance(exc, Refused)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=exc.status)
-        return console.page(request, "error.html", signed=None, status=exc.status, title="Refused", message=exc.message, hint=exc.hint)
+        return console.page(
+            request,
+            "error.html",
+            signed=None,
+            status=exc.status,
+            title="Refused",
+            message=exc.message,
+            hint=exc.hint,
+        )
 
     async def needs_login(request: Request, exc: Exception) -> Response:
         return RedirectResponse("/admin/login", status_code=303)
@@ -50,7 +58,13 @@ def create_console(service: Service, *, dev: bool = False) -> Starlette:
     app = Starlette(
         routes=[*console_routes(console), *api_routes(console)],
         middleware=[Middleware(ConsoleHeaders), Middleware(OffUntilUsers, console=console)],
-        exception_handlers={Refused: refused, NeedsLogin: needs_login, NewsletterError: operator_error, HTTPException: http_error, 500: server_error},
+        exception_handlers={
+            Refused: refused,
+            NeedsLogin: needs_login,
+            NewsletterError: operator_error,
+            HTTPException: http_error,
+            500: server_error,
+        },
     )
     register_api(app)
     app.state.console = console
@@ -65,7 +79,11 @@ class OffUntilUsers:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not await run_in_threadpool(self.console.enabled):
-            response = Response("The operator console is off: create its first user with 'newsletter admin create-user EMAIL --role admin'.\n", status_code=404, media_type="text/plain")
+            response = Response(
+                "The operator console is off: create its first user with 'newsletter admin create-user EMAIL --role admin'.\n",
+                status_code=404,
+                media_type="text/plain",
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

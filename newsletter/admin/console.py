@@ -50,12 +50,31 @@ class Pages:
 
     # -- login --------------------------------------------------------------------------
 
-    async def login_form(self, request: Request, *, status: int = 200, error: str = "", email: str = "") -> Response:
+    async def login_form(
+        self, request: Request, *, status: int = 200, error: str = "", email: str = ""
+    ) -> Response:
         import secrets
 
         token = secrets.token_urlsafe(24)
-        response = self.c.page(request, "login.html", signed=None, status=status, title="Sign in", login_token=token, error=error, email=email)
-        response.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/admin/login", httponly=True, samesite="strict", secure=not self.c.dev)
+        response = self.c.page(
+            request,
+            "login.html",
+            signed=None,
+            status=status,
+            title="Sign in",
+            login_token=token,
+            error=error,
+            email=email,
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            token,
+            max_age=3600,
+            path="/admin/login",
+            httponly=True,
+            samesite="strict",
+            secure=not self.c.dev,
+        )
         return response
 
     async def login(self, request: Request) -> Response:
@@ -67,24 +86,41 @@ class Pages:
         wait = self.c.login_limiter.hit(client)
         if wait:
             await run_in_threadpool(self.c.audit, request, "-", "login.limited")
-            raise Refused(429, f"too many sign-in attempts from your address; try again in {int(wait // 60) + 1} minutes")
+            raise Refused(
+                429,
+                f"too many sign-in attempts from your address; try again in {int(wait // 60) + 1} minutes",
+            )
         form = await read_form(request)
         token, cookie = str(form.get("login_token") or ""), request.cookies.get(LOGIN_COOKIE, "")
         if not token or token != cookie:
-            raise Refused(403, "the sign-in form's security token is missing or stale", hint="Reload the sign-in page.")
+            raise Refused(
+                403, "the sign-in form's security token is missing or stale", hint="Reload the sign-in page."
+            )
         email, password = str(form.get("email") or "")[:320], str(form.get("password") or "")
         try:
             user = await run_in_threadpool(self.c.accounts.authenticate, email, password)
         except LoginRefused as exc:
             await run_in_threadpool(self.c.audit, request, email or "-", "login.failed", detail=exc.message)
             message = exc.message + (f" {exc.hint}" if exc.hint else "")
-            return await self.login_form(request, status=401, error=message[:1].upper() + message[1:], email=email)
+            return await self.login_form(
+                request, status=401, error=message[:1].upper() + message[1:], email=email
+            )
         cookie_value, _signed = await run_in_threadpool(
-            self.c.accounts.start_session, user, client=client, previous=request.cookies.get(self.c.cookie_name)
+            self.c.accounts.start_session,
+            user,
+            client=client,
+            previous=request.cookies.get(self.c.cookie_name),
         )
         await run_in_threadpool(self.c.audit, request, user.email, "login")
         response = see_other("/admin/")
-        response.set_cookie(self.c.cookie_name, cookie_value, path="/", httponly=True, samesite="strict", secure=not self.c.dev)
+        response.set_cookie(
+            self.c.cookie_name,
+            cookie_value,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=not self.c.dev,
+        )
         response.delete_cookie(LOGIN_COOKIE, path="/admin/login")
         return response
 
@@ -93,7 +129,9 @@ class Pages:
         await run_in_threadpool(self.c.accounts.end_session, request.cookies.get(self.c.cookie_name))
         await run_in_threadpool(self.c.audit, request, signed.operator.email, "logout")
         response = see_other("/admin/login")
-        response.delete_cookie(self.c.cookie_name, path="/", secure=not self.c.dev, httponly=True, samesite="strict")
+        response.delete_cookie(
+            self.c.cookie_name, path="/", secure=not self.c.dev, httponly=True, samesite="strict"
+        )
         return response
 
     # -- dashboard -----------------------------------------------------------------------------
@@ -116,7 +154,15 @@ class Pages:
 
         data = await run_in_threadpool(gather)
         peak = max([1] + [max(w.signups, w.confirmations, w.unsubscribes, w.bounces) for w in data["growth"]])
-        return self.c.page(request, "dashboard.html", signed=signed, title="Dashboard", peak=peak, states=[s.value for s in DeliveryState], **data)
+        return self.c.page(
+            request,
+            "dashboard.html",
+            signed=signed,
+            title="Dashboard",
+            peak=peak,
+            states=[s.value for s in DeliveryState],
+            **data,
+        )
 
     async def progress(self, request: Request) -> Response:
         """JSON for the pages' polling: status and counts of the editions asked for (or the recent ones)."""
@@ -124,10 +170,21 @@ class Pages:
         wanted = [int(x) for x in request.query_params.getlist("id") if x.isdigit()][:20]
 
         def read() -> list[dict[str, Any]]:
-            editions = [e for e in (self.store.editions.get_edition(i) for i in wanted) if e] if wanted else self.store.editions.list_editions(limit=10)
+            editions = (
+                [e for e in (self.store.editions.get_edition(i) for i in wanted) if e]
+                if wanted
+                else self.store.editions.list_editions(limit=10)
+            )
             return [
-                {"id": e.id, "key": e.key, "status": e.status.value, "reason": e.reason, "counts": e.counts, "total": sum(e.counts.values()),
-                 "done": sum(n for s, n in e.counts.items() if s not in ("pending", "sending"))}
+                {
+                    "id": e.id,
+                    "key": e.key,
+                    "status": e.status.value,
+                    "reason": e.reason,
+                    "counts": e.counts,
+                    "total": sum(e.counts.values()),
+                    "done": sum(n for s, n in e.counts.items() if s not in ("pending", "sending")),
+                }
                 for e in editions
             ]
 
@@ -150,7 +207,9 @@ class Pages:
 
         def gather() -> dict[str, Any]:
             edition = self.c.engine.edition(edition_id)
-            rows, total = self.store.console.edition_rows(edition_id, state=state, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+            rows, total = self.store.console.edition_rows(
+                edition_id, state=state, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+            )
             return {
                 "edition": edition,
                 "variants": self.store.editions.list_variants(edition_id),
@@ -163,8 +222,16 @@ class Pages:
         data = await run_in_threadpool(gather)
         archive = self.c.settings.site.base_url.rstrip("/") + "/archive"
         return self.c.page(
-            request, "edition.html", signed=signed, title=f"Edition {data['edition'].key}", state=state, page=page,
-            states=[s.value for s in DeliveryState], archive=archive, active=data["edition"].status in ACTIVE, **data
+            request,
+            "edition.html",
+            signed=signed,
+            title=f"Edition {data['edition'].key}",
+            state=state,
+            page=page,
+            states=[s.value for s in DeliveryState],
+            archive=archive,
+            active=data["edition"].status in ACTIVE,
+            **data,
         )
 
     async def variant(self, request: Request) -> Response:
@@ -175,7 +242,14 @@ class Pages:
         variant = next((v for v in variants if v.id == variant_id), None)
         if variant is None:
             raise Refused(404, f"edition #{edition_id} has no variant #{variant_id}")
-        return self.c.page(request, "variant.html", signed=signed, title=variant.subject or f"Variant {variant_id}", variant=variant, edition_id=edition_id)
+        return self.c.page(
+            request,
+            "variant.html",
+            signed=signed,
+            title=variant.subject or f"Variant {variant_id}",
+            variant=variant,
+            edition_id=edition_id,
+        )
 
     async def variant_frame(self, request: Request) -> Response:
         await self.c.signed_in(request)
@@ -185,7 +259,9 @@ class Pages:
         if variant is None:
             raise Refused(404, "no such variant")
         # The reader's personal links are not kept; the web copy shows the digest itself.
-        return HTMLResponse(web_version(variant.html, manage_url=self.c.settings.site.base_url.rstrip("/") + "/manage"))
+        return HTMLResponse(
+            web_version(variant.html, manage_url=self.c.settings.site.base_url.rstrip("/") + "/manage")
+        )
 
     async def pause(self, request: Request) -> Response:
         signed, _form = await self.c.posted(request, "editor")
@@ -210,7 +286,15 @@ class Pages:
         audience = None
         if schedule in schedules:
             audience = await run_in_threadpool(self.c.engine.audience, schedule)
-        return self.c.page(request, "send.html", signed=signed, title="Send now", schedules=schedules, schedule=schedule if audience is not None else None, audience=audience)
+        return self.c.page(
+            request,
+            "send.html",
+            signed=signed,
+            title="Send now",
+            schedules=schedules,
+            schedule=schedule if audience is not None else None,
+            audience=audience,
+        )
 
     async def send(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "editor")
@@ -219,11 +303,17 @@ class Pages:
         audience = await run_in_threadpool(self.c.engine.audience, schedule)
         if confirmed != str(audience):
             # The list changed since the confirmation was shown, or it was never shown: ask again.
-            raise Refused(409, f"the confirmation was for {confirmed or 'no'} readers but {audience} would get this edition now", hint="Confirm again.")
+            raise Refused(
+                409,
+                f"the confirmation was for {confirmed or 'no'} readers but {audience} would get this edition now",
+                hint="Confirm again.",
+            )
         if audience == 0:
             raise Refused(409, "no reader has anything new; nothing to send")
         edition = await run_in_threadpool(self.c.engine.start_send, schedule)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "edition.send", edition.key, f"{audience} readers")
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "edition.send", edition.key, f"{audience} readers"
+        )
         return see_other(f"/admin/editions/{edition.id}")
 
     # -- readers -------------------------------------------------------------------------------------
@@ -234,10 +324,25 @@ class Pages:
         wanted = request.query_params.get("status") or None
         chosen = wanted if wanted in {s.value for s in SubscriberStatus} else None
         page = page_number(request)
-        found, total = await run_in_threadpool(self.store.console.search_subscribers, query=query, status=chosen, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        found, total = await run_in_threadpool(
+            self.store.console.search_subscribers,
+            query=query,
+            status=chosen,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+        )
         return self.c.page(
-            request, "readers.html", signed=signed, title="Readers", readers=found, total=total, q=query, status_filter=chosen, page=page,
-            pages=max(1, math.ceil(total / PAGE_SIZE)), statuses=[s.value for s in SubscriberStatus],
+            request,
+            "readers.html",
+            signed=signed,
+            title="Readers",
+            readers=found,
+            total=total,
+            q=query,
+            status_filter=chosen,
+            page=page,
+            pages=max(1, math.ceil(total / PAGE_SIZE)),
+            statuses=[s.value for s in SubscriberStatus],
         )
 
     async def reader(self, request: Request) -> Response:
@@ -247,7 +352,11 @@ class Pages:
         def gather() -> dict[str, Any]:
             reader = self.store.subscribers.get_subscriber(reader_id)
             if reader is None:
-                raise Refused(404, f"no reader #{reader_id}", hint="They may have been removed; the audit log says by whom.")
+                raise Refused(
+                    404,
+                    f"no reader #{reader_id}",
+                    hint="They may have been removed; the audit log says by whom.",
+                )
             return {
                 "reader": reader,
                 "deliveries": self.store.console.subscriber_rows(reader_id),
@@ -261,16 +370,38 @@ class Pages:
     async def add_reader(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "editor")
         reader, created = await run_in_threadpool(
-            add_subscriber, self.store, str(form.get("email") or ""), name=str(form.get("name") or ""), topics=str(form.get("topics") or "")
+            add_subscriber,
+            self.store,
+            str(form.get("email") or ""),
+            name=str(form.get("name") or ""),
+            topics=str(form.get("topics") or ""),
         )
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.add" if created else "reader.add-existing", reader.email)
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "reader.add" if created else "reader.add-existing",
+            reader.email,
+        )
         return see_other(f"/admin/readers/{reader.id}")
 
     async def reactivate(self, request: Request) -> Response:
         signed, _form = await self.c.posted(request, "editor")
         reader = await self._reader(request.path_params["reader_id"])
-        await run_in_threadpool(self.store.subscribers.set_status, reader.id, SubscriberStatus.ACTIVE, reason=f"reactivated by {signed.operator.email}")
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.reactivate", reader.email, f"was {reader.status.value}")
+        await run_in_threadpool(
+            self.store.subscribers.set_status,
+            reader.id,
+            SubscriberStatus.ACTIVE,
+            reason=f"reactivated by {signed.operator.email}",
+        )
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "reader.reactivate",
+            reader.email,
+            f"was {reader.status.value}",
+        )
         return see_other(f"/admin/readers/{reader.id}")
 
     async def remove(self, request: Request) -> Response:
@@ -279,7 +410,14 @@ class Pages:
         if str(form.get("confirm") or "") != reader.email:
             raise Refused(409, "type the reader's address to confirm removing them")
         await run_in_threadpool(self.store.subscribers.remove_subscriber, reader.email)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.remove", reader.email, "forgotten with their delivery history")
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "reader.remove",
+            reader.email,
+            "forgotten with their delivery history",
+        )
         return see_other("/admin/readers")
 
     async def edit_reader(self, request: Request) -> Response:
@@ -291,9 +429,17 @@ class Pages:
         except ValueError as exc:
             raise Refused(400, "cadence must be daily or weekly") from exc
         paused = form.get("paused") == "1"
-        await run_in_threadpool(self.store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused)
+        await run_in_threadpool(
+            self.store.subscribers.update_preferences,
+            reader.id,
+            topics=topics,
+            cadence=cadence,
+            paused=paused,
+        )
         detail = f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}"
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "reader.edit", reader.email, detail)
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "reader.edit", reader.email, detail
+        )
         return see_other(f"/admin/readers/{reader.id}")
 
     async def export(self, request: Request) -> Response:
@@ -306,8 +452,19 @@ class Pages:
             return out.getvalue()
 
         text = await run_in_threadpool(write)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "readers.export", "", f"{text.count(chr(10)) - 1} readers")
-        return Response(text, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="readers.csv"'})
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "readers.export",
+            "",
+            f"{text.count(chr(10)) - 1} readers",
+        )
+        return Response(
+            text,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="readers.csv"'},
+        )
 
     async def _reader(self, reader_id: int) -> Any:
         reader = await run_in_threadpool(self.store.subscribers.get_subscriber, reader_id)
@@ -328,7 +485,17 @@ class Pages:
                 error = exc.message
         reasons = self.c.engine.reasons(preview) if preview else []
         sent = request.query_params.get("sent") == "1"
-        return self.c.page(request, "preview.html", signed=signed, title="Preview", email=email, preview=preview, reasons=reasons, error=error, sent=sent)
+        return self.c.page(
+            request,
+            "preview.html",
+            signed=signed,
+            title="Preview",
+            email=email,
+            preview=preview,
+            reasons=reasons,
+            error=error,
+            sent=sent,
+        )
 
     async def preview_frame(self, request: Request) -> Response:
         await self.c.signed_in(request, "editor")
@@ -339,7 +506,14 @@ class Pages:
         signed, form = await self.c.posted(request, "editor")
         reader = str(form.get("email") or "")[:320]
         await run_in_threadpool(self.c.engine.send_test, reader, signed.operator.email)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "preview.test-send", reader, f"to {signed.operator.email}")
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "preview.test-send",
+            reader,
+            f"to {signed.operator.email}",
+        )
         from urllib.parse import quote
 
         return see_other(f"/admin/preview?email={quote(reader)}&sent=1")
@@ -348,7 +522,15 @@ class Pages:
 
     async def import_form(self, request: Request) -> Response:
         signed = await self.c.signed_in(request, "editor")
-        return self.c.page(request, "import.html", signed=signed, title="Import readers", formats=FORMATS, preview=None, error="")
+        return self.c.page(
+            request,
+            "import.html",
+            signed=signed,
+            title="Import readers",
+            formats=FORMATS,
+            preview=None,
+            error="",
+        )
 
     async def import_preview(self, request: Request) -> Response:
         """Upload (or change the column choices of) a file: show what the import would read."""
@@ -369,8 +551,27 @@ class Pages:
             upload = self.c.uploads.get(upload_id, owner)
             shown = await run_in_threadpool(preview_import, upload_id, upload, fmt=fmt, mapping=mapping)
         except NewsletterError as exc:
-            return self.c.page(request, "import.html", signed=signed, status=400, title="Import readers", formats=FORMATS, preview=None, error=exc.message)
-        return self.c.page(request, "import.html", signed=signed, title="Import readers: check the columns", formats=FORMATS, preview=shown, fields=FIELDS, fmt=fmt or "", error="")
+            return self.c.page(
+                request,
+                "import.html",
+                signed=signed,
+                status=400,
+                title="Import readers",
+                formats=FORMATS,
+                preview=None,
+                error=exc.message,
+            )
+        return self.c.page(
+            request,
+            "import.html",
+            signed=signed,
+            title="Import readers: check the columns",
+            formats=FORMATS,
+            preview=shown,
+            fields=FIELDS,
+            fmt=fmt or "",
+            error="",
+        )
 
     async def import_run(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "editor")
@@ -378,18 +579,49 @@ class Pages:
         upload_id = str(form.get("upload") or "")
         upload = self.c.uploads.get(upload_id, signed.session.id_hash)
         mapping = mapping_from({k: v for k, v in form.items() if isinstance(v, str)})
-        result = await run_in_threadpool(run_import, self.store, upload, fmt=None if fmt is None else fmt, mapping=mapping, update=form.get("update") == "1")
+        result = await run_in_threadpool(
+            run_import,
+            self.store,
+            upload,
+            fmt=None if fmt is None else fmt,
+            mapping=mapping,
+            update=form.get("update") == "1",
+        )
         self.c.uploads.drop(upload_id)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "readers.import", upload.filename, f"{result.format}: {result.summary()}")
-        return self.c.page(request, "import_done.html", signed=signed, title="Import finished", result=result, bad=result.bad_rows[:50])
+        await run_in_threadpool(
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "readers.import",
+            upload.filename,
+            f"{result.format}: {result.summary()}",
+        )
+        return self.c.page(
+            request,
+            "import_done.html",
+            signed=signed,
+            title="Import finished",
+            result=result,
+            bad=result.bad_rows[:50],
+        )
 
     # -- admin views ------------------------------------------------------------------------------------
 
     async def audit_log(self, request: Request) -> Response:
         signed = await self.c.signed_in(request, "admin")
         page = page_number(request)
-        entries = await run_in_threadpool(self.store.accounts.audit_entries, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
-        return self.c.page(request, "audit.html", signed=signed, title="Audit log", entries=entries[:PAGE_SIZE], page=page, more=len(entries) > PAGE_SIZE)
+        entries = await run_in_threadpool(
+            self.store.accounts.audit_entries, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+        )
+        return self.c.page(
+            request,
+            "audit.html",
+            signed=signed,
+            title="Audit log",
+            entries=entries[:PAGE_SIZE],
+            page=page,
+            more=len(entries) > PAGE_SIZE,
+        )
 
     async def suppressions(self, request: Request) -> Response:
         """The suppression list: kept as hashes of mailboxes, so it can be checked, not read out."""
@@ -398,7 +630,16 @@ class Pages:
         status = await run_in_threadpool(self.store.suppressions.status_of, email) if email else None
         total = await run_in_threadpool(self.store.suppressions.count)
         totals = await run_in_threadpool(self.store.console.status_totals)
-        return self.c.page(request, "suppressions.html", signed=signed, title="Suppression list", email=email, found=status, total=total, totals=totals)
+        return self.c.page(
+            request,
+            "suppressions.html",
+            signed=signed,
+            title="Suppression list",
+            email=email,
+            found=status,
+            total=total,
+            totals=totals,
+        )
 
     async def settings_view(self, request: Request) -> Response:
         """Every configuration key's effective value; secrets only say whether they are set."""
@@ -421,15 +662,21 @@ class Pages:
     async def create_user(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "admin")
         email, role = str(form.get("email") or "")[:320], str(form.get("role") or "viewer")
-        user = await run_in_threadpool(self.c.accounts.create_user, email, role=role, password=str(form.get("password") or ""))
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "user.create", user.email, f"role {role}")
+        user = await run_in_threadpool(
+            self.c.accounts.create_user, email, role=role, password=str(form.get("password") or "")
+        )
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "user.create", user.email, f"role {role}"
+        )
         return see_other("/admin/users")
 
     async def change_role(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "admin")
         role = str(form.get("role") or "")
         user = await run_in_threadpool(self.c.accounts.set_role, request.path_params["user_id"], role)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "user.role", user.email, f"{user.role} -> {role}")
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "user.role", user.email, f"{user.role} -> {role}"
+        )
         return see_other("/admin/users")
 
     # -- API tokens --------------------------------------------------------------------------------------
@@ -437,13 +684,17 @@ class Pages:
     async def tokens(self, request: Request, *, new_token: str = "") -> Response:
         signed = await self.c.signed_in(request)
         tokens = await run_in_threadpool(self.store.accounts.list_tokens, signed.operator.id)
-        return self.c.page(request, "tokens.html", signed=signed, title="API tokens", tokens=tokens, new_token=new_token)
+        return self.c.page(
+            request, "tokens.html", signed=signed, title="API tokens", tokens=tokens, new_token=new_token
+        )
 
     async def create_token(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "viewer")
         name = str(form.get("name") or "token")[:100]
         token, token_id = await run_in_threadpool(self.c.accounts.issue_token, signed.operator, name)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "token.create", f"token #{token_id}", name)
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "token.create", f"token #{token_id}", name
+        )
         # Shown once, in this answer only (no redirect: a reload must not show it again).
         return await self.tokens(request, new_token=token)
 
@@ -454,7 +705,9 @@ class Pages:
         if token is None or (token.user_id != signed.operator.id and signed.operator.role != "admin"):
             raise Refused(404, f"no token #{token_id} of yours")
         await run_in_threadpool(self.store.accounts.revoke_token, token_id)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "token.revoke", f"token #{token_id}", token.name)
+        await run_in_threadpool(
+            self.c.audit, request, signed.operator.email, "token.revoke", f"token #{token_id}", token.name
+        )
         return see_other("/admin/tokens")
 
     # -- assets ----------------------------------------------------------------------------------------------
@@ -483,7 +736,11 @@ def console_routes(console: Console) -> list[BaseRoute]:
         Route("/admin/editions", p.editions, methods=["GET"]),
         Route("/admin/editions/{edition_id:int}", p.edition, methods=["GET"]),
         Route("/admin/editions/{edition_id:int}/variants/{variant_id:int}", p.variant, methods=["GET"]),
-        Route("/admin/editions/{edition_id:int}/variants/{variant_id:int}/frame", p.variant_frame, methods=["GET"]),
+        Route(
+            "/admin/editions/{edition_id:int}/variants/{variant_id:int}/frame",
+            p.variant_frame,
+            methods=["GET"],
+        ),
         Route("/admin/editions/{edition_id:int}/pause", p.pause, methods=["POST"]),
         Route("/admin/editions/{edition_id:int}/resume", p.resume, methods=["POST"]),
         Route("/admin/send", p.send_form, methods=["GET"]),

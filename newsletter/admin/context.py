@@ -59,7 +59,9 @@ class Console:
         self.settings = service.settings
         self.store = service.store
         self.dev = dev
-        self.accounts = Accounts(service.store.accounts, idle=timedelta(seconds=self.settings.admin.session_idle))
+        self.accounts = Accounts(
+            service.store.accounts, idle=timedelta(seconds=self.settings.admin.session_idle)
+        )
         self.engine = ConsoleEngine(service)
         self.uploads = Uploads()  # files between the import's mapping preview and the import
         self.env = jinja2.Environment(
@@ -80,10 +82,16 @@ class Console:
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def page(self, request: Request, name: str, *, signed: SignedIn | None, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(
+        self, request: Request, name: str, *, signed: SignedIn | None, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         html = self.env.get_template(f"admin/{name}").render(
-            site=self.settings.site, dev=self.dev, me=signed.operator if signed else None,
-            csrf=signed.session.csrf_token if signed else "", path=request.url.path, **context
+            site=self.settings.site,
+            dev=self.dev,
+            me=signed.operator if signed else None,
+            csrf=signed.session.csrf_token if signed else "",
+            path=request.url.path,
+            **context,
         )
         return HTMLResponse(html, status_code=status)
 
@@ -97,7 +105,9 @@ class Console:
                 raise NeedsLogin()
             raise Refused(401, "you are not signed in (or your session ended)", hint="Sign in again.")
         if not role_at_least(signed.operator.role, role):
-            raise Refused(403, f"this needs the {role} role; you are {signed.operator.role}", hint="Ask an admin.")
+            raise Refused(
+                403, f"this needs the {role} role; you are {signed.operator.role}", hint="Ask an admin."
+            )
         return signed
 
     async def posted(self, request: Request, role: str, *, upload: bool = False) -> tuple[SignedIn, FormData]:
@@ -108,11 +118,15 @@ class Console:
         form = await read_form(request, upload=upload)
         token = form.get("csrf")
         if not isinstance(token, str) or not _equal(token, signed.session.csrf_token):
-            raise Refused(403, "the form's security token is missing or stale", hint="Reload the page and try again.")
+            raise Refused(
+                403, "the form's security token is missing or stale", hint="Reload the page and try again."
+            )
         return signed, form
 
     def audit(self, request: Request, actor: str, action: str, target: str = "", detail: str = "") -> None:
-        self.store.accounts.audit(actor=actor, action=action, target=target, detail=detail, client=client_of(request))
+        self.store.accounts.audit(
+            actor=actor, action=action, target=target, detail=detail, client=client_of(request)
+        )
 
 
 async def read_form(request: Request, *, upload: bool = False) -> FormData:

@@ -85,7 +85,10 @@ class ConsoleEngine:
         for s in self.schedules():
             if s.name == schedule:
                 return [s.cadence]
-        raise EditionError(f"no schedule named {schedule!r}", hint="The dashboard lists the schedules (schedule.daily, schedule.weekly).")
+        raise EditionError(
+            f"no schedule named {schedule!r}",
+            hint="The dashboard lists the schedules (schedule.daily, schedule.weekly).",
+        )
 
     def audience(self, schedule: str) -> int:
         """How many readers an edition of ``schedule`` would mail now (those with something new)."""
@@ -117,13 +120,18 @@ class ConsoleEngine:
         """Start an edition of ``schedule`` now, in the background; returns it once it exists."""
         cadences = self.cadences_for(schedule)
         key = f"{schedule}-now-{self.now():%Y%m%dT%H%M%S.%fZ}"
-        self._background(lambda watch: self.runner.run(key=key, schedule=schedule, cadences=cadences, on_outcome=watch), key=key)
+        self._background(
+            lambda watch: self.runner.run(key=key, schedule=schedule, cadences=cadences, on_outcome=watch),
+            key=key,
+        )
         return self._wait_for(key)
 
     def pause(self, edition_id: int, *, by: str) -> Edition:
         edition = self._edition(edition_id)
         if edition.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
-            raise EditionError(f"edition {edition.key} is {edition.status.value}; only a sending edition can be paused")
+            raise EditionError(
+                f"edition {edition.key} is {edition.status.value}; only a sending edition can be paused"
+            )
         with self._lock:
             mine = edition.key in self._running
         held = self.store.locks.current(lock_name(edition.schedule))
@@ -136,7 +144,9 @@ class ConsoleEngine:
             )
         with self._lock:
             self._pause_requests.add(edition_id)
-        self.store.editions.set_edition_status(edition_id, EditionStatus.PAUSED, reason=f"paused by {by}", now=self.now())
+        self.store.editions.set_edition_status(
+            edition_id, EditionStatus.PAUSED, reason=f"paused by {by}", now=self.now()
+        )
         return self._edition(edition_id)
 
     def resume(self, edition_id: int) -> Edition:
@@ -176,7 +186,10 @@ class ConsoleEngine:
             if failed is not None:
                 raise failed  # e.g. another send of the schedule holds its lock
             time.sleep(0.05)
-        raise EditionError(f"edition {key} did not start within {timeout:.0f} s", hint="Another send of this schedule may hold its lock; see the dashboard.")
+        raise EditionError(
+            f"edition {key} did not start within {timeout:.0f} s",
+            hint="Another send of this schedule may hold its lock; see the dashboard.",
+        )
 
     def _background(self, run: Callable[[Callable[[DeliveryOutcome], None]], object], *, key: str) -> None:
         state: dict[str, Any] = {"checked": time.monotonic(), "edition_id": None, "raised": False}
@@ -192,7 +205,11 @@ class ConsoleEngine:
                 edition_id = state["edition_id"] = found.id if found else None
             with self._lock:
                 asked = edition_id in self._pause_requests
-            if not asked and edition_id is not None and time.monotonic() - float(state["checked"] or 0) > STATUS_POLL:
+            if (
+                not asked
+                and edition_id is not None
+                and time.monotonic() - float(state["checked"] or 0) > STATUS_POLL
+            ):
                 # Paused from another process (a second console): the database says so.
                 state["checked"] = time.monotonic()
                 asked = self._edition(int(edition_id)).status is EditionStatus.PAUSED
@@ -227,9 +244,17 @@ class ConsoleEngine:
         if edition is None:
             return
         mine = worker_name(self.settings.delivery.worker_name)
-        held = [row_id for row_id, _subscriber, claimed_by in self.store.outbox.sending_rows(edition.id) if claimed_by == mine]
+        held = [
+            row_id
+            for row_id, _subscriber, claimed_by in self.store.outbox.sending_rows(edition.id)
+            if claimed_by == mine
+        ]
         if held:
-            self.store.outbox.set_rows_state(held, DeliveryState.PENDING, reply="edition paused by an operator")
+            self.store.outbox.set_rows_state(
+                held, DeliveryState.PENDING, reply="edition paused by an operator"
+            )
         reason = edition.reason if edition.status is EditionStatus.PAUSED else "paused by an operator"
-        self.store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason=reason, now=self.now())
+        self.store.editions.set_edition_status(
+            edition.id, EditionStatus.PAUSED, reason=reason, now=self.now()
+        )
         log.info("edition %s paused by an operator; %d claimed rows released", key, len(held))

@@ -71,7 +71,9 @@ class Uploads:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise SubscriberError(f"{filename} is not UTF-8 text", hint="Save it as 'CSV UTF-8' and upload it again.") from exc
+            raise SubscriberError(
+                f"{filename} is not UTF-8 text", hint="Save it as 'CSV UTF-8' and upload it again."
+            ) from exc
         upload_id = secrets.token_urlsafe(16)
         now = time.monotonic()
         with self._lock:
@@ -83,7 +85,10 @@ class Uploads:
         with self._lock:
             upload = self._held.get(upload_id)
         if upload is None or upload.owner != owner or time.monotonic() - upload.at > HOLD_FOR:
-            raise SubscriberError("that upload is gone (uploads wait 30 minutes, for the one who made them)", hint="Upload the file again.")
+            raise SubscriberError(
+                "that upload is gone (uploads wait 30 minutes, for the one who made them)",
+                hint="Upload the file again.",
+            )
         return upload
 
     def drop(self, upload_id: str) -> None:
@@ -96,7 +101,9 @@ def preview(upload_id: str, upload: Upload, *, fmt: str | None, mapping: dict[st
     stream = io.StringIO(upload.text, newline="")
     header_line = stream.readline()
     if not header_line.strip():
-        raise SubscriberError(f"{upload.filename} is empty: no header line", hint="The first line must name the columns.")
+        raise SubscriberError(
+            f"{upload.filename} is empty: no header line", hint="The first line must name the columns."
+        )
     delimiter = sniff_delimiter(header_line.rstrip("\r\n"))
     header = tuple(next(csv.reader([header_line], delimiter=delimiter)))
     plan = plan_columns(header, fmt=fmt, mapping=mapping, source=upload.filename)
@@ -117,8 +124,17 @@ def preview(upload_id: str, upload: Upload, *, fmt: str | None, mapping: dict[st
     return MappingPreview(upload_id, upload.filename, header, plan, chosen, rows, reader.line_num)
 
 
-def run_import(store: Store, upload: Upload, *, fmt: str | None, mapping: dict[str, str], update: bool) -> ImportResult:
-    return import_csv(store, io.StringIO(upload.text, newline=""), source=upload.filename, fmt=fmt, mapping=mapping, update=update)
+def run_import(
+    store: Store, upload: Upload, *, fmt: str | None, mapping: dict[str, str], update: bool
+) -> ImportResult:
+    return import_csv(
+        store,
+        io.StringIO(upload.text, newline=""),
+        source=upload.filename,
+        fmt=fmt,
+        mapping=mapping,
+        update=update,
+    )
 
 
 def mapping_from(form: dict[str, str]) -> dict[str, str]:

@@ -41,15 +41,31 @@ def with_console(site: ASGIApp, service: Service, *, dev: bool) -> tuple[ASGIApp
     return WithConsole(site, console), None
 
 
-def run_both(site: ASGIApp, console: ASGIApp, *, site_at: tuple[str, int], console_at: tuple[str, int], **options: Any) -> None:
+def run_both(
+    site: ASGIApp, console: ASGIApp, *, site_at: tuple[str, int], console_at: tuple[str, int], **options: Any
+) -> None:
     """Serve the subscriber app and the console on their own listeners in one process (one event loop)."""
     import asyncio
 
     import uvicorn
 
     servers = [
-        uvicorn.Server(uvicorn.Config(site, host=site_at[0], port=site_at[1], log_level="info", server_header=False, **options)),
-        uvicorn.Server(uvicorn.Config(console, host=console_at[0], port=console_at[1], log_level="info", server_header=False, lifespan="off", **options)),
+        uvicorn.Server(
+            uvicorn.Config(
+                site, host=site_at[0], port=site_at[1], log_level="info", server_header=False, **options
+            )
+        ),
+        uvicorn.Server(
+            uvicorn.Config(
+                console,
+                host=console_at[0],
+                port=console_at[1],
+                log_level="info",
+                server_header=False,
+                lifespan="off",
+                **options,
+            )
+        ),
     ]
 
     async def main() -> None:

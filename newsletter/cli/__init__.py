@@ -27,7 +27,13 @@ from newsletter.sink.cli import sink_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file (else $NEWSLETTER_CONFIG, else ./newsletter.toml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML config file (else $NEWSLETTER_CONFIG, else ./newsletter.toml).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what the service does.")
 @click.version_option(package_name="newsletter")
 def main(config_path: str | None, verbose: bool) -> None:
@@ -35,7 +41,10 @@ def main(config_path: str | None, verbose: bool) -> None:
 
     Start with 'newsletter demo' to see a digest delivered to a local sink.
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 for command in (send, preview, demo, worker, editions, subscribers, bounces, db, show_config):

@@ -31,7 +31,13 @@ def _read_password() -> str:
 
 @admin.command("create-user")
 @click.argument("email")
-@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True, help="viewer reads; editor also previews, test-sends and sends; admin also manages users.")
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    default="viewer",
+    show_default=True,
+    help="viewer reads; editor also previews, test-sends and sends; admin also manages users.",
+)
 @click.pass_context
 def create_user(ctx: click.Context, email: str, role: str) -> None:
     """Make a console user; the password is read from a prompt or standard input."""
@@ -42,7 +48,11 @@ def create_user(ctx: click.Context, email: str, role: str) -> None:
         raise CliError.from_error(exc) from exc
     accounts.store.audit(actor="cli", action="user.create", target=user.email, detail=f"role {role}")
     settings = service_from(ctx).settings
-    where = f"http://{settings.admin.host}:{settings.admin.port}/admin/" if settings.admin.port else f"http://{settings.web.host}:{settings.web.port}/admin/"
+    where = (
+        f"http://{settings.admin.host}:{settings.admin.port}/admin/"
+        if settings.admin.port
+        else f"http://{settings.web.host}:{settings.web.port}/admin/"
+    )
     console.print(f"Created {user.role} {user.email}. Start 'newsletter serve' and open {where}")
 
 
@@ -68,5 +78,7 @@ def users(ctx: click.Context) -> None:
     for column in ("email", "role", "created", "last login", "locked until"):
         table.add_column(column)
     for user in _accounts(ctx).store.list_users():
-        table.add_row(user.email, user.role, when(user.created_at), when(user.last_login_at), when(user.locked_until))
+        table.add_row(
+            user.email, user.role, when(user.created_at), when(user.last_login_at), when(user.locked_until)
+        )
     console.print(table)

@@ -11,14 +11,50 @@ from newsletter.cli.common import console, err_console, reports_errors, service_
 
 
 @click.command()
-@click.option("--listen", default="127.0.0.1", show_default=True, help="Address to bind; anything but loopback is exposed to the network.")
-@click.option("--port", default=2525, show_default=True, type=click.IntRange(0, 65535), help="SMTP port for delivery status notifications.")
-@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=Path("subscribers/bounces"), show_default=True, help="Audit copy of everything received.")
-@click.option("--from-maildir", "from_maildir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None, help="Process bounces saved in this Maildir instead of listening.")
-@click.option("--report", "report_days", type=click.IntRange(1, 3650), default=None, help="Print the judged failures per receiving domain over the last N days, then exit.")
+@click.option(
+    "--listen",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; anything but loopback is exposed to the network.",
+)
+@click.option(
+    "--port",
+    default=2525,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="SMTP port for delivery status notifications.",
+)
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("subscribers/bounces"),
+    show_default=True,
+    help="Audit copy of everything received.",
+)
+@click.option(
+    "--from-maildir",
+    "from_maildir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Process bounces saved in this Maildir instead of listening.",
+)
+@click.option(
+    "--report",
+    "report_days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Print the judged failures per receiving domain over the last N days, then exit.",
+)
 @click.pass_context
 @reports_errors
-def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_maildir: Path | None, report_days: int | None) -> None:
+def bounces(
+    ctx: click.Context,
+    listen: str,
+    port: int,
+    maildir: Path,
+    from_maildir: Path | None,
+    report_days: int | None,
+) -> None:
     """Receive bounces (DSNs and complaints to the VERP address) and act on the authenticated ones."""
     import time
 
@@ -28,7 +64,9 @@ def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_mail
     if report_days is not None:
         _report(service, report_days)
         return
-    processor = BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
+    processor = BounceProcessor(
+        service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor()
+    )
     if from_maildir is not None:
         results = process_maildir(processor, from_maildir)
         for key, verdict in results:
@@ -36,12 +74,18 @@ def bounces(ctx: click.Context, listen: str, port: int, maildir: Path, from_mail
         suppressed = sum(1 for _, v in results if v.action == "suppressed")
         unmatched = sum(1 for _, v in results if v.action == "unmatched")
         # Unmatched reports changed nobody: they could not prove which digest they are about.
-        console.print(f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody)")
+        console.print(
+            f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody)"
+        )
         return
     if listen not in ("127.0.0.1", "::1", "localhost"):
-        err_console.print(f"Note: listening on {listen}; only reports carrying a valid VERP token (or our Message-ID for the address they name) act.")
+        err_console.print(
+            f"Note: listening on {listen}; only reports carrying a valid VERP token (or our Message-ID for the address they name) act."
+        )
     with BounceReceiver(processor, maildir=maildir, host=listen, port=port) as receiver:
-        console.print(f"Receiving bounces on {listen}:{receiver.port}; audit copies in {maildir}. Ctrl-C stops.")
+        console.print(
+            f"Receiving bounces on {listen}:{receiver.port}; audit copies in {maildir}. Ctrl-C stops."
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -59,6 +103,8 @@ def _report(service: object, days: int) -> None:
     if not rows:
         console.print(f"No judged failures in the last {days} days.")
         return
-    console.print(f"Judged failures per receiving domain, last {days} days (blocked = a policy refusal of us; it suppresses nobody):")
+    console.print(
+        f"Judged failures per receiving domain, last {days} days (blocked = a policy refusal of us; it suppresses nobody):"
+    )
     for domain, kind, n in rows:
         console.print(f"  {n:>6} × {kind:<9} {domain}")

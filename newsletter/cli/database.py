@@ -22,7 +22,11 @@ def db_upgrade(ctx: click.Context) -> None:
 
     store = Store(service_from(ctx).settings.database.url, create=False)
     before, after = upgrade(store.engine)
-    console.print(f"Database schema: {before or 'empty'} -> {after}" if before != after else f"Database schema is current ({after})")
+    console.print(
+        f"Database schema: {before or 'empty'} -> {after}"
+        if before != after
+        else f"Database schema is current ({after})"
+    )
     store.dispose()
 
 
@@ -36,5 +40,8 @@ def db_current(ctx: click.Context) -> None:
 
     store = Store(service_from(ctx).settings.database.url, create=False)
     current, head = current_revision(store.engine), head_revision()
-    console.print(f"database: {current or 'empty'}; this release: {head}" + ("" if current == head else "  -> run 'newsletter db upgrade'"))
+    console.print(
+        f"database: {current or 'empty'}; this release: {head}"
+        + ("" if current == head else "  -> run 'newsletter db upgrade'")
+    )
     store.dispose()

@@ -44,7 +44,14 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
             site=replace(settings.site, secret_key=settings.site.secret_key or secrets.token_urlsafe(32)),
             database=replace(settings.database, url=f"sqlite:///{database.resolve()}"),
             reports=replace(settings.reports, feed=str(SAMPLE_FEED), settle=0),
-            smtp=replace(settings.smtp, host="127.0.0.1", port=sink.smtp_port, security="none", username="", password=""),
+            smtp=replace(
+                settings.smtp,
+                host="127.0.0.1",
+                port=sink.smtp_port,
+                security="none",
+                username="",
+                password="",
+            ),
             delivery=replace(settings.delivery, journal_dir=str(journal.resolve())),
         )
         service = Service(demo_settings)
@@ -63,7 +70,10 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
             preview_path = out / "preview.html"
             if first:
                 # The archive copy of the first variant: what "view in browser" shows.
-                preview_path.write_text(web_version(first[0].html, manage_url=demo_settings.site.base_url + "/manage"), encoding="utf-8")
+                preview_path.write_text(
+                    web_version(first[0].html, manage_url=demo_settings.site.base_url + "/manage"),
+                    encoding="utf-8",
+                )
         finally:
             service.close()
     table = Table(title=f"Edition {result.edition.key}: {result.edition.status.value}")
@@ -73,19 +83,29 @@ def run_demo(settings: Settings, *, maildir: Path, console: Console) -> None:
         table.add_row(", ".join(message.rcpt_tos), message.subject, f"{len(message.raw):,} B")
     console.print(table)
     if len(received) != expected:
-        raise NewsletterError(f"the sink received {len(received)} of {expected} messages", hint="Run with -v to see the sender's log.")
+        raise NewsletterError(
+            f"the sink received {len(received)} of {expected} messages",
+            hint="Run with -v to see the sender's log.",
+        )
     console.print(f"Delivered {len(received)} digests. Look at them:")
     console.print(f"  Maildir (any mail client):  {maildir}/new")
     console.print(f"  Archive copy of a digest:   {preview_path}")
-    console.print("  Browse mail in a viewer:    newsletter sink --maildir " + str(maildir) + " --http-port 8025")
+    console.print(
+        "  Browse mail in a viewer:    newsletter sink --maildir " + str(maildir) + " --http-port 8025"
+    )
 
 
 @click.command()
-@click.option("--maildir", type=click.Path(file_okay=False), default="demo-output/maildir", show_default=True, help="Where the sink stores the delivered mail.")
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False),
+    default="demo-output/maildir",
+    show_default=True,
+    help="Where the sink stores the delivered mail.",
+)
 @click.pass_context
 @reports_errors
 def demo(ctx: click.Context, maildir: str) -> None:
     """Deliver a digest of the sample feed to the sample subscribers, through a local sink."""
     settings = settings_from(ctx)
     run_demo(settings, maildir=Path(maildir), console=cli_console)
-

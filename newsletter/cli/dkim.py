@@ -18,9 +18,25 @@ def dkim_group() -> None:
 
 
 @dkim_group.command("keygen")
-@click.option("--selector", required=True, help="The selector the key is published under (<selector>._domainkey.<domain>).")
-@click.option("--type", "kind", type=click.Choice(KEY_TYPES), default="ed25519", show_default=True, help="ed25519 (RFC 8463, short) or rsa (2048 bits, read by every receiver).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Where to write the private key (default dkim/<selector>.pem).")
+@click.option(
+    "--selector",
+    required=True,
+    help="The selector the key is published under (<selector>._domainkey.<domain>).",
+)
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(KEY_TYPES),
+    default="ed25519",
+    show_default=True,
+    help="ed25519 (RFC 8463, short) or rsa (2048 bits, read by every receiver).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to write the private key (default dkim/<selector>.pem).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing key file.")
 @click.pass_context
 @reports_errors
@@ -29,7 +45,10 @@ def keygen(ctx: click.Context, selector: str, kind: str, out: str | None, force:
     settings = settings_from(ctx)
     path = Path(out or f"dkim/{selector}.pem")
     if path.exists() and not force:
-        raise CliError(f"{path} already exists", hint="Pass --force to replace it (mail signed with the old key then fails until DNS has the new record), or choose another --selector.")
+        raise CliError(
+            f"{path} already exists",
+            hint="Pass --force to replace it (mail signed with the old key then fails until DNS has the new record), or choose another --selector.",
+        )
     key = DkimKey(selector, generate_key(kind))
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created 0600 from the start: the key is never readable by others, not even for a moment.
@@ -44,7 +63,9 @@ def keygen(ctx: click.Context, selector: str, kind: str, out: str | None, force:
     # A zone file's TXT string holds at most 255 octets: a 2048-bit key's record is given as several strings.
     strings = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
     click.echo(f"{selector}._domainkey.{domain}. 3600 IN TXT {strings}")
-    click.echo(f"\nThen set mail.dkim_selector = \"{selector}\" and mail.dkim_key_file = \"{path}\" and run 'newsletter dns check'.")
+    click.echo(
+        f'\nThen set mail.dkim_selector = "{selector}" and mail.dkim_key_file = "{path}" and run \'newsletter dns check\'.'
+    )
 
 
 @click.group("dns")
@@ -53,8 +74,17 @@ def dns_group() -> None:
 
 
 @dns_group.command("check")
-@click.option("--relay", "relays", multiple=True, help="IP address of the server that hands our mail out (repeatable); SPF must pass it.")
-@click.option("--nameserver", default=None, help="Ask this server (host[:port]) instead of mail.dns_server / the system resolver.")
+@click.option(
+    "--relay",
+    "relays",
+    multiple=True,
+    help="IP address of the server that hands our mail out (repeatable); SPF must pass it.",
+)
+@click.option(
+    "--nameserver",
+    default=None,
+    help="Ask this server (host[:port]) instead of mail.dns_server / the system resolver.",
+)
 @click.pass_context
 @reports_errors
 def dns_check(ctx: click.Context, relays: tuple[str, ...], nameserver: str | None) -> None:
@@ -69,4 +99,7 @@ def dns_check(ctx: click.Context, relays: tuple[str, ...], nameserver: str | Non
         click.echo(finding.render())
     failed = sum(f.status == "fail" for f in findings)
     if failed:
-        raise CliError(f"{failed} DNS problem(s) above", hint="Publish the records named above; DNS changes can take the record's TTL to be seen.")
+        raise CliError(
+            f"{failed} DNS problem(s) above",
+            hint="Publish the records named above; DNS changes can take the record's TTL to be seen.",
+        )

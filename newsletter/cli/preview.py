@@ -11,8 +11,16 @@ from newsletter.cli.common import console, reports_errors, service_from
 
 
 @click.command()
-@click.option("--subscriber", "email", default=None, help="Preview for one subscriber (default: the first active one).")
-@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None, help="Write the personalised HTML here.")
+@click.option(
+    "--subscriber", "email", default=None, help="Preview for one subscriber (default: the first active one)."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the personalised HTML here.",
+)
 @click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
 @click.pass_context
 @reports_errors
@@ -28,7 +36,9 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
     elif not no_fetch:
         service.runner.ingest()
     result = render_preview(service.runner, email=email)
-    console.print(f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}")
+    console.print(
+        f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}"
+    )
     console.print(f"Why: {result.selection.reason}")
     table = Table()
     table.add_column("published")
@@ -45,7 +55,10 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
     console.print(table)
     for held in future_reports(service.store, now=service.runner.clock()):
         # Dated ahead of now: not in any digest until then (the log says so at each fetch too).
-        console.print(f"Held back: {held.title!r} is dated {held.published:%Y-%m-%d %H:%M} UTC, in the future", markup=False)
+        console.print(
+            f"Held back: {held.title!r} is dated {held.published:%Y-%m-%d %H:%M} UTC, in the future",
+            markup=False,
+        )
     if out and result.html:
         Path(out).write_text(result.html, encoding="utf-8")
         console.print(f"HTML written to {out} ({len(result.html.encode()):,} bytes)")

@@ -11,7 +11,13 @@ from newsletter.scheduling.schedules import SCHEDULE_CADENCES, load_schedules
 
 
 @click.command("schedule")
-@click.option("--count", default=5, show_default=True, type=click.IntRange(1, 100), help="How many upcoming fire times to show.")
+@click.option(
+    "--count",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="How many upcoming fire times to show.",
+)
 @click.pass_context
 @reports_errors
 def schedule_command(ctx: click.Context, count: int) -> None:
@@ -24,7 +30,9 @@ def schedule_command(ctx: click.Context, count: int) -> None:
     settings = settings_from(ctx)
     schedules = {s.name: s for s in load_schedules(settings, now=now)}
     grace = settings.schedule.misfire_grace
-    click.echo(f"Time zone {settings.schedule.timezone}; a fire more than {grace} s late is skipped (schedule.misfire_grace).")
+    click.echo(
+        f"Time zone {settings.schedule.timezone}; a fire more than {grace} s late is skipped (schedule.misfire_grace)."
+    )
     for name in SCHEDULE_CADENCES:
         schedule = schedules.get(name)
         if schedule is None:

@@ -18,23 +18,70 @@ from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
 
 
 @click.command()
-@click.option("--key", default=None, help="Edition key (default: manual-<UTC time>). Rerunning a key resumes it, never resends.")
-@click.option("--resume", "resume", is_flag=True, help="Finish the newest unfinished edition instead of starting one.")
+@click.option(
+    "--key",
+    default=None,
+    help="Edition key (default: manual-<UTC time>). Rerunning a key resumes it, never resends.",
+)
+@click.option(
+    "--resume", "resume", is_flag=True, help="Finish the newest unfinished edition instead of starting one."
+)
 @click.option("--no-fetch", is_flag=True, help="Use the stored reports; do not fetch the feed first.")
-@click.option("--plan-only", is_flag=True, help="Write the edition's outbox and stop; 'newsletter worker' processes send it.")
-@click.option("--retry-unknown", is_flag=True, help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).")
-@click.option("--now", "now", is_flag=True, help="With --resume: retry deferred rows at once instead of waiting for their backoff.")
-@click.option("--test-to", "test_to", default=None, metavar="EMAIL", help="Send the next digest, as a reader would get it, to this one inbox only (no edition, no outbox row).")
-@click.option("--as", "as_email", default=None, metavar="SUBSCRIBER", help="With --test-to: the reader whose digest to send (default: the first active one).")
+@click.option(
+    "--plan-only",
+    is_flag=True,
+    help="Write the edition's outbox and stop; 'newsletter worker' processes send it.",
+)
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).",
+)
+@click.option(
+    "--now",
+    "now",
+    is_flag=True,
+    help="With --resume: retry deferred rows at once instead of waiting for their backoff.",
+)
+@click.option(
+    "--test-to",
+    "test_to",
+    default=None,
+    metavar="EMAIL",
+    help="Send the next digest, as a reader would get it, to this one inbox only (no edition, no outbox row).",
+)
+@click.option(
+    "--as",
+    "as_email",
+    default=None,
+    metavar="SUBSCRIBER",
+    help="With --test-to: the reader whose digest to send (default: the first active one).",
+)
 @click.pass_context
 @reports_errors
-def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan_only: bool, retry_unknown: bool, now: bool, test_to: str | None, as_email: str | None) -> None:
+def send(
+    ctx: click.Context,
+    key: str | None,
+    resume: bool,
+    no_fetch: bool,
+    plan_only: bool,
+    retry_unknown: bool,
+    now: bool,
+    test_to: str | None,
+    as_email: str | None,
+) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
     from newsletter.scheduling.schedules import schedule_for_key
 
     service = service_from(ctx)
     if test_to or as_email:
-        _send_test(service, test_to=test_to, as_email=as_email, fetch=not no_fetch, conflicting=bool(key or resume or plan_only or retry_unknown or now))
+        _send_test(
+            service,
+            test_to=test_to,
+            as_email=as_email,
+            fetch=not no_fetch,
+            conflicting=bool(key or resume or plan_only or retry_unknown or now),
+        )
         return
     if now:
         _retry_deferred_now(service, resume=resume)
@@ -66,7 +113,9 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
     def resuming(edition: Edition, requeued: int) -> None:
         started.append(edition.key)
         if requeued:
-            console.print(f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID).")
+            console.print(
+                f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID)."
+            )
         counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
         console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
 
@@ -78,7 +127,9 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
     stopped_by = _stop_on_sigterm()
     try:
         if resume:
-            result = runner.resume(retry_unknown=retry_unknown, on_start=resuming, on_planned=planned, on_outcome=outcome)
+            result = runner.resume(
+                retry_unknown=retry_unknown, on_start=resuming, on_planned=planned, on_outcome=outcome
+            )
             if result is None:
                 console.print("Nothing to resume: every edition has ended.")
                 return
@@ -89,7 +140,15 @@ def send(ctx: click.Context, key: str | None, resume: bool, no_fetch: bool, plan
             # exactly as the scheduler would; any other key is a manual edition for everyone.
             cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
             started.append(key)
-            result = runner.run(key=key, schedule=schedule, cadences=cadences, fetch=not no_fetch, send=not plan_only, on_planned=planned, on_outcome=outcome)
+            result = runner.run(
+                key=key,
+                schedule=schedule,
+                cadences=cadences,
+                fetch=not no_fetch,
+                send=not plan_only,
+                on_planned=planned,
+                on_outcome=outcome,
+            )
     except KeyboardInterrupt:
         if task:
             progress.stop()
@@ -128,7 +187,12 @@ def _stopped(ctx: click.Context, service: Any, started: list[str], *, signal_nam
     """
     edition = service.store.editions.find_edition(started[-1]) if started else None
     if edition is not None:
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(service.store.editions.delivery_counts(edition.id).items())) or "no rows yet"
+        counts = (
+            ", ".join(
+                f"{n} {s}" for s, n in sorted(service.store.editions.delivery_counts(edition.id).items())
+            )
+            or "no rows yet"
+        )
         console.print(f"Stopped by {signal_name}: edition {edition.key} (#{edition.id}) has {counts}.")
         console.print("Resume it with: newsletter send --resume")
     else:
@@ -136,18 +200,26 @@ def _stopped(ctx: click.Context, service: Any, started: list[str], *, signal_nam
     ctx.exit(143 if signal_name == "SIGTERM" else 130)
 
 
-def _send_test(service: Any, *, test_to: str | None, as_email: str | None, fetch: bool, conflicting: bool) -> None:
+def _send_test(
+    service: Any, *, test_to: str | None, as_email: str | None, fetch: bool, conflicting: bool
+) -> None:
     from newsletter.editions.preview import send_test
 
     if not test_to:
         raise click.UsageError("--as goes with --test-to EMAIL")
     if conflicting:
-        raise click.UsageError("--test-to sends one test message; it does not go with --key, --resume, --plan-only, --retry-unknown or --now")
+        raise click.UsageError(
+            "--test-to sends one test message; it does not go with --key, --resume, --plan-only, --retry-unknown or --now"
+        )
     if fetch:
         service.runner.ingest()
     preview = send_test(service.runner, to_address=test_to, email=as_email)
-    console.print(f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports) sent to {test_to}: [Test] {preview.subject}")
-    console.print("No edition, outbox row or ledger mark was written; its personal links point at the Manage page.")
+    console.print(
+        f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports) sent to {test_to}: [Test] {preview.subject}"
+    )
+    console.print(
+        "No edition, outbox row or ledger mark was written; its personal links point at the Manage page."
+    )
 
 
 def _retry_deferred_now(service: Any, *, resume: bool) -> None:
@@ -156,10 +228,18 @@ def _retry_deferred_now(service: Any, *, resume: bool) -> None:
 
     if not resume:
         raise click.UsageError("--now goes with --resume")
-    unfinished = service.store.editions.list_editions(statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+    unfinished = service.store.editions.list_editions(
+        statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=1
+    )
     if unfinished:
-        ids = [r.id for r in service.store.outbox.list_deliveries(unfinished[0].id) if r.state is DeliveryState.DEFERRED]
-        service.store.outbox.set_rows_state(ids, DeliveryState.PENDING, reply="retried at once by the operator (--now)")
+        ids = [
+            r.id
+            for r in service.store.outbox.list_deliveries(unfinished[0].id)
+            if r.state is DeliveryState.DEFERRED
+        ]
+        service.store.outbox.set_rows_state(
+            ids, DeliveryState.PENDING, reply="retried at once by the operator (--now)"
+        )
         console.print(f"{len(ids)} deferred rows of edition {unfinished[0].key} retried now.")
 
 
@@ -170,20 +250,33 @@ def _exit_honestly(service: Any, result: Any) -> None:
     from newsletter.delivery.suppression import split_stage
 
     tally = result.tally or {}
-    if tally.get("sent", 0) or not (tally.get("deferred", 0) or tally.get("pending", 0) or tally.get("failed", 0)):
+    if tally.get("sent", 0) or not (
+        tally.get("deferred", 0) or tally.get("pending", 0) or tally.get("failed", 0)
+    ):
         return
-    for code, reply, _n in service.store.outbox.failure_replies(result.edition.id) + [(None, result.edition.reason.partition("(")[2], 1)]:
+    for code, reply, _n in service.store.outbox.failure_replies(result.edition.id) + [
+        (None, result.edition.reason.partition("(")[2], 1)
+    ]:
         stage, text = split_stage(reply.removeprefix("gave up after delivery.max_age: "))
         if stage and judge(code, text, stage=stage).verdict is Verdict.SENDER:
             smtp = service.settings.smtp
             raise CliError(
-                f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: {code if code and code > 0 else ''} {text[:160]}".replace("  ", " "),
+                f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: {code if code and code > 0 else ''} {text[:160]}".replace(
+                    "  ", " "
+                ),
                 hint=sender_hint(stage, code, text) + " Then 'newsletter send --resume --now'.",
             )
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def _print_result(result: Any) -> None:
@@ -195,9 +288,16 @@ def _print_result(result: Any) -> None:
     table.add_column("subscribers", justify="right")
     table.add_column("meaning")
     table.add_row("sent", str(counts.get("sent", 0)), "accepted by the SMTP server")
-    table.add_row("failed", str(counts.get("failed", 0)), f"refused for good (see 'newsletter editions {edition.id}')")
+    table.add_row(
+        "failed", str(counts.get("failed", 0)), f"refused for good (see 'newsletter editions {edition.id}')"
+    )
     table.add_row("skipped", str(counts.get("suppressed", 0)), "left or bounced during the send")
-    for state, meaning in (("deferred", "will be retried later"), ("unknown", "connection lost after the data"), ("pending", "not sent yet"), ("sending", "with another sender")):
+    for state, meaning in (
+        ("deferred", "will be retried later"),
+        ("unknown", "connection lost after the data"),
+        ("pending", "not sent yet"),
+        ("sending", "with another sender"),
+    ):
         if counts.get(state):
             table.add_row(state, str(counts[state]), meaning)
     console.print(table)
@@ -205,10 +305,15 @@ def _print_result(result: Any) -> None:
         console.print(result.message)
 
 
-
 @click.command()
 @click.option("--once", is_flag=True, help="Drain what is claimable now, then exit (default: keep polling).")
-@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600), help="Seconds between looks for work.")
+@click.option(
+    "--poll",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between looks for work.",
+)
 @click.pass_context
 @reports_errors
 def worker(ctx: click.Context, once: bool, poll: float) -> None:
@@ -222,7 +327,9 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
             "workers need PostgreSQL: this database is SQLite",
             hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'), or set database.url to a PostgreSQL server.",
         )
-    console.print(f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C or SIGTERM stops.")
+    console.print(
+        f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C or SIGTERM stops."
+    )
     # systemctl stop and docker stop send SIGTERM: stop as gracefully as for Ctrl-C.
     stopped_by = _stop_on_sigterm()
     pause = poll
@@ -234,7 +341,9 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
                 # A database restart or a network cut: say so in one line and try again; the
                 # rows this worker held come back to it or to another when their lease runs out.
                 pause = min(max(pause, poll) * 2, 30.0)
-                console.print(f"database unreachable ({str(exc.orig or exc).splitlines()[0][:160]}); retrying in {pause:.0f} s")
+                console.print(
+                    f"database unreachable ({str(exc.orig or exc).splitlines()[0][:160]}); retrying in {pause:.0f} s"
+                )
                 time.sleep(pause)
                 continue
             pause = poll
@@ -246,7 +355,9 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
     except KeyboardInterrupt:
         # The sender let the messages in flight finish and gave back (pending) every row it had not tried.
         signal_name = stopped_by[0] if stopped_by else "Ctrl-C"
-        console.print(f"Stopped by {signal_name}; the rows this worker had not tried are pending again for the other workers.")
+        console.print(
+            f"Stopped by {signal_name}; the rows this worker had not tried are pending again for the other workers."
+        )
         ctx.exit(143 if signal_name == "SIGTERM" else 130)
 
 
@@ -263,13 +374,17 @@ def _drain_claimable(service: Any) -> bool:
         # out can still be locked by a stopped holder's open transaction (claims skip them), and
         # counting such a pass as work kept `worker --once` spinning until that holder woke.
         worked = worked or bool(result.tally)
-        console.print(f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}")
+        console.print(
+            f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}"
+        )
     return worked
 
 
 def _report_unfinished(service: Any) -> None:
     """`worker --once` ends saying what it could not do; non-zero when an operator must act."""
-    unfinished = service.store.editions.list_editions(statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=20)
+    unfinished = service.store.editions.list_editions(
+        statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=20
+    )
     must_act = []
     for edition in unfinished:
         counts = edition.counts
@@ -277,11 +392,16 @@ def _report_unfinished(service: Any) -> None:
             console.print(f"edition {edition.key}: {counts['sending']} rows are with other live senders")
         if counts.get("deferred"):
             due = service.store.outbox.next_due(edition.id)
-            console.print(f"edition {edition.key}: {counts['deferred']} rows deferred until {when(due)} (retried then)")
+            console.print(
+                f"edition {edition.key}: {counts['deferred']} rows deferred until {when(due)} (retried then)"
+            )
         if edition.status is EditionStatus.PAUSED:
             must_act.append(f"edition {edition.key} is paused: {edition.reason}")
     if must_act:
-        raise CliError("; ".join(must_act), hint="Fix the cause, then 'newsletter send --resume' (or start the workers again).")
+        raise CliError(
+            "; ".join(must_act),
+            hint="Fix the cause, then 'newsletter send --resume' (or start the workers again).",
+        )
 
 
 @click.command()
@@ -294,29 +414,54 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
     store = service_from(ctx).store
     if edition_id is None:
         table = Table()
-        for col in ("id", "key", "status", "started", "finished", "sent", "failed", "deferred", "unknown", "other"):
+        for col in (
+            "id",
+            "key",
+            "status",
+            "started",
+            "finished",
+            "sent",
+            "failed",
+            "deferred",
+            "unknown",
+            "other",
+        ):
             table.add_column(col)
         for e in store.editions.list_editions(limit=limit):
             c = e.counts
             other = sum(n for s, n in c.items() if s not in ("sent", "failed", "deferred", "unknown"))
             table.add_row(
-                str(e.id), e.key, e.status.value, when(e.started_at), when(e.finished_at),
-                str(c.get("sent", 0)), str(c.get("failed", 0)), str(c.get("deferred", 0)), str(c.get("unknown", 0)), str(other),
+                str(e.id),
+                e.key,
+                e.status.value,
+                when(e.started_at),
+                when(e.finished_at),
+                str(c.get("sent", 0)),
+                str(c.get("failed", 0)),
+                str(c.get("deferred", 0)),
+                str(c.get("unknown", 0)),
+                str(other),
             )
         console.print(table)
         return
     edition = store.editions.get_edition(edition_id)
     if edition is None:
         raise click.ClickException(f"no edition #{edition_id}; 'newsletter editions' lists them")
-    console.print(f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}")
+    console.print(
+        f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}"
+    )
     if edition.reason:
         console.print(f"Reason: {edition.reason}")
-    console.print(f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}")
+    console.print(
+        f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}"
+    )
     for state, n in sorted(edition.counts.items()):
         console.print(f"  {state:<11} {n}")
     readers, carried = store.outbox.carried(edition.id)
     if readers:
-        console.print(f"{readers} readers have reports carried to their next digest ({carried} in all): over digest.max_reports, sent oldest first")
+        console.print(
+            f"{readers} readers have reports carried to their next digest ({carried} in all): over digest.max_reports, sent oldest first"
+        )
     replies = store.outbox.failure_replies(edition.id)
     if replies:
         console.print("Most common failure replies:")
@@ -328,4 +473,3 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
         console.print("Failures by receiving domain (hard/soft count against readers; blocked is about us):")
         for domain, kind, n in judged:
             console.print(f"  {n:>6} × {kind:<9} {domain}")
-

@@ -42,16 +42,24 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
     _warn_unknown_topics(store, dict.fromkeys(subscriber.topics, 1))
     if created and subscriber.status is not SubscriberStatus.ACTIVE:
         # The suppression list remembers who left: adding them back is not their consent.
-        console.print(f"Added {subscriber.email} as {subscriber.status.value}: it is on the suppression list. Check with its owner, then 'newsletter subscribers reactivate {subscriber.email}'")
+        console.print(
+            f"Added {subscriber.email} as {subscriber.status.value}: it is on the suppression list. Check with its owner, then 'newsletter subscribers reactivate {subscriber.email}'"
+        )
     elif created:
         console.print(f"Added {subscriber.email}")
     else:
-        console.print(f"{subscriber.email} is already a subscriber ({subscriber.status.value}); nothing changed")
+        console.print(
+            f"{subscriber.email} is already a subscriber ({subscriber.status.value}); nothing changed"
+        )
 
 
 @subscribers.command("remove")
 @click.argument("email")
-@click.option("--forget", is_flag=True, help="Erase every personal detail (the person asked); keep only a hash so the address is never mailed again.")
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="Erase every personal detail (the person asked); keep only a hash so the address is never mailed again.",
+)
 @click.pass_context
 @reports_errors
 def subscribers_remove(ctx: click.Context, email: str, forget: bool) -> None:
@@ -90,40 +98,98 @@ def subscribers_reactivate(ctx: click.Context, email: str) -> None:
 
 @subscribers.command("list")
 @click.option("--search", default="", help="Only addresses or names containing this text (case ignored).")
-@click.option("--status", type=click.Choice([s.value for s in SubscriberStatus]), default=None, help="Only subscribers with this status.")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in SubscriberStatus]),
+    default=None,
+    help="Only subscribers with this status.",
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Rows per page.")
-@click.option("--page", type=click.IntRange(1), default=1, show_default=True, help="Which page (ordered by when they were added).")
+@click.option(
+    "--page",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Which page (ordered by when they were added).",
+)
 @click.pass_context
 @reports_errors
 def subscribers_list(ctx: click.Context, search: str, status: str | None, limit: int, page: int) -> None:
     """List subscribers a page at a time, with how many match (works on a read-only database)."""
     wanted = SubscriberStatus(status) if status else None
-    rows, total = service_from(ctx).store.subscribers.list_page(search=search, status=wanted, limit=limit, offset=(page - 1) * limit)
+    rows, total = service_from(ctx).store.subscribers.list_page(
+        search=search, status=wanted, limit=limit, offset=(page - 1) * limit
+    )
     table = Table()
     for col in ("email", "name", "status", "topics", "cadence", "last digest"):
         table.add_column(col)
     for s in rows:
-        table.add_row(s.email, s.name, s.status.value + (" (paused)" if s.paused else ""), ", ".join(s.topics) or "all", s.cadence.value, when(s.last_digest_at))
+        table.add_row(
+            s.email,
+            s.name,
+            s.status.value + (" (paused)" if s.paused else ""),
+            ", ".join(s.topics) or "all",
+            s.cadence.value,
+            when(s.last_digest_at),
+        )
     if rows:
         console.print(table)
     pages = max(1, -(-total // limit))
     first = (page - 1) * limit + 1
     shown = f"{first:,}-{first + len(rows) - 1:,} of " if rows else ("" if page == 1 else "none of ")
-    console.print(f"{shown}{total:,} subscriber{'s' if total != 1 else ''}" + (f" (page {page} of {pages})" if total > limit or page > 1 else ""))
+    console.print(
+        f"{shown}{total:,} subscriber{'s' if total != 1 else ''}"
+        + (f" (page {page} of {pages})" if total > limit or page > 1 else "")
+    )
     if page < pages:
         console.print(f"Next page: --page {page + 1}")
 
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES), default=None, help="The tool that made the file (default: found from the header).")
-@click.option("--map", "mapping", multiple=True, metavar='FIELD="COLUMN"', help='Read a field from a column, e.g. --map email="E-Mail" (fields: email, name, topics, status, cadence).')
-@click.option("--update", is_flag=True, help="Also change the names, topics and cadence of readers already here (only from the columns the file has).")
-@click.option("--errors", "errors_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the bad rows, with their line numbers and reasons, to this CSV.")
-@click.option("--encoding", default="utf-8", show_default=True, help="The file's text encoding (Excel on Windows: cp1252).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_NAMES),
+    default=None,
+    help="The tool that made the file (default: found from the header).",
+)
+@click.option(
+    "--map",
+    "mapping",
+    multiple=True,
+    metavar='FIELD="COLUMN"',
+    help='Read a field from a column, e.g. --map email="E-Mail" (fields: email, name, topics, status, cadence).',
+)
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Also change the names, topics and cadence of readers already here (only from the columns the file has).",
+)
+@click.option(
+    "--errors",
+    "errors_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the bad rows, with their line numbers and reasons, to this CSV.",
+)
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="The file's text encoding (Excel on Windows: cp1252).",
+)
 @click.pass_context
 @reports_errors
-def subscribers_import(ctx: click.Context, file: Path, fmt: str | None, mapping: tuple[str, ...], update: bool, errors_file: Path | None, encoding: str) -> None:
+def subscribers_import(
+    ctx: click.Context,
+    file: Path,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    update: bool,
+    errors_file: Path | None,
+    encoding: str,
+) -> None:
     """Import a CSV: ours (email, name, topics, status, cadence) or a Mailchimp, listmonk, Substack or Ghost export.
 
     Unsubscribed, cleaned, blocklisted or disabled readers come in as unsubscribed or
@@ -137,13 +203,24 @@ def subscribers_import(ctx: click.Context, file: Path, fmt: str | None, mapping:
     columns = parse_mapping(mapping)
     total = max(count_lines(file) - 1, 0) if file.is_file() else 0
     with ImportProgress(total) as progress:
-        result = import_file(store, file, encoding=encoding, fmt=fmt, mapping=columns, update=update, progress=progress.update)
-    console.print(f"Read {file} as {result.format} ({DELIMITER_NAMES.get(result.delimiter, repr(result.delimiter))}-separated)", markup=False)
+        result = import_file(
+            store, file, encoding=encoding, fmt=fmt, mapping=columns, update=update, progress=progress.update
+        )
+    console.print(
+        f"Read {file} as {result.format} ({DELIMITER_NAMES.get(result.delimiter, repr(result.delimiter))}-separated)",
+        markup=False,
+    )
     if result.unknown_columns:
-        err_console.print(f"Not imported: columns {', '.join(repr(c) for c in result.unknown_columns)} (nothing reads them; --map FIELD=COLUMN takes one)", markup=False)
+        err_console.print(
+            f"Not imported: columns {', '.join(repr(c) for c in result.unknown_columns)} (nothing reads them; --map FIELD=COLUMN takes one)",
+            markup=False,
+        )
     if result.ignored_columns:
         listed = ", ".join(result.ignored_columns[:6]) + (", ..." if len(result.ignored_columns) > 6 else "")
-        console.print(f"{len(result.ignored_columns)} column(s) of {result.format}'s own left out ({listed})", markup=False)
+        console.print(
+            f"{len(result.ignored_columns)} column(s) of {result.format}'s own left out ({listed})",
+            markup=False,
+        )
     for bad in result.bad_rows[:SHOWN_ERRORS]:
         err_console.print(f"invalid: line {bad.line}: {bad.reason}", markup=False)
     if errors_file is not None and result.bad_rows:
@@ -151,7 +228,10 @@ def subscribers_import(ctx: click.Context, file: Path, fmt: str | None, mapping:
             written = write_bad_rows(result, stream)
         err_console.print(f"{written:,} bad row(s) written to {errors_file}", markup=False)
     elif len(result.bad_rows) > SHOWN_ERRORS:
-        err_console.print(f"... and {len(result.bad_rows) - SHOWN_ERRORS:,} more; --errors FILE writes every bad row with its line number", markup=False)
+        err_console.print(
+            f"... and {len(result.bad_rows) - SHOWN_ERRORS:,} more; --errors FILE writes every bad row with its line number",
+            markup=False,
+        )
     _warn_unknown_topics(store, result.unknown_topics)
     console.print(result.summary())
     if result.bad_rows:
@@ -186,7 +266,14 @@ class ImportProgress:
 
     def __enter__(self) -> ImportProgress:
         if err_console.is_terminal:
-            self.bar = Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+            self.bar = Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("import", total=self.total or None)
         return self
@@ -205,7 +292,9 @@ class ImportProgress:
             of = f" of {self.total:,}" if self.total else ""
             err_console.print(f"importing: {done:,}{of} lines read", markup=False)
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self.bar is not None:
             self.bar.stop()
 
@@ -221,6 +310,11 @@ def _warn_unknown_topics(store: Store, topics: Mapping[str, int]) -> None:
     if not missing:
         return
     known = store.reports.all_topics()
-    named = ", ".join(repr(t) + (f" ({topics[t]:,} rows)" if topics.get(t, 0) > 1 else "") for t in missing[:8])
+    named = ", ".join(
+        repr(t) + (f" ({topics[t]:,} rows)" if topics.get(t, 0) > 1 else "") for t in missing[:8]
+    )
     have = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-    err_console.print(f"Warning: no report has the topic(s) {named}: a reader limited to them gets nothing. Reports have: {have}", markup=False)
+    err_console.print(
+        f"Warning: no report has the topic(s) {named}: a reader limited to them gets nothing. Reports have: {have}",
+        markup=False,
+    )

@@ -82,7 +82,11 @@ def plain_text(value: str, *, limit: int | None = None, markup: bool = True) -> 
 
 
 def fetch_feed(
-    source: str, *, timeout: float, validators: FeedValidators | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+    source: str,
+    *,
+    timeout: float,
+    validators: FeedValidators | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[bytes | None, FeedValidators]:
     """The raw feed bytes and the new validators; bytes are None when a conditional GET says nothing changed.
 
@@ -95,7 +99,9 @@ def fetch_feed(
         if validators and validators.modified:
             headers["If-Modified-Since"] = validators.modified
         try:
-            with httpx.stream("GET", source, headers=headers, timeout=timeout, follow_redirects=True) as response:
+            with httpx.stream(
+                "GET", source, headers=headers, timeout=timeout, follow_redirects=True
+            ) as response:
                 if response.status_code == 304:
                     return None, validators or FeedValidators()
                 if response.status_code >= 400:
@@ -104,7 +110,9 @@ def fetch_feed(
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise _too_large(source, max_bytes)
                 body = _read_capped(response.iter_bytes(CHUNK), source, max_bytes)
-                return body, FeedValidators(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+                return body, FeedValidators(
+                    response.headers.get("ETag"), response.headers.get("Last-Modified")
+                )
         except httpx.HTTPError as exc:
             raise FeedError(f"feed {source} could not be fetched: {exc.__class__.__name__}: {exc}") from exc
     path = Path(source.removeprefix("file://"))
@@ -131,7 +139,9 @@ def _too_large(source: str, max_bytes: int) -> FeedError:
     )
 
 
-def read_feed(data: bytes, *, source: str, teaser_length: int = 280, now: datetime | None = None) -> ParsedFeed:
+def read_feed(
+    data: bytes, *, source: str, teaser_length: int = 280, now: datetime | None = None
+) -> ParsedFeed:
     """Reports from feed bytes, entry by entry; FeedError if the document is not a usable RSS/Atom feed
     or not one of its entries is usable.
 
@@ -142,7 +152,9 @@ def read_feed(data: bytes, *, source: str, teaser_length: int = 280, now: dateti
     parsed = feedparser.parse(data, response_headers={"content-location": base} if base else None)
     if parsed.bozo and not parsed.entries:
         reason = getattr(parsed, "bozo_exception", None)
-        raise FeedError(f"feed {source} is not valid RSS or Atom: {plain_text(str(reason)) or 'unreadable document'}")
+        raise FeedError(
+            f"feed {source} is not valid RSS or Atom: {plain_text(str(reason)) or 'unreadable document'}"
+        )
     if not parsed.get("version") and not parsed.entries:
         raise FeedError(f"feed {source} is not an RSS or Atom feed (no channel and no entries)")
     seen_at = now or datetime.now(UTC)
@@ -151,7 +163,9 @@ def read_feed(data: bytes, *, source: str, teaser_length: int = 280, now: dateti
     undated: set[str] = set()
     for index, entry in enumerate(parsed.entries, start=1):
         try:
-            report, dated = _report_from_entry(entry, source=source, base=base, index=index, teaser_length=teaser_length, seen_at=seen_at)
+            report, dated = _report_from_entry(
+                entry, source=source, base=base, index=index, teaser_length=teaser_length, seen_at=seen_at
+            )
         except EntryProblem as problem:
             skipped.append(problem.message)
             continue
@@ -161,17 +175,28 @@ def read_feed(data: bytes, *, source: str, teaser_length: int = 280, now: dateti
         else:
             undated.add(report.id)
     if parsed.entries and not found:
-        raise EntryProblem(f"feed {source}: none of its {len(parsed.entries)} entries is usable (first: {skipped[0]})", hint="Each entry needs a title, and a link or a guid; ask the publisher to fix the feed.")
+        raise EntryProblem(
+            f"feed {source}: none of its {len(parsed.entries)} entries is usable (first: {skipped[0]})",
+            hint="Each entry needs a title, and a link or a guid; ask the publisher to fix the feed.",
+        )
     return ParsedFeed(tuple(found.values()), tuple(skipped), frozenset(undated))
 
 
-def parse_feed(data: bytes, *, source: str, teaser_length: int = 280, now: datetime | None = None) -> list[Report]:
+def parse_feed(
+    data: bytes, *, source: str, teaser_length: int = 280, now: datetime | None = None
+) -> list[Report]:
     """The usable reports of a feed (``read_feed`` without what was skipped)."""
     return list(read_feed(data, source=source, teaser_length=teaser_length, now=now).reports)
 
 
 def load_reports(
-    source: str, *, timeout: float, teaser_length: int, validators: FeedValidators | None = None, max_bytes: int = DEFAULT_MAX_BYTES, now: datetime | None = None
+    source: str,
+    *,
+    timeout: float,
+    teaser_length: int,
+    validators: FeedValidators | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    now: datetime | None = None,
 ) -> FeedResult:
     """Fetch and parse a feed in one step."""
     data, fresh = fetch_feed(source, timeout=timeout, validators=validators, max_bytes=max_bytes)
@@ -187,7 +212,9 @@ def _is_markup(detail: Any) -> bool:
     return kind != "text/plain"
 
 
-def _report_from_entry(entry: Any, *, source: str, base: str, index: int, teaser_length: int, seen_at: datetime) -> tuple[Report, bool]:
+def _report_from_entry(
+    entry: Any, *, source: str, base: str, index: int, teaser_length: int, seen_at: datetime
+) -> tuple[Report, bool]:
     """(report, True if the entry carried its own date); EntryProblem naming the entry when it is unusable."""
     link = plain_text(entry.get("link", ""))
     if link and base and not link.startswith(("http://", "https://")):
@@ -195,11 +222,16 @@ def _report_from_entry(entry: Any, *, source: str, base: str, index: int, teaser
     ident = plain_text(entry.get("id", "")) or link
     title = plain_text(entry.get("title", ""), limit=300, markup=_is_markup(entry.get("title_detail")))
     if not ident:
-        raise EntryProblem(f"feed {source}: entry {index} ({title or 'untitled'!r}) has neither a guid nor a link")
+        raise EntryProblem(
+            f"feed {source}: entry {index} ({title or 'untitled'!r}) has neither a guid nor a link"
+        )
     if not title:
         raise EntryProblem(f"feed {source}: entry {index} ({ident[:80]!r}) has no title")
     if not link.startswith(("http://", "https://")):
-        raise EntryProblem(f"feed {source}: entry {index} ({title!r}) has no absolute http(s) link" + (f" ({link[:80]!r} is relative and the feed has no URL to resolve it against)" if link else ""))
+        raise EntryProblem(
+            f"feed {source}: entry {index} ({title!r}) has no absolute http(s) link"
+            + (f" ({link[:80]!r} is relative and the feed has no URL to resolve it against)" if link else "")
+        )
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = datetime.fromtimestamp(calendar.timegm(stamp), tz=UTC) if stamp is not None else seen_at
     teaser_source = entry.get("summary") or ""
@@ -207,8 +239,16 @@ def _report_from_entry(entry: Any, *, source: str, base: str, index: int, teaser
     if not teaser_source and entry.get("content"):
         teaser_source = entry.content[0].get("value", "")
         teaser_markup = _is_markup(entry.content[0])
-    topics = tuple(dict.fromkeys(plain_text(t.get("term") or t.get("label") or "", limit=60) for t in entry.get("tags", []) if (t.get("term") or t.get("label"))))
-    members_only = any(str(entry.get(key, "")).strip().lower() in ("true", "1", "yes") for key in MEMBERS_KEYS)
+    topics = tuple(
+        dict.fromkeys(
+            plain_text(t.get("term") or t.get("label") or "", limit=60)
+            for t in entry.get("tags", [])
+            if (t.get("term") or t.get("label"))
+        )
+    )
+    members_only = any(
+        str(entry.get(key, "")).strip().lower() in ("true", "1", "yes") for key in MEMBERS_KEYS
+    )
     report = Report(
         id=ident,
         title=title,

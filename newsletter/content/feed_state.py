@@ -55,7 +55,11 @@ def refresh_feed(settings: Settings, store: Store, *, now: datetime) -> tuple[in
     reports = _keep_first_seen_dates(store, result.reports, result.undated)
     for report in reports:
         if report.published > now:
-            log.warning("report %r is dated %s, in the future: it is held back until then", report.title, report.published.isoformat())
+            log.warning(
+                "report %r is dated %s, in the future: it is held back until then",
+                report.title,
+                report.published.isoformat(),
+            )
     for attempt in range(1, UPSERT_ATTEMPTS + 1):
         try:
             with _refreshing:
@@ -68,7 +72,9 @@ def refresh_feed(settings: Settings, store: Store, *, now: datetime) -> tuple[in
     return added, updated, False
 
 
-def _keep_first_seen_dates(store: Store, reports: tuple[Report, ...], undated: frozenset[str]) -> list[Report]:
+def _keep_first_seen_dates(
+    store: Store, reports: tuple[Report, ...], undated: frozenset[str]
+) -> list[Report]:
     """Undated entries are dated when first seen: a stored copy keeps that date, so it never moves."""
     if not undated:
         return list(reports)

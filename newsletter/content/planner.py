@@ -93,7 +93,11 @@ def why_included(subscriber: Reader, report: Report) -> str:
         matched = [t for t in report.topics if t.casefold() in chosen]
         topic = "topic " + ", ".join(matched)
     mark = subscriber.ledger_seq
-    when = "new since the last digest" if mark is not None and report.seq > mark else "among the newest (first digest)"
+    when = (
+        "new since the last digest"
+        if mark is not None and report.seq > mark
+        else "among the newest (first digest)"
+    )
     return f"{when}; {topic}"
 
 
@@ -109,7 +113,9 @@ def select_reports(subscriber: Reader, ledger: Ledger, *, max_reports: int) -> S
     if mark is None:
         # Never planned (a bulk import): nothing stored before is theirs to miss.
         chosen = [r for r in ledger.recent if matches(r)][:max_reports]
-        return Selection(_newest_first(chosen), f"first digest: newest {max_reports} in {topics}", mark=ledger.horizon)
+        return Selection(
+            _newest_first(chosen), f"first digest: newest {max_reports} in {topics}", mark=ledger.horizon
+        )
     owed = [r for r in ledger.after(mark) if matches(r)]
     carried = max(0, len(owed) - max_reports)
     chosen = owed[:max_reports]

@@ -73,7 +73,9 @@ class DigestRenderer:
         self._css_log = logging.getLogger("newsletter.premailer")
         self._css_log.setLevel(logging.CRITICAL)
 
-    def render(self, reports: Sequence[Report], *, archive_url: str = "", as_of: datetime | None = None) -> RenderedDigest:
+    def render(
+        self, reports: Sequence[Report], *, archive_url: str = "", as_of: datetime | None = None
+    ) -> RenderedDigest:
         """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML under digest.max_html_bytes.
 
         Measured on the final bytes (``final_html_bytes``): spliced for the longest recipient, quoted-printable.
@@ -83,7 +85,9 @@ class DigestRenderer:
         limit = self.settings.digest.max_html_bytes
         shown = len(reports)
         while True:
-            digest = self._render_once(reports[:shown], more_count=len(reports) - shown, archive_url=archive_url)
+            digest = self._render_once(
+                reports[:shown], more_count=len(reports) - shown, archive_url=archive_url
+            )
             size = final_html_bytes(digest.html, self.settings.site.base_url)
             if size <= limit or shown == 1:
                 return digest
@@ -112,10 +116,18 @@ class DigestRenderer:
             html = self.env.get_template("digest.html").render(context)
             text = self.env.get_template("digest.txt").render(context)
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError(f"template {exc.name} is missing from {self.settings.digest.templates}") from exc
+            raise TemplateError(
+                f"template {exc.name} is missing from {self.settings.digest.templates}"
+            ) from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"a digest template failed to render: {exc}") from exc
-        return RenderedDigest(context["subject"], inline_css(html, logger=self._css_log), _normalise_text(text), tuple(reports), more_count)
+        return RenderedDigest(
+            context["subject"],
+            inline_css(html, logger=self._css_log),
+            _normalise_text(text),
+            tuple(reports),
+            more_count,
+        )
 
 
 def preheader(reports: Sequence[Report], total: int) -> str:
@@ -193,10 +205,16 @@ def web_version(html: str, *, manage_url: str) -> str:
     """
     manage = f'<p><a class="footer-link" href="{html_lib.escape(manage_url)}">Get this digest by email, or manage your subscription</a></p>'
     public = MAIL_ONLY.sub("", html)
-    if public != html:  # the manage link goes where the footer's personal lines were, before the postal address
+    if (
+        public != html
+    ):  # the manage link goes where the footer's personal lines were, before the postal address
         postal = public.find('class="postal"')
         cut = public.rfind("<p", 0, postal) if postal >= 0 else -1
         public = public[:cut] + manage + public[cut:] if cut >= 0 else public + manage
     # A template without the marks still never leaks a reader's links or address.
-    public = public.replace(UNSUBSCRIBE_MARK, manage_url).replace(PREFERENCES_MARK, manage_url).replace(RECIPIENT_MARK, "you")
+    public = (
+        public.replace(UNSUBSCRIBE_MARK, manage_url)
+        .replace(PREFERENCES_MARK, manage_url)
+        .replace(RECIPIENT_MARK, "you")
+    )
     return public.replace(ESCAPED_PERCENTS, "%%")

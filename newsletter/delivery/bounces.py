@@ -45,8 +45,19 @@ log = logging.getLogger("newsletter.delivery.bounces")
 
 STATUS_PARTS = ("message/delivery-status", "message/global-delivery-status")
 REPORT_TYPES = ("delivery-status", "global-delivery-status")
-ORIGINAL_PARTS = ("message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers", "message/global-headers")
-ACTIONS = {Verdict.BAD_ADDRESS: "suppressed", Verdict.SOFT: "soft", Verdict.BLOCKED: "blocked", Verdict.SENDER: "sender"}
+ORIGINAL_PARTS = (
+    "message/rfc822",
+    "message/global",
+    "text/rfc822-headers",
+    "message/rfc822-headers",
+    "message/global-headers",
+)
+ACTIONS = {
+    Verdict.BAD_ADDRESS: "suppressed",
+    Verdict.SOFT: "soft",
+    Verdict.BLOCKED: "blocked",
+    Verdict.SENDER: "sender",
+}
 VERP_RE = re.compile(r"bounces\+([A-Za-z0-9_.\-]+)@", re.I)
 
 
@@ -108,7 +119,9 @@ def original_headers(msg: Message) -> Message | None:
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 return payload[0]
             text = part.get_payload(decode=True) or b""
-            return message_from_bytes(text if isinstance(text, bytes) else str(text).encode(), policy=policy.compat32)
+            return message_from_bytes(
+                text if isinstance(text, bytes) else str(text).encode(), policy=policy.compat32
+            )
     return None
 
 
@@ -137,7 +150,9 @@ def diagnostic_code(fields: dict[str, str]) -> tuple[int | None, str]:
 class BounceProcessor:
     """Applies authenticated reports to the store through the one judgement."""
 
-    def __init__(self, outbox: OutboxStore, subscribers: SubscriberStore, signer: TokenSigner, suppressor: Suppressor) -> None:
+    def __init__(
+        self, outbox: OutboxStore, subscribers: SubscriberStore, signer: TokenSigner, suppressor: Suppressor
+    ) -> None:
         self.outbox = outbox
         self.subscribers = subscribers
         self.signer = signer
@@ -161,22 +176,39 @@ class BounceProcessor:
         if not failed:
             actions = ", ".join(sorted({r.get("action", "?").lower() for r in recipients}))
             return BounceVerdict("ignored", f"no failure (action: {actions})")
-        named = [address_of(r.get("final-recipient", "")) for r in failed] + [address_of(r.get("original-recipient", "")) for r in failed]
+        named = [address_of(r.get("final-recipient", "")) for r in failed] + [
+            address_of(r.get("original-recipient", "")) for r in failed
+        ]
         row = self.authenticate(msg, envelope, [a for a in named if a])
         fields = failed[0]
         status = enhanced_status(fields.get("status", ""))
         if row is None:
-            return BounceVerdict("unmatched", f"Action: failed, Status: {status or '?'} for {', '.join(a for a in named if a) or 'nobody named'}: no valid token and no Message-ID of ours for that address", status=status)
+            return BounceVerdict(
+                "unmatched",
+                f"Action: failed, Status: {status or '?'} for {', '.join(a for a in named if a) or 'nobody named'}: no valid token and no Message-ID of ours for that address",
+                status=status,
+            )
         # The block about this row's address, when the DSN names it (a forward may name another).
         for r in failed:
-            if row.email.lower() in (address_of(r.get("final-recipient", "")), address_of(r.get("original-recipient", ""))):
+            if row.email.lower() in (
+                address_of(r.get("final-recipient", "")),
+                address_of(r.get("original-recipient", "")),
+            ):
                 fields, status = r, enhanced_status(r.get("status", ""))
         code, diagnostic = diagnostic_code(fields)
         judgement = self.suppressor.record(
-            subscriber_id=row.subscriber_id, delivery_id=row.id, code=code, reply=f"{status} {diagnostic}".strip(), source="dsn", stage="dsn", status=status
+            subscriber_id=row.subscriber_id,
+            delivery_id=row.id,
+            code=code,
+            reply=f"{status} {diagnostic}".strip(),
+            source="dsn",
+            stage="dsn",
+            status=status,
         )
         log.info("bounce: subscriber %s: %s (%s)", row.subscriber_id, judgement.verdict.value, status)
-        return BounceVerdict(ACTIONS[judgement.verdict], f"Action: failed, Status: {status}", row.subscriber_id, status)
+        return BounceVerdict(
+            ACTIONS[judgement.verdict], f"Action: failed, Status: {status}", row.subscriber_id, status
+        )
 
     def _nonstandard(self, msg: Message, envelope: list[str]) -> BounceVerdict:
         """A bounce in some MTA's own layout: flufl.bounce finds the addresses."""
@@ -186,14 +218,34 @@ class BounceProcessor:
             log.exception("flufl.bounce could not read a message")
             return BounceVerdict("ignored", "not a delivery status notification (unreadable)")
         if not permanent:
-            return BounceVerdict("ignored", "temporary failure only" if temporary else "not a delivery status notification")
-        named = [a.decode("utf-8", "replace").lower() if isinstance(a, bytes) else str(a).lower() for a in permanent]
+            return BounceVerdict(
+                "ignored", "temporary failure only" if temporary else "not a delivery status notification"
+            )
+        named = [
+            a.decode("utf-8", "replace").lower() if isinstance(a, bytes) else str(a).lower()
+            for a in permanent
+        ]
         row = self.authenticate(msg, envelope, named)
         if row is None:
-            return BounceVerdict("unmatched", f"non-standard bounce for {', '.join(named)}: no valid token and no Message-ID of ours for that address")
+            return BounceVerdict(
+                "unmatched",
+                f"non-standard bounce for {', '.join(named)}: no valid token and no Message-ID of ours for that address",
+            )
         text = _first_text(msg)
-        judgement = self.suppressor.record(subscriber_id=row.subscriber_id, delivery_id=row.id, code=550, reply=text[:500], source="dsn", stage="dsn")
-        return BounceVerdict(ACTIONS[judgement.verdict], f"non-standard bounce ({judgement.rule})", row.subscriber_id, judgement.status)
+        judgement = self.suppressor.record(
+            subscriber_id=row.subscriber_id,
+            delivery_id=row.id,
+            code=550,
+            reply=text[:500],
+            source="dsn",
+            stage="dsn",
+        )
+        return BounceVerdict(
+            ACTIONS[judgement.verdict],
+            f"non-standard bounce ({judgement.rule})",
+            row.subscriber_id,
+            judgement.status,
+        )
 
     def _complaint(self, msg: Message, envelope: list[str]) -> BounceVerdict:
         """An ARF (RFC 5965) report: the reader marked a digest as spam; stop mailing them."""
@@ -203,17 +255,31 @@ class BounceProcessor:
             if part.get_content_type() == "message/feedback-report":
                 for block in _field_blocks(part):
                     feedback_type = block.get("feedback-type", feedback_type).lower()
-                    named += [address_of(block[k]) for k in ("original-rcpt-to", "removal-recipient") if block.get(k)]
+                    named += [
+                        address_of(block[k])
+                        for k in ("original-rcpt-to", "removal-recipient")
+                        if block.get(k)
+                    ]
         inner = original_headers(msg)
         if inner is not None and inner.get("To"):
             named.append(address_of(str(inner["To"]).rsplit("<", 1)[-1]))
         row = self.authenticate(msg, envelope, named)
         if row is None:
-            return BounceVerdict("unmatched", f"complaint ({feedback_type}) for {', '.join(named) or 'a redacted address'}: no valid token and no Message-ID of ours for that address")
-        self.suppressor.complaint(subscriber_id=row.subscriber_id, delivery_id=row.id, reason=f"complaint ({feedback_type}) by feedback loop report", source="arf")
+            return BounceVerdict(
+                "unmatched",
+                f"complaint ({feedback_type}) for {', '.join(named) or 'a redacted address'}: no valid token and no Message-ID of ours for that address",
+            )
+        self.suppressor.complaint(
+            subscriber_id=row.subscriber_id,
+            delivery_id=row.id,
+            reason=f"complaint ({feedback_type}) by feedback loop report",
+            source="arf",
+        )
         return BounceVerdict("unsubscribed", f"complaint ({feedback_type})", row.subscriber_id)
 
-    def authenticate(self, msg: Message | None, envelope: Iterable[str], named: Iterable[str], *, message_id: str = "") -> Delivery | None:
+    def authenticate(
+        self, msg: Message | None, envelope: Iterable[str], named: Iterable[str], *, message_id: str = ""
+    ) -> Delivery | None:
         """The outbox row a report proves it is about, or None.
 
         Proof is a VERP token that verifies (in the envelope recipient, or in the
@@ -230,7 +296,9 @@ class BounceProcessor:
                 return row
         message_id = message_id or (str(inner.get("Message-ID", "")).strip() if inner is not None else "")
         if message_id:
-            row = self.outbox.find_delivery_by_message_id(message_id if message_id.startswith("<") else f"<{message_id}>")
+            row = self.outbox.find_delivery_by_message_id(
+                message_id if message_id.startswith("<") else f"<{message_id}>"
+            )
             if row is not None and row.email.lower() in {a.lower() for a in named}:
                 return row
         return None
@@ -262,7 +330,9 @@ def process_maildir(processor: BounceProcessor, directory: Path) -> list[tuple[s
     for key in sorted(box.keys()):
         raw = box.get_bytes(key)
         msg = message_from_bytes(raw, policy=policy.compat32)
-        envelope = [str(v) for v in (msg.get_all("Delivered-To") or []) + (msg.get_all("X-Original-To") or [])]
+        envelope = [
+            str(v) for v in (msg.get_all("Delivered-To") or []) + (msg.get_all("X-Original-To") or [])
+        ]
         results.append((key, processor.process(raw, envelope_recipients=envelope)))
     return results
 
@@ -282,14 +352,22 @@ class _Handler:
         except Exception:  # a malformed report must not bounce back; it is kept for an operator
             log.exception("could not process a bounce; kept in the Maildir")
             return "250 OK kept for review"
-        log.info("bounce from %s to %s: %s (%s)", envelope.mail_from, ",".join(envelope.rcpt_tos), verdict.action, verdict.reason)
+        log.info(
+            "bounce from %s to %s: %s (%s)",
+            envelope.mail_from,
+            ",".join(envelope.rcpt_tos),
+            verdict.action,
+            verdict.reason,
+        )
         return "250 OK"
 
 
 class BounceReceiver:
     """An aiosmtpd server for DSNs, loopback by default; use as a context manager."""
 
-    def __init__(self, processor: BounceProcessor, *, maildir: Path, host: str = "127.0.0.1", port: int = 2525) -> None:
+    def __init__(
+        self, processor: BounceProcessor, *, maildir: Path, host: str = "127.0.0.1", port: int = 2525
+    ) -> None:
         # mailbox.Maildir(create=True) only builds tmp/new/cur for a path that does not
         # exist yet; an existing empty folder (or a fresh default) needs them made here.
         for sub in ("tmp", "new", "cur"):
@@ -298,7 +376,13 @@ class BounceReceiver:
         self.host = host
         self.port = port or _free_port(host)
         # SMTPUTF8: Postfix returns global DSNs (RFC 6533) for SMTPUTF8 mail only to a server that offers it.
-        self.controller = Controller(_Handler(processor, self.archive), hostname=host, port=self.port, decode_data=False, enable_SMTPUTF8=True)
+        self.controller = Controller(
+            _Handler(processor, self.archive),
+            hostname=host,
+            port=self.port,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+        )
 
     def __enter__(self) -> BounceReceiver:
         try:

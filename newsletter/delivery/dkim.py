@@ -47,8 +47,17 @@ if TYPE_CHECKING:
 # Signed in this order; the fixed ones first. "from" twice: the second names a From header
 # that does not exist, so a From added on the way breaks the signature (over-signing).
 SIGNED_HEADERS = (
-    "from", "subject", "list-id", "mime-version", "content-type", "list-unsubscribe-post",
-    "to", "date", "message-id", "list-unsubscribe", "from",
+    "from",
+    "subject",
+    "list-id",
+    "mime-version",
+    "content-type",
+    "list-unsubscribe-post",
+    "to",
+    "date",
+    "message-id",
+    "list-unsubscribe",
+    "from",
 )
 KEY_TYPES = ("ed25519", "rsa")
 RSA_BITS = 2048
@@ -85,7 +94,9 @@ class DkimKey:
         if isinstance(public, ed25519.Ed25519PublicKey):
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         else:
-            raw = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            raw = public.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         return base64.b64encode(raw).decode("ascii")
 
     def txt_record(self) -> str:
@@ -116,7 +127,9 @@ def generate_key(kind: str) -> PrivateKey:
 
 
 def private_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 PEM_BLOCK = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.+?-----END [A-Z ]*PRIVATE KEY-----", re.S)
@@ -127,18 +140,30 @@ def parse_private_keys(pem: bytes, source: str) -> list[PrivateKey]:
     pem = pem.replace(b"\\n", b"\n")  # an environment variable written on one line
     blocks = PEM_BLOCK.findall(pem)
     if not blocks:
-        raise ConfigError(f"{source} holds no PEM private key", hint="Create one with 'newsletter dkim keygen --selector S'.")
+        raise ConfigError(
+            f"{source} holds no PEM private key",
+            hint="Create one with 'newsletter dkim keygen --selector S'.",
+        )
     keys: list[PrivateKey] = []
     for block in blocks:
         try:
             key = serialization.load_pem_private_key(block, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise ConfigError(f"{source} holds a malformed or encrypted private key", hint="Create a new one with 'newsletter dkim keygen --selector S'.") from None
+            raise ConfigError(
+                f"{source} holds a malformed or encrypted private key",
+                hint="Create a new one with 'newsletter dkim keygen --selector S'.",
+            ) from None
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size < 1024:
-                raise ConfigError(f"{source} holds a {key.key_size}-bit RSA key; receivers ignore keys under 1024 bits", hint="Use 'newsletter dkim keygen --type rsa' (2048 bits).")
+                raise ConfigError(
+                    f"{source} holds a {key.key_size}-bit RSA key; receivers ignore keys under 1024 bits",
+                    hint="Use 'newsletter dkim keygen --type rsa' (2048 bits).",
+                )
         elif not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise ConfigError(f"{source} holds a {type(key).__name__}, not an RSA or Ed25519 key", hint="DKIM signs with rsa-sha256 or ed25519-sha256 only.")
+            raise ConfigError(
+                f"{source} holds a {type(key).__name__}, not an RSA or Ed25519 key",
+                hint="DKIM signs with rsa-sha256 or ed25519-sha256 only.",
+            )
         keys.append(key)
     return keys
 
@@ -158,13 +183,21 @@ def load_keys(settings: Settings) -> list[DkimKey]:
     if not names:
         return []
     if len(names) > 2:
-        raise ConfigError(f"mail.dkim_selector names {len(names)} selectors; at most two (one rsa, one ed25519)", hint="For example mail.dkim_selector = \"news-rsa,news-ed\".")
+        raise ConfigError(
+            f"mail.dkim_selector names {len(names)} selectors; at most two (one rsa, one ed25519)",
+            hint='For example mail.dkim_selector = "news-rsa,news-ed".',
+        )
     for name in names:
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", name):
-            raise ConfigError(f"mail.dkim_selector {name!r} is not a DNS label", hint="Use letters, digits and hyphens, e.g. news2026.")
+            raise ConfigError(
+                f"mail.dkim_selector {name!r} is not a DNS label",
+                hint="Use letters, digits and hyphens, e.g. news2026.",
+            )
     keys: list[PrivateKey] = []
     if settings.mail.dkim_private_key:
-        keys = parse_private_keys(settings.mail.dkim_private_key.encode("utf-8"), "NEWSLETTER_DKIM_PRIVATE_KEY")
+        keys = parse_private_keys(
+            settings.mail.dkim_private_key.encode("utf-8"), "NEWSLETTER_DKIM_PRIVATE_KEY"
+        )
         source = "NEWSLETTER_DKIM_PRIVATE_KEY"
     else:
         files = [f.strip() for f in settings.mail.dkim_key_file.split(",") if f.strip()]
@@ -177,7 +210,10 @@ def load_keys(settings: Settings) -> list[DkimKey]:
             try:
                 data = Path(file).read_bytes()
             except OSError as exc:
-                raise ConfigError(f"cannot read the DKIM key file {file}: {exc.strerror}", hint="Check mail.dkim_key_file, or create the key with 'newsletter dkim keygen --selector S'.") from None
+                raise ConfigError(
+                    f"cannot read the DKIM key file {file}: {exc.strerror}",
+                    hint="Check mail.dkim_key_file, or create the key with 'newsletter dkim keygen --selector S'.",
+                ) from None
             keys += parse_private_keys(data, f"the DKIM key file {file}")
         source = "mail.dkim_key_file"
     if len(keys) != len(names):
@@ -187,7 +223,9 @@ def load_keys(settings: Settings) -> list[DkimKey]:
         )
     found = [DkimKey(name, key) for name, key in zip(names, keys, strict=True)]
     if len({k.kind for k in found}) != len(found):
-        raise ConfigError("two DKIM keys of the same type", hint="Sign with at most one rsa and one ed25519 key.")
+        raise ConfigError(
+            "two DKIM keys of the same type", hint="Sign with at most one rsa and one ed25519 key."
+        )
     return found
 
 
@@ -246,7 +284,11 @@ def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
 _WANTED = frozenset(name.encode("ascii") for name in SIGNED_HEADERS)
 
 
-def _select(fields: list[tuple[bytes, bytes]], names: Sequence[bytes], cache: dict[tuple[bytes, bytes], bytes] | None = None) -> list[bytes]:
+def _select(
+    fields: list[tuple[bytes, bytes]],
+    names: Sequence[bytes],
+    cache: dict[tuple[bytes, bytes], bytes] | None = None,
+) -> list[bytes]:
     """The canonical form of each signed header, bottom-up for repeated names (RFC 6376 5.4.2).
 
     ``cache`` keeps canonical forms by raw field: a variant's fixed headers are canonicalised once.
@@ -292,7 +334,9 @@ class _BodyPlan:
     @classmethod
     def learn(cls, body: bytes, sentinels: list[bytes]) -> _BodyPlan | None:
         """From a body rendered with ``sentinels`` as the reader's values."""
-        parts = re.split(b"(" + b"|".join(re.escape(v) for v in sorted(sentinels, key=len, reverse=True)) + b")", body)
+        parts = re.split(
+            b"(" + b"|".join(re.escape(v) for v in sorted(sentinels, key=len, reverse=True)) + b")", body
+        )
         pieces = tuple(parts[0::2])
         canonical = [canonical_fragment(p) for p in pieces]
         canonical[-1] = _end_of_body(canonical[-1])
@@ -373,14 +417,20 @@ class _HeaderPlan:
         while same < limit and first[-1 - same] == second[-1 - same]:
             same += 1
         start = len(first) - same
-        while start < len(first) and (first[start - 2 : start] != b"\r\n" or first[start : start + 1] in (b" ", b"\t")):
+        while start < len(first) and (
+            first[start - 2 : start] != b"\r\n" or first[start : start + 1] in (b" ", b"\t")
+        ):
             start += 1  # to the start of a field, not of a folded line
         tail = first[start:]
         fields, _ = split_message(tail)
         names = [name.strip().lower() for name, _ in fields]
         if not tail or len(set(names)) != len(names):
             return None  # a name twice: bottom-up selection is done the general way
-        canonical = {key: canonical_header(*field) + b"\r\n" for key, field in zip(names, fields, strict=True) if key in _WANTED}
+        canonical = {
+            key: canonical_header(*field) + b"\r\n"
+            for key, field in zip(names, fields, strict=True)
+            if key in _WANTED
+        }
         return cls(tail, frozenset(names), canonical)
 
     def signed(self, head: bytes) -> bytes | None:
@@ -404,15 +454,25 @@ def _learn(prepared: PreparedMessage) -> tuple[_BodyPlan | None, _HeaderPlan | N
     samples = []
     for n in (1, 2):
         token = f"{_SENTINEL}{n}{secrets.token_hex(8)}"
-        values = {"to_address": f"{token}r@sentinel.invalid", "unsubscribe_url": f"https://sentinel.invalid/{token}u", "preferences_url": f"https://sentinel.invalid/{token}p"}
+        values = {
+            "to_address": f"{token}r@sentinel.invalid",
+            "unsubscribe_url": f"https://sentinel.invalid/{token}u",
+            "preferences_url": f"https://sentinel.invalid/{token}p",
+        }
         message = prepared.for_recipient(
-            to_address=values["to_address"], to_name=f"S{n}", message_id=f"<{token}@sentinel.invalid>", date=f"Thu, 0{n} Jan 2026 00:00:00 +0000",
-            unsubscribe_url=values["unsubscribe_url"], preferences_url=values["preferences_url"],
+            to_address=values["to_address"],
+            to_name=f"S{n}",
+            message_id=f"<{token}@sentinel.invalid>",
+            date=f"Thu, 0{n} Jan 2026 00:00:00 +0000",
+            unsubscribe_url=values["unsubscribe_url"],
+            preferences_url=values["preferences_url"],
         )
         samples.append((message, [v.encode("ascii") for v in values.values()]))
     (first, sentinels), (second, _) = samples
     _, body_at = split_message(first)
-    return _BodyPlan.learn(first[body_at:], sentinels), _HeaderPlan.learn(first[: body_at - 2], second[: split_message(second)[1] - 2])
+    return _BodyPlan.learn(first[body_at:], sentinels), _HeaderPlan.learn(
+        first[: body_at - 2], second[: split_message(second)[1] - 2]
+    )
 
 
 # -- signing -------------------------------------------------------------------------------------
@@ -421,13 +481,17 @@ def _learn(prepared: PreparedMessage) -> tuple[_BodyPlan | None, _HeaderPlan | N
 class DkimSigner:
     """Signs messages with one or two keys for one domain; safe to share between threads."""
 
-    def __init__(self, keys: Sequence[DkimKey], domain: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, keys: Sequence[DkimKey], domain: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
         if not keys:
             raise ValueError("a signer needs at least one key")
         self.keys = tuple(keys)
         self.domain = domain
         self.clock = clock
-        self._plans: weakref.WeakKeyDictionary[Any, tuple[_BodyPlan | None, _HeaderPlan | None]] = weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[Any, tuple[_BodyPlan | None, _HeaderPlan | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._headers: dict[tuple[bytes, bytes], bytes] = {}
         # Folded after "content-type:" so that no header line passes 78 octets.
         self._h = ":".join(SIGNED_HEADERS[:5]) + ":\r\n  " + ":".join(SIGNED_HEADERS[5:])
@@ -457,7 +521,12 @@ class DkimSigner:
             canonical = f"dkim-signature:v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain}; s={key.selector}; t={stamp}; h={self._h_canonical}; bh={bh}; b="
             digest = hashlib.sha256(signed + canonical.encode("ascii")).digest()
             b = base64.b64encode(key.sign_digest(digest))
-            out.append(b"DKIM-Signature:" + value + b"\r\n ".join(b[i : i + 72] for i in range(0, len(b), 72)) + b"\r\n")
+            out.append(
+                b"DKIM-Signature:"
+                + value
+                + b"\r\n ".join(b[i : i + 72] for i in range(0, len(b), 72))
+                + b"\r\n"
+            )
         return b"".join(out)
 
     def signed(self, message: bytes) -> bytes:

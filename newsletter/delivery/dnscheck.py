@@ -53,7 +53,10 @@ def _host_port(server: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"mail.dns_server must be an IP address with an optional port, got {server!r}", hint="For example 127.0.0.1:5353 or [::1]:53.") from None
+        raise ConfigError(
+            f"mail.dns_server must be an IP address with an optional port, got {server!r}",
+            hint="For example 127.0.0.1:5353 or [::1]:53.",
+        ) from None
     return host, port
 
 
@@ -125,7 +128,10 @@ def ready_signer(settings: Settings) -> DkimSigner | None:
                 hint="Check mail.dns_server (or the system resolver), or set mail.dkim_check_dns = false to send without the check.",
             ) from None
         if problem:
-            raise ConfigError(problem, hint="Mail signed with this key would fail DKIM. 'newsletter dns check' lists every record; mail.dkim_check_dns = false skips this check.")
+            raise ConfigError(
+                problem,
+                hint="Mail signed with this key would fail DKIM. 'newsletter dns check' lists every record; mail.dkim_check_dns = false skips this check.",
+            )
         _checked[seen] = time.monotonic()
     return signer
 
@@ -134,10 +140,16 @@ def ready_signer(settings: Settings) -> DkimSigner | None:
 
 
 def spf_record(resolver: dns.resolver.Resolver, domain: str) -> list[str]:
-    return [r for r in txt_records(resolver, domain) if r.lower().startswith("v=spf1") and (len(r) == 6 or r[6] == " ")]
+    return [
+        r
+        for r in txt_records(resolver, domain)
+        if r.lower().startswith("v=spf1") and (len(r) == 6 or r[6] == " ")
+    ]
 
 
-def spf_allows(resolver: dns.resolver.Resolver, domain: str, ip: str, budget: list[int] | None = None) -> bool | None:
+def spf_allows(
+    resolver: dns.resolver.Resolver, domain: str, ip: str, budget: list[int] | None = None
+) -> bool | None:
     """Whether SPF at ``domain`` passes ``ip`` (True), fails it (False), or cannot say (None).
 
     The mechanisms senders use: ip4, ip6, a, mx, include, redirect, all (exists and
@@ -173,7 +185,13 @@ def spf_allows(resolver: dns.resolver.Resolver, domain: str, ip: str, budget: li
     return False
 
 
-def _spf_match(resolver: dns.resolver.Resolver, name: str, arg: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, budget: list[int]) -> bool | None:
+def _spf_match(
+    resolver: dns.resolver.Resolver,
+    name: str,
+    arg: str,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    budget: list[int],
+) -> bool | None:
     if name == "all":
         return True
     if name in ("ip4", "ip6"):
@@ -189,11 +207,20 @@ def _spf_match(resolver: dns.resolver.Resolver, name: str, arg: str, address: ip
         budget[0] -= 1
         if budget[0] < 0:
             return None
-        hosts = [target] if name == "a" else [str(mx.exchange).rstrip(".") for mx in _resolve(resolver, target, "MX")]  # type: ignore[attr-defined]
+        hosts = (
+            [target]
+            if name == "a"
+            else [
+                str(mx.exchange).rstrip(".")  # type: ignore[attr-defined]
+                for mx in _resolve(resolver, target, "MX")
+            ]
+        )
         rdtype = "A" if address.version == 4 else "AAAA"
         for host in hosts:
             for answer in _resolve(resolver, host, rdtype):
-                network = ipaddress.ip_network(f"{answer}/{cidr or (32 if address.version == 4 else 128)}", strict=False)
+                network = ipaddress.ip_network(
+                    f"{answer}/{cidr or (32 if address.version == 4 else 128)}", strict=False
+                )
                 if address in network:
                     return True
         return False
@@ -225,7 +252,9 @@ def bounce_domain(settings: Settings) -> str:
     return (settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]).lower()
 
 
-def check_dns(settings: Settings, resolver: dns.resolver.Resolver, relays: Sequence[str] = ()) -> list[Finding]:
+def check_dns(
+    settings: Settings, resolver: dns.resolver.Resolver, relays: Sequence[str] = ()
+) -> list[Finding]:
     """SPF, DKIM per selector, DMARC, the bounce domain's MX, and alignment; one finding each."""
     from_domain = settings.mail.from_address.rsplit("@", 1)[1].lower()
     bounces = bounce_domain(settings)
@@ -235,7 +264,13 @@ def check_dns(settings: Settings, resolver: dns.resolver.Resolver, relays: Seque
         try:
             found.append(check())
         except LookupFailed as exc:
-            found.append(Finding("fail", "DNS", f"{exc}; check that the name server answers (mail.dns_server / --nameserver)"))
+            found.append(
+                Finding(
+                    "fail",
+                    "DNS",
+                    f"{exc}; check that the name server answers (mail.dns_server / --nameserver)",
+                )
+            )
 
     look(lambda: _check_alignment(settings, from_domain, bounces))
     look(lambda: _check_spf(resolver, bounces, relays))
@@ -254,7 +289,13 @@ def _keys_or_none(settings: Settings, found: list[Finding]) -> list[DkimKey]:
         found.append(Finding("fail", "DKIM", f"{exc.message}; {exc.hint}"))
         return []
     if signer is None:
-        found.append(Finding("fail", "DKIM", "mail is not signed (mail.dkim_selector is empty); run 'newsletter dkim keygen --selector S', publish the record it prints and set mail.dkim_selector and mail.dkim_key_file"))
+        found.append(
+            Finding(
+                "fail",
+                "DKIM",
+                "mail is not signed (mail.dkim_selector is empty); run 'newsletter dkim keygen --selector S', publish the record it prints and set mail.dkim_selector and mail.dkim_key_file",
+            )
+        )
         return []
     return list(signer.keys)
 
@@ -262,66 +303,126 @@ def _keys_or_none(settings: Settings, found: list[Finding]) -> list[DkimKey]:
 def _check_key(resolver: dns.resolver.Resolver, key: DkimKey, domain: str) -> Finding:
     problem = key_problem(resolver, key, domain)
     what = f"DKIM {key.selector}._domainkey.{domain}"
-    return Finding("fail", what, problem.removeprefix("DKIM: ")) if problem else Finding("ok", what, f"{key.kind} key published and matches the private key")
+    return (
+        Finding("fail", what, problem.removeprefix("DKIM: "))
+        if problem
+        else Finding("ok", what, f"{key.kind} key published and matches the private key")
+    )
 
 
 def _check_alignment(settings: Settings, from_domain: str, bounces: str) -> Finding:
     signing = dkim_domain(settings)
     problems = []
     if organizational(bounces) != organizational(from_domain):
-        problems.append(f"the bounce domain {bounces} is not under the From domain {from_domain}, so SPF does not align for DMARC (set mail.bounce_domain to {from_domain} or a subdomain of it)")
+        problems.append(
+            f"the bounce domain {bounces} is not under the From domain {from_domain}, so SPF does not align for DMARC (set mail.bounce_domain to {from_domain} or a subdomain of it)"
+        )
     if settings.mail.dkim_selector and organizational(signing) != organizational(from_domain):
-        problems.append(f"DKIM signs as d={signing}, not the From domain {from_domain}, so DKIM does not align for DMARC (set mail.dkim_domain to {from_domain})")
+        problems.append(
+            f"DKIM signs as d={signing}, not the From domain {from_domain}, so DKIM does not align for DMARC (set mail.dkim_domain to {from_domain})"
+        )
     if problems:
         return Finding("fail", "alignment", "; ".join(problems))
-    return Finding("ok", "alignment", f"From {from_domain}, bounces {bounces}" + (f", DKIM d={signing}" if settings.mail.dkim_selector else "") + ": aligned")
+    return Finding(
+        "ok",
+        "alignment",
+        f"From {from_domain}, bounces {bounces}"
+        + (f", DKIM d={signing}" if settings.mail.dkim_selector else "")
+        + ": aligned",
+    )
 
 
 def _check_spf(resolver: dns.resolver.Resolver, domain: str, relays: Sequence[str]) -> Finding:
     what = f"SPF {domain}"
     records = spf_record(resolver, domain)
     if not records:
-        return Finding("fail", what, f'no SPF record; publish  {domain}. TXT "v=spf1 ip4:<your relay IP> -all"  (or your provider\'s include:)')
+        return Finding(
+            "fail",
+            what,
+            f'no SPF record; publish  {domain}. TXT "v=spf1 ip4:<your relay IP> -all"  (or your provider\'s include:)',
+        )
     if len(records) > 1:
-        return Finding("fail", what, f"{len(records)} SPF records (receivers treat that as an error); merge them into one")
+        return Finding(
+            "fail",
+            what,
+            f"{len(records)} SPF records (receivers treat that as an error); merge them into one",
+        )
     record = records[0]
     if not relays:
         ending = record.split()[-1].lower()
         if ending in ("+all", "all"):
-            return Finding("fail", what, f"'{record}' passes every server on the internet; end it with -all or ~all")
-        return Finding("warn", what, f"'{record}' found; pass --relay <IP of the server that hands your mail out> to check that it is allowed")
+            return Finding(
+                "fail", what, f"'{record}' passes every server on the internet; end it with -all or ~all"
+            )
+        return Finding(
+            "warn",
+            what,
+            f"'{record}' found; pass --relay <IP of the server that hands your mail out> to check that it is allowed",
+        )
     refused = []
     for relay in relays:
         verdict = spf_allows(resolver, domain, relay)
         if verdict is None:
-            return Finding("warn", what, f"'{record}' could not be evaluated for {relay} (macros, exists or too many lookups); check it with your provider's tool")
+            return Finding(
+                "warn",
+                what,
+                f"'{record}' could not be evaluated for {relay} (macros, exists or too many lookups); check it with your provider's tool",
+            )
         if not verdict:
             refused.append(relay)
     if refused:
-        return Finding("fail", what, f"'{record}' does not include the relay {', '.join(refused)}; add ip4:/ip6: for it (or your provider's include:) before the 'all'")
+        return Finding(
+            "fail",
+            what,
+            f"'{record}' does not include the relay {', '.join(refused)}; add ip4:/ip6: for it (or your provider's include:) before the 'all'",
+        )
     return Finding("ok", what, f"'{record}' passes {', '.join(relays)}")
 
 
 def _check_dmarc(resolver: dns.resolver.Resolver, from_domain: str) -> Finding:
     for domain in dict.fromkeys((from_domain, organizational(from_domain))):
-        records = [r for r in txt_records(resolver, f"_dmarc.{domain}") if r.lower().replace(" ", "").startswith("v=dmarc1")]
+        records = [
+            r
+            for r in txt_records(resolver, f"_dmarc.{domain}")
+            if r.lower().replace(" ", "").startswith("v=dmarc1")
+        ]
         if records:
             policy = _tags(records[0]).get("p", "").lower()
             what = f"DMARC _dmarc.{domain}"
             if policy == "none":
-                return Finding("warn", what, "p=none only monitors; once reports show your mail passes, move to p=quarantine, then p=reject")
+                return Finding(
+                    "warn",
+                    what,
+                    "p=none only monitors; once reports show your mail passes, move to p=quarantine, then p=reject",
+                )
             if policy not in ("quarantine", "reject"):
-                return Finding("fail", what, f"no valid policy (p={policy or 'missing'}); write p=none, p=quarantine or p=reject")
+                return Finding(
+                    "fail",
+                    what,
+                    f"no valid policy (p={policy or 'missing'}); write p=none, p=quarantine or p=reject",
+                )
             return Finding("ok", what, f"p={policy}")
-    return Finding("fail", f"DMARC _dmarc.{from_domain}", f'no DMARC record (Gmail and Yahoo require one of bulk senders); publish  _dmarc.{from_domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{from_domain}"  then tighten p=')
+    return Finding(
+        "fail",
+        f"DMARC _dmarc.{from_domain}",
+        f'no DMARC record (Gmail and Yahoo require one of bulk senders); publish  _dmarc.{from_domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{from_domain}"  then tighten p=',
+    )
 
 
 def _check_mx(resolver: dns.resolver.Resolver, domain: str) -> Finding:
     what = f"MX {domain}"
     records = _resolve(resolver, domain, "MX")
     if not records:
-        return Finding("fail", what, f"no MX record, so bounces to bounces+...@{domain} cannot arrive; publish an MX pointing at the host that runs 'newsletter bounces'")
+        return Finding(
+            "fail",
+            what,
+            f"no MX record, so bounces to bounces+...@{domain} cannot arrive; publish an MX pointing at the host that runs 'newsletter bounces'",
+        )
     hosts = sorted(str(r.exchange).rstrip(".") for r in records)  # type: ignore[attr-defined]
     if hosts == [""]:
-        return Finding("fail", what, f"a null MX (RFC 7505): {domain} accepts no mail, so bounces are lost; point it at the host that runs 'newsletter bounces'")
+        return Finding(
+            "fail",
+            what,
+            f"a null MX (RFC 7505): {domain} accepts no mail, so bounces are lost; point it at the host that runs 'newsletter bounces'",
+        )
     return Finding("ok", what, ", ".join(hosts))

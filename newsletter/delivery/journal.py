@@ -65,12 +65,20 @@ def journal_owner(path: Path) -> tuple[int, int] | None:
     None for a file not named so."""
     edition, _, rest = path.name.removeprefix("edition-").partition(".")
     pid = rest.removesuffix(".journal")
-    return (int(edition), int(pid)) if path.name.startswith("edition-") and edition.isdigit() and pid.isdigit() else None
+    return (
+        (int(edition), int(pid))
+        if path.name.startswith("edition-") and edition.isdigit() and pid.isdigit()
+        else None
+    )
 
 
 def journals_in(directory: Path) -> list[Path]:
     """Every journal file in ``directory`` (any edition, any process)."""
-    return sorted(p for p in directory.glob("edition-*.*.journal") if journal_owner(p) is not None) if directory.is_dir() else []
+    return (
+        sorted(p for p in directory.glob("edition-*.*.journal") if journal_owner(p) is not None)
+        if directory.is_dir()
+        else []
+    )
 
 
 def replay(paths: list[Path]) -> dict[int, JournalEntry]:
@@ -89,7 +97,9 @@ def replay(paths: list[Path]) -> dict[int, JournalEntry]:
                 elif parts[0] == b"R" and len(parts) >= 4:
                     code = int(parts[3])
                     reply = parts[4].decode("utf-8", "replace").strip() if len(parts) == 5 else ""
-                    entries[int(parts[1])] = JournalEntry(DeliveryState(parts[2].decode()), code or None, reply)
+                    entries[int(parts[1])] = JournalEntry(
+                        DeliveryState(parts[2].decode()), code or None, reply
+                    )
             except (ValueError, IndexError):
                 continue  # a line torn by the kill: the row counts as in flight or untouched
     return entries

@@ -62,7 +62,9 @@ class Rule:
     text: str = ""
 
     def matches(self, status: str, diagnostic: str) -> bool:
-        if self.statuses and not any(status == s or (s.endswith(".") and status.startswith(s)) for s in self.statuses):
+        if self.statuses and not any(
+            status == s or (s.endswith(".") and status.startswith(s)) for s in self.statuses
+        ):
             return False
         return not self.text or re.search(self.text, diagnostic, re.I) is not None
 
@@ -81,20 +83,41 @@ _BAD_ADDRESS_TEXT = (
     r"|recipient (address )?rejected|address rejected|unrouteable address|mailbox (is )?disabled|account (is )?disabled"
     r"|no mailbox here|undeliverable address"
 )
-_FULL_TEXT = r"mailbox (is )?full|over ?quota|quota exceeded|insufficient (system )?storage|mailbox size limit"
+_FULL_TEXT = (
+    r"mailbox (is )?full|over ?quota|quota exceeded|insufficient (system )?storage|mailbox size limit"
+)
 
 # The table, first match wins. The status is the enhanced status of the reply or DSN;
 # a bare SMTP code without one counts as 5.0.0 / 4.0.0.
 RULES: tuple[Rule, ...] = (
-    Rule(Verdict.SENDER, "our sender address or domain is refused (5.1.7, 5.1.8, 5.7.27)", statuses=("5.1.7", "5.1.8", "5.7.27")),
-    Rule(Verdict.SENDER, "authentication or encryption required (5.7.8, 5.7.9, 5.7.10, 5.7.11)", statuses=("5.7.8", "5.7.9", "5.7.10", "5.7.11")),
-    Rule(Verdict.SENDER, "HELO, sender address, relay access or protocol named in the text", text=_SENDER_TEXT),
-    Rule(Verdict.BAD_ADDRESS, "no such address: 5.1.0, 5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10", statuses=("5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10")),
+    Rule(
+        Verdict.SENDER,
+        "our sender address or domain is refused (5.1.7, 5.1.8, 5.7.27)",
+        statuses=("5.1.7", "5.1.8", "5.7.27"),
+    ),
+    Rule(
+        Verdict.SENDER,
+        "authentication or encryption required (5.7.8, 5.7.9, 5.7.10, 5.7.11)",
+        statuses=("5.7.8", "5.7.9", "5.7.10", "5.7.11"),
+    ),
+    Rule(
+        Verdict.SENDER, "HELO, sender address, relay access or protocol named in the text", text=_SENDER_TEXT
+    ),
+    Rule(
+        Verdict.BAD_ADDRESS,
+        "no such address: 5.1.0, 5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10",
+        statuses=("5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"),
+    ),
     Rule(Verdict.BAD_ADDRESS, "mailbox disabled: 5.2.1", statuses=("5.2.1",)),
     Rule(Verdict.SOFT, "mailbox full: 5.2.2, 4.2.2", statuses=("5.2.2", "4.2.2")),
     Rule(Verdict.BLOCKED, "policy, spam, DMARC (5.7.26), blocklists: 5.7.x", statuses=("5.7.",)),
     Rule(Verdict.BLOCKED, "spam, blocklist, DMARC or policy named in the text", text=_BLOCKED_TEXT),
-    Rule(Verdict.BAD_ADDRESS, "unknown user named in the text (bare 5xx)", statuses=("5.",), text=_BAD_ADDRESS_TEXT),
+    Rule(
+        Verdict.BAD_ADDRESS,
+        "unknown user named in the text (bare 5xx)",
+        statuses=("5.",),
+        text=_BAD_ADDRESS_TEXT,
+    ),
     Rule(Verdict.SENDER, "protocol error: 5.5.x", statuses=("5.5.",)),
     Rule(Verdict.SOFT, "mailbox full named in the text", text=_FULL_TEXT),
     Rule(Verdict.SOFT, "anything else: 4.x.x, other 5.x.x (system, network, expired in a relay)"),
@@ -145,7 +168,12 @@ def sender_hint(stage: str, code: int | None, reply: str) -> str:
         return "Check smtp.username and NEWSLETTER_SMTP_PASSWORD; the server refused the login."
     if stage == "tls" or "ssl" in text or "tls" in text or "certificate" in text:
         return "Check smtp.security: 'starttls' for port 587, 'tls' for port 465, 'none' for a local relay."
-    if "name or service not known" in text or "nodename nor servname" in text or "gaierror" in text or "temporary failure in name resolution" in text:
+    if (
+        "name or service not known" in text
+        or "nodename nor servname" in text
+        or "gaierror" in text
+        or "temporary failure in name resolution" in text
+    ):
         return "Check smtp.host: the name does not resolve."
     if "connection refused" in text:
         return "Check smtp.host and smtp.port: nothing listens there (is the SMTP server running?)."
@@ -155,4 +183,6 @@ def sender_hint(stage: str, code: int | None, reply: str) -> str:
         return "Check mail.from_address and mail.bounce_domain: the server refuses the sender address."
     if "disconnected" in text or "connection unexpectedly closed" in text or code == -1:
         return "Check smtp.port: the server there does not speak SMTP (an HTTP port?)."
-    return "Fix the SMTP settings (smtp.host, smtp.port, smtp.security), then 'newsletter send --resume --now'."
+    return (
+        "Fix the SMTP settings (smtp.host, smtp.port, smtp.security), then 'newsletter send --resume --now'."
+    )

@@ -57,7 +57,9 @@ def encode_header(name: str, value: str) -> bytes:
     encoded word may be at most 75 octets (RFC 2047 2).
     """
     single_line(value)
-    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name, maxlinelen=76).encode(linesep="\r\n")
+    encoded = Header(
+        value, "utf-8" if not value.isascii() else "us-ascii", header_name=name, maxlinelen=76
+    ).encode(linesep="\r\n")
     return f"{name}: {encoded}".encode("ascii") + CRLF
 
 
@@ -78,7 +80,11 @@ def address_header(name: str, display: str, address: str) -> bytes:
         return f"{name}: {quoted} <{address}>\r\n".encode()
     words = Header(display, "utf-8", header_name=name, maxlinelen=76).encode(linesep="\r\n")
     last_line = words.rsplit("\r\n", 1)[-1]
-    gap = " " if len(last_line) + len(address) + 3 + (len(name) + 2 if "\r\n" not in words else 0) <= 78 else "\r\n "
+    gap = (
+        " "
+        if len(last_line) + len(address) + 3 + (len(name) + 2 if "\r\n" not in words else 0) <= 78
+        else "\r\n "
+    )
     return f"{name}: {words}{gap}<{address}>\r\n".encode()
 
 
@@ -121,7 +127,9 @@ def encode_value(value: str) -> bytes:
     is what the general encoder gives for it.
     """
     if _QP_UNSAFE.search(value) is None:
-        return "=\r\n".join([value[i : i + _VALUE_LINE] for i in range(0, len(value), _VALUE_LINE)]).encode("ascii")
+        return "=\r\n".join([value[i : i + _VALUE_LINE] for i in range(0, len(value), _VALUE_LINE)]).encode(
+            "ascii"
+        )
     return qp_encode(value, room_at_end=1, quote_spaces=True)
 
 
@@ -201,7 +209,9 @@ class PreparedMessage:
         for name, value in extra_headers:
             head.append(encode_header(name, value))
         head.append(b"MIME-Version: 1.0\r\n")
-        head.append(f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode("ascii"))
+        head.append(
+            f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode("ascii")
+        )
         self._fixed_headers = b"".join(head)
         part_head = "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
         self._text_head = ("\r\n" + part_head.format(b=self.boundary, kind="plain")).encode("ascii")
@@ -230,11 +240,17 @@ class PreparedMessage:
         single_line(message_id)
         single_line(unsubscribe_url)
         date_value = date if isinstance(date, str) else format_datetime(date)
-        list_unsubscribe = f"<{unsubscribe_url}>" + (f", <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else "")
+        list_unsubscribe = f"<{unsubscribe_url}>" + (
+            f", <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else ""
+        )
         stuff = dot_stuff if dot_stuffed else _as_is
         text_values: dict[str, bytes] = {}
         html_values: dict[str, bytes] = {}
-        for mark, value in ((RECIPIENT_MARK, to_address), (UNSUBSCRIBE_MARK, unsubscribe_url), (PREFERENCES_MARK, preferences_url)):
+        for mark, value in (
+            (RECIPIENT_MARK, to_address),
+            (UNSUBSCRIBE_MARK, unsubscribe_url),
+            (PREFERENCES_MARK, preferences_url),
+        ):
             text_values[mark] = encoded = stuff(encode_value(value))
             escaped = html_lib.escape(value)
             # Addresses and token URLs rarely hold &, <, > or quotes: encode once then.

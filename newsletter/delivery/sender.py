@@ -155,7 +155,9 @@ class Sender:
         self.base_url = settings.site.base_url.rstrip("/")
         self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         self.limiter = RateLimiter(settings.smtp.rate_limit)
-        helo_name(settings.smtp)  # a 'localhost' greeting towards a remote server is refused before any row is claimed
+        helo_name(
+            settings.smtp
+        )  # a 'localhost' greeting towards a remote server is refused before any row is claimed
         # SimpleQueue: put and get in C, a few hundred nanoseconds per message. The jobs queue
         # needs no bound: the main thread claims a batch only when at most one is in flight.
         self._results: queue.SimpleQueue[DeliveryOutcome] = queue.SimpleQueue()
@@ -195,7 +197,11 @@ class Sender:
                     self.halted_reason = why
                     break
                 rows = self.outbox.claim_deliveries(
-                    self.edition_id, limit=batch, worker=self.worker, lease_seconds=self.settings.delivery.lease, token=self.token
+                    self.edition_id,
+                    limit=batch,
+                    worker=self.worker,
+                    lease_seconds=self.settings.delivery.lease,
+                    token=self.token,
                 )
                 if not rows:
                     break
@@ -210,7 +216,9 @@ class Sender:
                         job = self._job(row, date)
                     except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
                         # One bad row (e.g. a CR/LF name written around the CLI) fails alone; the run goes on.
-                        failed = DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}")
+                        failed = DeliveryOutcome(
+                            row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}"
+                        )
                         self._watch_failures(failed)
                         self._results.put(failed)
                     else:
@@ -251,8 +259,15 @@ class Sender:
             return
         try:
             self.outbox.give_back(untried, token=self.token, reply=self._untried_reply())
-        except Exception as exc:  # the database may be the failure: the rows come back when their lease runs out
-            log.warning("edition %s: could not give back %d untried rows (%s)", self.edition_id, len(untried), str(exc).splitlines()[0][:200])
+        except (
+            Exception
+        ) as exc:  # the database may be the failure: the rows come back when their lease runs out
+            log.warning(
+                "edition %s: could not give back %d untried rows (%s)",
+                self.edition_id,
+                len(untried),
+                str(exc).splitlines()[0][:200],
+            )
 
     def _untried_reply(self) -> str:
         return f"{'edition paused' if self.paused_reason else 'sender stopped'} before this row was tried"
@@ -273,7 +288,9 @@ class Sender:
             except Exception as exc:
                 reason = str(exc).splitlines()[0][:200]
                 if not isinstance(exc, DBAPIError) or time.monotonic() + pause > lease_ends:
-                    log.error("could not commit the last results (%s); a resume will replay the journal", reason)
+                    log.error(
+                        "could not commit the last results (%s); a resume will replay the journal", reason
+                    )
                     return False
                 log.warning("could not commit the last results (%s); retrying in %.2f s", reason, pause)
                 time.sleep(pause)
@@ -296,7 +313,9 @@ class Sender:
         mail_from = f"bounces+{self.signer.make(Purpose.BOUNCE, row.id)}@{self.bounce_domain}"
         return _Job(row, mail_from, data)
 
-    def _settle(self, pending: list[DeliveryOutcome], tally: dict[str, int], in_flight: int, *, at_most: int) -> int:
+    def _settle(
+        self, pending: list[DeliveryOutcome], tally: dict[str, int], in_flight: int, *, at_most: int
+    ) -> int:
         """Collect results, committing them when due, until at most ``at_most`` jobs are still
         without one; returns how many are.
 
@@ -325,7 +344,9 @@ class Sender:
         return got
 
     def _watch_failures(self, outcome: DeliveryOutcome) -> None:
-        if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING) or outcome.reply.startswith(f"rcpt: {DOMAIN_PAUSED}"):
+        if outcome.state in (DeliveryState.SUPPRESSED, DeliveryState.PENDING) or outcome.reply.startswith(
+            f"rcpt: {DOMAIN_PAUSED}"
+        ):
             return  # not attempted: a paused domain's rows say nothing about the server
         with self._breaker_lock:  # connection threads report at once
             self._recent.append(outcome.state is not DeliveryState.SENT)
@@ -352,7 +373,9 @@ class Sender:
     def _commit_due(self, pending: list[DeliveryOutcome]) -> bool:
         # By count for throughput, and by time so that a sender that dies leaves at most about
         # delivery.commit_interval seconds of sent-but-unrecorded rows for the next holder to send again.
-        return len(pending) >= self.settings.delivery.batch_size or bool(pending and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval)
+        return len(pending) >= self.settings.delivery.batch_size or bool(
+            pending and time.monotonic() - self._last_commit >= self.settings.delivery.commit_interval
+        )
 
     def _commit(self, pending: list[DeliveryOutcome]) -> None:
         self._last_commit = time.monotonic()
@@ -360,9 +383,15 @@ class Sender:
             return
         written = self.outbox.record_outcomes(pending, as_of=self.as_of, token=self.token)
         self.suppressor.record_failures([o for o in pending if o.delivery_id in written])
-        dropped = [o for o in pending if o.delivery_id not in written and o.state is not DeliveryState.PENDING]
+        dropped = [
+            o for o in pending if o.delivery_id not in written and o.state is not DeliveryState.PENDING
+        ]
         if dropped:
-            log.warning("edition %s: %d results not recorded: those rows were taken over by another sender", self.edition_id, len(dropped))
+            log.warning(
+                "edition %s: %d results not recorded: those rows were taken over by another sender",
+                self.edition_id,
+                len(dropped),
+            )
         with self._held_lock:
             self._outstanding.difference_update(o.delivery_id for o in pending)
         pending.clear()
@@ -379,9 +408,15 @@ class Sender:
         while not self._stop.wait(interval):
             started = time.monotonic()
             try:
-                held = self.outbox.renew_lease(self.edition_id, worker=self.worker, lease_seconds=lease, token=self.token)
+                held = self.outbox.renew_lease(
+                    self.edition_id, worker=self.worker, lease_seconds=lease, token=self.token
+                )
             except Exception as exc:  # the database may be restarting: the next beat retries
-                log.warning("edition %s: lease renewal failed (%s); not sending past the lease", self.edition_id, str(exc).splitlines()[0][:200])
+                log.warning(
+                    "edition %s: lease renewal failed (%s); not sending past the lease",
+                    self.edition_id,
+                    str(exc).splitlines()[0][:200],
+                )
                 continue
             with self._held_lock:
                 lost = {i for i in self._outstanding if i not in held}
@@ -390,7 +425,11 @@ class Sender:
                 self._lost |= lost
                 self._lease_deadline = started + lease * LEASE_SAFETY
             if lost:
-                log.warning("edition %s: %d rows were taken over by another sender; they will not be sent from here", self.edition_id, len(lost))
+                log.warning(
+                    "edition %s: %d rows were taken over by another sender; they will not be sent from here",
+                    self.edition_id,
+                    len(lost),
+                )
 
     def _lease_lapsed(self, row_id: int) -> str:
         """Why this row must not be sent now ("" when it may): lost, or the lease not renewed in time."""
@@ -413,12 +452,26 @@ class Sender:
                 if self.paused_reason or self._stop.is_set():
                     # The breaker tripped, or the run is stopping (an error, Ctrl-C): queued rows
                     # are not attempted; they wait, pending, for the resume.
-                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, self._untried_reply())
+                    outcome = DeliveryOutcome(
+                        job.delivery.id,
+                        job.delivery.subscriber_id,
+                        DeliveryState.PENDING,
+                        None,
+                        self._untried_reply(),
+                    )
                 elif lapsed := self._lease_lapsed(job.delivery.id):
                     # Fenced: the PENDING result below is written only if the row is still ours.
-                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, lapsed)
+                    outcome = DeliveryOutcome(
+                        job.delivery.id, job.delivery.subscriber_id, DeliveryState.PENDING, None, lapsed
+                    )
                 elif job.delivery.subscriber_id in self._inactive:
-                    outcome = DeliveryOutcome(job.delivery.id, job.delivery.subscriber_id, DeliveryState.SUPPRESSED, None, "subscriber left during the send")
+                    outcome = DeliveryOutcome(
+                        job.delivery.id,
+                        job.delivery.subscriber_id,
+                        DeliveryState.SUPPRESSED,
+                        None,
+                        "subscriber left during the send",
+                    )
                 elif why := self.domains.paused(job.delivery.email):
                     outcome = self._outcome(job.delivery, Attempt(Result.TRANSIENT, None, why, "rcpt"))
                 else:
@@ -467,9 +520,20 @@ class Sender:
                 delay *= 2
             self.limiter.wait()
             reused = connection.sent > 0
-            attempt = connection.send(job.mail_from, row.email, job.data, before_content=lambda: journal.data_sent(row.id), dot_stuffed=True)
+            attempt = connection.send(
+                job.mail_from,
+                row.email,
+                job.data,
+                before_content=lambda: journal.data_sent(row.id),
+                dot_stuffed=True,
+            )
             self._set_live(connection.connected)
-            if attempt.result is Result.TRANSIENT and attempt.connection_problem and (attempt.stage == "connect" or attempt.code == 421) and self._others_live():
+            if (
+                attempt.result is Result.TRANSIENT
+                and attempt.connection_problem
+                and (attempt.stage == "connect" or attempt.code == 421)
+                and self._others_live()
+            ):
                 # Never defer a row because one connection was refused: a live one takes it.
                 self._hand_back(job, connection.parks)
                 connection.parks += 1
@@ -485,7 +549,13 @@ class Sender:
                 # open a fresh one at once; this is not a failure of the row.
                 continue
             tries += 1
-            log.info("transient failure for row %s at %s: %s %s", row.id, attempt.stage, attempt.code, attempt.reply)
+            log.info(
+                "transient failure for row %s at %s: %s %s",
+                row.id,
+                attempt.stage,
+                attempt.code,
+                attempt.reply,
+            )
         return self._outcome(row, attempt)
 
     @staticmethod
@@ -496,7 +566,11 @@ class Sender:
         if attempt.stage in ("tls", "auth"):
             return True
         code = attempt.code if attempt.code is not None and attempt.code > 0 else None
-        return code is not None and code >= 500 and judge(code, attempt.reply, stage=attempt.stage).verdict is Verdict.SENDER
+        return (
+            code is not None
+            and code >= 500
+            and judge(code, attempt.reply, stage=attempt.stage).verdict is Verdict.SENDER
+        )
 
     def _pause_for_sender(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
         """Blame no reader: the row waits, pending, and the edition pauses with what to fix."""
@@ -506,7 +580,13 @@ class Sender:
                 f"{sender_hint(attempt.stage, attempt.code, attempt.reply)} Then 'newsletter send --resume'."
             )
             log.warning("edition %s %s", self.edition_id, self.paused_reason)
-        return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.PENDING, attempt.code, f"sender problem, not tried: {attempt.stage}: {attempt.reply}")
+        return DeliveryOutcome(
+            row.id,
+            row.subscriber_id,
+            DeliveryState.PENDING,
+            attempt.code,
+            f"sender problem, not tried: {attempt.stage}: {attempt.reply}",
+        )
 
     def _outcome(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
         if attempt.result is Result.SENT:
@@ -514,14 +594,34 @@ class Sender:
         if attempt.result is Result.PERMANENT:
             if judge(attempt.code, attempt.reply, stage=attempt.stage).verdict is Verdict.BLOCKED:
                 self.domains.note_blocked(row.email)
-            return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"{attempt.stage}: {attempt.reply}")
+            return DeliveryOutcome(
+                row.id,
+                row.subscriber_id,
+                DeliveryState.FAILED,
+                attempt.code,
+                f"{attempt.stage}: {attempt.reply}",
+            )
         if attempt.result is Result.UNKNOWN:
-            return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply)
+            return DeliveryOutcome(
+                row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply
+            )
         steps = self.settings.delivery.backoff_steps
         wait = steps[min(max(row.attempts, 1) - 1, len(steps) - 1)]
         next_attempt = self.clock() + timedelta(seconds=wait)
         if self.give_up_after is not None and next_attempt > self.give_up_after:
             return DeliveryOutcome(
-                row.id, row.subscriber_id, DeliveryState.FAILED, attempt.code, f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}", expired=True
+                row.id,
+                row.subscriber_id,
+                DeliveryState.FAILED,
+                attempt.code,
+                f"gave up after delivery.max_age: {attempt.stage}: {attempt.reply}",
+                expired=True,
             )
-        return DeliveryOutcome(row.id, row.subscriber_id, DeliveryState.DEFERRED, attempt.code, f"{attempt.stage}: {attempt.reply}", next_attempt_at=next_attempt)
+        return DeliveryOutcome(
+            row.id,
+            row.subscriber_id,
+            DeliveryState.DEFERRED,
+            attempt.code,
+            f"{attempt.stage}: {attempt.reply}",
+            next_attempt_at=next_attempt,
+        )

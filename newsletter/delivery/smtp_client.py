@@ -68,7 +68,9 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self.sent = 0  # messages accepted on the current connection
         self._step = "connect"  # the session step in progress, for Attempt.stage
-        self.parks = 0  # times in a row this connection was refused while others were live (the sender's pool)
+        self.parks = (
+            0  # times in a row this connection was refused while others were live (the sender's pool)
+        )
 
     @property
     def connected(self) -> bool:
@@ -80,7 +82,9 @@ class SmtpConnection:
         context = ssl.create_default_context()  # certificates and host names verified
         self._step = "connect"
         if s.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context, local_hostname=name)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=s.timeout, context=context, local_hostname=name
+            )
         else:
             smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=name)
         try:
@@ -128,7 +132,15 @@ class SmtpConnection:
                 pass
         self._smtp = None
 
-    def send(self, mail_from: str, rcpt: str, data: bytes, *, before_content: Callable[[], None] | None = None, dot_stuffed: bool = False) -> Attempt:
+    def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        *,
+        before_content: Callable[[], None] | None = None,
+        dot_stuffed: bool = False,
+    ) -> Attempt:
         """Deliver one message to one recipient; never raises for SMTP or network trouble.
 
         ``dot_stuffed``: ``data`` already has its leading dots doubled (and ends with CRLF).
@@ -190,15 +202,25 @@ class SmtpConnection:
             code, reply = smtp.getreply()
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
-            return Attempt(Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True)
+            return Attempt(
+                Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True
+            )
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self._drop()
             failure_code: int | None = getattr(exc, "smtp_code", None)
-            if isinstance(exc, ssl.SSLError | ssl.CertificateError | smtplib.SMTPNotSupportedError) and stage in ("connect", "helo", "tls"):
+            if isinstance(
+                exc, ssl.SSLError | ssl.CertificateError | smtplib.SMTPNotSupportedError
+            ) and stage in ("connect", "helo", "tls"):
                 stage = "tls"  # a handshake or STARTTLS mismatch: smtp.security, not the network
             text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
             if stage in ("content", "reply"):
-                return Attempt(Result.UNKNOWN, failure_code, f"connection lost after the message data was sent ({text})", stage, connection_problem=True)
+                return Attempt(
+                    Result.UNKNOWN,
+                    failure_code,
+                    f"connection lost after the message data was sent ({text})",
+                    stage,
+                    connection_problem=True,
+                )
             return Attempt(Result.TRANSIENT, failure_code, text, stage, connection_problem=True)
         if 200 <= code < 300:
             self.sent += 1
@@ -226,7 +248,9 @@ def _envelope(smtp: smtplib.SMTP, mail_from: str, rcpt: str, options: list[str])
     if options and not smtp.has_extn("smtputf8"):
         raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
     extra = " " + " ".join(options) if options and smtp.does_esmtp else ""
-    commands = f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{extra}\r\nRCPT TO:{smtplib.quoteaddr(rcpt)}\r\nDATA\r\n"
+    commands = (
+        f"MAIL FROM:{smtplib.quoteaddr(mail_from)}{extra}\r\nRCPT TO:{smtplib.quoteaddr(rcpt)}\r\nDATA\r\n"
+    )
     if commands.count("\r") != 3 or commands.count("\n") != 3:
         raise ValueError("prohibited newline characters in an SMTP command")
     return commands.encode("utf-8" if options else "ascii")

@@ -48,7 +48,9 @@ def split_stage(reply: str) -> tuple[str, str]:
 class Suppressor:
     """Records judged failures and suppresses subscribers by the policy above."""
 
-    def __init__(self, settings: Settings, subscribers: SubscriberStore, bounces: BounceStore, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, settings: Settings, subscribers: SubscriberStore, bounces: BounceStore, *, clock: Clock = utcnow
+    ) -> None:
         self.settings = settings
         self.subscribers = subscribers
         self.bounces = bounces
@@ -77,19 +79,58 @@ class Suppressor:
         if kind is None:
             return judgement
         status = judgement.status or enhanced_status(status) or enhanced_status(reply)
-        self.bounces.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply, source=source, now=now)
+        self.bounces.record_bounce(
+            subscriber_id=subscriber_id,
+            delivery_id=delivery_id,
+            kind=kind,
+            code=code,
+            status=status,
+            reply=reply,
+            source=source,
+            now=now,
+        )
         if judgement.verdict is Verdict.BAD_ADDRESS:
-            self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"hard bounce {code or ''} {status} {reply}".strip(), now=now)
+            self.subscribers.set_status(
+                subscriber_id,
+                SubscriberStatus.BOUNCED,
+                reason=f"hard bounce {code or ''} {status} {reply}".strip(),
+                now=now,
+            )
         elif judgement.verdict is Verdict.SOFT:
             window = now - timedelta(days=self.settings.delivery.soft_bounce_window)
-            if self.bounces.count_bounces(subscriber_id, kind="soft", since=window) >= self.settings.delivery.soft_bounce_limit:
-                self.subscribers.set_status(subscriber_id, SubscriberStatus.BOUNCED, reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days", now=now)
+            if (
+                self.bounces.count_bounces(subscriber_id, kind="soft", since=window)
+                >= self.settings.delivery.soft_bounce_limit
+            ):
+                self.subscribers.set_status(
+                    subscriber_id,
+                    SubscriberStatus.BOUNCED,
+                    reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days",
+                    now=now,
+                )
         return judgement
 
-    def complaint(self, *, subscriber_id: int, delivery_id: int | None, reason: str, source: str, now: datetime | None = None) -> None:
+    def complaint(
+        self,
+        *,
+        subscriber_id: int,
+        delivery_id: int | None,
+        reason: str,
+        source: str,
+        now: datetime | None = None,
+    ) -> None:
         """A reader reported a digest as spam (ARF, a provider's complaint event): unsubscribe them."""
         now = now or self.clock()
-        self.bounces.record_bounce(subscriber_id=subscriber_id, delivery_id=delivery_id, kind="complaint", code=None, status="", reply=reason, source=source, now=now)
+        self.bounces.record_bounce(
+            subscriber_id=subscriber_id,
+            delivery_id=delivery_id,
+            kind="complaint",
+            code=None,
+            status="",
+            reply=reason,
+            source=source,
+            now=now,
+        )
         self.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=reason, now=now)
 
     def record_failures(self, outcomes: Iterable[DeliveryOutcome]) -> None:
@@ -105,7 +146,14 @@ class Suppressor:
             judgement = judge(outcome.code, text, stage=stage or "rcpt")
             if outcome.expired and judgement.verdict is not Verdict.SENDER:
                 judgement = Judgement(Verdict.SOFT, judgement.status, "deferral expired")
-            self.record(subscriber_id=outcome.subscriber_id, delivery_id=outcome.delivery_id, code=outcome.code, reply=outcome.reply, source="smtp", judgement=judgement)
+            self.record(
+                subscriber_id=outcome.subscriber_id,
+                delivery_id=outcome.delivery_id,
+                code=outcome.code,
+                reply=outcome.reply,
+                source="smtp",
+                judgement=judgement,
+            )
 
 
 def domain_of(email: str) -> str:

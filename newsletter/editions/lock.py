@@ -25,6 +25,7 @@ from newsletter.storage.locks import LockStore
 log = logging.getLogger("newsletter.editions.lock")
 DEFAULT_TTL = 600.0  # seconds; renewed every ttl/3 while held
 
+
 class SendLockBusy(EditionError):
     """Another send of the same schedule holds the lock."""
 
@@ -89,7 +90,9 @@ class SendLock:
         held = self.locks.current(self.name)
         if held is None or not _dead_local_holder(held.holder, self.host):
             return False
-        taken = self.locks.take_over(self.name, self.holder, now=now, expires_at=expires_at, from_holder=held.holder)
+        taken = self.locks.take_over(
+            self.name, self.holder, now=now, expires_at=expires_at, from_holder=held.holder
+        )
         if taken:
             log.warning("send lock %s: holder %s is no longer running; taken over", self.name, held.holder)
             self._start_heartbeat()
@@ -100,7 +103,11 @@ class SendLock:
         if self.try_acquire():
             return
         held = self.locks.current(self.name)
-        who = f"held by {held.holder} since {held.acquired_at:%Y-%m-%d %H:%M:%S} UTC" if held else "just taken by another process"
+        who = (
+            f"held by {held.holder} since {held.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+            if held
+            else "just taken by another process"
+        )
         expiry = f"; it expires at {held.expires_at:%H:%M:%S} UTC if its holder died" if held else ""
         schedule = self.name.removeprefix("schedule:")
         raise SendLockBusy(
@@ -130,7 +137,9 @@ class SendLock:
             while not self._stop.wait(interval):
                 try:
                     if not self.renew():
-                        log.error("send lock %s was lost (expired and taken over by another process)", self.name)
+                        log.error(
+                            "send lock %s was lost (expired and taken over by another process)", self.name
+                        )
                         return
                 except Exception:  # a database hiccup must not kill the send; the next beat retries
                     log.exception("renewing send lock %s failed", self.name)
@@ -165,7 +174,11 @@ PLANNING_WAIT = 900.0  # seconds: planning a million readers takes about a minut
 
 @contextmanager
 def hold_planning_lock(
-    locks: LockStore, *, clock: Callable[[], datetime] | None = None, wait: float = PLANNING_WAIT, host: str | None = None
+    locks: LockStore,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    wait: float = PLANNING_WAIT,
+    host: str | None = None,
 ) -> Iterator[SendLock]:
     """Hold the one planning lock for the block, waiting for another planning to end.
 
@@ -187,7 +200,12 @@ def hold_planning_lock(
 
 @contextmanager
 def hold_send_lock(
-    locks: LockStore, schedule: str, *, ttl: float = DEFAULT_TTL, clock: Callable[[], datetime] | None = None, host: str | None = None
+    locks: LockStore,
+    schedule: str,
+    *,
+    ttl: float = DEFAULT_TTL,
+    clock: Callable[[], datetime] | None = None,
+    host: str | None = None,
 ) -> Iterator[SendLock]:
     """Hold the lock of ``schedule`` for the block; SendLockBusy if another send has it."""
     lock = SendLock(locks, lock_name(schedule), ttl=ttl, clock=clock, host=host)

@@ -34,11 +34,16 @@ def render_preview(runner: EditionRunner, *, email: str | None = None) -> Previe
     if email:
         subscriber = store.subscribers.find_subscriber(normalise_email(email))
         if subscriber is None:
-            raise SubscriberError(f"{email} is not a subscriber", hint="'newsletter subscribers list' shows them.")
+            raise SubscriberError(
+                f"{email} is not a subscriber", hint="'newsletter subscribers list' shows them."
+            )
     else:
         subscriber = next(iter(store.subscribers.list_subscribers(status=SubscriberStatus.ACTIVE)), None)
         if subscriber is None:
-            raise SubscriberError("there are no active subscribers to preview for", hint="Add one with 'newsletter subscribers add EMAIL'.")
+            raise SubscriberError(
+                "there are no active subscribers to preview for",
+                hint="Add one with 'newsletter subscribers add EMAIL'.",
+            )
     planned = runner.plan([subscriber])[0]
     if not planned.selection.reports:
         return Preview(subscriber, planned.selection, "", "", "", b"")
@@ -48,12 +53,22 @@ def render_preview(runner: EditionRunner, *, email: str | None = None) -> Previe
     preferences = f"{base}/preferences/{runner.signer.make(Purpose.PREFERENCES, subscriber.id)}"
 
     def personalise(body: str) -> str:
-        personal = body.replace(UNSUBSCRIBE_MARK, unsubscribe).replace(PREFERENCES_MARK, preferences).replace(RECIPIENT_MARK, subscriber.email)
+        personal = (
+            body.replace(UNSUBSCRIBE_MARK, unsubscribe)
+            .replace(PREFERENCES_MARK, preferences)
+            .replace(RECIPIENT_MARK, subscriber.email)
+        )
         return personal.replace(ESCAPED_PERCENTS, "%%")
 
     mail = runner.settings.mail
     message = PreparedMessage(
-        from_name=mail.from_name, from_address=mail.from_address, subject=digest.subject, text=digest.text, html=digest.html, list_id=mail.list_id, reply_to=mail.reply_to
+        from_name=mail.from_name,
+        from_address=mail.from_address,
+        subject=digest.subject,
+        text=digest.text,
+        html=digest.html,
+        list_id=mail.list_id,
+        reply_to=mail.reply_to,
     ).for_recipient(
         to_address=subscriber.email,
         to_name=subscriber.name,
@@ -62,7 +77,14 @@ def render_preview(runner: EditionRunner, *, email: str | None = None) -> Previe
         unsubscribe_url=unsubscribe,
         preferences_url=preferences,
     )
-    return Preview(subscriber, planned.selection, digest.subject, personalise(digest.html), personalise(digest.text), message)
+    return Preview(
+        subscriber,
+        planned.selection,
+        digest.subject,
+        personalise(digest.html),
+        personalise(digest.text),
+        message,
+    )
 
 
 def send_test(runner: EditionRunner, *, to_address: str, email: str | None = None) -> Preview:
@@ -76,7 +98,10 @@ def send_test(runner: EditionRunner, *, to_address: str, email: str | None = Non
     target = normalise_email(to_address)
     preview = render_preview(runner, email=email)
     if not preview.html:
-        raise EditionError(f"nothing new for {preview.subscriber.email} now, so there is no digest to test", hint="Pick a reader whose 'newsletter preview' shows reports (--as EMAIL).")
+        raise EditionError(
+            f"nothing new for {preview.subscriber.email} now, so there is no digest to test",
+            hint="Pick a reader whose 'newsletter preview' shows reports (--as EMAIL).",
+        )
     base = runner.settings.site.base_url.rstrip("/")
     manage = f"{base}/manage"
     personal = re.compile(re.escape(base) + r"/(?:unsubscribe|preferences)/[A-Za-z0-9_.\-]+")
@@ -99,5 +124,8 @@ def send_test(runner: EditionRunner, *, to_address: str, email: str | None = Non
     finally:
         connection.close()
     if attempt.result is not Result.SENT:
-        raise EditionError(f"the SMTP server did not take the test: {attempt.code or ''} {attempt.reply}".strip(), hint="Check the smtp.* settings ('newsletter config').")
+        raise EditionError(
+            f"the SMTP server did not take the test: {attempt.code or ''} {attempt.reply}".strip(),
+            hint="Check the smtp.* settings ('newsletter config').",
+        )
     return preview

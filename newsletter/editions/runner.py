@@ -76,7 +76,14 @@ class EditionRunner:
     an edition failed or paused. Built at the edge, passed down.
     """
 
-    def __init__(self, settings: Settings, store: Store, signer: TokenSigner, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        signer: TokenSigner,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.signer = signer
@@ -97,18 +104,41 @@ class EditionRunner:
 
     # -- planning -----------------------------------------------------------------
 
-    def plan(self, subscribers: Sequence[Subscriber] | None = None, *, as_of: datetime | None = None, cadences: Sequence[Cadence] | None = None) -> list[PlannedRecipient]:
+    def plan(
+        self,
+        subscribers: Sequence[Subscriber] | None = None,
+        *,
+        as_of: datetime | None = None,
+        cadences: Sequence[Cadence] | None = None,
+    ) -> list[PlannedRecipient]:
         """What each recipient would get now (for previews); nothing is written."""
-        source = list(subscribers) if subscribers is not None else list(self.store.subscribers.iter_recipients(cadences=cadences))
+        source = (
+            list(subscribers)
+            if subscribers is not None
+            else list(self.store.subscribers.iter_recipients(cadences=cadences))
+        )
         marks = [s.ledger_seq for s in source if s.ledger_seq is not None]
         ledger = self._ledger(as_of or self.clock(), lowest=min(marks) if marks else None)
-        return [PlannedRecipient(s, select_reports(s, ledger, max_reports=self.settings.digest.max_reports)) for s in source]
+        return [
+            PlannedRecipient(s, select_reports(s, ledger, max_reports=self.settings.digest.max_reports))
+            for s in source
+        ]
 
     def _ledger(self, as_of: datetime, *, lowest: int | None) -> Ledger:
-        horizon = self.store.reports.settled_horizon(as_of=as_of, settle=timedelta(seconds=self.settings.reports.settle))
+        horizon = self.store.reports.settled_horizon(
+            as_of=as_of, settle=timedelta(seconds=self.settings.reports.settle)
+        )
         for report in self.store.reports.misdated_reports(as_of=as_of, upto=horizon):
-            log.warning("report %r is dated %s, far after this edition: sent now with the date the feed gives", report.title, report.published.isoformat())
-        owed = self.store.reports.ledger_reports(after=lowest, upto=horizon) if lowest is not None and lowest < horizon else []
+            log.warning(
+                "report %r is dated %s, far after this edition: sent now with the date the feed gives",
+                report.title,
+                report.published.isoformat(),
+            )
+        owed = (
+            self.store.reports.ledger_reports(after=lowest, upto=horizon)
+            if lowest is not None and lowest < horizon
+            else []
+        )
         recent = self.store.reports.recent_reports(limit=RECENT_WINDOW, upto_seq=horizon)
         return Ledger(horizon, owed, recent)
 
@@ -147,19 +177,40 @@ class EditionRunner:
         as_of = as_of or self.clock()
         existing = self.store.editions.find_edition(key)
         if existing is not None and existing.status in ENDED:
-            return EditionResult(existing, False, message=f"edition {key} already ended ({existing.status.value}); nothing sent")
+            return EditionResult(
+                existing,
+                False,
+                message=f"edition {key} already ended ({existing.status.value}); nothing sent",
+            )
         with self.send_lock(schedule):
-            edition, created = self.store.editions.create_edition(key=key, schedule=schedule, as_of=as_of, now=self.clock())
+            edition, created = self.store.editions.create_edition(
+                key=key, schedule=schedule, as_of=as_of, now=self.clock()
+            )
             if not created:
                 if edition.status in ENDED:
-                    return EditionResult(edition, False, message=f"edition {key} already ended ({edition.status.value}); nothing sent")
+                    return EditionResult(
+                        edition,
+                        False,
+                        message=f"edition {key} already ended ({edition.status.value}); nothing sent",
+                    )
                 if not send:
-                    return EditionResult(edition, False, message=f"edition {key} already exists ({edition.status.value}); nothing planned")
+                    return EditionResult(
+                        edition,
+                        False,
+                        message=f"edition {key} already exists ({edition.status.value}); nothing planned",
+                    )
                 return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
             log.info("edition %s (%s) started", key, schedule)
             if fetch:
                 self._fetch_for(edition)
-            return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=True, send=send)
+            return self._plan_and_send(
+                edition,
+                cadences=cadences,
+                on_planned=on_planned,
+                on_outcome=on_outcome,
+                created=True,
+                send=send,
+            )
 
     def resume(
         self,
@@ -178,27 +229,43 @@ class EditionRunner:
         """
         requeued = 0
         if retry_unknown:
-            with_unknown = [e for e in self.store.editions.list_editions(limit=50) if e.counts.get(DeliveryState.UNKNOWN.value)]
+            with_unknown = [
+                e
+                for e in self.store.editions.list_editions(limit=50)
+                if e.counts.get(DeliveryState.UNKNOWN.value)
+            ]
             if with_unknown:
                 edition = with_unknown[0]
                 requeued = self.store.outbox.requeue_unknown(edition.id)
                 # The edition had ended; its unknown rows make it unfinished again.
-                self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=f"{requeued} unknown rows requeued by an operator", now=self.clock())
+                self.store.editions.set_edition_status(
+                    edition.id,
+                    EditionStatus.SENDING,
+                    reason=f"{requeued} unknown rows requeued by an operator",
+                    now=self.clock(),
+                )
                 edition = self._reload(edition)
         if edition is None:
-            unfinished = self.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1)
+            unfinished = self.store.editions.list_editions(
+                statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1
+            )
             if not unfinished:
                 return None
             edition = unfinished[0]
         if edition.status in (EditionStatus.SENT, EditionStatus.SKIPPED):
-            raise EditionError(f"edition {edition.key} already ended ({edition.status.value})", hint="Start a new edition with 'newsletter send'.")
+            raise EditionError(
+                f"edition {edition.key} already ended ({edition.status.value})",
+                hint="Start a new edition with 'newsletter send'.",
+            )
         with self.send_lock(edition.schedule):
             edition = self._reload(edition)
             if on_start is not None:
                 on_start(edition, requeued)
             return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
 
-    def drain(self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None) -> EditionResult:
+    def drain(
+        self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None
+    ) -> EditionResult:
         """Help send an edition that is already planned (the `newsletter worker` path).
 
         Takes no schedule lock: several workers drain one edition side by side, each
@@ -207,7 +274,9 @@ class EditionRunner:
         self._recover(edition)
         if edition.status is EditionStatus.PLANNED:
             return EditionResult(edition, False, message="not planned yet; its sender plans it")
-        return self._plan_and_send(edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False, unpause=False)
+        return self._plan_and_send(
+            edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False, unpause=False
+        )
 
     def upkeep(self) -> list[str]:
         """Resume every edition a crash left unfinished, and every edition whose deferred rows are due.
@@ -217,10 +286,16 @@ class EditionRunner:
         wait for an operator: the circuit breaker stopped them for a reason.
         """
         done: list[str] = []
-        for edition in self.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20):
+        for edition in self.store.editions.list_editions(
+            statuses=[EditionStatus.PLANNED, EditionStatus.SENDING], limit=20
+        ):
             counts = edition.counts
             due = self.store.outbox.next_due(edition.id)
-            stuck = edition.status is EditionStatus.PLANNED or counts.get("pending", 0) or counts.get("sending", 0)
+            stuck = (
+                edition.status is EditionStatus.PLANNED
+                or counts.get("pending", 0)
+                or counts.get("sending", 0)
+            )
             if not stuck and (due is None or due > self.clock()):
                 continue
             try:
@@ -245,11 +320,17 @@ class EditionRunner:
         try:
             self.ingest()
         except FeedError as exc:
-            self.store.editions.set_edition_status(edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock())
+            self.store.editions.set_edition_status(
+                edition.id, EditionStatus.FAILED, reason=exc.message, now=self.clock()
+            )
             raise
 
     def _resume_held(
-        self, edition: Edition, *, on_planned: Callable[[int], None] | None = None, on_outcome: Callable[[DeliveryOutcome], None] | None = None
+        self,
+        edition: Edition,
+        *,
+        on_planned: Callable[[int], None] | None = None,
+        on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     ) -> EditionResult:
         log.info("resuming edition %s (%s)", edition.key, edition.status.value)
         self._recover(edition)
@@ -258,7 +339,9 @@ class EditionRunner:
             # or the edition would be planned from stale (or no) reports.
             self._fetch_for(edition)
         cadences = _cadences_for(edition.schedule)
-        return self._plan_and_send(edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False)
+        return self._plan_and_send(
+            edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False
+        )
 
     def _plan_and_send(
         self,
@@ -284,20 +367,38 @@ class EditionRunner:
                 note = f"{waiting} readers left out: an unfinished edition still owes them its reports"
                 log.warning("edition %s: %s", edition.key, note)
             if total == 0 and not self.store.editions.delivery_counts(edition.id):
-                reason = "no new reports for any subscriber" + (f" ({waiting} readers wait for an unfinished edition)" if waiting else "")
-                self.store.editions.set_edition_status(edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock())
+                reason = "no new reports for any subscriber" + (
+                    f" ({waiting} readers wait for an unfinished edition)" if waiting else ""
+                )
+                self.store.editions.set_edition_status(
+                    edition.id, EditionStatus.SKIPPED, reason=reason, now=self.clock()
+                )
                 log.info("edition %s skipped: %s", edition.key, reason)
                 return EditionResult(self._reload(edition), created, message=f"skipped: {reason}")
         if on_planned is not None:
-            on_planned(sum(n for s, n in self.store.editions.delivery_counts(edition.id).items() if s in ("pending", "deferred")))
+            on_planned(
+                sum(
+                    n
+                    for s, n in self.store.editions.delivery_counts(edition.id).items()
+                    if s in ("pending", "deferred")
+                )
+            )
         going_on = None if unpause else (EditionStatus.PLANNED, EditionStatus.SENDING)
-        if not self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=note, now=self.clock(), only_from=going_on):
+        if not self.store.editions.set_edition_status(
+            edition.id, EditionStatus.SENDING, reason=note, now=self.clock(), only_from=going_on
+        ):
             fresh = self._reload(edition)
-            return EditionResult(fresh, created, message=f"edition {edition.key} is {fresh.status.value} now; nothing sent")
+            return EditionResult(
+                fresh, created, message=f"edition {edition.key} is {fresh.status.value} now; nothing sent"
+            )
         self._repair_variants(edition)
         if not send:
             planned = self.store.editions.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
-            return EditionResult(self._reload(edition), created, message=f"planned {planned} rows; 'newsletter worker' sends them")
+            return EditionResult(
+                self._reload(edition),
+                created,
+                message=f"planned {planned} rows; 'newsletter worker' sends them",
+            )
         prepared = {
             v.id: PreparedMessage(
                 from_name=self.settings.mail.from_name,
@@ -338,14 +439,20 @@ class EditionRunner:
         edition = self.store.editions.find_edition(key)
         if edition is None or edition.status is EditionStatus.SENDING:
             return ""
-        return f"stopped: the edition is {edition.status.value} now" + (f" ({edition.reason})" if edition.reason else "")
+        return f"stopped: the edition is {edition.status.value} now" + (
+            f" ({edition.reason})" if edition.reason else ""
+        )
 
-    def _finish(self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = "") -> EditionResult:
+    def _finish(
+        self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = ""
+    ) -> EditionResult:
         counts = self.store.editions.delivery_counts(edition.id)
         deferred = counts.get(DeliveryState.DEFERRED.value, 0)
         others = counts.get(DeliveryState.PENDING.value, 0) + counts.get(DeliveryState.SENDING.value, 0)
         if paused_reason:
-            self.store.editions.set_edition_status(edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock())
+            self.store.editions.set_edition_status(
+                edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock()
+            )
             message = paused_reason
         elif others:
             # Other senders (workers) still hold rows of this edition; the last one to finish closes it.
@@ -353,12 +460,19 @@ class EditionRunner:
         elif deferred:
             due = self.store.outbox.next_due(edition.id)
             reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
-            self.store.editions.set_edition_status(edition.id, EditionStatus.SENDING, reason=reason, now=self.clock())
+            self.store.editions.set_edition_status(
+                edition.id, EditionStatus.SENDING, reason=reason, now=self.clock()
+            )
             message = reason
         else:
             self.store.editions.set_edition_status(edition.id, EditionStatus.SENT, now=self.clock())
             message = "finished"
-        log.info("edition %s: %s (%s)", edition.key, message, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        log.info(
+            "edition %s: %s (%s)",
+            edition.key,
+            message,
+            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        )
         return EditionResult(self._reload(edition), created, tally, message)
 
     def _reload(self, edition: Edition) -> Edition:
@@ -409,12 +523,18 @@ class EditionRunner:
             if not variant.html:
                 reports = self.store.reports.get_reports(variant.report_ids)
                 digest = self.renderer.render(reports, archive_url=self.archive_url(variant.id))
-                self.store.editions.set_variant_content(variant.id, subject=digest.subject, html=digest.html, text=digest.text)
+                self.store.editions.set_variant_content(
+                    variant.id, subject=digest.subject, html=digest.html, text=digest.text
+                )
 
     def _add_variant(self, edition: Edition, reports: Sequence[Report]) -> int:
-        variant_id = self.store.editions.add_variant(edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text="")
+        variant_id = self.store.editions.add_variant(
+            edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text=""
+        )
         digest = self.renderer.render(reports, archive_url=self.archive_url(variant_id))
-        self.store.editions.set_variant_content(variant_id, subject=digest.subject, html=digest.html, text=digest.text)
+        self.store.editions.set_variant_content(
+            variant_id, subject=digest.subject, html=digest.html, text=digest.text
+        )
         return variant_id
 
     def recover_dead_senders(self) -> None:
@@ -426,7 +546,11 @@ class EditionRunner:
         another machine finished its edition was never read nor removed.
         """
         host = self.host
-        ids = {edition_id for edition_id, holder in self.store.outbox.sending_holders() if _dead_here(holder, host)}
+        ids = {
+            edition_id
+            for edition_id, holder in self.store.outbox.sending_holders()
+            if _dead_here(holder, host)
+        }
         for path in journals_in(Path(self.settings.delivery.journal_dir)):
             owner = journal_owner(path)
             if owner is not None and not _alive(owner[1]):
@@ -447,7 +571,9 @@ class EditionRunner:
         the other had just handed out again. Every write is fenced on the dead holder,
         so a row someone else took meanwhile is not touched.
         """
-        lock = SendLock(self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False, host=self.host)
+        lock = SendLock(
+            self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False, host=self.host
+        )
         if not lock.try_acquire():
             log.info("edition %s: another process is recovering it; not recovering here", edition.key)
             return
@@ -470,8 +596,20 @@ class EditionRunner:
         for row_id in sorted(dead):
             subscriber_id, holder = dead[row_id]
             entry = entries.get(row_id)
-            if entry is not None and entry.state is not None and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING):
-                outcomes.setdefault(holder, []).append(DeliveryOutcome(row_id, subscriber_id, entry.state, entry.code, entry.reply or "recovered from the send journal"))
+            if (
+                entry is not None
+                and entry.state is not None
+                and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING)
+            ):
+                outcomes.setdefault(holder, []).append(
+                    DeliveryOutcome(
+                        row_id,
+                        subscriber_id,
+                        entry.state,
+                        entry.code,
+                        entry.reply or "recovered from the send journal",
+                    )
+                )
             else:
                 retry.setdefault(holder, []).append(row_id)
         recorded = requeued = 0
@@ -480,9 +618,16 @@ class EditionRunner:
             self.suppressor().record_failures([o for o in found if o.delivery_id in written])
             recorded += len(written)
         for holder, ids in retry.items():
-            requeued += self.store.outbox.give_back(ids, holder=holder, reply="requeued after an interrupted send")
+            requeued += self.store.outbox.give_back(
+                ids, holder=holder, reply="requeued after an interrupted send"
+            )
         if dead or paths:
-            log.info("recovered edition %s: %d results from journals, %d rows requeued", edition.key, recorded, requeued)
+            log.info(
+                "recovered edition %s: %d results from journals, %d rows requeued",
+                edition.key,
+                recorded,
+                requeued,
+            )
         for path in paths:
             path.unlink(missing_ok=True)
 

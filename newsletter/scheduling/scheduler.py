@@ -107,23 +107,36 @@ def fire(
         schedule = _schedule_named(service, schedule_name, now)
     key = schedule.key_for(slot)
     late = now - slot
-    log.info("fire %s (slot %s, woke %s after it)", key, slot.astimezone(schedule.zone).isoformat(), _duration(late))
+    log.info(
+        "fire %s (slot %s, woke %s after it)",
+        key,
+        slot.astimezone(schedule.zone).isoformat(),
+        _duration(late),
+    )
 
     if late > timedelta(seconds=schedule.misfire_grace):
         reason = f"too late: woke {_duration(late)} after the slot, more than schedule.misfire_grace ({schedule.misfire_grace} s)"
-        edition, created = store.editions.create_edition(key=key, schedule=schedule.name, as_of=slot, now=now, skipped_because=reason)
+        edition, created = store.editions.create_edition(
+            key=key, schedule=schedule.name, as_of=slot, now=now, skipped_because=reason
+        )
         if not created:
-            return FireResult(schedule.name, key, slot, "done", f"edition {key} already exists ({edition.status.value})")
+            return FireResult(
+                schedule.name, key, slot, "done", f"edition {key} already exists ({edition.status.value})"
+            )
         log.warning("edition %s skipped: %s", key, reason)
         return FireResult(schedule.name, key, slot, "skipped", f"skipped: {reason}")
 
     existing = store.editions.find_edition(key)
     if existing is not None and existing.status in ENDED:
         log.info("edition %s already ended (%s); nothing to do", key, existing.status.value)
-        return FireResult(schedule.name, key, slot, "done", f"edition {key} already ended ({existing.status.value})")
+        return FireResult(
+            schedule.name, key, slot, "done", f"edition {key} already ended ({existing.status.value})"
+        )
 
     try:
-        result = runner.run(key=key, schedule=schedule.name, cadences=[schedule.cadence], as_of=slot, fetch=existing is None)
+        result = runner.run(
+            key=key, schedule=schedule.name, cadences=[schedule.cadence], as_of=slot, fetch=existing is None
+        )
     except SendLockBusy as exc:
         log.warning("fire %s not run: %s", key, exc.message)
         return FireResult(schedule.name, key, slot, "busy", exc.message)
@@ -140,7 +153,11 @@ def fire(
     if not result.created and edition.status in ENDED:
         outcome = "done"
     else:
-        outcome = {EditionStatus.SENT: "sent", EditionStatus.SKIPPED: "skipped", EditionStatus.FAILED: "failed"}.get(edition.status, "sending")
+        outcome = {
+            EditionStatus.SENT: "sent",
+            EditionStatus.SKIPPED: "skipped",
+            EditionStatus.FAILED: "failed",
+        }.get(edition.status, "sending")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows"
     log.info("edition %s finished: %s (%s)", key, result.message or edition.status.value, counts)
     return FireResult(schedule.name, key, slot, outcome, result.message or edition.status.value)
@@ -150,7 +167,10 @@ def _schedule_named(service: Service, name: str, now: datetime) -> Schedule:
     for schedule in load_schedules(service.settings, now=now):
         if schedule.name == name:
             return schedule
-    raise ConfigError(f"schedule {name!r} is not configured (turned off or unknown)", hint="Set schedule.daily / schedule.weekly.")
+    raise ConfigError(
+        f"schedule {name!r} is not configured (turned off or unknown)",
+        hint="Set schedule.daily / schedule.weekly.",
+    )
 
 
 def _duration(delta: timedelta) -> str:
@@ -164,7 +184,12 @@ def _duration(delta: timedelta) -> str:
 
 
 async def run_scheduled_edition(
-    schedule_name: str, *, service: Service | None = None, runner: EditionRunner | None = None, slot: datetime | None = None, clock: Clock | None = None
+    schedule_name: str,
+    *,
+    service: Service | None = None,
+    runner: EditionRunner | None = None,
+    slot: datetime | None = None,
+    clock: Clock | None = None,
 ) -> FireResult:
     """The job function stored in the job store (by reference): one fire, off the event loop.
 
@@ -173,7 +198,9 @@ async def run_scheduled_edition(
     if service is None or slot is None:
         raise RuntimeError("run_scheduled_edition runs under EditionExecutor, which passes service and slot")
     clock = clock or _utcnow
-    return await asyncio.to_thread(fire, service, schedule_name, slot, now=clock(), runner=runner, clock=clock)
+    return await asyncio.to_thread(
+        fire, service, schedule_name, slot, now=clock(), runner=runner, clock=clock
+    )
 
 
 # -- APScheduler pieces -----------------------------------------------------------
@@ -199,13 +226,28 @@ class EditionExecutor(AsyncIOExecutor):
             events = []
             for run_time in run_times:
                 try:
-                    result = await job.func(*job.args, service=self.service, runner=self.runner, slot=run_time, clock=self.clock)
+                    result = await job.func(
+                        *job.args, service=self.service, runner=self.runner, slot=run_time, clock=self.clock
+                    )
                 except Exception as exc:  # logged and reported; the scheduler keeps running
                     log.exception("job %s failed for slot %s", job.id, run_time)
-                    events.append(JobExecutionEvent(EVENT_JOB_ERROR, job.id, job._jobstore_alias, run_time, exception=exc, traceback=traceback.format_exc()))
+                    events.append(
+                        JobExecutionEvent(
+                            EVENT_JOB_ERROR,
+                            job.id,
+                            job._jobstore_alias,
+                            run_time,
+                            exception=exc,
+                            traceback=traceback.format_exc(),
+                        )
+                    )
                 else:
                     self.results.append(result)
-                    events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=result))
+                    events.append(
+                        JobExecutionEvent(
+                            EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=result
+                        )
+                    )
             return events
 
         def done(f: asyncio.Future[list[JobExecutionEvent]]) -> None:
@@ -252,14 +294,26 @@ class ClockedScheduler(AsyncIOScheduler):
                     executor = self._lookup_executor(job.executor)
                     run_times = job._get_run_times(now)
                     if len(run_times) > 1 and job.coalesce:
-                        log.warning("job %s missed %d slots (%s to %s); coalesced into one run for the latest", job.id, len(run_times), run_times[0], run_times[-1])
+                        log.warning(
+                            "job %s missed %d slots (%s to %s); coalesced into one run for the latest",
+                            job.id,
+                            len(run_times),
+                            run_times[0],
+                            run_times[-1],
+                        )
                     run_times = run_times[-1:] if run_times and job.coalesce else run_times
                     if run_times:
                         try:
                             executor.submit_job(job, run_times)
                         except MaxInstancesReachedError:
-                            log.warning("job %s skipped: the previous run is still going (max_instances %d)", job.id, job.max_instances)
-                            events.append(JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times))
+                            log.warning(
+                                "job %s skipped: the previous run is still going (max_instances %d)",
+                                job.id,
+                                job.max_instances,
+                            )
+                            events.append(
+                                JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
+                            )
                         else:
                             events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
                         following = job.trigger.get_next_fire_time(run_times[-1], now)
@@ -299,7 +353,9 @@ class SchedulerHandle:
         times: dict[str, datetime | None] = {}
         for schedule in self.schedules:
             job = self.scheduler.get_job(JOB_PREFIX + schedule.name)
-            times[schedule.name] = job.next_run_time.astimezone(schedule.zone) if job and job.next_run_time else None
+            times[schedule.name] = (
+                job.next_run_time.astimezone(schedule.zone) if job and job.next_run_time else None
+            )
         return times
 
     async def run_due(self) -> list[FireResult]:
@@ -328,14 +384,22 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
     schedules = load_schedules(service.settings, now=clock())
     store = service.store
     # The service's runner uses the real clock; a fake clock needs its own runner.
-    runner = service.runner if clock is _utcnow else EditionRunner(service.settings, store, service.signer, clock=clock)
+    runner = (
+        service.runner
+        if clock is _utcnow
+        else EditionRunner(service.settings, store, service.signer, clock=clock)
+    )
     executor = EditionExecutor(service=service, runner=runner, clock=clock)
     scheduler = ClockedScheduler(
         clock=clock,
         timezone=UTC,
         jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)},
         executors={"default": executor},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": service.settings.schedule.misfire_grace},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": service.settings.schedule.misfire_grace,
+        },
     )
     scheduler.start(paused=True)  # job store open, nothing runs until the jobs match the config
     _sync_jobs(scheduler, schedules, now=clock())
@@ -345,7 +409,9 @@ def start_scheduler(service: Service, *, clock: Clock | None = None) -> Schedule
     for name, when in handle.next_run_times().items():
         log.info("schedule %s: next edition at %s", name, when.isoformat() if when else "never")
     if not schedules:
-        log.warning("no schedule enabled (schedule.daily and schedule.weekly are empty); only 'newsletter send' sends")
+        log.warning(
+            "no schedule enabled (schedule.daily and schedule.weekly are empty); only 'newsletter send' sends"
+        )
     return handle
 
 
@@ -370,7 +436,11 @@ def _sync_jobs(scheduler: ClockedScheduler, schedules: list[Schedule], *, now: d
             scheduler.remove_job(job.id)
     for job_id, schedule in wanted.items():
         existing = scheduler.get_job(job_id)
-        if existing is not None and existing.next_run_time is not None and repr(existing.trigger) == repr(schedule.trigger):
+        if (
+            existing is not None
+            and existing.next_run_time is not None
+            and repr(existing.trigger) == repr(schedule.trigger)
+        ):
             next_run = existing.next_run_time
         else:
             next_run = schedule.trigger.get_next_fire_time(None, now)

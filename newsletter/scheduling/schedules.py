@@ -109,7 +109,9 @@ def crontab_trigger(expr: str, zone: ZoneInfo, *, key: str = "schedule") -> Cron
         raise ConfigError(f"{key} {expr!r} must have 5 fields, got {len(fields)}", hint=CRON_HINT)
     minute, hour, day, month, dow = fields
     try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=_day_names(dow), timezone=zone)
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=_day_names(dow), timezone=zone
+        )
     except ValueError as exc:
         raise ConfigError(f"{key} {expr!r} is not a valid cron expression: {exc}", hint=CRON_HINT) from exc
 
@@ -209,7 +211,9 @@ def _offset(zone: ZoneInfo, moment: datetime) -> timedelta:
     return value
 
 
-def check_dst(trigger: CronTrigger, expr: str, zone: ZoneInfo, *, key: str = "schedule", now: datetime | None = None) -> None:
+def check_dst(
+    trigger: CronTrigger, expr: str, zone: ZoneInfo, *, key: str = "schedule", now: datetime | None = None
+) -> None:
     """ConfigError if the expression names a wall-clock time that a DST change skips or repeats.
 
     The cron fields are matched against each affected wall-clock interval on its
@@ -217,8 +221,12 @@ def check_dst(trigger: CronTrigger, expr: str, zone: ZoneInfo, *, key: str = "sc
     refused while '30 2 * * 1-5' is accepted (US clocks change on Sundays).
     """
     wall = CronTrigger(
-        minute=_field(trigger, "minute"), hour=_field(trigger, "hour"), day=_field(trigger, "day"),
-        month=_field(trigger, "month"), day_of_week=_field(trigger, "day_of_week"), timezone=UTC,
+        minute=_field(trigger, "minute"),
+        hour=_field(trigger, "hour"),
+        day=_field(trigger, "day"),
+        month=_field(trigger, "month"),
+        day_of_week=_field(trigger, "day_of_week"),
+        timezone=UTC,
     )
     for change in transitions(zone, start=now or datetime.now(UTC)):
         start = change.start.replace(tzinfo=UTC)

@@ -47,8 +47,27 @@ _pass, _warn, _fail = passed, warned, failed
 # -- HTML scan ---------------------------------------------------------------------------
 
 _BLOCK_TAGS = {
-    "p", "div", "br", "tr", "td", "th", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table",
-    "section", "footer", "header", "address", "blockquote", "hr", "center",
+    "p",
+    "div",
+    "br",
+    "tr",
+    "td",
+    "th",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "section",
+    "footer",
+    "header",
+    "address",
+    "blockquote",
+    "hr",
+    "center",
 }
 
 
@@ -299,7 +318,9 @@ def check_stylesheets(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     if scan is None:
         return _pass(name, "no HTML part")
     if scan.stylesheet_links:
-        return _fail(name, f"<link rel=stylesheet href={scan.stylesheet_links[0]!r}>: mail clients drop external CSS")
+        return _fail(
+            name, f"<link rel=stylesheet href={scan.stylesheet_links[0]!r}>: mail clients drop external CSS"
+        )
     for css in scan.styles:
         for prelude, _ in _top_level_css(css):
             if prelude.lower().startswith("@import"):
@@ -345,7 +366,8 @@ def check_links(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     if scan is None or not scan.links:
         return _pass(name, "no links")
     bad = [
-        link.href for link in scan.links
+        link.href
+        for link in scan.links
         if not re.match(r"(https?://[^/\s]+|mailto:\S)", link.href, re.IGNORECASE)
     ]
     if bad:
@@ -361,8 +383,7 @@ def check_unsubscribe_link(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     missing = []
     if m.text is not None:
         text_ok = any(
-            "unsubscribe" in line.lower() and _URL.search(line)
-            for line in _with_next(m.text.splitlines())
+            "unsubscribe" in line.lower() and _URL.search(line) for line in _with_next(m.text.splitlines())
         )
         if not text_ok:
             missing.append("text")
@@ -417,7 +438,9 @@ def check_postal_address(m: StoredMessage, scan: _HTMLScan | None) -> Check:
         found.append("HTML")
     parts = (["text"] if m.text is not None else []) + (["HTML"] if scan is not None else [])
     if not found:
-        return _fail(name, "no postal address found (CAN-SPAM requires one); heuristic: street or postal code line")
+        return _fail(
+            name, "no postal address found (CAN-SPAM requires one); heuristic: street or postal code line"
+        )
     if len(found) < len(parts):
         return _warn(name, f"postal address only in the {found[0]} part")
     return _pass(name, f"postal address in the {' and '.join(found)} part" + ("s" if len(found) > 1 else ""))
@@ -443,9 +466,22 @@ _HTML_CHECKS: list[Callable[[StoredMessage, _HTMLScan | None], Check]] = [
 ]
 
 CHECK_NAMES: tuple[str, ...] = (
-    "list-unsubscribe", "list-unsubscribe-post", "from-header", "date-header", "message-id",
-    "line-endings", "text-alternative", "html-size", "external-css", "inlined-css", "img-alt",
-    "absolute-links", "unsubscribe-link", "postal-address", *MAIL_CHECK_NAMES, *DKIM_CHECK_NAMES,
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "from-header",
+    "date-header",
+    "message-id",
+    "line-endings",
+    "text-alternative",
+    "html-size",
+    "external-css",
+    "inlined-css",
+    "img-alt",
+    "absolute-links",
+    "unsubscribe-link",
+    "postal-address",
+    *MAIL_CHECK_NAMES,
+    *DKIM_CHECK_NAMES,
 )
 
 

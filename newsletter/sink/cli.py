@@ -71,29 +71,79 @@ def _fail(message: str) -> click.ClickException:
 
 
 @click.command("sink", epilog=FAULT_HELP)
-@click.option("--smtp-port", type=click.IntRange(0, 65535), default=1025, show_default=True,
-              help="SMTP port to listen on (0 picks a free one).")
-@click.option("--maildir", type=click.Path(file_okay=False, path_type=Path), default=Path("sink-maildir"),
-              show_default=True, help="Maildir to store messages in (created if missing; kept across restarts).")
-@click.option("--http-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve the web viewer and JSON API on this port (usually 8025). Off by default.")
-@click.option("--listen", "listen", default="127.0.0.1", show_default=True, metavar="ADDRESS",
-              help="Address to bind SMTP and the viewer to. Anything but loopback exposes the sink.")
-@click.option("--max-messages", type=click.IntRange(1), default=1000, show_default=True,
-              help="Keep at most this many of the messages the sink stored; its oldest are deleted. "
-                   "Files already in the Maildir are never deleted.")
-@click.option("--parsed-cache", type=click.IntRange(1), default=20, show_default=True, metavar="N",
-              help="Keep the bytes and parsed parts of at most N messages in memory (read back from disk).")
-@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
-              help="Also answer viewer requests for this Host name (repeatable); loopback names always work.")
-@click.option("--max-size", default="10M", show_default=True, metavar="SIZE",
-              help="Largest message accepted (bytes, or K/M/G); bigger ones get 552.")
-@click.option("--fault", "faults", multiple=True, metavar="SPEC",
-              help="Inject a fault (repeatable); syntax below.")
-@click.option("--close-after", type=click.IntRange(1), default=None, metavar="N",
-              help="Close each connection after N messages on it.")
-@click.option("--allow-remote-one-click", is_flag=True,
-              help="Let the viewer's one-click unsubscribe POST to non-loopback hosts.")
+@click.option(
+    "--smtp-port",
+    type=click.IntRange(0, 65535),
+    default=1025,
+    show_default=True,
+    help="SMTP port to listen on (0 picks a free one).",
+)
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("sink-maildir"),
+    show_default=True,
+    help="Maildir to store messages in (created if missing; kept across restarts).",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve the web viewer and JSON API on this port (usually 8025). Off by default.",
+)
+@click.option(
+    "--listen",
+    "listen",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address to bind SMTP and the viewer to. Anything but loopback exposes the sink.",
+)
+@click.option(
+    "--max-messages",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Keep at most this many of the messages the sink stored; its oldest are deleted. "
+    "Files already in the Maildir are never deleted.",
+)
+@click.option(
+    "--parsed-cache",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Keep the bytes and parsed parts of at most N messages in memory (read back from disk).",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer viewer requests for this Host name (repeatable); loopback names always work.",
+)
+@click.option(
+    "--max-size",
+    default="10M",
+    show_default=True,
+    metavar="SIZE",
+    help="Largest message accepted (bytes, or K/M/G); bigger ones get 552.",
+)
+@click.option(
+    "--fault", "faults", multiple=True, metavar="SPEC", help="Inject a fault (repeatable); syntax below."
+)
+@click.option(
+    "--close-after",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Close each connection after N messages on it.",
+)
+@click.option(
+    "--allow-remote-one-click",
+    is_flag=True,
+    help="Let the viewer's one-click unsubscribe POST to non-loopback hosts.",
+)
 @click.option("--quiet", is_flag=True, help="Do not print a line per received message.")
 def sink_command(
     smtp_port: int,

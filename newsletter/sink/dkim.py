@@ -83,8 +83,12 @@ def _lookup() -> KeyLookup:
         return chosen
     if os.environ.get("SINK_DKIM_KEYS"):
         with open(os.environ["SINK_DKIM_KEYS"], encoding="utf-8") as f:
-            records = dict(line.strip().split(None, 1) for line in f if line.strip() and not line.startswith("#"))
-        return lambda name, timeout=5: records.get(name.decode("ascii").rstrip("."), "").encode("ascii") or None
+            records = dict(
+                line.strip().split(None, 1) for line in f if line.strip() and not line.startswith("#")
+            )
+        return lambda name, timeout=5: (
+            records.get(name.decode("ascii").rstrip("."), "").encode("ascii") or None
+        )
     if os.environ.get("SINK_DKIM_DNS"):
         return _dns_lookup(os.environ["SINK_DKIM_DNS"])
     resolver = dns.resolver.Resolver()
@@ -121,7 +125,11 @@ def _verify(raw: bytes, index: int, lookup: KeyLookup) -> tuple[bool, str, str]:
     if ok:
         return True, domain, f"{where}: valid"
     signed = _tag(header, b"h").decode("ascii", "replace").replace(":", ", ")
-    return False, domain, f"{where}: a signed header changed after signing (signature does not match; signed: {signed}) or the published key is not the signing key"
+    return (
+        False,
+        domain,
+        f"{where}: a signed header changed after signing (signature does not match; signed: {signed}) or the published key is not the signing key",
+    )
 
 
 def _results(m: StoredMessage) -> list[tuple[bool, str, str]]:
@@ -131,7 +139,12 @@ def _results(m: StoredMessage) -> list[tuple[bool, str, str]]:
     if not count:
         return []
     # The verdict depends on where keys come from too: a test may switch sources between looks.
-    key = (hashlib.sha256(raw).hexdigest(), id(_source["lookup"]), os.environ.get("SINK_DKIM_KEYS"), os.environ.get("SINK_DKIM_DNS"))
+    key = (
+        hashlib.sha256(raw).hexdigest(),
+        id(_source["lookup"]),
+        os.environ.get("SINK_DKIM_KEYS"),
+        os.environ.get("SINK_DKIM_DNS"),
+    )
     cached = _cache.get(key)
     if cached is None:
         lookup = _lookup()
@@ -174,9 +187,14 @@ def check_dkim_alignment(m: StoredMessage) -> Check:
         return failed(name, f"no valid signature, so DKIM cannot align with From {from_domain}")
     aligned = [d for d in valid if _organizational(d) == _organizational(from_domain)]
     if not aligned:
-        return failed(name, f"valid signature(s) for d={', '.join(valid)}, not the From domain {from_domain}: DMARC fails on DKIM")
+        return failed(
+            name,
+            f"valid signature(s) for d={', '.join(valid)}, not the From domain {from_domain}: DMARC fails on DKIM",
+        )
     exact = from_domain in (d.lower() for d in aligned)
-    return passed(name, f"d={aligned[0]} {'equals' if exact else 'aligns (relaxed) with'} the From domain {from_domain}")
+    return passed(
+        name, f"d={aligned[0]} {'equals' if exact else 'aligns (relaxed) with'} the From domain {from_domain}"
+    )
 
 
 DKIM_CHECKS: tuple[Callable[[StoredMessage], Check], ...] = (check_dkim, check_dkim_alignment)

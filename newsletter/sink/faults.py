@@ -85,9 +85,7 @@ class FaultRule:
             )
         if self.action == "reply":
             if self.code is None or not 400 <= self.code <= 599:
-                raise FaultSpecError(
-                    f"reply code must be 400-599, got {self.code!r}; e.g. 451 or 550"
-                )
+                raise FaultSpecError(f"reply code must be 400-599, got {self.code!r}; e.g. 451 or 550")
         if self.action in ("drop", "drop_after_store") and self.code is not None:
             raise FaultSpecError(f"action {self.action} takes no reply code")
         if self.action == "drop_after_store" and self.stage != "data":
@@ -125,7 +123,9 @@ class FaultRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the shape POST /api/faults accepts)."""
-        return {k: v for k, v in asdict(self).items() if v not in (None, "", 0, 0.0) or k in ("stage", "action")}
+        return {
+            k: v for k, v in asdict(self).items() if v not in (None, "", 0, 0.0) or k in ("stage", "action")
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultRule:

@@ -53,7 +53,7 @@ def split_host(value: str) -> str:
     """The host part of a Host header value, lower-cased, without port, brackets or final dot."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
+        return value[1 : value.find("]")] if "]" in value else value
     if value.count(":") == 1:
         value = value.split(":", 1)[0]
     return value.rstrip(".")
@@ -133,7 +133,9 @@ async def same_origin_refusal(request: Request, token: str) -> str | None:
         if origin.lower() != own:
             return f"refused: Origin {origin!r} is not the sink's own ({own})"
     offered = request.headers.get(TOKEN_HEADER)
-    if offered is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if offered is None and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
         fields: dict[str, Any] = parse_qs((await request.body()).decode("latin-1"))
         offered = (fields.get(TOKEN_FIELD) or [None])[0]
     if offered is None or not hmac.compare_digest(offered.encode("utf-8", "replace"), token.encode()):

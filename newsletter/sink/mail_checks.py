@@ -107,17 +107,27 @@ def check_body_links(m: StoredMessage) -> Check:
     prefix = uri.rsplit("/", 1)[0] + "/"
     found: dict[str, list[str]] = {}
     if m.html is not None:
-        found["HTML"] = [href for href, text in _scan(m.html).links if href.startswith(prefix) or "unsubscribe" in text.lower()]
+        found["HTML"] = [
+            href
+            for href, text in _scan(m.html).links
+            if href.startswith(prefix) or "unsubscribe" in text.lower()
+        ]
     if m.text is not None:
         found["text"] = _text_unsubscribe_urls(m.text, prefix)
     for part, urls in found.items():
         wrong = [u for u in urls if u != uri]
         if wrong:
-            return failed(name, f"the {part} part's unsubscribe link {wrong[0][:90]!r} differs from List-Unsubscribe {uri[:90]!r}")
+            return failed(
+                name,
+                f"the {part} part's unsubscribe link {wrong[0][:90]!r} differs from List-Unsubscribe {uri[:90]!r}",
+            )
     parts = [part for part, urls in found.items() if urls]
     if not parts:
         return passed(name, "no unsubscribe link in the bodies to compare")
-    return passed(name, f"unsubscribe links in the {' and '.join(parts)} part{'s' if len(parts) > 1 else ''} equal List-Unsubscribe")
+    return passed(
+        name,
+        f"unsubscribe links in the {' and '.join(parts)} part{'s' if len(parts) > 1 else ''} equal List-Unsubscribe",
+    )
 
 
 def check_mime_encoding(m: StoredMessage) -> Check:
@@ -131,12 +141,18 @@ def check_mime_encoding(m: StoredMessage) -> Check:
     for part in parsed.walk():
         if part is not parsed:
             stray += [key for key in part.keys() if not key.lower().startswith("content-")]
-        if part.is_multipart() or part.get("Content-Transfer-Encoding", "").strip().lower() != "quoted-printable":
+        if (
+            part.is_multipart()
+            or part.get("Content-Transfer-Encoding", "").strip().lower() != "quoted-printable"
+        ):
             continue
         payload = part.get_payload(decode=False)
         longest = max((len(line.encode("utf-8")) for line in str(payload).splitlines()), default=0)
         if longest > MAX_QP_LINE:
-            return failed(name, f"a {part.get_content_type()} quoted-printable line of {longest} octets; RFC 2045 allows 76")
+            return failed(
+                name,
+                f"a {part.get_content_type()} quoted-printable line of {longest} octets; RFC 2045 allows 76",
+            )
     if stray:
         return warned(name, f"{stray[0]} header inside a body part; parts carry only Content-* headers")
     return passed(name, "encoded words <= 75 octets, quoted-printable lines <= 76, no stray part headers")
@@ -149,7 +165,11 @@ _CAPPED = re.compile(r"max-width\s*:\s*100%", re.IGNORECASE)
 def _fixed_width(attrs: dict[str, str]) -> int:
     """The widest fixed pixel width the element insists on, 0 if it may shrink."""
     style = attrs.get("style", "")
-    widths = [int(px) for prop, px in _PX_WIDTH.findall(style) if prop.lower() == "min-width" or not _CAPPED.search(style)]
+    widths = [
+        int(px)
+        for prop, px in _PX_WIDTH.findall(style)
+        if prop.lower() == "min-width" or not _CAPPED.search(style)
+    ]
     attribute = attrs.get("width", "").strip().lower().removesuffix("px")
     if attribute.isdigit() and not _CAPPED.search(style):
         widths.append(int(attribute))
@@ -164,8 +184,13 @@ def check_fluid_layout(m: StoredMessage) -> Check:
     wide = [(tag, w) for tag, attrs in scan.sized if (w := _fixed_width(attrs)) > PHONE_WIDTH]
     if wide:
         tag, width = wide[0]
-        return failed(name, f"<{tag}> is a fixed {width} px: without @media (Gmail apps drop <style>) it shrinks on phones; use width=100% and max-width")
-    return passed(name, f"nothing wider than {PHONE_WIDTH} px without max-width: 100%, even with <style> dropped")
+        return failed(
+            name,
+            f"<{tag}> is a fixed {width} px: without @media (Gmail apps drop <style>) it shrinks on phones; use width=100% and max-width",
+        )
+    return passed(
+        name, f"nothing wider than {PHONE_WIDTH} px without max-width: 100%, even with <style> dropped"
+    )
 
 
 # Rules about the sink's own delivery path (no Received header, no relay, no DNS): not the sender's doing.
@@ -177,7 +202,9 @@ _SA_RULE = re.compile(r"^\s*(-?\d+\.\d+)\s+([A-Z0-9_]+)\s", re.M)
 @lru_cache(maxsize=256)
 def _spamassassin(digest: str, raw: bytes) -> tuple[float, tuple[tuple[str, float], ...]] | None:
     try:
-        run = subprocess.run(["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=60, check=False)
+        run = subprocess.run(
+            ["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     report = run.stdout.decode("utf-8", "replace").rsplit("Content analysis details:", 1)
@@ -202,7 +229,9 @@ def check_spamassassin(m: StoredMessage) -> Check:
     if scored is None:
         return passed(name, "not scored: spamassassin is not installed or did not answer")
     total, rules = scored
-    own = [f"{rule} {points:+.1f}" for rule, points in rules if points > 0 and rule not in SA_ENVIRONMENT_RULES]
+    own = [
+        f"{rule} {points:+.1f}" for rule, points in rules if points > 0 and rule not in SA_ENVIRONMENT_RULES
+    ]
     if total >= 5.0:
         return failed(name, f"score {total:.1f} (5.0 is spam): {', '.join(own) or 'no rule of ours'}")
     if own:
@@ -210,6 +239,10 @@ def check_spamassassin(m: StoredMessage) -> Check:
     return passed(name, f"score {total:.1f}, no rule the sender controls")
 
 
-MAIL_CHECKS: tuple[Callable[[StoredMessage], Check], ...] = (check_body_links, check_mime_encoding, check_fluid_layout, check_spamassassin)
+MAIL_CHECKS: tuple[Callable[[StoredMessage], Check], ...] = (
+    check_body_links,
+    check_mime_encoding,
+    check_fluid_layout,
+    check_spamassassin,
+)
 MAIL_CHECK_NAMES: tuple[str, ...] = ("body-links", "mime-encoding", "fluid-layout", "spamassassin")
-

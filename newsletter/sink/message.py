@@ -60,8 +60,11 @@ class StoredMessage:
         """A message not received over SMTP (an .eml file, a rendered digest) -- e.g. to
         run the checks on it: `StoredMessage.from_bytes(data).checks`."""
         message = cls(
-            id=msg_id, mail_from=mail_from, rcpt_tos=tuple(rcpt_tos),
-            received_at=datetime.now(UTC), size=len(raw),
+            id=msg_id,
+            mail_from=mail_from,
+            rcpt_tos=tuple(rcpt_tos),
+            received_at=datetime.now(UTC),
+            size=len(raw),
             path=path or Path("new") / msg_id,
         )
         message.cache.put(msg_id, "raw", raw)
@@ -94,7 +97,9 @@ class StoredMessage:
     @property
     def headers(self) -> Message:
         """The header block only (cheap: the body is not parsed)."""
-        return self.cache.get(self.id, "headers", lambda: _header_parser.parsebytes(self.raw, headersonly=True))
+        return self.cache.get(
+            self.id, "headers", lambda: _header_parser.parsebytes(self.raw, headersonly=True)
+        )
 
     def header_items(self) -> list[tuple[str, str]]:
         """All headers in order, values decoded (RFC 2047) as a person would read them."""

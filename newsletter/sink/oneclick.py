@@ -133,7 +133,8 @@ def choose_target(
     # Checked by port first, so names are resolved only when they could be the sink.
     if port in own_ports and _reaches_this_machine(host, own_host):
         raise OneClickError(
-            f"{url!r} is the sink itself (port {port}); one-click never POSTs to the sink", refused_target=True
+            f"{url!r} is the sink itself (port {port}); one-click never POSTs to the sink",
+            refused_target=True,
         )
     if not is_loopback_host(host):
         if not allow_remote:
@@ -143,7 +144,8 @@ def choose_target(
             )
         if not url.lower().startswith("https://"):
             raise OneClickError(
-                f"{url!r} is plain http on a remote host; a provider would never POST there", refused_target=True
+                f"{url!r} is plain http on a remote host; a provider would never POST there",
+                refused_target=True,
             )
     return url, warnings
 
@@ -165,7 +167,9 @@ def perform_one_click(
     """
     url, warnings = choose_target(message, allow_remote=allow_remote, own_ports=own_ports, own_host=own_host)
     # A fresh client per click: no cookie jar, no proxies from the environment, no redirects.
-    with httpx.Client(follow_redirects=False, timeout=timeout, trust_env=False, transport=transport) as client:
+    with httpx.Client(
+        follow_redirects=False, timeout=timeout, trust_env=False, transport=transport
+    ) as client:
         try:
             response = client.post(
                 url,
@@ -176,7 +180,9 @@ def perform_one_click(
             return OneClickResult(url, None, False, None, "", tuple(warnings), f"{type(exc).__name__}: {exc}")
     redirected = response.is_redirect or 300 <= response.status_code < 400
     if redirected:
-        warnings.append("the endpoint redirected: providers do not follow redirects, the unsubscribe may not count")
+        warnings.append(
+            "the endpoint redirected: providers do not follow redirects, the unsubscribe may not count"
+        )
     elif not 200 <= response.status_code < 300:
         warnings.append(f"HTTP {response.status_code}: a provider would treat the unsubscribe as failed")
     excerpt = " ".join(response.text.split())[:_EXCERPT]

@@ -160,7 +160,9 @@ def message_page(message: StoredMessage, *, token: str, deletable: bool) -> str:
         f"<td>{e(c.name)}</td><td>{e(c.reason)}</td></tr>"
         for c in message.checks
     )
-    headers = "".join(f"<tr><th scope='row'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in message.header_items())
+    headers = "".join(
+        f"<tr><th scope='row'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in message.header_items()
+    )
     if message.html is not None:
         frames = "".join(
             f"<figure><figcaption>{w} px</figcaption><iframe sandbox='' title='HTML at {w} px' "
@@ -171,18 +173,20 @@ def message_page(message: StoredMessage, *, token: str, deletable: bool) -> str:
         frames = "<p>No HTML part.</p>"
     text = (
         f"<pre id='text-part' tabindex='0' aria-label='Text part'>{e(message.text)}</pre>"
-        if message.text is not None else "<p>No text part.</p>"
+        if message.text is not None
+        else "<p>No text part.</p>"
     )
     raw = message.raw.decode("utf-8", "replace")
     delete = (
         f"<form class='inline' method='post' action='/messages/{mid}/delete'>{token_field(token)}"
         "<button id='delete'>Delete</button></form>"
-        if deletable else "<span id='foreign'>(in the Maildir before the sink: never deleted by it)</span>"
+        if deletable
+        else "<span id='foreign'>(in the Maildir before the sink: never deleted by it)</span>"
     )
     body = f"""
-<h1 id="subject">{e(message.subject or '(no subject)')}</h1>
-<p>From <b>{e(message.from_ or message.mail_from)}</b> to {e(', '.join(message.rcpt_tos))}
- &middot; envelope {e(message.mail_from or '<>')} &middot; {e(message.received_at.isoformat())} &middot; {message.size} bytes</p>
+<h1 id="subject">{e(message.subject or "(no subject)")}</h1>
+<p>From <b>{e(message.from_ or message.mail_from)}</b> to {e(", ".join(message.rcpt_tos))}
+ &middot; envelope {e(message.mail_from or "<>")} &middot; {e(message.received_at.isoformat())} &middot; {message.size} bytes</p>
 <p>
  <a href="/messages/{mid}.eml" download>Download .eml</a> &middot;
  <a href="/api/messages/{mid}">JSON</a> &middot;

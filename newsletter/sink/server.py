@@ -241,7 +241,8 @@ class SinkServer:
     ) -> list[StoredMessage]:
         """Stored messages passing the filters (see `message.matches`), newest first."""
         return [
-            m for m in self.store.newest_first()
+            m
+            for m in self.store.newest_first()
             if matches(m, to=to, sender=sender, subject=subject, since=since, query=query)
         ]
 
@@ -276,9 +277,12 @@ class SinkServer:
                     return found
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    seen = ", ".join(
-                        f"{m.subject!r} to {','.join(m.rcpt_tos)}" for m in store.newest_first()[:5]
-                    ) or "nothing"
+                    seen = (
+                        ", ".join(
+                            f"{m.subject!r} to {','.join(m.rcpt_tos)}" for m in store.newest_first()[:5]
+                        )
+                        or "nothing"
+                    )
                     raise TimeoutError(
                         f"waited {timeout}s for {count} message(s) (to={to!r}, sender={sender!r}, "
                         f"subject={subject!r}), found {len(found)}; newest in the sink: {seen}"
@@ -303,8 +307,11 @@ class SinkServer:
 
         own_ports = {self.smtp_port} | ({self.http_port} if self.http_port is not None else set())
         return perform_one_click(
-            self.get(msg_id), allow_remote=self.allow_remote_one_click, timeout=timeout,
-            own_ports=frozenset(own_ports), own_host=self.host,
+            self.get(msg_id),
+            allow_remote=self.allow_remote_one_click,
+            timeout=timeout,
+            own_ports=frozenset(own_ports),
+            own_host=self.host,
         )
 
     def _notify(self, message: StoredMessage) -> None:
@@ -319,4 +326,3 @@ class SinkServer:
     def __repr__(self) -> str:
         where = f"{self.host}:{self._smtp_port}" if self._smtp_port else "not started"
         return f"<SinkServer {where} maildir={str(self.maildir)!r}>"
-

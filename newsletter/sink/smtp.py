@@ -180,12 +180,16 @@ def _partial_end(data: bytes) -> int:
 class SinkHandler:
     """aiosmtpd handler: consults the faults at each stage and stores accepted messages."""
 
-    def __init__(self, store: MaildirStore, faults: FaultSet, *, pipelining: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self, store: MaildirStore, faults: FaultSet, *, pipelining: Callable[[], bool] = lambda: True
+    ) -> None:
         self.store = store
         self.faults = faults
         self.pipelining = pipelining
 
-    async def handle_EHLO(self, server: SinkSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: SinkSMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
         """Offer PIPELINING (RFC 2920) as Postfix does: aiosmtpd answers commands strictly in
         order from its read buffer, so a client may send MAIL, RCPT and DATA in one write."""
         session.host_name = hostname  # this hook replaces aiosmtpd's own bookkeeping

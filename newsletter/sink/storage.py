@@ -64,8 +64,14 @@ def _hostname() -> str:
 
 def _index_line(m: StoredMessage) -> str:
     return json.dumps(
-        {"id": m.id, "file": f"new/{m.path.name}", "from": m.mail_from, "to": list(m.rcpt_tos),
-         "at": m.received_at.timestamp(), "size": m.size},
+        {
+            "id": m.id,
+            "file": f"new/{m.path.name}",
+            "from": m.mail_from,
+            "to": list(m.rcpt_tos),
+            "at": m.received_at.timestamp(),
+            "size": m.size,
+        },
         separators=(",", ":"),
     )
 
@@ -76,7 +82,9 @@ class MaildirStore:
     `parsed_cache`: how many messages keep their bytes and parsed views in memory.
     """
 
-    def __init__(self, maildir: Path, *, max_messages: int = 1000, parsed_cache: int = DEFAULT_PARSED_CACHE) -> None:
+    def __init__(
+        self, maildir: Path, *, max_messages: int = 1000, parsed_cache: int = DEFAULT_PARSED_CACHE
+    ) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
         self.maildir = Path(maildir)
@@ -151,7 +159,9 @@ class MaildirStore:
         done = threading.Event()
         self._ops.put(("barrier", done))
         if not done.wait(timeout):
-            raise StorageError(f"maildir {self.maildir} writer did not catch up in {timeout}s; is the disk full?")
+            raise StorageError(
+                f"maildir {self.maildir} writer did not catch up in {timeout}s; is the disk full?"
+            )
 
     # -- reading -----------------------------------------------------------------------
     def newest_first(self) -> list[StoredMessage]:
@@ -358,12 +368,23 @@ class MaildirStore:
             if base not in on_disk:
                 continue  # deleted behind our back, e.g. by a mail client
             known.add(base)
-            found.append((StoredMessage(
-                id=rec["id"], mail_from=rec.get("from", ""), rcpt_tos=tuple(rec.get("to", ())),
-                received_at=datetime.fromtimestamp(rec["at"], UTC),
-                size=rec.get("size", 0), path=self.maildir / "new" / base, cache=self.cache,
-            ), True))
-        foreign = [self._adopt(base, actual, mtime) for base, (mtime, actual) in on_disk.items() if base not in known]
+            found.append(
+                (
+                    StoredMessage(
+                        id=rec["id"],
+                        mail_from=rec.get("from", ""),
+                        rcpt_tos=tuple(rec.get("to", ())),
+                        received_at=datetime.fromtimestamp(rec["at"], UTC),
+                        size=rec.get("size", 0),
+                        path=self.maildir / "new" / base,
+                        cache=self.cache,
+                    ),
+                    True,
+                )
+            )
+        foreign = [
+            self._adopt(base, actual, mtime) for base, (mtime, actual) in on_disk.items() if base not in known
+        ]
         found.extend((message, False) for message in foreign)
         found.sort(key=lambda item: item[0].received_at)
         for message, own in found:
@@ -379,7 +400,9 @@ class MaildirStore:
         if self._messages:
             log.info(
                 "sink maildir %s: %d message(s) stored by the sink, %d already there (never deleted by it)",
-                self.maildir, len(self._own), self.foreign_count,
+                self.maildir,
+                len(self._own),
+                self.foreign_count,
             )
         return bool(deletions or owned > self.max_messages or len(records) != owned)
 
@@ -406,6 +429,11 @@ class MaildirStore:
         probe = StoredMessage.from_bytes(raw, msg_id=self._adopt_id(base), path=self.maildir / "new" / base)
         sender = [a for _, a in getaddresses([probe.from_]) if a]
         return StoredMessage(
-            id=probe.id, mail_from=sender[0] if sender else "", rcpt_tos=probe.to,
-            received_at=datetime.fromtimestamp(mtime, UTC), size=len(raw), path=probe.path, cache=self.cache,
+            id=probe.id,
+            mail_from=sender[0] if sender else "",
+            rcpt_tos=probe.to,
+            received_at=datetime.fromtimestamp(mtime, UTC),
+            size=len(raw),
+            path=probe.path,
+            cache=self.cache,
         )

@@ -85,9 +85,16 @@ def _filters(request: Request) -> dict[str, Any]:
         try:
             since = datetime.fromisoformat(q["since"])
         except ValueError as exc:
-            raise BadRequest(f"since={q['since']!r} is not an ISO 8601 time, e.g. 2024-02-05T08:00:00+00:00") from exc
-    return {"to": q.get("to") or None, "sender": q.get("from") or None,
-            "subject": q.get("subject") or None, "since": since, "query": q.get("q") or None}
+            raise BadRequest(
+                f"since={q['since']!r} is not an ISO 8601 time, e.g. 2024-02-05T08:00:00+00:00"
+            ) from exc
+    return {
+        "to": q.get("to") or None,
+        "sender": q.get("from") or None,
+        "subject": q.get("subject") or None,
+        "since": since,
+        "query": q.get("q") or None,
+    }
 
 
 def _int(request: Request, name: str, default: int, *, low: int, high: int) -> int:
@@ -129,8 +136,12 @@ def build_app(sink: SinkServer) -> Starlette:
 
         def listing() -> dict[str, Any]:
             found = sink.messages(**filters)
-            return {"total": len(found), "limit": limit, "offset": offset,
-                    "messages": [m.summary() for m in found[offset:offset + limit]]}
+            return {
+                "total": len(found),
+                "limit": limit,
+                "offset": offset,
+                "messages": [m.summary() for m in found[offset : offset + limit]],
+            }
 
         return JSONResponse(await run_in_threadpool(listing))
 
@@ -233,9 +244,15 @@ def build_app(sink: SinkServer) -> Starlette:
     def html_page(content: str, status_code: int = 200) -> HTMLResponse:
         # Referrer same-origin, not no-referrer: with no-referrer chromium sends `Origin: null` on
         # the viewer's own form POSTs, which the same-origin check must refuse.
-        return HTMLResponse(content, status_code=status_code, headers={
-            "Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
-        })
+        return HTMLResponse(
+            content,
+            status_code=status_code,
+            headers={
+                "Content-Security-Policy": PAGE_CSP,
+                "X-Frame-Options": "DENY",
+                "Referrer-Policy": "same-origin",
+            },
+        )
 
     async def page_list(request: Request) -> Response:
         return html_page(list_page(token))
@@ -243,17 +260,24 @@ def build_app(sink: SinkServer) -> Starlette:
     async def page_message(request: Request) -> Response:
         message = lookup(request)
         deletable = sink.store.is_own(message.id)
-        return html_page(await run_in_threadpool(lambda: message_page(message, token=token, deletable=deletable)))
+        return html_page(
+            await run_in_threadpool(lambda: message_page(message, token=token, deletable=deletable))
+        )
 
     async def page_body(request: Request) -> Response:
         message = lookup(request)
         body = await run_in_threadpool(body_document, message)
-        return HTMLResponse(body, headers={"Content-Security-Policy": BODY_CSP, "X-Frame-Options": "SAMEORIGIN"})
+        return HTMLResponse(
+            body, headers={"Content-Security-Policy": BODY_CSP, "X-Frame-Options": "SAMEORIGIN"}
+        )
 
     async def page_eml(request: Request) -> Response:
         message = lookup(request)
-        return Response(message.raw, media_type="message/rfc822",
-                        headers={"Content-Disposition": f'attachment; filename="{message.id}.eml"'})
+        return Response(
+            message.raw,
+            media_type="message/rfc822",
+            headers={"Content-Disposition": f'attachment; filename="{message.id}.eml"'},
+        )
 
     async def asset(request: Request) -> Response:
         found = ASSETS.get(request.path_params["name"])
@@ -305,7 +329,11 @@ def build_app(sink: SinkServer) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders, policy=HostPolicy(sink.host, sink.allowed_hosts))],
-        exception_handlers={MessageGoneError: not_found, BadRequest: bad_request, ForeignMessageError: foreign},
+        exception_handlers={
+            MessageGoneError: not_found,
+            BadRequest: bad_request,
+            ForeignMessageError: foreign,
+        },
     )
 
 
@@ -333,7 +361,10 @@ class ViewerThread:
         self._sock = bind_listener(host, port, what="HTTP")
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            build_app(sink), log_level="warning", lifespan="off", access_log=False,
+            build_app(sink),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
             timeout_graceful_shutdown=2,
         )
         self._ready = threading.Event()

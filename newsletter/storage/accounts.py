@@ -77,7 +77,13 @@ class AccountStore(StorePart):
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    admin_users.insert().values(email=email, role=role, password_hash=password_hash, created_at=self.clock(), failed_logins=0)
+                    admin_users.insert().values(
+                        email=email,
+                        role=role,
+                        password_hash=password_hash,
+                        created_at=self.clock(),
+                        failed_logins=0,
+                    )
                 )
         except IntegrityError:
             return None
@@ -85,7 +91,11 @@ class AccountStore(StorePart):
 
     def set_password(self, user_id: int, password_hash: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(admin_users.update().where(admin_users.c.id == user_id).values(password_hash=password_hash, failed_logins=0, locked_until=None))
+            conn.execute(
+                admin_users.update()
+                .where(admin_users.c.id == user_id)
+                .values(password_hash=password_hash, failed_logins=0, locked_until=None)
+            )
             conn.execute(admin_sessions.delete().where(admin_sessions.c.user_id == user_id))
 
     def set_role(self, user_id: int, role: str) -> None:
@@ -112,23 +122,42 @@ class AccountStore(StorePart):
         with self.engine.begin() as conn:
             failed = admin_users.c.failed_logins + 1
             conn.execute(admin_users.update().where(admin_users.c.id == user_id).values(failed_logins=failed))
-            count = conn.execute(sa.select(admin_users.c.failed_logins).where(admin_users.c.id == user_id)).scalar_one()
+            count = conn.execute(
+                sa.select(admin_users.c.failed_logins).where(admin_users.c.id == user_id)
+            ).scalar_one()
             if count >= lock_after:
-                conn.execute(admin_users.update().where(admin_users.c.id == user_id).values(locked_until=now + lock_for, failed_logins=0))
+                conn.execute(
+                    admin_users.update()
+                    .where(admin_users.c.id == user_id)
+                    .values(locked_until=now + lock_for, failed_logins=0)
+                )
         user = self.get_user(user_id)
         assert user is not None
         return user
 
     def record_login(self, user_id: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(admin_users.update().where(admin_users.c.id == user_id).values(failed_logins=0, locked_until=None, last_login_at=self.clock()))
+            conn.execute(
+                admin_users.update()
+                .where(admin_users.c.id == user_id)
+                .values(failed_logins=0, locked_until=None, last_login_at=self.clock())
+            )
 
     # -- sessions -------------------------------------------------------------------------
 
     def create_session(self, *, id_hash: str, user_id: int, csrf_token: str, client: str) -> None:
         now = self.clock()
         with self.engine.begin() as conn:
-            conn.execute(admin_sessions.insert().values(id_hash=id_hash, user_id=user_id, csrf_token=csrf_token, created_at=now, last_seen_at=now, client=client[:100]))
+            conn.execute(
+                admin_sessions.insert().values(
+                    id_hash=id_hash,
+                    user_id=user_id,
+                    csrf_token=csrf_token,
+                    created_at=now,
+                    last_seen_at=now,
+                    client=client[:100],
+                )
+            )
 
     def get_session(self, id_hash: str) -> Session | None:
         with self.engine.connect() as conn:
@@ -139,7 +168,11 @@ class AccountStore(StorePart):
 
     def touch_session(self, id_hash: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(admin_sessions.update().where(admin_sessions.c.id_hash == id_hash).values(last_seen_at=self.clock()))
+            conn.execute(
+                admin_sessions.update()
+                .where(admin_sessions.c.id_hash == id_hash)
+                .values(last_seen_at=self.clock())
+            )
 
     def delete_session(self, id_hash: str) -> None:
         with self.engine.begin() as conn:
@@ -147,13 +180,26 @@ class AccountStore(StorePart):
 
     def delete_idle_sessions(self, *, idle: timedelta) -> int:
         with self.engine.begin() as conn:
-            return int(conn.execute(admin_sessions.delete().where(admin_sessions.c.last_seen_at < self.clock() - idle)).rowcount or 0)
+            return int(
+                conn.execute(
+                    admin_sessions.delete().where(admin_sessions.c.last_seen_at < self.clock() - idle)
+                ).rowcount
+                or 0
+            )
 
     # -- API tokens -------------------------------------------------------------------------
 
     def create_token(self, *, user_id: int, name: str, token_hash: str, prefix: str) -> int:
         with self.engine.begin() as conn:
-            result = conn.execute(api_tokens.insert().values(user_id=user_id, name=name[:100], token_hash=token_hash, prefix=prefix, created_at=self.clock()))
+            result = conn.execute(
+                api_tokens.insert().values(
+                    user_id=user_id,
+                    name=name[:100],
+                    token_hash=token_hash,
+                    prefix=prefix,
+                    created_at=self.clock(),
+                )
+            )
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
@@ -162,10 +208,14 @@ class AccountStore(StorePart):
         """The live (not revoked) token with this digest and its user; marks it used."""
         query = sa.select(api_tokens, admin_users).join(admin_users, admin_users.c.id == api_tokens.c.user_id)
         with self.engine.begin() as conn:
-            row = conn.execute(query.where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None))).first()
+            row = conn.execute(
+                query.where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None))
+            ).first()
             if row is None:
                 return None
-            conn.execute(api_tokens.update().where(api_tokens.c.id == row.id).values(last_used_at=self.clock()))
+            conn.execute(
+                api_tokens.update().where(api_tokens.c.id == row.id).values(last_used_at=self.clock())
+            )
         user = self.get_user(row.user_id)
         assert user is not None
         return _token(row), user
@@ -184,28 +234,62 @@ class AccountStore(StorePart):
 
     def revoke_token(self, token_id: int) -> bool:
         with self.engine.begin() as conn:
-            result = conn.execute(api_tokens.update().where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None)).values(revoked_at=self.clock()))
+            result = conn.execute(
+                api_tokens.update()
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            )
             return bool(result.rowcount)
 
     # -- audit log ---------------------------------------------------------------------------
 
     def audit(self, *, actor: str, action: str, target: str = "", detail: str = "", client: str = "") -> None:
         with self.engine.begin() as conn:
-            conn.execute(audit_log.insert().values(at=self.clock(), actor=actor[:320], action=action[:60], target=target[:500], detail=detail[:1000], client=client[:100]))
+            conn.execute(
+                audit_log.insert().values(
+                    at=self.clock(),
+                    actor=actor[:320],
+                    action=action[:60],
+                    target=target[:500],
+                    detail=detail[:1000],
+                    client=client[:100],
+                )
+            )
 
-    def audit_entries(self, *, limit: int = 50, offset: int = 0, target: str | None = None, actions: Sequence[str] | None = None) -> list[AuditEntry]:
+    def audit_entries(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        target: str | None = None,
+        actions: Sequence[str] | None = None,
+    ) -> list[AuditEntry]:
         query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit).offset(offset)
         if target is not None:
             query = query.where(audit_log.c.target == target)
         if actions:
             query = query.where(audit_log.c.action.in_(list(actions)))
         with self.engine.connect() as conn:
-            return [AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail, r.client) for r in conn.execute(query)]
+            return [
+                AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail, r.client)
+                for r in conn.execute(query)
+            ]
 
 
 def _operator(row: Any) -> Operator:
-    return Operator(row.id, row.email, row.role, row.password_hash, row.created_at, row.last_login_at, row.failed_logins, row.locked_until)
+    return Operator(
+        row.id,
+        row.email,
+        row.role,
+        row.password_hash,
+        row.created_at,
+        row.last_login_at,
+        row.failed_logins,
+        row.locked_until,
+    )
 
 
 def _token(row: Any) -> ApiToken:
-    return ApiToken(row.id, row.user_id, row.name, row.prefix, row.created_at, row.last_used_at, row.revoked_at)
+    return ApiToken(
+        row.id, row.user_id, row.name, row.prefix, row.created_at, row.last_used_at, row.revoked_at
+    )

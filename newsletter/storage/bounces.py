@@ -15,12 +15,28 @@ class BounceStore(StorePart):
     """Bounce events per subscriber (kinds: hard, soft, blocked)."""
 
     def record_bounce(
-        self, *, subscriber_id: int, delivery_id: int | None, kind: str, code: int | None, status: str, reply: str, source: str, now: datetime | None = None
+        self,
+        *,
+        subscriber_id: int,
+        delivery_id: int | None,
+        kind: str,
+        code: int | None,
+        status: str,
+        reply: str,
+        source: str,
+        now: datetime | None = None,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 bounce_events.insert().values(
-                    subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, code=code, status=status, reply=reply[:1000], source=source, at=now or self.clock()
+                    subscriber_id=subscriber_id,
+                    delivery_id=delivery_id,
+                    kind=kind,
+                    code=code,
+                    status=status,
+                    reply=reply[:1000],
+                    source=source,
+                    at=now or self.clock(),
                 )
             )
 
@@ -30,11 +46,17 @@ class BounceStore(StorePart):
                 conn.execute(
                     sa.select(sa.func.count())
                     .select_from(bounce_events)
-                    .where(bounce_events.c.subscriber_id == subscriber_id, bounce_events.c.kind == kind, bounce_events.c.at >= since)
+                    .where(
+                        bounce_events.c.subscriber_id == subscriber_id,
+                        bounce_events.c.kind == kind,
+                        bounce_events.c.at >= since,
+                    )
                 ).scalar_one()
             )
 
-    def kinds_by_domain(self, *, since: datetime | None = None, edition_id: int | None = None) -> list[tuple[str, str, int]]:
+    def kinds_by_domain(
+        self, *, since: datetime | None = None, edition_id: int | None = None
+    ) -> list[tuple[str, str, int]]:
         """(receiving domain, kind, events) since a time and/or for one edition, most first."""
         query = sa.select(subscribers.c.email, bounce_events.c.kind).select_from(
             bounce_events.join(subscribers, subscribers.c.id == bounce_events.c.subscriber_id)
@@ -42,7 +64,11 @@ class BounceStore(StorePart):
         if since is not None:
             query = query.where(bounce_events.c.at >= since)
         if edition_id is not None:
-            query = query.where(bounce_events.c.delivery_id.in_(sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id)))
+            query = query.where(
+                bounce_events.c.delivery_id.in_(
+                    sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id)
+                )
+            )
         counts: dict[tuple[str, str], int] = {}
         with self.engine.connect() as conn:
             for email, kind in conn.execute(query):
@@ -52,4 +78,6 @@ class BounceStore(StorePart):
 
     def blocked_by_domain(self, *, since: datetime, edition_id: int | None = None) -> dict[str, int]:
         """Policy refusals (kind blocked) per receiving domain."""
-        return {d: n for d, k, n in self.kinds_by_domain(since=since, edition_id=edition_id) if k == "blocked"}
+        return {
+            d: n for d, k, n in self.kinds_by_domain(since=since, edition_id=edition_id) if k == "blocked"
+        }

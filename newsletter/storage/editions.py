@@ -35,7 +35,13 @@ class EditionStore(StorePart):
     """Editions and their variants (one rendered digest per distinct report set)."""
 
     def create_edition(
-        self, *, key: str, schedule: str, as_of: datetime, now: datetime | None = None, skipped_because: str | None = None
+        self,
+        *,
+        key: str,
+        schedule: str,
+        as_of: datetime,
+        now: datetime | None = None,
+        skipped_because: str | None = None,
     ) -> tuple[Edition, bool]:
         """Create the edition with this key, or return the existing one: (edition, created).
 
@@ -47,7 +53,11 @@ class EditionStore(StorePart):
         now = now or self.clock()
         born: dict[str, Any] = {"status": EditionStatus.PLANNED.value, "reason": ""}
         if skipped_because is not None:
-            born = {"status": EditionStatus.SKIPPED.value, "reason": skipped_because[:1000], "finished_at": now}
+            born = {
+                "status": EditionStatus.SKIPPED.value,
+                "reason": skipped_because[:1000],
+                "finished_at": now,
+            }
         try:
             with self.engine.begin() as conn:
                 new_id = conn.execute(
@@ -71,7 +81,9 @@ class EditionStore(StorePart):
             row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()
         return _edition(row, self.delivery_counts(edition_id)) if row else None
 
-    def list_editions(self, *, limit: int = 50, statuses: Sequence[EditionStatus] | None = None) -> list[Edition]:
+    def list_editions(
+        self, *, limit: int = 50, statuses: Sequence[EditionStatus] | None = None
+    ) -> list[Edition]:
         query = sa.select(editions).order_by(editions.c.id.desc()).limit(limit)
         if statuses:
             query = query.where(editions.c.status.in_([s.value for s in statuses]))
@@ -105,21 +117,35 @@ class EditionStore(StorePart):
         with self.engine.begin() as conn:
             return conn.execute(query.values(**values)).rowcount > 0
 
-    def add_variant(self, *, edition_id: int, report_ids: Sequence[str], subject: str, html: str, text: str) -> int:
+    def add_variant(
+        self, *, edition_id: int, report_ids: Sequence[str], subject: str, html: str, text: str
+    ) -> int:
         with self.engine.begin() as conn:
             return int(
                 conn.execute(
-                    variants.insert().values(edition_id=edition_id, report_ids=list(report_ids), subject=subject, html=html, text=text)
+                    variants.insert().values(
+                        edition_id=edition_id,
+                        report_ids=list(report_ids),
+                        subject=subject,
+                        html=html,
+                        text=text,
+                    )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
 
     def set_variant_content(self, variant_id: int, *, subject: str, html: str, text: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(variants.update().where(variants.c.id == variant_id).values(subject=subject, html=html, text=text))
+            conn.execute(
+                variants.update()
+                .where(variants.c.id == variant_id)
+                .values(subject=subject, html=html, text=text)
+            )
 
     def list_variants(self, edition_id: int) -> list[Variant]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(variants).where(variants.c.edition_id == edition_id).order_by(variants.c.id)).all()
+            rows = conn.execute(
+                sa.select(variants).where(variants.c.edition_id == edition_id).order_by(variants.c.id)
+            ).all()
         return [_variant(r) for r in rows]
 
     def delivery_counts(self, edition_id: int) -> dict[str, int]:
@@ -144,7 +170,14 @@ class EditionStore(StorePart):
             .limit(limit)
         )
         query = (
-            sa.select(variants.c.id, variants.c.edition_id, variants.c.subject, variants.c.report_ids, editions.c.started_at, editions.c.as_of)
+            sa.select(
+                variants.c.id,
+                variants.c.edition_id,
+                variants.c.subject,
+                variants.c.report_ids,
+                editions.c.started_at,
+                editions.c.as_of,
+            )
             .join(editions, editions.c.id == variants.c.edition_id)
             .where(variants.c.edition_id.in_(newest), variants.c.subject != "")
             .order_by(editions.c.id.desc(), variants.c.id)
@@ -153,9 +186,14 @@ class EditionStore(StorePart):
             rows = conn.execute(query).all()
         fullest: dict[int, Any] = {}
         for r in rows:  # the first variant with the most reports stands for its edition
-            if r.edition_id not in fullest or len(r.report_ids or ()) > len(fullest[r.edition_id].report_ids or ()):
+            if r.edition_id not in fullest or len(r.report_ids or ()) > len(
+                fullest[r.edition_id].report_ids or ()
+            ):
                 fullest[r.edition_id] = r
-        return [ArchiveEntry(r.id, r.edition_id, r.subject, len(r.report_ids or ()), r.started_at or r.as_of) for r in fullest.values()]
+        return [
+            ArchiveEntry(r.id, r.edition_id, r.subject, len(r.report_ids or ()), r.started_at or r.as_of)
+            for r in fullest.values()
+        ]
 
     def published_variant_html(self, variant_id: int) -> str | None:
         """The stored HTML of a variant whose edition was published, else None."""

@@ -22,5 +22,10 @@ class FeedStateStore(StorePart):
     def save_validators(self, source: str, validators: FeedValidators, *, now: datetime) -> None:
         values = {"etag": validators.etag, "modified": validators.modified, "fetched_at": now}
         with self.engine.begin() as conn:
-            if conn.execute(feed_state.update().where(feed_state.c.source == source).values(**values)).rowcount == 0:
+            if (
+                conn.execute(
+                    feed_state.update().where(feed_state.c.source == source).values(**values)
+                ).rowcount
+                == 0
+            ):
                 conn.execute(feed_state.insert().values(source=source, **values))

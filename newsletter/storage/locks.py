@@ -32,25 +32,52 @@ class LockStore(StorePart):
         """Create the lock row; False if it exists (someone holds or held it)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(send_locks.insert().values(name=name, holder=holder, acquired_at=now, expires_at=expires_at))
+                conn.execute(
+                    send_locks.insert().values(
+                        name=name, holder=holder, acquired_at=now, expires_at=expires_at
+                    )
+                )
         except IntegrityError:
             return False
         return True
 
-    def take_over(self, name: str, holder: str, *, now: datetime, expires_at: datetime, expired_before: datetime | None = None, from_holder: str | None = None) -> bool:
+    def take_over(
+        self,
+        name: str,
+        holder: str,
+        *,
+        now: datetime,
+        expires_at: datetime,
+        expired_before: datetime | None = None,
+        from_holder: str | None = None,
+    ) -> bool:
         """Take an existing row that expired before ``expired_before`` or is held by ``from_holder``."""
-        condition = send_locks.c.expires_at < expired_before if expired_before is not None else send_locks.c.holder == from_holder
+        condition = (
+            send_locks.c.expires_at < expired_before
+            if expired_before is not None
+            else send_locks.c.holder == from_holder
+        )
         with self.engine.begin() as conn:
-            return conn.execute(
-                send_locks.update().where(send_locks.c.name == name, condition).values(holder=holder, acquired_at=now, expires_at=expires_at)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    send_locks.update()
+                    .where(send_locks.c.name == name, condition)
+                    .values(holder=holder, acquired_at=now, expires_at=expires_at)
+                ).rowcount
+                == 1
+            )
 
     def renew(self, name: str, holder: str, *, expires_at: datetime) -> bool:
         """Push the expiry out; False if ``holder`` no longer holds the lock."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                send_locks.update().where(send_locks.c.name == name, send_locks.c.holder == holder).values(expires_at=expires_at)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    send_locks.update()
+                    .where(send_locks.c.name == name, send_locks.c.holder == holder)
+                    .values(expires_at=expires_at)
+                ).rowcount
+                == 1
+            )
 
     def release(self, name: str, holder: str) -> None:
         with self.engine.begin() as conn:

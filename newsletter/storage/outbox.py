@@ -28,12 +28,22 @@ class OutboxStore(StorePart):
         if not rows:
             return
         now = now or self.clock()
-        payload = [{**r, "state": DeliveryState.PENDING.value, "attempts": 0, "updated_at": now, "last_reply": ""} for r in rows]
+        payload = [
+            {**r, "state": DeliveryState.PENDING.value, "attempts": 0, "updated_at": now, "last_reply": ""}
+            for r in rows
+        ]
         with self.engine.begin() as conn:
             conn.execute(deliveries.insert(), payload)
 
     def claim_deliveries(
-        self, edition_id: int, *, limit: int, worker: str = "", lease_seconds: int = 300, token: str | None = None, now: datetime | None = None
+        self,
+        edition_id: int,
+        *,
+        limit: int,
+        worker: str = "",
+        lease_seconds: int = 300,
+        token: str | None = None,
+        now: datetime | None = None,
     ) -> list[Delivery]:
         """Take up to ``limit`` due rows and mark them sending under a lease held by ``worker``.
 
@@ -87,9 +97,32 @@ class OutboxStore(StorePart):
             active = SubscriberStatus.ACTIVE.value
             take: list[Delivery] = []
             gone: list[int] = []
-            for row_id, edition, subscriber_id, variant_id, email, name, message_id, attempts, status, paused in rows:
+            for (
+                row_id,
+                edition,
+                subscriber_id,
+                variant_id,
+                email,
+                name,
+                message_id,
+                attempts,
+                status,
+                paused,
+            ) in rows:
                 if status == active and not paused:
-                    take.append(Delivery(row_id, edition, subscriber_id, variant_id, email, name, message_id, DeliveryState.SENDING, attempts + 1))
+                    take.append(
+                        Delivery(
+                            row_id,
+                            edition,
+                            subscriber_id,
+                            variant_id,
+                            email,
+                            name,
+                            message_id,
+                            DeliveryState.SENDING,
+                            attempts + 1,
+                        )
+                    )
                 else:
                     gone.append(row_id)
             if take:
@@ -109,11 +142,23 @@ class OutboxStore(StorePart):
                 conn.execute(
                     deliveries.update()
                     .where(self.ids_in(deliveries.c.id, gone))
-                    .values(state=DeliveryState.SUPPRESSED.value, updated_at=now, last_reply="subscriber no longer active")
+                    .values(
+                        state=DeliveryState.SUPPRESSED.value,
+                        updated_at=now,
+                        last_reply="subscriber no longer active",
+                    )
                 )
         return take
 
-    def renew_lease(self, edition_id: int, *, worker: str, lease_seconds: int, token: str | None = None, now: datetime | None = None) -> set[int]:
+    def renew_lease(
+        self,
+        edition_id: int,
+        *,
+        worker: str,
+        lease_seconds: int,
+        token: str | None = None,
+        now: datetime | None = None,
+    ) -> set[int]:
         """Extend the lease of every row this sender still holds as sending; the ids it holds.
 
         With ``token``, held means still carrying that fencing token: a row another sender
@@ -125,13 +170,19 @@ class OutboxStore(StorePart):
             return set(
                 conn.execute(
                     deliveries.update()
-                    .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value, held)
+                    .where(
+                        deliveries.c.edition_id == edition_id,
+                        deliveries.c.state == DeliveryState.SENDING.value,
+                        held,
+                    )
                     .values(lease_until=now + timedelta(seconds=lease_seconds))
                     .returning(deliveries.c.id)
                 ).scalars()
             )
 
-    def give_back(self, ids: Sequence[int], *, reply: str, token: str | None = None, holder: str | None = None) -> int:
+    def give_back(
+        self, ids: Sequence[int], *, reply: str, token: str | None = None, holder: str | None = None
+    ) -> int:
         """Rows back to pending, fenced: only those still sending under ``token`` (a sender's own
         rows it will not send) or ``holder`` (a dead sender's rows, given back by a recovery)."""
         if not ids:
@@ -140,7 +191,12 @@ class OutboxStore(StorePart):
             given: int = conn.execute(
                 deliveries.update()
                 .where(self.ids_in(deliveries.c.id, ids), *_held_by(token, holder))
-                .values(state=DeliveryState.PENDING.value, updated_at=self.clock(), last_reply=reply[:1000], claim_token=None)
+                .values(
+                    state=DeliveryState.PENDING.value,
+                    updated_at=self.clock(),
+                    last_reply=reply[:1000],
+                    claim_token=None,
+                )
             ).rowcount
         return given
 
@@ -151,7 +207,8 @@ class OutboxStore(StorePart):
                 (r.id, r.subscriber_id, r.claimed_by or "")
                 for r in conn.execute(
                     sa.select(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.claimed_by).where(
-                        deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.SENDING.value
+                        deliveries.c.edition_id == edition_id,
+                        deliveries.c.state == DeliveryState.SENDING.value,
                     )
                 )
             ]
@@ -163,7 +220,10 @@ class OutboxStore(StorePart):
                 sa.select(deliveries.c.edition_id, deliveries.c.claimed_by)
                 .distinct()
                 .join(editions, editions.c.id == deliveries.c.edition_id)
-                .where(editions.c.status == EditionStatus.SENDING.value, deliveries.c.state == DeliveryState.SENDING.value)
+                .where(
+                    editions.c.status == EditionStatus.SENDING.value,
+                    deliveries.c.state == DeliveryState.SENDING.value,
+                )
             ).all()
         return {(int(edition_id), claimed_by or "") for edition_id, claimed_by in rows}
 
@@ -180,15 +240,27 @@ class OutboxStore(StorePart):
                         editions.c.status == EditionStatus.SENDING.value,
                         sa.or_(
                             deliveries.c.state == DeliveryState.PENDING.value,
-                            sa.and_(deliveries.c.state == DeliveryState.DEFERRED.value, deliveries.c.next_attempt_at <= now),
-                            sa.and_(deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now),
+                            sa.and_(
+                                deliveries.c.state == DeliveryState.DEFERRED.value,
+                                deliveries.c.next_attempt_at <= now,
+                            ),
+                            sa.and_(
+                                deliveries.c.state == DeliveryState.SENDING.value,
+                                deliveries.c.lease_until < now,
+                            ),
                         ),
                     )
                 ).scalars()
             )
 
     def record_outcomes(
-        self, outcomes: Sequence[DeliveryOutcome], *, as_of: datetime, token: str | None = None, holder: str | None = None, now: datetime | None = None
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        *,
+        as_of: datetime,
+        token: str | None = None,
+        holder: str | None = None,
+        now: datetime | None = None,
     ) -> set[int]:
         """Commit a batch of send results in one transaction.
 
@@ -217,7 +289,15 @@ class OutboxStore(StorePart):
                     conn.execute(
                         deliveries.update()
                         .where(self.ids_in(deliveries.c.id, [o.delivery_id for o in sent]), *fence)
-                        .values(state=DeliveryState.SENT.value, updated_at=now, sent_at=now, last_code=250, last_reply="", next_attempt_at=None, claim_token=None)
+                        .values(
+                            state=DeliveryState.SENT.value,
+                            updated_at=now,
+                            sent_at=now,
+                            last_code=250,
+                            last_reply="",
+                            next_attempt_at=None,
+                            claim_token=None,
+                        )
                         .returning(deliveries.c.id)
                     ).scalars()
                 )
@@ -230,9 +310,15 @@ class OutboxStore(StorePart):
                     "next_attempt_at": outcome.next_attempt_at,
                     "claim_token": None,
                 }
-                if conn.execute(deliveries.update().where(deliveries.c.id == outcome.delivery_id, *fence).values(**values)).rowcount:
+                if conn.execute(
+                    deliveries.update().where(deliveries.c.id == outcome.delivery_id, *fence).values(**values)
+                ).rowcount:
                     written.add(outcome.delivery_id)
-            delivered = [o.delivery_id for o in outcomes if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN) and o.delivery_id in written]
+            delivered = [
+                o.delivery_id
+                for o in outcomes
+                if o.state in (DeliveryState.SENT, DeliveryState.UNKNOWN) and o.delivery_id in written
+            ]
             if delivered:
                 conn.execute(_readers_given(self.ids_in(deliveries.c.id, delivered), as_of))
         return written
@@ -242,7 +328,9 @@ class OutboxStore(StorePart):
             return
         with self.engine.begin() as conn:
             conn.execute(
-                deliveries.update().where(self.ids_in(deliveries.c.id, ids)).values(state=state.value, updated_at=self.clock(), last_reply=reply)
+                deliveries.update()
+                .where(self.ids_in(deliveries.c.id, ids))
+                .values(state=state.value, updated_at=self.clock(), last_reply=reply)
             )
 
     def requeue_unknown(self, edition_id: int) -> int:
@@ -250,7 +338,9 @@ class OutboxStore(StorePart):
         with self.engine.begin() as conn:
             return conn.execute(
                 deliveries.update()
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.UNKNOWN.value)
+                .where(
+                    deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.UNKNOWN.value
+                )
                 .values(state=DeliveryState.PENDING.value, updated_at=self.clock())
             ).rowcount
 
@@ -278,7 +368,13 @@ class OutboxStore(StorePart):
                 sa.select(deliveries.c.last_code, deliveries.c.last_reply, sa.func.count().label("n"))
                 .where(
                     deliveries.c.edition_id == edition_id,
-                    deliveries.c.state.in_([DeliveryState.FAILED.value, DeliveryState.DEFERRED.value, DeliveryState.UNKNOWN.value]),
+                    deliveries.c.state.in_(
+                        [
+                            DeliveryState.FAILED.value,
+                            DeliveryState.DEFERRED.value,
+                            DeliveryState.UNKNOWN.value,
+                        ]
+                    ),
                 )
                 .group_by(deliveries.c.last_code, deliveries.c.last_reply)
                 .order_by(sa.text("n DESC"))
@@ -308,7 +404,11 @@ class OutboxStore(StorePart):
 
 def _held_by(token: str | None, holder: str | None) -> list[Any]:
     """The fence of a write on a claimed row: still sending, under this token (else this holder)."""
-    held = deliveries.c.claim_token == token if token is not None else sa.func.coalesce(deliveries.c.claimed_by, "") == (holder or "")
+    held = (
+        deliveries.c.claim_token == token
+        if token is not None
+        else sa.func.coalesce(deliveries.c.claimed_by, "") == (holder or "")
+    )
     return [deliveries.c.state == DeliveryState.SENDING.value, held]
 
 
@@ -319,19 +419,36 @@ def _readers_given(rows: sa.ColumnElement[bool], as_of: datetime) -> sa.Update:
 
     ``rows`` selects the rows, already in their final state; each reader has at most one of
     them (one row per reader in an edition, and a batch is of one edition)."""
-    moves_mark = sa.and_(deliveries.c.ledger_seq.is_not(None), sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < deliveries.c.ledger_seq))
+    moves_mark = sa.and_(
+        deliveries.c.ledger_seq.is_not(None),
+        sa.or_(subscribers.c.ledger_seq.is_(None), subscribers.c.ledger_seq < deliveries.c.ledger_seq),
+    )
     newer_digest = sa.and_(
-        deliveries.c.state == DeliveryState.SENT.value, sa.or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < as_of)
+        deliveries.c.state == DeliveryState.SENT.value,
+        sa.or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < as_of),
     )
     return (
         subscribers.update()
         .where(deliveries.c.subscriber_id == subscribers.c.id, rows)
         .values(
             ledger_seq=sa.case((moves_mark, deliveries.c.ledger_seq), else_=subscribers.c.ledger_seq),
-            last_digest_at=sa.case((newer_digest, sa.literal(as_of, subscribers.c.last_digest_at.type)), else_=subscribers.c.last_digest_at),
+            last_digest_at=sa.case(
+                (newer_digest, sa.literal(as_of, subscribers.c.last_digest_at.type)),
+                else_=subscribers.c.last_digest_at,
+            ),
         )
     )
 
 
 def _delivery(r: Any) -> Delivery:
-    return Delivery(r.id, r.edition_id, r.subscriber_id, r.variant_id, r.email, r.name, r.message_id, DeliveryState(r.state), r.attempts)
+    return Delivery(
+        r.id,
+        r.edition_id,
+        r.subscriber_id,
+        r.variant_id,
+        r.email,
+        r.name,
+        r.message_id,
+        DeliveryState(r.state),
+        r.attempts,
+    )

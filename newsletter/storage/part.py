@@ -33,9 +33,15 @@ class StorePart:
         JSON array (``json_each``), PostgreSQL from an integer array (``= ANY``).
         """
         if self.engine.dialect.name == "postgresql":
-            return column == sa.any_(sa.bindparam(None, [int(i) for i in ids], type_=postgresql.ARRAY(sa.BigInteger)))
+            return column == sa.any_(
+                sa.bindparam(None, [int(i) for i in ids], type_=postgresql.ARRAY(sa.BigInteger))
+            )
         listed = "[" + ",".join(str(int(i)) for i in ids) + "]"
-        return column.in_(sa.select(sa.func.json_each(sa.bindparam(None, listed, type_=sa.String)).table_valued("value").c.value))
+        return column.in_(
+            sa.select(
+                sa.func.json_each(sa.bindparam(None, listed, type_=sa.String)).table_valued("value").c.value
+            )
+        )
 
     def _stream(self, query: sa.Select[Any], key: sa.Column[Any], *, batch_size: int = 2000) -> Iterator[Any]:
         """Keyset pagination: never holds more than one batch, and no long-lived cursor."""

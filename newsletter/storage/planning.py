@@ -107,12 +107,21 @@ class PlanningStore(StorePart):
                 _choices.create(conn, checkfirst=True)
                 conn.execute(_choices.delete())
                 rows = [
-                    {"topics": c.group.topics_key, "ledger_seq": c.group.ledger_seq, "first": int(c.group.first), "variant_id": c.variant_id, "mark": c.mark, "carried": c.carried}
+                    {
+                        "topics": c.group.topics_key,
+                        "ledger_seq": c.group.ledger_seq,
+                        "first": int(c.group.first),
+                        "variant_id": c.variant_id,
+                        "mark": c.mark,
+                        "carried": c.carried,
+                    }
                     for c in choices
                 ]
                 if rows:
                     conn.execute(_choices.insert(), rows)
-                low, high = conn.execute(sa.select(sa.func.min(subscribers.c.id), sa.func.max(subscribers.c.id))).one()
+                low, high = conn.execute(
+                    sa.select(sa.func.min(subscribers.c.id), sa.func.max(subscribers.c.id))
+                ).one()
                 before = _rows_in(conn, edition_id)
             try:
                 if low is not None:
@@ -130,7 +139,11 @@ class PlanningStore(StorePart):
 
 
 def _rows_in(conn: sa.Connection, edition_id: int) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.edition_id == edition_id)).scalar_one())
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.edition_id == edition_id)
+        ).scalar_one()
+    )
 
 
 def _plannable(cadences: Sequence[Cadence] | None, edition_id: int) -> list[Any]:
@@ -138,7 +151,9 @@ def _plannable(cadences: Sequence[Cadence] | None, edition_id: int) -> list[Any]
     return [
         *receiving(cadences),
         ~waiting_elsewhere(edition_id),
-        ~sa.select(deliveries.c.id).where(deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscribers.c.id).exists(),
+        ~sa.select(deliveries.c.id)
+        .where(deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscribers.c.id)
+        .exists(),
     ]
 
 
@@ -157,8 +172,17 @@ def _same_group() -> sa.ColumnElement[bool]:
     )
 
 
-def _insert_rows(edition_id: int, cadences: Sequence[Cadence] | None, span: tuple[Any, ...], prefix: str, suffix: str, now: datetime) -> sa.Insert:
-    message_id = sa.literal(prefix, sa.Text) + sa.cast(subscribers.c.id, sa.Text) + sa.literal(suffix, sa.Text)
+def _insert_rows(
+    edition_id: int,
+    cadences: Sequence[Cadence] | None,
+    span: tuple[Any, ...],
+    prefix: str,
+    suffix: str,
+    now: datetime,
+) -> sa.Insert:
+    message_id = (
+        sa.literal(prefix, sa.Text) + sa.cast(subscribers.c.id, sa.Text) + sa.literal(suffix, sa.Text)
+    )
     chosen = (
         sa.select(
             sa.literal(edition_id, sa.Integer),
@@ -178,11 +202,26 @@ def _insert_rows(edition_id: int, cadences: Sequence[Cadence] | None, span: tupl
         .join(_choices, sa.and_(_same_group(), _choices.c.variant_id.is_not(None)))
         .where(*span, *_plannable(cadences, edition_id))
     )
-    columns = ["edition_id", "subscriber_id", "variant_id", "email", "name", "message_id", "state", "attempts", "updated_at", "last_reply", "ledger_seq", "carried"]
+    columns = [
+        "edition_id",
+        "subscriber_id",
+        "variant_id",
+        "email",
+        "name",
+        "message_id",
+        "state",
+        "attempts",
+        "updated_at",
+        "last_reply",
+        "ledger_seq",
+        "carried",
+    ]
     return deliveries.insert().from_select(columns, chosen)
 
 
-def _advance_nothing_for(edition_id: int, cadences: Sequence[Cadence] | None, span: tuple[Any, ...], horizon: int) -> sa.Update:
+def _advance_nothing_for(
+    edition_id: int, cadences: Sequence[Cadence] | None, span: tuple[Any, ...], horizon: int
+) -> sa.Update:
     return (
         subscribers.update()
         .where(

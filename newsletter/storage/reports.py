@@ -31,7 +31,9 @@ class ReportStore(StorePart):
         now = now or self.clock()
         added = updated = 0
         with self.engine.begin() as conn:
-            next_seq = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(reports.c.seq), 0))).scalar_one()) + 1
+            next_seq = (
+                int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(reports.c.seq), 0))).scalar_one()) + 1
+            )
             for report in items:
                 values = {
                     "title": report.title,
@@ -49,7 +51,9 @@ class ReportStore(StorePart):
                     next_seq += 1
                     added += 1
                 elif _report(row) != report:
-                    conn.execute(reports.update().where(reports.c.id == report.id).values(updated_at=now, **values))
+                    conn.execute(
+                        reports.update().where(reports.c.id == report.id).values(updated_at=now, **values)
+                    )
                     updated += 1
         return added, updated
 
@@ -60,11 +64,19 @@ class ReportStore(StorePart):
         if dialect == "postgresql":
             from sqlalchemy.dialects import postgresql
 
-            return postgresql.insert(reports).values(**row).on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **changed})
+            return (
+                postgresql.insert(reports)
+                .values(**row)
+                .on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **changed})
+            )
         if dialect == "sqlite":
             from sqlalchemy.dialects import sqlite
 
-            return sqlite.insert(reports).values(**row).on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **changed})
+            return (
+                sqlite.insert(reports)
+                .values(**row)
+                .on_conflict_do_update(index_elements=[reports.c.id], set_={"updated_at": now, **changed})
+            )
         return reports.insert().values(**row)
 
     # -- the ledger ---------------------------------------------------------------
@@ -74,7 +86,9 @@ class ReportStore(StorePart):
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(reports.c.seq), 0))).scalar_one())
 
-    def settled_horizon(self, *, as_of: datetime, settle: timedelta, future_tolerance: timedelta = FUTURE_TOLERANCE) -> int:
+    def settled_horizon(
+        self, *, as_of: datetime, settle: timedelta, future_tolerance: timedelta = FUTURE_TOLERANCE
+    ) -> int:
         """The highest seq such that no report up to it is still waiting for its time at ``as_of``.
 
         Waiting: published after ``as_of - settle`` (settling: the publisher may still fix it,
@@ -86,15 +100,23 @@ class ReportStore(StorePart):
         """
         with self.engine.connect() as conn:
             first_unsettled = conn.execute(
-                sa.select(sa.func.min(reports.c.seq)).where(reports.c.published > as_of - settle, reports.c.published <= as_of + future_tolerance)
+                sa.select(sa.func.min(reports.c.seq)).where(
+                    reports.c.published > as_of - settle, reports.c.published <= as_of + future_tolerance
+                )
             ).scalar()
             if first_unsettled is not None:
                 return int(first_unsettled) - 1
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(reports.c.seq), 0))).scalar_one())
 
-    def misdated_reports(self, *, as_of: datetime, upto: int, future_tolerance: timedelta = FUTURE_TOLERANCE) -> list[Report]:
+    def misdated_reports(
+        self, *, as_of: datetime, upto: int, future_tolerance: timedelta = FUTURE_TOLERANCE
+    ) -> list[Report]:
         """Reports up to ``upto`` dated more than ``future_tolerance`` after ``as_of``: sent with their date as given."""
-        query = sa.select(reports).where(reports.c.seq <= upto, reports.c.published > as_of + future_tolerance).order_by(reports.c.seq)
+        query = (
+            sa.select(reports)
+            .where(reports.c.seq <= upto, reports.c.published > as_of + future_tolerance)
+            .order_by(reports.c.seq)
+        )
         with self.engine.connect() as conn:
             return [_report(r) for r in conn.execute(query)]
 
@@ -104,7 +126,9 @@ class ReportStore(StorePart):
         with self.engine.connect() as conn:
             return [_report(r) for r in conn.execute(query)]
 
-    def recent_reports(self, *, limit: int = 200, published_before: datetime | None = None, upto_seq: int | None = None) -> list[Report]:
+    def recent_reports(
+        self, *, limit: int = 200, published_before: datetime | None = None, upto_seq: int | None = None
+    ) -> list[Report]:
         """The newest reports first (at most ``limit``), optionally only those published before a
         time, or stored at or before a ledger position."""
         query = sa.select(reports).order_by(reports.c.published.desc(), reports.c.id).limit(limit)
@@ -117,7 +141,9 @@ class ReportStore(StorePart):
 
     def get_reports(self, ids: Sequence[str]) -> list[Report]:
         with self.engine.connect() as conn:
-            rows = {r.id: _report(r) for r in conn.execute(sa.select(reports).where(reports.c.id.in_(list(ids))))}
+            rows = {
+                r.id: _report(r) for r in conn.execute(sa.select(reports).where(reports.c.id.in_(list(ids))))
+            }
         return [rows[i] for i in ids if i in rows]
 
     def count_reports(self) -> int:

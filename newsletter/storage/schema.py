@@ -147,7 +147,9 @@ deliveries = sa.Table(
     # are written only while the row still carries it (a sender that lost the row writes nothing).
     sa.Column("claim_token", sa.String(32)),
     sa.Column("ledger_seq", sa.Integer),  # the reader's ledger mark once this row is sent
-    sa.Column("carried", sa.Integer, nullable=False, default=0),  # reports over digest.max_reports left for the next digest
+    sa.Column(
+        "carried", sa.Integer, nullable=False, default=0
+    ),  # reports over digest.max_reports left for the next digest
     sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     sa.Index("ix_deliveries_edition_state_id", "edition_id", "state", "id"),
     # Planning skips readers with an unfinished row in another edition: looked up per reader.
@@ -160,7 +162,13 @@ bounce_events = sa.Table(
     "bounce_events",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "subscriber_id",
+        sa.Integer,
+        sa.ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
     sa.Column("delivery_id", sa.Integer),
     sa.Column("kind", sa.String(10), nullable=False),  # hard | soft
     sa.Column("code", sa.Integer),
@@ -206,8 +214,12 @@ admin_users = sa.Table(
 admin_sessions = sa.Table(
     "admin_sessions",
     metadata,
-    sa.Column("id_hash", sa.String(64), primary_key=True),  # SHA-256 of the cookie value; the value is never stored
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "id_hash", sa.String(64), primary_key=True
+    ),  # SHA-256 of the cookie value; the value is never stored
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
@@ -218,7 +230,9 @@ api_tokens = sa.Table(
     "api_tokens",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("admin_users.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # SHA-256; the token is shown once
     sa.Column("prefix", sa.String(16), nullable=False),  # the first characters, to tell tokens apart

@@ -64,9 +64,13 @@ class Store:
                 # serialises writers itself, a busy timeout makes them wait instead of fail.
                 connect_args = {"check_same_thread": False, "timeout": 30}
             # pool_pre_ping: a connection the database dropped (a restart) is replaced, not used.
-            self.engine: Engine = sa.create_engine(url, connect_args=connect_args, future=True, pool_pre_ping=True)
+            self.engine: Engine = sa.create_engine(
+                url, connect_args=connect_args, future=True, pool_pre_ping=True
+            )
             if url.startswith("sqlite"):
-                sa.event.listen(self.engine, "connect", _sqlite_read_only_pragmas if self.read_only else _sqlite_pragmas)
+                sa.event.listen(
+                    self.engine, "connect", _sqlite_read_only_pragmas if self.read_only else _sqlite_pragmas
+                )
                 sa.event.listen(self.engine, "handle_error", _refuse_writes_to_read_only)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise StoreError(f"cannot open database {url!r}: {_one_line(exc)}") from exc
@@ -82,7 +86,9 @@ class Store:
         self.feeds = FeedStateStore(self.engine, clock=clock)
         self.suppressions = SuppressionStore(self.engine, clock=clock)
         self.webmail = WebMailStore(self.engine, clock=clock)
-        self.accounts = AccountStore(self.engine, clock=clock)  # the operator console's users, sessions, tokens, audit
+        self.accounts = AccountStore(
+            self.engine, clock=clock
+        )  # the operator console's users, sessions, tokens, audit
         self.console = ConsoleViews(self.engine, clock=clock)  # the console's read-only views
         if create:
             self.create_schema()
@@ -108,12 +114,17 @@ def _require_sqlite_features() -> None:
     version = ".".join(map(str, sqlite3.sqlite_version_info))
     hint = "Use a Python built with a newer SQLite (python.org and Debian 12 builds are), or PostgreSQL (database.url)."
     if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
-        raise StoreError(f"this Python's SQLite is {version}; the service needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer", hint=hint)
+        raise StoreError(
+            f"this Python's SQLite is {version}; the service needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer",
+            hint=hint,
+        )
     probe = sqlite3.connect(":memory:")
     try:
         probe.execute("SELECT value FROM json_each('[1]')").fetchall()
     except sqlite3.OperationalError as exc:
-        raise StoreError(f"this Python's SQLite ({version}) has no JSON functions ({exc})", hint=hint) from exc
+        raise StoreError(
+            f"this Python's SQLite ({version}) has no JSON functions ({exc})", hint=hint
+        ) from exc
     finally:
         probe.close()
 
@@ -134,7 +145,11 @@ def _sqlite_location(url: str, parent: Path) -> tuple[str, bool]:
             hint="Check database.url (NEWSLETTER_DATABASE_URL) for a typo; to start a new database there, create the directory first.",
         )
     path = Path(url.removeprefix("sqlite:///"))
-    writable = os.access(path, os.W_OK) and os.access(parent, os.W_OK) if path.exists() else os.access(parent, os.W_OK)
+    writable = (
+        os.access(path, os.W_OK) and os.access(parent, os.W_OK)
+        if path.exists()
+        else os.access(parent, os.W_OK)
+    )
     if path.exists() and not writable:
         # Read-only: reads work (subscribers list, editions, preview --no-fetch); writes get a clear error.
         return f"sqlite:///{_read_only_uri(path)}&uri=true", True

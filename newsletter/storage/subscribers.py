@@ -54,7 +54,10 @@ class SubscriberStore(StorePart):
             held = suppressed_status(conn, email)
             reason = ""
             if held is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-                status, reason = held, f"on the suppression list ({held.value}); only a confirmation or 'subscribers reactivate' brings it back"
+                status, reason = (
+                    held,
+                    f"on the suppression list ({held.value}); only a confirmation or 'subscribers reactivate' brings it back",
+                )
             try:
                 new_id = conn.execute(
                     subscribers.insert().values(
@@ -77,7 +80,9 @@ class SubscriberStore(StorePart):
                 # Another process inserted the same address between our check and insert.
                 row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).one()
                 return _subscriber(row), False
-            if status in SUPPRESSING and held is None:  # added as unsubscribed or bounced (an export re-imported)
+            if (
+                status in SUPPRESSING and held is None
+            ):  # added as unsubscribed or bounced (an export re-imported)
                 suppress(conn, email, status, reason=reason or f"added as {status.value}", now=now)
             row = conn.execute(sa.select(subscribers).where(subscribers.c.id == new_id)).one()
             return _subscriber(row), True
@@ -99,7 +104,9 @@ class SubscriberStore(StorePart):
             query = query.where(subscribers.c.status == status.value)
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id))
 
-    def list_page(self, *, search: str = "", status: SubscriberStatus | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Subscriber], int]:
+    def list_page(
+        self, *, search: str = "", status: SubscriberStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Subscriber], int]:
         """One page of subscribers (ordered by id) and how many match in all (exact).
 
         ``search`` matches part of the address or of the name, ignoring case; ``%`` and
@@ -111,7 +118,10 @@ class SubscriberStore(StorePart):
         """
         term = search.strip()
         if "\x00" in term:
-            return [], 0  # no address or name holds a NUL (refused on the way in), and neither database takes one in a term
+            return (
+                [],
+                0,
+            )  # no address or name holds a NUL (refused on the way in), and neither database takes one in a term
         with self.engine.connect() as conn:
             if len(term) >= 3 and self._has_search_table(conn):
                 return self._fts_page(conn, term, status, limit, offset)
@@ -120,17 +130,39 @@ class SubscriberStore(StorePart):
                 condition = sa.and_(condition, subscribers.c.status == status.value)
             if term:
                 condition = sa.and_(condition, self._substring_match(term))
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(subscribers).where(condition)).scalar_one())
+            total = int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(subscribers).where(condition)
+                ).scalar_one()
+            )
             if not term or total > 3 * (offset + limit):
                 # Without a search, or when matches are common: walking the table in id order
                 # reaches the page after reading (offset + limit) / share-of-matches rows.
-                rows = conn.execute(sa.select(subscribers).where(condition).order_by(subscribers.c.id).limit(limit).offset(offset)).all()
+                rows = conn.execute(
+                    sa.select(subscribers)
+                    .where(condition)
+                    .order_by(subscribers.c.id)
+                    .limit(limit)
+                    .offset(offset)
+                ).all()
                 return [_subscriber(r) for r in rows], total
             # Rare matches: ids first, ordered by "id + 0", so SQLite scans the covering search index
             # (a third of the table's bytes) and sorts the matches; then the page's rows.
-            page = sa.select(subscribers.c.id).where(condition).order_by(subscribers.c.id + 0).limit(limit).offset(offset)
+            page = (
+                sa.select(subscribers.c.id)
+                .where(condition)
+                .order_by(subscribers.c.id + 0)
+                .limit(limit)
+                .offset(offset)
+            )
             ids = list(conn.execute(page).scalars())
-            rows = conn.execute(sa.select(subscribers).where(subscribers.c.id.in_(ids)).order_by(subscribers.c.id)).all() if ids else []
+            rows = (
+                conn.execute(
+                    sa.select(subscribers).where(subscribers.c.id.in_(ids)).order_by(subscribers.c.id)
+                ).all()
+                if ids
+                else []
+            )
         return [_subscriber(r) for r in rows], total
 
     def _substring_match(self, term: str) -> sa.ColumnElement[bool]:
@@ -138,24 +170,38 @@ class SubscriberStore(StorePart):
         if self.engine.dialect.name == "sqlite":
             # SQLite's LIKE ignores ASCII case already (addresses are stored lower-case);
             # lower() per row would only slow the scan.
-            return sa.or_(subscribers.c.email.like(pattern.lower(), escape="\\"), subscribers.c.name.like(pattern, escape="\\"))
+            return sa.or_(
+                subscribers.c.email.like(pattern.lower(), escape="\\"),
+                subscribers.c.name.like(pattern, escape="\\"),
+            )
         # lower(column) LIKE is what the pg_trgm GIN indexes of migration 0010 serve.
         lowered = pattern.lower()
-        return sa.or_(sa.func.lower(subscribers.c.email).like(lowered, escape="\\"), sa.func.lower(subscribers.c.name).like(lowered, escape="\\"))
+        return sa.or_(
+            sa.func.lower(subscribers.c.email).like(lowered, escape="\\"),
+            sa.func.lower(subscribers.c.name).like(lowered, escape="\\"),
+        )
 
     def _has_search_table(self, conn: sa.Connection) -> bool:
         """Whether this SQLite database has 0010's FTS5 trigram table (asked once per store)."""
         if self.engine.dialect.name != "sqlite":
             return False
         if self._search_table is None:
-            found = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subscribers_search'").first()
+            found = conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subscribers_search'"
+            ).first()
             self._search_table = found is not None
         return self._search_table
 
-    def _fts_page(self, conn: sa.Connection, term: str, status: SubscriberStatus | None, limit: int, offset: int) -> tuple[list[Subscriber], int]:
+    def _fts_page(
+        self, conn: sa.Connection, term: str, status: SubscriberStatus | None, limit: int, offset: int
+    ) -> tuple[list[Subscriber], int]:
         # A quoted phrase: every character is literal (% and _ included), and the trigram
         # tokenizer turns it into consecutive trigrams, which is exactly "contains term".
-        params: dict[str, Any] = {"match": '"' + term.replace('"', '""') + '"', "limit": limit, "offset": offset}
+        params: dict[str, Any] = {
+            "match": '"' + term.replace('"', '""') + '"',
+            "limit": limit,
+            "offset": offset,
+        }
         # CROSS JOIN fixes the order: matches first, then their rows. Left to itself SQLite may walk
         # the status index and ask the full-text index once per row, which is slower by far.
         joined = "subscribers_search CROSS JOIN subscribers ON subscribers.id = subscribers_search.rowid WHERE subscribers_search MATCH :match"
@@ -167,10 +213,19 @@ class SubscriberStore(StorePart):
             count = "SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH :match"
         total = int(conn.execute(sa.text(count), params).scalar_one())
         columns = ", ".join(f"subscribers.{c.name}" for c in subscribers.c)
-        page = sa.text(f"SELECT {columns} FROM {joined} ORDER BY subscribers_search.rowid LIMIT :limit OFFSET :offset").columns(*subscribers.c)
+        page = sa.text(
+            f"SELECT {columns} FROM {joined} ORDER BY subscribers_search.rowid LIMIT :limit OFFSET :offset"
+        ).columns(*subscribers.c)
         return [_subscriber(r) for r in conn.execute(page, params)], total
 
-    def import_batch(self, rows: Sequence[ImportRow], *, given: frozenset[str], update: bool = False, now: datetime | None = None) -> ImportCounts:
+    def import_batch(
+        self,
+        rows: Sequence[ImportRow],
+        *,
+        given: frozenset[str],
+        update: bool = False,
+        now: datetime | None = None,
+    ) -> ImportCounts:
         """Insert or (with ``update``) change a batch of validated rows in one transaction.
 
         The rules of ``add_subscriber`` hold for every row: an address already here is
@@ -188,8 +243,17 @@ class SubscriberStore(StorePart):
             existing: dict[str, Any] = {}
             emails = [r.email for r in rows]
             for start in range(0, len(emails), IN_CHUNK):
-                query = sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.topics, subscribers.c.cadence, subscribers.c.status)
-                for found in conn.execute(query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))):
+                query = sa.select(
+                    subscribers.c.id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.topics,
+                    subscribers.c.cadence,
+                    subscribers.c.status,
+                )
+                for found in conn.execute(
+                    query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))
+                ):
                     existing[found.email] = found
             fresh = [r for r in rows if r.email not in existing]
             # An empty suppression list (a first import) needs no hash per row to be asked.
@@ -202,12 +266,31 @@ class SubscriberStore(StorePart):
                 status, reason = r.status, ""
                 on_list = held.get(hashes[r.email]) if listed else None
                 if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-                    status, reason = on_list, f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back"
+                    status, reason = (
+                        on_list,
+                        f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back",
+                    )
                 elif status in SUPPRESSING and on_list is None:
                     reason = f"imported as {status.value}"
-                    new_suppressions.setdefault(hashes[r.email], {"mailbox_hash": hashes[r.email], "status": status.value, "reason": reason, "created_at": now})
+                    new_suppressions.setdefault(
+                        hashes[r.email],
+                        {
+                            "mailbox_hash": hashes[r.email],
+                            "status": status.value,
+                            "reason": reason,
+                            "created_at": now,
+                        },
+                    )
                 inserts.append(
-                    {"email": r.email, "name": r.name, "status": status.value, "topics": list(r.topics), "cadence": r.cadence.value, "status_reason": reason, "confirmed": status is SubscriberStatus.ACTIVE}
+                    {
+                        "email": r.email,
+                        "name": r.name,
+                        "status": status.value,
+                        "topics": list(r.topics),
+                        "cadence": r.cadence.value,
+                        "status_reason": reason,
+                        "confirmed": status is SubscriberStatus.ACTIVE,
+                    }
                 )
                 if status in SUPPRESSING:
                     counts.suppressed += 1
@@ -223,17 +306,32 @@ class SubscriberStore(StorePart):
                 if old is None:
                     continue
                 values = _changed_fields(old, r, given) if update else {}
-                leaving = update and r.status in SUPPRESSING and old.status in (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
+                leaving = (
+                    update
+                    and r.status in SUPPRESSING
+                    and old.status in (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
+                )
                 if not values and not leaving:
                     counts.unchanged += 1
                     continue
                 counts.updated += 1
                 if leaving:
                     reason = f"{r.status.value} in an imported file"
-                    conn.execute(subscribers.update().where(subscribers.c.id == old.id).values(status=r.status.value, status_reason=reason, updated_at=now, **values))
+                    conn.execute(
+                        subscribers.update()
+                        .where(subscribers.c.id == old.id)
+                        .values(status=r.status.value, status_reason=reason, updated_at=now, **values)
+                    )
                     suppress(conn, r.email, r.status, reason=reason, now=now)
                 else:
-                    changes.append({"row_id": old.id, "new_name": values.get("name", old.name), "new_topics": values.get("topics", list(old.topics or ())), "new_cadence": values.get("cadence", old.cadence)})
+                    changes.append(
+                        {
+                            "row_id": old.id,
+                            "new_name": values.get("name", old.name),
+                            "new_topics": values.get("topics", list(old.topics or ())),
+                            "new_cadence": values.get("cadence", old.cadence),
+                        }
+                    )
             if changes:
                 _update_many(conn, changes, now=now)
         return counts
@@ -246,11 +344,17 @@ class SubscriberStore(StorePart):
         status, and only its hash is left: no row anywhere names the address or the name.
         """
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == email)).first()
+            row = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.status).where(subscribers.c.email == email)
+            ).first()
             if row is None:
                 return False
             if forget:
-                held = SubscriberStatus.BOUNCED if row.status == SubscriberStatus.BOUNCED.value else SubscriberStatus.UNSUBSCRIBED
+                held = (
+                    SubscriberStatus.BOUNCED
+                    if row.status == SubscriberStatus.BOUNCED.value
+                    else SubscriberStatus.UNSUBSCRIBED
+                )
                 suppress(conn, email, held, reason="erased on request", now=self.clock())
             conn.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
             conn.execute(subscribers.delete().where(subscribers.c.id == row.id))
@@ -261,7 +365,9 @@ class SubscriberStore(StorePart):
                 conn.exec_driver_sql("INSERT INTO subscribers_search(subscribers_search) VALUES ('optimize')")
             return True
 
-    def set_status(self, subscriber_id: int, status: SubscriberStatus, *, reason: str = "", now: datetime | None = None) -> bool:
+    def set_status(
+        self, subscriber_id: int, status: SubscriberStatus, *, reason: str = "", now: datetime | None = None
+    ) -> bool:
         """Change a subscriber's status; True if the row changed (idempotent)."""
         now = now or self.clock()
         values: dict[str, Any] = {"status": status.value, "updated_at": now, "status_reason": reason[:300]}
@@ -278,7 +384,9 @@ class SubscriberStore(StorePart):
             if result.rowcount == 0:
                 return False
             # The suppression list follows, in the same transaction: it outlives the row.
-            email = conn.execute(sa.select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar_one()
+            email = conn.execute(
+                sa.select(subscribers.c.email).where(subscribers.c.id == subscriber_id)
+            ).scalar_one()
             if status in SUPPRESSING:
                 suppress(conn, email, status, reason=reason, now=now)
             elif status is SubscriberStatus.ACTIVE:
@@ -288,9 +396,15 @@ class SubscriberStore(StorePart):
     def honours_legacy_links(self, subscriber_id: int) -> bool:
         """Whether id-only links made before migration 0006 may act for this subscriber (they existed then)."""
         with self.engine.connect() as conn:
-            return bool(conn.execute(sa.select(subscribers.c.legacy_links).where(subscribers.c.id == subscriber_id)).scalar())
+            return bool(
+                conn.execute(
+                    sa.select(subscribers.c.legacy_links).where(subscribers.c.id == subscriber_id)
+                ).scalar()
+            )
 
-    def update_preferences(self, subscriber_id: int, *, topics: Sequence[str], cadence: Cadence, paused: bool) -> None:
+    def update_preferences(
+        self, subscriber_id: int, *, topics: Sequence[str], cadence: Cadence, paused: bool
+    ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 subscribers.update()
@@ -298,14 +412,20 @@ class SubscriberStore(StorePart):
                 .values(topics=list(topics), cadence=cadence.value, paused=paused, updated_at=self.clock())
             )
 
-    def iter_recipients(self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000) -> Iterator[Subscriber]:
+    def iter_recipients(
+        self, *, cadences: Sequence[Cadence] | None = None, batch_size: int = 2000
+    ) -> Iterator[Subscriber]:
         """Active, unpaused subscribers (optionally of some cadences), streamed by id."""
         query = sa.select(subscribers).where(*receiving(cadences))
         yield from (_subscriber(r) for r in self._stream(query, subscribers.c.id, batch_size=batch_size))
 
     def count_waiting(self, *, cadences: Sequence[Cadence] | None, outside_edition: int) -> int:
         """Active readers left out of planning because another edition still owes them (see above)."""
-        query = sa.select(sa.func.count()).select_from(subscribers).where(*receiving(cadences), waiting_elsewhere(outside_edition))
+        query = (
+            sa.select(sa.func.count())
+            .select_from(subscribers)
+            .where(*receiving(cadences), waiting_elsewhere(outside_edition))
+        )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -316,30 +436,42 @@ class SubscriberStore(StorePart):
                 conn.execute(
                     sa.select(subscribers.c.id).where(
                         subscribers.c.updated_at >= since,
-                        sa.or_(subscribers.c.status != SubscriberStatus.ACTIVE.value, subscribers.c.paused == sa.true()),
+                        sa.or_(
+                            subscribers.c.status != SubscriberStatus.ACTIVE.value,
+                            subscribers.c.paused == sa.true(),
+                        ),
                     )
                 ).scalars()
             )
 
-    def claim_mail_slot(self, subscriber_id: int, *, now: datetime, interval: timedelta) -> tuple[bool, datetime | None]:
+    def claim_mail_slot(
+        self, subscriber_id: int, *, now: datetime, interval: timedelta
+    ) -> tuple[bool, datetime | None]:
         """Atomically take the right to mail a subscriber now: (claimed, previous confirmation_sent_at).
 
         One UPDATE with the time condition in its WHERE, so two concurrent signups
         for one address cannot both send (check-then-mark in two steps could).
         """
         with self.engine.begin() as conn:
-            previous = conn.execute(sa.select(subscribers.c.confirmation_sent_at).where(subscribers.c.id == subscriber_id)).scalar()
+            previous = conn.execute(
+                sa.select(subscribers.c.confirmation_sent_at).where(subscribers.c.id == subscriber_id)
+            ).scalar()
             result = conn.execute(
                 subscribers.update()
                 .where(
                     subscribers.c.id == subscriber_id,
-                    sa.or_(subscribers.c.confirmation_sent_at.is_(None), subscribers.c.confirmation_sent_at <= now - interval),
+                    sa.or_(
+                        subscribers.c.confirmation_sent_at.is_(None),
+                        subscribers.c.confirmation_sent_at <= now - interval,
+                    ),
                 )
                 .values(confirmation_sent_at=now)
             )
             return result.rowcount == 1, previous
 
-    def release_mail_slot(self, subscriber_id: int, *, claimed_at: datetime, previous: datetime | None) -> None:
+    def release_mail_slot(
+        self, subscriber_id: int, *, claimed_at: datetime, previous: datetime | None
+    ) -> None:
         """Undo a claim whose mail was not sent, so the reader may ask again at once."""
         with self.engine.begin() as conn:
             conn.execute(
@@ -379,7 +511,20 @@ class ImportCounts:
         return self
 
 
-INSERT_COLUMNS = ("email", "name", "status", "topics", "cadence", "status_reason", "confirmed_at", "paused", "legacy_links", "created_at", "updated_at", "ledger_seq")
+INSERT_COLUMNS = (
+    "email",
+    "name",
+    "status",
+    "topics",
+    "cadence",
+    "status_reason",
+    "confirmed_at",
+    "paused",
+    "legacy_links",
+    "created_at",
+    "updated_at",
+    "ledger_seq",
+)
 # 12 values a row: 6,000 variables, under SQLite's limit of 32,766 (the store needs 3.35 or newer).
 SQLITE_ROWS_PER_INSERT = 500
 
@@ -400,11 +545,26 @@ def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> Non
         return
     dialect = conn.dialect
     stamped, unstamped = _converted("confirmed_at", now, dialect), _converted("confirmed_at", None, dialect)
-    shared = (_converted("paused", False, dialect), _converted("legacy_links", False, dialect), _converted("created_at", now, dialect), _converted("updated_at", now, dialect), mark)
+    shared = (
+        _converted("paused", False, dialect),
+        _converted("legacy_links", False, dialect),
+        _converted("created_at", now, dialect),
+        _converted("updated_at", now, dialect),
+        mark,
+    )
     to_topics = subscribers.c.topics.type.bind_processor(dialect) or (lambda value: value)
     # Plain strings need no conversion on SQLite: the values of a row, flat, in INSERT_COLUMNS' order.
     values = [
-        (r["email"], r["name"], r["status"], to_topics(r["topics"]), r["cadence"], r["status_reason"], stamped if r["confirmed"] else unstamped, *shared)
+        (
+            r["email"],
+            r["name"],
+            r["status"],
+            to_topics(r["topics"]),
+            r["cadence"],
+            r["status_reason"],
+            stamped if r["confirmed"] else unstamped,
+            *shared,
+        )
         for r in rows
     ]
     head = f"INSERT INTO subscribers ({', '.join(INSERT_COLUMNS)}) VALUES "
@@ -425,7 +585,12 @@ def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> 
         conn.execute(
             subscribers.update()
             .where(subscribers.c.id == sa.bindparam("row_id"))
-            .values(name=sa.bindparam("new_name"), topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type), cadence=sa.bindparam("new_cadence"), updated_at=now),
+            .values(
+                name=sa.bindparam("new_name"),
+                topics=sa.bindparam("new_topics", type_=subscribers.c.topics.type),
+                cadence=sa.bindparam("new_cadence"),
+                updated_at=now,
+            ),
             changes,
         )
         return
@@ -434,10 +599,19 @@ def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> 
     for start in range(0, len(changes), SQLITE_ROWS_PER_INSERT):
         chunk = changes[start : start + SQLITE_ROWS_PER_INSERT]
         conn.exec_driver_sql(
-            "WITH changed (row_id, new_name, new_topics, new_cadence) AS (VALUES " + ", ".join(["(?, ?, ?, ?)"] * len(chunk)) + ")"
+            "WITH changed (row_id, new_name, new_topics, new_cadence) AS (VALUES "
+            + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            + ")"
             " UPDATE subscribers SET name = changed.new_name, topics = changed.new_topics, cadence = changed.new_cadence, updated_at = ?"
             " FROM changed WHERE subscribers.id = changed.row_id",
-            (*(v for c in chunk for v in (c["row_id"], c["new_name"], to_topics(c["new_topics"]), c["new_cadence"])), stamp),
+            (
+                *(
+                    v
+                    for c in chunk
+                    for v in (c["row_id"], c["new_name"], to_topics(c["new_topics"]), c["new_cadence"])
+                ),
+                stamp,
+            ),
         )
 
 
@@ -447,16 +621,40 @@ def _copy_rows(conn: Any, rows: list[dict[str, Any]], *, now: datetime, mark: in
 
     driver = conn.connection.driver_connection
     try:
-        with driver.cursor() as cursor, cursor.copy(f"COPY subscribers ({', '.join(INSERT_COLUMNS)}) FROM STDIN") as copy:
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY subscribers ({', '.join(INSERT_COLUMNS)}) FROM STDIN") as copy,
+        ):
             for r in rows:
                 copy.write_row(
-                    (r["email"], r["name"], r["status"], json.dumps(r["topics"]), r["cadence"], r["status_reason"], now if r["confirmed"] else None, False, False, now, now, mark)
+                    (
+                        r["email"],
+                        r["name"],
+                        r["status"],
+                        json.dumps(r["topics"]),
+                        r["cadence"],
+                        r["status_reason"],
+                        now if r["confirmed"] else None,
+                        False,
+                        False,
+                        now,
+                        now,
+                        mark,
+                    )
                 )
     except psycopg.Error as exc:  # raised by the driver itself, so SQLAlchemy has not wrapped it
         detail = " ".join(str(exc).split())
-        if exc.sqlstate == "23505":  # unique_violation: another process added one of these addresses meanwhile
-            raise StoreError(f"the import's batch was refused: {detail}", hint="Another process added some of these addresses during the import; run the import again (rows already here are left unchanged).") from exc
-        raise StoreError(f"the import's batch was refused by the database: {detail}", hint="This batch was not written (earlier ones were); fix the cause and run the import again: rows already here stay unchanged.") from exc
+        if (
+            exc.sqlstate == "23505"
+        ):  # unique_violation: another process added one of these addresses meanwhile
+            raise StoreError(
+                f"the import's batch was refused: {detail}",
+                hint="Another process added some of these addresses during the import; run the import again (rows already here are left unchanged).",
+            ) from exc
+        raise StoreError(
+            f"the import's batch was refused by the database: {detail}",
+            hint="This batch was not written (earlier ones were); fix the cause and run the import again: rows already here stay unchanged.",
+        ) from exc
 
 
 def _converted(name: str, value: Any, dialect: Any) -> Any:
@@ -480,7 +678,9 @@ def _suppressed_statuses(conn: Any, hashes: Sequence[str]) -> dict[str, Subscrib
     """``suppressed_status`` for many mailboxes at once: {mailbox hash: status} of those on the list."""
     found: dict[str, SubscriberStatus] = {}
     for start in range(0, len(hashes), IN_CHUNK):
-        query = sa.select(suppressions.c.mailbox_hash, suppressions.c.status).where(suppressions.c.mailbox_hash.in_(hashes[start : start + IN_CHUNK]))
+        query = sa.select(suppressions.c.mailbox_hash, suppressions.c.status).where(
+            suppressions.c.mailbox_hash.in_(hashes[start : start + IN_CHUNK])
+        )
         found.update((h, SubscriberStatus(s)) for h, s in conn.execute(query))
     return found
 

@@ -56,7 +56,9 @@ def suppressed_status(conn: Connection, email: str) -> SubscriberStatus | None:
 
     Every insert into ``subscribers`` calls this inside its own transaction.
     """
-    status = conn.execute(sa.select(suppressions.c.status).where(suppressions.c.mailbox_hash == mailbox_hash(email))).scalar()
+    status = conn.execute(
+        sa.select(suppressions.c.status).where(suppressions.c.mailbox_hash == mailbox_hash(email))
+    ).scalar()
     return SubscriberStatus(status) if status else None
 
 
@@ -64,7 +66,12 @@ def suppress(conn: Connection, email: str, status: SubscriberStatus, *, reason: 
     """Record (or update) the entry for ``email``'s mailbox, inside the caller's transaction."""
     key = mailbox_hash(email)
     values = {"status": status.value, "reason": reason[:300], "created_at": now}
-    if conn.execute(suppressions.update().where(suppressions.c.mailbox_hash == key).values(**values)).rowcount == 0:
+    if (
+        conn.execute(
+            suppressions.update().where(suppressions.c.mailbox_hash == key).values(**values)
+        ).rowcount
+        == 0
+    ):
         conn.execute(suppressions.insert().values(mailbox_hash=key, **values))
 
 

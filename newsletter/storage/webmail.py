@@ -42,7 +42,13 @@ class WebMailStore(StorePart):
         with self.engine.begin() as conn:
             result = conn.execute(
                 web_mail_queue.insert().values(
-                    action=action, email=email, topics=list(topics), created_at=now, attempts=0, next_attempt_at=now, last_error=""
+                    action=action,
+                    email=email,
+                    topics=list(topics),
+                    created_at=now,
+                    attempts=0,
+                    next_attempt_at=now,
+                    last_error="",
                 )
             )
             return int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -55,9 +61,15 @@ class WebMailStore(StorePart):
             sa.or_(web_mail_queue.c.claimed_until.is_(None), web_mail_queue.c.claimed_until < now),
         )
         with self.engine.begin() as conn:
-            for row in conn.execute(sa.select(web_mail_queue).where(due).order_by(web_mail_queue.c.id).limit(5)).all():
+            for row in conn.execute(
+                sa.select(web_mail_queue).where(due).order_by(web_mail_queue.c.id).limit(5)
+            ).all():
                 # Compare-and-set on the lease: another process that took the row first wins.
-                taken = conn.execute(web_mail_queue.update().where(web_mail_queue.c.id == row.id, due).values(claimed_until=now + lease))
+                taken = conn.execute(
+                    web_mail_queue.update()
+                    .where(web_mail_queue.c.id == row.id, due)
+                    .values(claimed_until=now + lease)
+                )
                 if taken.rowcount == 1:
                     return QueuedMail(row.id, row.action, row.email, tuple(row.topics or ()), row.attempts)
         return None
@@ -71,7 +83,12 @@ class WebMailStore(StorePart):
             conn.execute(
                 web_mail_queue.update()
                 .where(web_mail_queue.c.id == queue_id)
-                .values(attempts=web_mail_queue.c.attempts + 1, next_attempt_at=when, claimed_until=None, last_error=error[:500])
+                .values(
+                    attempts=web_mail_queue.c.attempts + 1,
+                    next_attempt_at=when,
+                    claimed_until=None,
+                    last_error=error[:500],
+                )
             )
 
     def next_due(self) -> datetime | None:
@@ -101,9 +118,18 @@ class WebMailStore(StorePart):
             )
             if grown.rowcount == 1:
                 return True
-            if conn.execute(sa.select(mailbox_confirmations.c.unconfirmed).where(mailbox_confirmations.c.mailbox_hash == key)).first() is not None:
+            if (
+                conn.execute(
+                    sa.select(mailbox_confirmations.c.unconfirmed).where(
+                        mailbox_confirmations.c.mailbox_hash == key
+                    )
+                ).first()
+                is not None
+            ):
                 return False
-            conn.execute(mailbox_confirmations.insert().values(mailbox_hash=key, unconfirmed=1, last_sent_at=now))
+            conn.execute(
+                mailbox_confirmations.insert().values(mailbox_hash=key, unconfirmed=1, last_sent_at=now)
+            )
             return cap >= 1
 
     def give_back_confirmation(self, email: str) -> None:
@@ -111,11 +137,18 @@ class WebMailStore(StorePart):
         with self.engine.begin() as conn:
             conn.execute(
                 mailbox_confirmations.update()
-                .where(mailbox_confirmations.c.mailbox_hash == mailbox_hash(email), mailbox_confirmations.c.unconfirmed > 0)
+                .where(
+                    mailbox_confirmations.c.mailbox_hash == mailbox_hash(email),
+                    mailbox_confirmations.c.unconfirmed > 0,
+                )
                 .values(unconfirmed=mailbox_confirmations.c.unconfirmed - 1)
             )
 
     def confirmed(self, email: str) -> None:
         """The mailbox's owner confirmed: its count starts again."""
         with self.engine.begin() as conn:
-            conn.execute(mailbox_confirmations.delete().where(mailbox_confirmations.c.mailbox_hash == mailbox_hash(email)))
+            conn.execute(
+                mailbox_confirmations.delete().where(
+                    mailbox_confirmations.c.mailbox_hash == mailbox_hash(email)
+                )
+            )

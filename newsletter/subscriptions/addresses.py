@@ -77,7 +77,9 @@ def _known_domain_form(raw: str) -> str:
 def clean_name(value: str) -> str:
     """A display name: one line, trimmed, at most MAX_NAME characters."""
     if any(ch in (value or "") for ch in FORBIDDEN_CHARS):
-        raise SubscriberError("name contains a line break or NUL character", hint="Give the name on one line.")
+        raise SubscriberError(
+            "name contains a line break or NUL character", hint="Give the name on one line."
+        )
     name = " ".join((value or "").split())
     if len(name) > MAX_NAME:
         raise SubscriberError(f"name is longer than {MAX_NAME} characters", hint="Shorten the name.")
@@ -99,9 +101,18 @@ def parse_topics(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(topics)
 
 
-def add_subscriber(store: Store, email: str, *, name: str = "", topics: str | Sequence[str] = (), status: SubscriberStatus = SubscriberStatus.ACTIVE) -> tuple[Subscriber, bool]:
+def add_subscriber(
+    store: Store,
+    email: str,
+    *,
+    name: str = "",
+    topics: str | Sequence[str] = (),
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+) -> tuple[Subscriber, bool]:
     """Validate and add one subscriber; returns (subscriber, created)."""
-    return store.subscribers.add_subscriber(email=normalise_email(email), name=clean_name(name), topics=parse_topics(topics), status=status)
+    return store.subscribers.add_subscriber(
+        email=normalise_email(email), name=clean_name(name), topics=parse_topics(topics), status=status
+    )
 
 
 def unknown_topics(store: Store, topics: Iterable[str]) -> list[str]:

@@ -36,10 +36,24 @@ DELIMITERS = (",", ";", "\t", "|")
 
 # Every status word of the tools we read, as ours. Anything else is refused per row.
 STATUS_WORDS: dict[str, SubscriberStatus] = {
-    **dict.fromkeys(("active", "subscribed", "enabled", "confirmed", "free", "paid", "comped"), SubscriberStatus.ACTIVE),
+    **dict.fromkeys(
+        ("active", "subscribed", "enabled", "confirmed", "free", "paid", "comped"), SubscriberStatus.ACTIVE
+    ),
     **dict.fromkeys(("pending", "unconfirmed"), SubscriberStatus.PENDING),
     **dict.fromkeys(
-        ("unsubscribed", "disabled", "blocklisted", "blacklisted", "blocked", "archived", "nonsubscribed", "transactional", "deleted", "inactive", "complained"),
+        (
+            "unsubscribed",
+            "disabled",
+            "blocklisted",
+            "blacklisted",
+            "blocked",
+            "archived",
+            "nonsubscribed",
+            "transactional",
+            "deleted",
+            "inactive",
+            "complained",
+        ),
         SubscriberStatus.UNSUBSCRIBED,
     ),
     **dict.fromkeys(("bounced", "cleaned", "hard_bounce", "hardbounce"), SubscriberStatus.BOUNCED),
@@ -54,7 +68,9 @@ class Preset:
 
     name: str
     email: tuple[str, ...]  # candidate headers of the address column, first match wins
-    name_parts: tuple[tuple[str, ...], ...] = (("name",),)  # each part's candidates; parts are joined by a space
+    name_parts: tuple[tuple[str, ...], ...] = (
+        ("name",),
+    )  # each part's candidates; parts are joined by a space
     topics: tuple[str, ...] = ()
     cadence: tuple[str, ...] = ()
     status: tuple[str, ...] = ()
@@ -85,10 +101,33 @@ PRESETS: dict[str, Preset] = {
         signature=frozenset({"email address"}),
         metadata=frozenset(
             {
-                "address", "phone number", "birthday", "member_rating", "optin_time", "optin_ip", "confirm_time", "confirm_ip",
-                "latitude", "longitude", "gmtoff", "dstoff", "timezone", "cc", "region", "last_changed", "leid", "euid", "notes",
-                "unsub_time", "unsub_campaign_title", "unsub_campaign_id", "unsub_reason", "unsub_reason_other",
-                "clean_time", "clean_campaign_title", "clean_campaign_id",
+                "address",
+                "phone number",
+                "birthday",
+                "member_rating",
+                "optin_time",
+                "optin_ip",
+                "confirm_time",
+                "confirm_ip",
+                "latitude",
+                "longitude",
+                "gmtoff",
+                "dstoff",
+                "timezone",
+                "cc",
+                "region",
+                "last_changed",
+                "leid",
+                "euid",
+                "notes",
+                "unsub_time",
+                "unsub_campaign_title",
+                "unsub_campaign_id",
+                "unsub_reason",
+                "unsub_reason_other",
+                "clean_time",
+                "clean_campaign_title",
+                "clean_campaign_id",
             }
         ),
         file_status=(("unsub_time", SubscriberStatus.UNSUBSCRIBED), ("clean_time", SubscriberStatus.BOUNCED)),
@@ -104,20 +143,41 @@ PRESETS: dict[str, Preset] = {
         "substack",
         email=("email",),
         signature=frozenset({"email", "email_disabled"}),
-        metadata=frozenset({"active_subscription", "expiry", "plan", "created_at", "first_payment_at", "subscription_source"}),
+        metadata=frozenset(
+            {"active_subscription", "expiry", "plan", "created_at", "first_payment_at", "subscription_source"}
+        ),
         gone_if_true=("email_disabled",),
     ),
     "ghost": Preset(
         "ghost",
         email=("email",),
         signature=frozenset({"email", "subscribed_to_emails"}),
-        metadata=frozenset({"id", "note", "complimentary_plan", "stripe_customer_id", "created_at", "tiers", "products", "labels"}),
+        metadata=frozenset(
+            {
+                "id",
+                "note",
+                "complimentary_plan",
+                "stripe_customer_id",
+                "created_at",
+                "tiers",
+                "products",
+                "labels",
+            }
+        ),
         gone_if_false=("subscribed_to_emails",),
         gone_if_set=("deleted_at",),
     ),
 }
 # A file of our own (or a hand-made list) may call the address column any of these.
-GENERIC_EMAIL = ("email", "e-mail", "email address", "e-mail address", "mail", "emailaddress", "email_address")
+GENERIC_EMAIL = (
+    "email",
+    "e-mail",
+    "email address",
+    "e-mail address",
+    "mail",
+    "emailaddress",
+    "email_address",
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +219,10 @@ def parse_mapping(items: Sequence[str]) -> dict[str, str]:
         key = key.strip().lower()
         column = column.strip().strip('"').strip("'")
         if not sep or key not in FIELDS or not column:
-            raise SubscriberError(f"--map {item!r} is not FIELD=COLUMN", hint=f"FIELD is one of {', '.join(FIELDS)}, e.g. --map email=\"Email Address\".")
+            raise SubscriberError(
+                f"--map {item!r} is not FIELD=COLUMN",
+                hint=f'FIELD is one of {", ".join(FIELDS)}, e.g. --map email="Email Address".',
+            )
         mapping[key] = column
     return mapping
 
@@ -173,17 +236,28 @@ def detect_preset(header: Sequence[str]) -> Preset:
     return PRESETS["newsletter"]
 
 
-def plan_columns(header: Sequence[str], *, fmt: str | None = None, mapping: Mapping[str, str] | None = None, source: str = "CSV") -> ColumnPlan:
+def plan_columns(
+    header: Sequence[str],
+    *,
+    fmt: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    source: str = "CSV",
+) -> ColumnPlan:
     """Resolve the header against a preset (``fmt`` or detected) and ``--map``; SubscriberError if no address column."""
     mapping = mapping or {}
     if fmt is not None and fmt not in PRESETS:
         raise SubscriberError(f"unknown format {fmt!r}", hint=f"Formats: {', '.join(PRESETS)}.")
     preset = PRESETS[fmt] if fmt else detect_preset(header)
-    index = {_key(h): i for i, h in reversed(list(enumerate(header)))}  # the first of two same-named columns wins
+    index = {
+        _key(h): i for i, h in reversed(list(enumerate(header)))
+    }  # the first of two same-named columns wins
     columns: dict[str, int] = {}
     for name, column in mapping.items():
         if _key(column) not in index:
-            raise SubscriberError(f"{source} has no column {column!r} (from --map {name}=...)", hint=f"Its columns are: {_listing(header)}.")
+            raise SubscriberError(
+                f"{source} has no column {column!r} (from --map {name}=...)",
+                hint=f"Its columns are: {_listing(header)}.",
+            )
         columns[name] = index[_key(column)]
     if "email" not in columns:
         candidates = preset.email + (GENERIC_EMAIL if preset.name == "newsletter" else ())
@@ -191,10 +265,16 @@ def plan_columns(header: Sequence[str], *, fmt: str | None = None, mapping: Mapp
         if found is None:
             raise SubscriberError(
                 f"{source} has no email column (its columns: {_listing(header)})",
-                hint="Name the address column with --map email=\"COLUMN\", or choose the tool that made the file with --format (" + ", ".join(PRESETS) + ").",
+                hint='Name the address column with --map email="COLUMN", or choose the tool that made the file with --format ('
+                + ", ".join(PRESETS)
+                + ").",
             )
         columns["email"] = found
-    for name, candidates in (("topics", preset.topics), ("cadence", preset.cadence), ("status", preset.status)):
+    for name, candidates in (
+        ("topics", preset.topics),
+        ("cadence", preset.cadence),
+        ("status", preset.status),
+    ):
         if name not in columns:
             hit = next((index[c] for c in candidates if c in index), None)
             if hit is not None:
@@ -216,7 +296,9 @@ def plan_columns(header: Sequence[str], *, fmt: str | None = None, mapping: Mapp
         if i in used or not h.strip():
             continue
         (ignored if _key(h) in preset.metadata else unknown).append(h.strip())
-    return ColumnPlan(preset, columns, name_columns, checks, file_status, tuple(unknown), tuple(ignored), tuple(header))
+    return ColumnPlan(
+        preset, columns, name_columns, checks, file_status, tuple(unknown), tuple(ignored), tuple(header)
+    )
 
 
 @dataclass(frozen=True)
@@ -282,7 +364,9 @@ def _cadence(text: str) -> Cadence:
     try:
         return Cadence(word)
     except ValueError:
-        raise SubscriberError(f"cadence {word!r} is not one of {', '.join(c.value for c in Cadence)}") from None
+        raise SubscriberError(
+            f"cadence {word!r} is not one of {', '.join(c.value for c in Cadence)}"
+        ) from None
 
 
 def _key(header: str) -> str:

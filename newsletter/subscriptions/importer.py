@@ -98,11 +98,21 @@ def import_csv(
     """
     header_line = stream.readline()
     if not header_line.strip():
-        raise SubscriberError(f"{source} is empty: no header line", hint="The first line must name the columns, e.g. email,name,topics.")
+        raise SubscriberError(
+            f"{source} is empty: no header line",
+            hint="The first line must name the columns, e.g. email,name,topics.",
+        )
     delimiter = sniff_delimiter(header_line.rstrip("\r\n"))
     header = tuple(next(csv.reader([header_line], delimiter=delimiter)))
     plan = plan_columns(header, fmt=fmt, mapping=mapping, source=source)
-    result = ImportResult(source, plan.preset.name, delimiter, header=header, unknown_columns=plan.unknown, ignored_columns=plan.ignored)
+    result = ImportResult(
+        source,
+        plan.preset.name,
+        delimiter,
+        header=header,
+        unknown_columns=plan.unknown,
+        ignored_columns=plan.ignored,
+    )
     given = plan.given()
     topics_seen: Counter[str] = Counter()
     batch: dict[str, ImportRow] = {}
@@ -116,7 +126,9 @@ def import_csv(
             progress(reader.line_num + 1)
 
     while True:
-        line = reader.line_num + 2  # the header was line 1; a quoted field may span lines: report where the record starts
+        line = (
+            reader.line_num + 2
+        )  # the header was line 1; a quoted field may span lines: report where the record starts
         try:
             fields = next(reader)
         except StopIteration:
@@ -148,7 +160,9 @@ def _validated(plan: ColumnPlan, fields: list[str]) -> ImportRow:
     if len(fields) > len(plan.header) and any(f.strip() for f in fields[len(plan.header) :]):
         raise SubscriberError("has more fields than the header")
     raw = read_row(plan, fields)
-    return ImportRow(normalise_email(raw.email), clean_name(raw.name), parse_topics(raw.topics), raw.status, raw.cadence)
+    return ImportRow(
+        normalise_email(raw.email), clean_name(raw.name), parse_topics(raw.topics), raw.status, raw.cadence
+    )
 
 
 def import_file(store: Store, path: Path, *, encoding: str = "utf-8", **options: object) -> ImportResult:

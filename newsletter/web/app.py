@@ -59,7 +59,9 @@ SLASH_REDIRECTS = ("/embed", "/manage", "/archive")  # "/manage/" -> "/manage", 
 class PageError(Exception):
     """Shown to the reader as an error page with this status."""
 
-    def __init__(self, status: int, title: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, title: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.title, self.message, self.headers = status, title, message, headers or {}
 
@@ -73,8 +75,12 @@ class WebApp:
         self.dev = dev
         self.env = template_environment(self.settings.digest.templates)
         self.signer = service.signer  # fails now, not on the first request, if no key is set
-        self.mailer = Mailer(self.settings, self.env, self.signer, service.store.subscribers, clock=service.clock or utcnow)
-        self.queue = MailQueue(self.mailer, service.store.webmail, unconfirmed_cap=self.settings.web.max_unconfirmed)
+        self.mailer = Mailer(
+            self.settings, self.env, self.signer, service.store.subscribers, clock=service.clock or utcnow
+        )
+        self.queue = MailQueue(
+            self.mailer, service.store.webmail, unconfirmed_cap=self.settings.web.max_unconfirmed
+        )
         storage = open_storage(self.settings.web.rate_limit_storage)
         self.per_client = RateLimiter(limits.per_client, storage=storage, namespace="client")
         self.per_target = RateLimiter(limits.per_target, storage=storage, namespace="mailbox")
@@ -85,16 +91,36 @@ class WebApp:
 
     # -- rendering --------------------------------------------------------------
 
-    def page(self, name: str, *, status: int = 200, headers: dict[str, str] | None = None, background: BackgroundTask | None = None, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(f"web/{name}").render(site=self.settings.site, tagline=TAGLINE, dev=self.dev, **context)
+    def page(
+        self,
+        name: str,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        background: BackgroundTask | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        html = self.env.get_template(f"web/{name}").render(
+            site=self.settings.site, tagline=TAGLINE, dev=self.dev, **context
+        )
         return HTMLResponse(html, status_code=status, headers=headers, background=background)
 
     def error_page(self, exc: PageError) -> HTMLResponse:
-        return self.page("error.html", status=exc.status, headers={**NO_STORE, **exc.headers}, title=exc.title, message=exc.message)
+        return self.page(
+            "error.html",
+            status=exc.status,
+            headers={**NO_STORE, **exc.headers},
+            title=exc.title,
+            message=exc.message,
+        )
 
-    def signup_page(self, name: str, *, status: int = 200, error: str = "", email: str = "", chosen: tuple[str, ...] = ()) -> HTMLResponse:
+    def signup_page(
+        self, name: str, *, status: int = 200, error: str = "", email: str = "", chosen: tuple[str, ...] = ()
+    ) -> HTMLResponse:
         topics = self.service.store.reports.all_topics()
-        return self.page(name, status=status, title="Subscribe", topics=topics, chosen=chosen, error=error, email=email)
+        return self.page(
+            name, status=status, title="Subscribe", topics=topics, chosen=chosen, error=error, email=email
+        )
 
     # -- guards -------------------------------------------------------------------
 
@@ -135,7 +161,11 @@ class WebApp:
         else:
             refused = False
         if refused:
-            raise PageError(403, "This form came from another site", "For your safety we only accept this form from our own pages. Open the page from our site and send it again.")
+            raise PageError(
+                403,
+                "This form came from another site",
+                "For your safety we only accept this form from our own pages. Open the page from our site and send it again.",
+            )
 
     def linked(self, purpose: Purpose, token: str) -> tuple[Subscriber, Link]:
         """The subscriber a token names, and the token; PageError 400 (changing nothing) if it is bad.
@@ -146,10 +176,18 @@ class WebApp:
         try:
             link = self.signer.read_link(purpose, token)
         except TokenError as exc:
-            raise PageError(400, "This link does not work", f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(purpose)}") from exc
+            raise PageError(
+                400,
+                "This link does not work",
+                f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(purpose)}",
+            ) from exc
         subscriber = self.owner(link)
         if subscriber is None:
-            raise PageError(400, "This link does not work", f"The address it was made for is no longer on our list. {self.what_to_do(purpose)}")
+            raise PageError(
+                400,
+                "This link does not work",
+                f"The address it was made for is no longer on our list. {self.what_to_do(purpose)}",
+            )
         return subscriber, link
 
     def owner(self, link: Link) -> Subscriber | None:
@@ -211,24 +249,46 @@ class WebApp:
         token = request.path_params["token"]
         subscriber, link = await run_in_threadpool(self.linked, Purpose.CONFIRM, token)
         if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
-            return self.page("confirm.html", headers=NO_STORE, title="Confirm your subscription", email=subscriber.email, action=f"/confirm/{token}")
+            return self.page(
+                "confirm.html",
+                headers=NO_STORE,
+                title="Confirm your subscription",
+                email=subscriber.email,
+                action=f"/confirm/{token}",
+            )
         self.check_origin(request)
         await read_form(request, {})
         if subscriber.status is SubscriberStatus.BOUNCED:
-            raise PageError(409, "We cannot mail this address", "Mail to this address has bounced, so we stopped sending to it. Contact us to have it checked.")
+            raise PageError(
+                409,
+                "We cannot mail this address",
+                "Mail to this address has bounced, so we stopped sending to it. Contact us to have it checked.",
+            )
         if subscriber.status is SubscriberStatus.UNSUBSCRIBED and subscriber.updated_at is not None:
             # A confirmation made before the reader left must not bring them back: only a
             # new signup (which mails a new link) can. Exact times: a link made in the same
             # second as the unsubscribe, but before it, is older too.
             assert link.issued_at is not None
             if link.issued_at < subscriber.updated_at:
-                raise PageError(400, "This link is older than your unsubscribe", "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.")
+                raise PageError(
+                    400,
+                    "This link is older than your unsubscribe",
+                    "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.",
+                )
         if subscriber.status is not SubscriberStatus.ACTIVE:
             # The reader's own confirmation: the one way (besides an operator) off the suppression list.
-            await run_in_threadpool(self.service.store.subscribers.set_status, subscriber.id, SubscriberStatus.ACTIVE, reason="confirmed on the web")
+            await run_in_threadpool(
+                self.service.store.subscribers.set_status,
+                subscriber.id,
+                SubscriberStatus.ACTIVE,
+                reason="confirmed on the web",
+            )
         await run_in_threadpool(self.service.store.webmail.confirmed, subscriber.email)
         return self.page(
-            "confirmed.html", headers=NO_STORE, title="You are subscribed", email=subscriber.email,
+            "confirmed.html",
+            headers=NO_STORE,
+            title="You are subscribed",
+            email=subscriber.email,
             preferences_url=f"/preferences/{self.signer.make(Purpose.PREFERENCES, subscriber.id)}",
         )
 
@@ -239,9 +299,14 @@ class WebApp:
         if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             subscriber = await run_in_threadpool(self.subscriber_for, Purpose.UNSUBSCRIBE, token)
             return self.page(
-                "unsubscribe.html", headers=NO_STORE, title="Unsubscribe", email=subscriber.email, action=f"/unsubscribe/{token}",
+                "unsubscribe.html",
+                headers=NO_STORE,
+                title="Unsubscribe",
+                email=subscriber.email,
+                action=f"/unsubscribe/{token}",
                 preferences_url=f"/preferences/{self.signer.make(Purpose.PREFERENCES, subscriber.id)}",
-                already=subscriber.status is not SubscriberStatus.ACTIVE and subscriber.status is not SubscriberStatus.PENDING,
+                already=subscriber.status is not SubscriberStatus.ACTIVE
+                and subscriber.status is not SubscriberStatus.PENDING,
             )
         form = await read_form(request, {"List-Unsubscribe": 20})
         one_click = form.get("List-Unsubscribe") == "One-Click"
@@ -250,7 +315,11 @@ class WebApp:
         try:
             link = self.signer.read_link(Purpose.UNSUBSCRIBE, token)
         except TokenError as exc:
-            raise PageError(400, "This link does not work", f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(Purpose.UNSUBSCRIBE)}") from exc
+            raise PageError(
+                400,
+                "This link does not work",
+                f"{exc.message[:1].upper()}{exc.message[1:]}. {self.what_to_do(Purpose.UNSUBSCRIBE)}",
+            ) from exc
         how = "one-click unsubscribe" if one_click else "unsubscribed on the web"
         await run_in_threadpool(self.unsubscribe_now, link, how)
         # RFC 8058: answer the POST itself (200), never redirect; a repeat is harmless.
@@ -260,8 +329,13 @@ class WebApp:
         subscriber = self.owner(link)
         # A deleted or bounced subscriber gets no more mail anyway, and a legacy link of a
         # reused id names nobody: nothing to change.
-        if subscriber is not None and subscriber.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-            self.service.store.subscribers.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason=how)
+        if subscriber is not None and subscriber.status in (
+            SubscriberStatus.ACTIVE,
+            SubscriberStatus.PENDING,
+        ):
+            self.service.store.subscribers.set_status(
+                subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason=how
+            )
             log.info("subscriber %d unsubscribed (%s)", subscriber.id, how)
 
     # -- preferences ---------------------------------------------------------------
@@ -281,10 +355,18 @@ class WebApp:
             form = await read_form(request, PREFERENCE_LIMITS)
             subscriber = await run_in_threadpool(self.save_preferences, subscriber, form)
             saved = True
-        topics = sorted(set(await run_in_threadpool(self.service.store.reports.all_topics)) | set(subscriber.topics))
+        topics = sorted(
+            set(await run_in_threadpool(self.service.store.reports.all_topics)) | set(subscriber.topics)
+        )
         return self.page(
-            "preferences.html", headers=NO_STORE, title="Your preferences", subscriber=subscriber, topics=topics,
-            cadences=[c.value for c in Cadence], action=f"{prefix}{token}", saved=saved,
+            "preferences.html",
+            headers=NO_STORE,
+            title="Your preferences",
+            subscriber=subscriber,
+            topics=topics,
+            cadences=[c.value for c in Cadence],
+            action=f"{prefix}{token}",
+            saved=saved,
             unsubscribe_url=f"/unsubscribe/{self.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}",
         )
 
@@ -301,7 +383,9 @@ class WebApp:
         except ValueError as exc:
             raise BadForm("cadence must be daily or weekly") from exc
         paused = form.get("paused") in ("1", "on", "yes", "true")
-        self.service.store.subscribers.update_preferences(subscriber.id, topics=topics, cadence=cadence, paused=paused)
+        self.service.store.subscribers.update_preferences(
+            subscriber.id, topics=topics, cadence=cadence, paused=paused
+        )
         fresh = self.service.store.subscribers.get_subscriber(subscriber.id)
         assert fresh is not None
         return fresh
@@ -320,7 +404,13 @@ class WebApp:
         try:
             email = normalise_email(form.get("email"))
         except InvalidAddress as exc:
-            return self.page("manage.html", status=400, title="Manage your subscription", error=exc.message, email=form.get("email"))
+            return self.page(
+                "manage.html",
+                status=400,
+                title="Manage your subscription",
+                error=exc.message,
+                email=form.get("email"),
+            )
         self.limit(self.per_target, "mail:" + canonical_mailbox(email))
         await run_in_threadpool(self.queue.submit, "manage", email)
         return self.page("manage_sent.html", title="Check your inbox")
@@ -333,9 +423,17 @@ class WebApp:
 
     async def archive_item(self, request: Request) -> Response:
         variant_id = request.path_params["variant_id"]
-        html = None if variant_id > MAX_DB_INT else await run_in_threadpool(self.service.store.editions.published_variant_html, variant_id)
+        html = (
+            None
+            if variant_id > MAX_DB_INT
+            else await run_in_threadpool(self.service.store.editions.published_variant_html, variant_id)
+        )
         if html is None:
-            raise PageError(404, "Not in the archive", "There is no published digest at this address. The archive lists every one.")
+            raise PageError(
+                404,
+                "Not in the archive",
+                "There is no published digest at this address. The archive lists every one.",
+            )
         return HTMLResponse(web_version(html, manage_url=f"{self.base_url}/manage"))
 
     async def stylesheet(self, request: Request) -> Response:
@@ -350,7 +448,9 @@ class SignupInvalid(Exception):
         self.message, self.email, self.chosen = message, email, chosen
 
 
-def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, limits: RateLimits | None = None) -> Starlette:
+def create_app(
+    service: Service, *, dev: bool = False, scheduler: bool = False, limits: RateLimits | None = None
+) -> Starlette:
     """The web app for one Service.
 
     ``dev`` marks pages as a development instance. ``scheduler`` starts
@@ -367,20 +467,40 @@ def create_app(service: Service, *, dev: bool = False, scheduler: bool = False, 
     async def bad_form(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BadForm)
         title = "Too large" if exc.status == 413 else "We could not read that form"
-        return web.error_page(PageError(exc.status, title, f"{exc.message[:1].upper()}{exc.message[1:]}. Please go back and try again."))
+        return web.error_page(
+            PageError(
+                exc.status,
+                title,
+                f"{exc.message[:1].upper()}{exc.message[1:]}. Please go back and try again.",
+            )
+        )
 
     async def signup_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignupInvalid)
-        return await run_in_threadpool(web.signup_page, "index.html", status=400, error=exc.message, email=exc.email, chosen=exc.chosen)
+        return await run_in_threadpool(
+            web.signup_page, "index.html", status=400, error=exc.message, email=exc.email, chosen=exc.chosen
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         path = request.url.path
-        if exc.status_code == 404 and request.method in ("GET", "HEAD") and path.endswith("/") and path.rstrip("/") in SLASH_REDIRECTS:
+        if (
+            exc.status_code == 404
+            and request.method in ("GET", "HEAD")
+            and path.endswith("/")
+            and path.rstrip("/") in SLASH_REDIRECTS
+        ):
             # A path-only Location: Starlette's own slash redirect would echo the Host header.
             return RedirectResponse(path.rstrip("/"), status_code=308)
         titles = {404: "Page not found", 405: "Not allowed"}
-        return web.error_page(PageError(exc.status_code, titles.get(exc.status_code, "Error"), "Start again from the front page.", headers=dict(exc.headers or {})))
+        return web.error_page(
+            PageError(
+                exc.status_code,
+                titles.get(exc.status_code, "Error"),
+                "Start again from the front page.",
+                headers=dict(exc.headers or {}),
+            )
+        )
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("error serving %s %s", request.method, request.url.path, exc_info=exc)
@@ -426,7 +546,9 @@ class _App(Starlette):
         return SecurityHeaders(super().build_middleware_stack())
 
 
-def _lifespan(service: Service, scheduler: bool, queue: MailQueue) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+def _lifespan(
+    service: Service, scheduler: bool, queue: MailQueue
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = _start_scheduler(service) if scheduler else None

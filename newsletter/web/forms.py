@@ -57,7 +57,11 @@ async def read_form(request: Request, limits: dict[str, int], *, default_limit: 
         body += chunk
         if len(body) > MAX_BODY:
             raise BadForm("the form is too large", status=413)
-    _check_utf8(bytes(body), urlencoded=request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/x-www-form-urlencoded")
+    _check_utf8(
+        bytes(body),
+        urlencoded=request.headers.get("content-type", "").split(";")[0].strip().lower()
+        == "application/x-www-form-urlencoded",
+    )
     request._body = bytes(body)  # Starlette's form parser reads the cached body from here
     try:
         data = await request.form(max_files=0, max_fields=MAX_FIELDS)

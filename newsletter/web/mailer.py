@@ -53,7 +53,15 @@ MANAGE = MailKind("manage", "Your {site} subscription link", Purpose.MANAGE, "/m
 class Mailer:
     """Builds and sends the web app's one-off mails for one settings object."""
 
-    def __init__(self, settings: Settings, env: jinja2.Environment, signer: TokenSigner, subscribers: SubscriberStore, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: jinja2.Environment,
+        signer: TokenSigner,
+        subscribers: SubscriberStore,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
         self.settings = settings
         self.env = env
         self.signer = signer
@@ -66,7 +74,9 @@ class Mailer:
     def build(self, kind: MailKind, subscriber: Subscriber, *, now: datetime) -> bytes:
         """The complete message bytes (CRLF) for one subscriber."""
         site = self.settings.site
-        unsubscribe_url = f"{self.base_url}/unsubscribe/{self.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}"
+        unsubscribe_url = (
+            f"{self.base_url}/unsubscribe/{self.signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}"
+        )
         context = {
             "site": site,
             "tagline": "The newest video surveillance industry reports",
@@ -79,7 +89,9 @@ class Mailer:
             text = self.env.get_template(f"email/{kind.template}.txt").render(context)
             html = inline_css(self.env.get_template(f"email/{kind.template}.html").render(context))
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError(f"template {exc.name} is missing from {self.settings.digest.templates}") from exc
+            raise TemplateError(
+                f"template {exc.name} is missing from {self.settings.digest.templates}"
+            ) from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"the {kind.template} mail template failed to render: {exc}") from exc
         message = transactional_message(
@@ -106,7 +118,9 @@ class Mailer:
         now = self.clock()
         claimed, previous = self.subscribers.claim_mail_slot(subscriber.id, now=now, interval=MAIL_INTERVAL)
         if not claimed:
-            log.info("%s mail to subscriber %d skipped: one was sent within the hour", kind.template, subscriber.id)
+            log.info(
+                "%s mail to subscriber %d skipped: one was sent within the hour", kind.template, subscriber.id
+            )
             return MailResult.SKIPPED
         try:
             data = self.build(kind, subscriber, now=now)
@@ -122,7 +136,14 @@ class Mailer:
         if attempt.result is Result.SENT:
             return MailResult.SENT
         self.subscribers.release_mail_slot(subscriber.id, claimed_at=now, previous=previous)
-        log.warning("%s mail to subscriber %d not sent: %s %s (%s)", kind.template, subscriber.id, attempt.code, attempt.reply, attempt.result.value)
+        log.warning(
+            "%s mail to subscriber %d not sent: %s %s (%s)",
+            kind.template,
+            subscriber.id,
+            attempt.code,
+            attempt.reply,
+            attempt.result.value,
+        )
         return MailResult.FAILED if attempt.result is Result.PERMANENT else MailResult.RETRY
 
 
@@ -147,7 +168,14 @@ class MailQueue:
     never changes how fast a page answers, and a restart loses no request.
     """
 
-    def __init__(self, mailer: Mailer, store: WebMailStore, *, unconfirmed_cap: int = UNCONFIRMED_CAP, lease: timedelta = timedelta(minutes=5)) -> None:
+    def __init__(
+        self,
+        mailer: Mailer,
+        store: WebMailStore,
+        *,
+        unconfirmed_cap: int = UNCONFIRMED_CAP,
+        lease: timedelta = timedelta(minutes=5),
+    ) -> None:
         self.mailer = mailer
         self.store = store
         self.subscribers = mailer.subscribers
@@ -199,19 +227,28 @@ class MailQueue:
             log.info("mail queue: %s request %d retried at %s", job.action, job.id, when.isoformat())
         else:
             if result is MailResult.RETRY:
-                log.warning("mail queue: %s request %d dropped after %d attempts", job.action, job.id, job.attempts + 1)
+                log.warning(
+                    "mail queue: %s request %d dropped after %d attempts",
+                    job.action,
+                    job.id,
+                    job.attempts + 1,
+                )
             self.store.done(job.id)
         return True
 
     def handle(self, job: QueuedMail) -> MailResult:
         if job.action == "signup":
-            subscriber, _ = self.subscribers.add_subscriber(email=job.email, topics=job.topics, status=SubscriberStatus.PENDING)
+            subscriber, _ = self.subscribers.add_subscriber(
+                email=job.email, topics=job.topics, status=SubscriberStatus.PENDING
+            )
             if subscriber.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
                 return self.confirm(subscriber)
             if subscriber.status is SubscriberStatus.ACTIVE:
                 # Already in: a management link is more useful than a second confirmation.
                 return self.mailer.send(MANAGE, subscriber)
-            return MailResult.SKIPPED  # bounced: never mail an address that bounces; an operator can reactivate it
+            return (
+                MailResult.SKIPPED
+            )  # bounced: never mail an address that bounces; an operator can reactivate it
         found = self.subscribers.find_subscriber(job.email)
         if found is not None and found.status is SubscriberStatus.ACTIVE:
             return self.mailer.send(MANAGE, found)
@@ -222,7 +259,11 @@ class MailQueue:
     def confirm(self, subscriber: Subscriber) -> MailResult:
         """A confirmation, unless the mailbox already had ``cap`` that nobody confirmed."""
         if not self.store.take_confirmation(subscriber.email, cap=self.cap):
-            log.info("confirmation to subscriber %d not sent: the mailbox has %d unconfirmed ones", subscriber.id, self.cap)
+            log.info(
+                "confirmation to subscriber %d not sent: the mailbox has %d unconfirmed ones",
+                subscriber.id,
+                self.cap,
+            )
             return MailResult.SKIPPED
         result = self.mailer.send(CONFIRM, subscriber)
         if result is not MailResult.SENT:

@@ -56,7 +56,9 @@ class RateLimiter:
 
     def __init__(self, limit: Limit, *, storage: Storage, namespace: str) -> None:
         self.limit = limit
-        self.item = RateLimitItemPerSecond(limit.count, max(1, int(limit.window)), namespace=f"newsletter-{namespace}")
+        self.item = RateLimitItemPerSecond(
+            limit.count, max(1, int(limit.window)), namespace=f"newsletter-{namespace}"
+        )
         self.strategy = SlidingWindowCounterRateLimiter(storage)
 
     def hit(self, key: str) -> float:

@@ -67,6 +67,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def uvicorn_config(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None, **extra: Any) -> uvicorn.Config:
+def uvicorn_config(
+    app: Any, settings: Settings, *, host: str | None = None, port: int | None = None, **extra: Any
+) -> uvicorn.Config:
     """The uvicorn.Config of `newsletter serve` for ``app`` (``extra``: more uvicorn options)."""
-    return uvicorn.Config(app, host=host or settings.web.host, port=port or settings.web.port, server_header=False, **uvicorn_options(settings), **extra)
+    return uvicorn.Config(
+        app,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        server_header=False,
+        **uvicorn_options(settings),
+        **extra,
+    )

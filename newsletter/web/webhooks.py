@@ -97,7 +97,9 @@ class Webhooks:
         self.fetch_cert = fetch_cert or _fetch_https
         self._certs: dict[str, bytes] = {}
         store = service.store
-        self.processor = BounceProcessor(store.outbox, store.subscribers, service.signer, service.runner.suppressor())
+        self.processor = BounceProcessor(
+            store.outbox, store.subscribers, service.signer, service.runner.suppressor()
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -131,12 +133,23 @@ class Webhooks:
             return "unmatched"
         suppressor = self.processor.suppressor
         if event.kind == "complaint":
-            suppressor.complaint(subscriber_id=row.subscriber_id, delivery_id=row.id, reason=f"complaint reported by {source}", source=source[:20])
+            suppressor.complaint(
+                subscriber_id=row.subscriber_id,
+                delivery_id=row.id,
+                reason=f"complaint reported by {source}",
+                source=source[:20],
+            )
             return "unsubscribed"
         if not event.permanent and not event.status.startswith("5"):
             return "ignored"  # the provider still retries: like a delayed DSN
         judgement = suppressor.record(
-            subscriber_id=row.subscriber_id, delivery_id=row.id, code=event.code, reply=f"{event.status} {event.diagnostic}".strip(), source=source[:20], stage="dsn", status=event.status
+            subscriber_id=row.subscriber_id,
+            delivery_id=row.id,
+            code=event.code,
+            reply=f"{event.status} {event.diagnostic}".strip(),
+            source=source[:20],
+            stage="dsn",
+            status=event.status,
         )
         return {"bad_address": "suppressed"}.get(judgement.verdict.value, judgement.verdict.value)
 
@@ -154,13 +167,19 @@ class Webhooks:
             message = json.loads(body)
         except ValueError:
             return Response("not JSON", status_code=400)
-        if not isinstance(message, dict) or message.get("TopicArn") not in self.settings.ses_topic_arns.split(","):
+        if not isinstance(message, dict) or message.get("TopicArn") not in self.settings.ses_topic_arns.split(
+            ","
+        ):
             return Response("unknown topic", status_code=403)
         if not await run_in_threadpool(self.sns_signature_valid, message):
             return Response("bad signature", status_code=403)
         if message.get("Type") == "SubscriptionConfirmation":
             # Confirming means fetching SubscribeURL; an operator does it once, on purpose.
-            log.warning("SNS subscription for %s awaits confirmation: open %s", message.get("TopicArn"), message.get("SubscribeURL"))
+            log.warning(
+                "SNS subscription for %s awaits confirmation: open %s",
+                message.get("TopicArn"),
+                message.get("SubscribeURL"),
+            )
             return JSONResponse({"confirm": message.get("SubscribeURL", "")})
         if message.get("Type") != "Notification":
             return JSONResponse({"results": []})
@@ -173,21 +192,32 @@ class Webhooks:
     def sns_signature_valid(self, message: dict[str, Any]) -> bool:
         cert_url = str(message.get("SigningCertURL", ""))
         url = urlparse(cert_url)
-        if url.scheme != "https" or not SNS_CERT_HOST.match(url.hostname or "") or not url.path.endswith(".pem"):
+        if (
+            url.scheme != "https"
+            or not SNS_CERT_HOST.match(url.hostname or "")
+            or not url.path.endswith(".pem")
+        ):
             return False
         if message.get("Type") in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
             keys = ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
         else:
             keys = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
         text = "".join(f"{k}\n{message[k]}\n" for k in keys if k in message)
-        algorithm: hashes.HashAlgorithm = hashes.SHA256() if str(message.get("SignatureVersion")) == "2" else hashes.SHA1()  # SNS v1 is SHA1withRSA
+        algorithm: hashes.HashAlgorithm = (
+            hashes.SHA256() if str(message.get("SignatureVersion")) == "2" else hashes.SHA1()
+        )  # SNS v1 is SHA1withRSA
         try:
             if cert_url not in self._certs:
                 self._certs[cert_url] = self.fetch_cert(cert_url)
             key = x509.load_pem_x509_certificate(self._certs[cert_url]).public_key()
             if not isinstance(key, rsa.RSAPublicKey):
                 return False
-            key.verify(base64.b64decode(str(message.get("Signature", ""))), text.encode(), padding.PKCS1v15(), algorithm)
+            key.verify(
+                base64.b64decode(str(message.get("Signature", ""))),
+                text.encode(),
+                padding.PKCS1v15(),
+                algorithm,
+            )
         except (InvalidSignature, ValueError, binascii.Error, OSError):
             return False
         return True
@@ -201,7 +231,9 @@ class Webhooks:
         given = request.headers.get("authorization", "")
         expected = "Basic " + base64.b64encode(f"postmark:{secret}".encode()).decode()
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            return Response("unauthorized", status_code=401, headers={"WWW-Authenticate": 'Basic realm="webhooks"'})
+            return Response(
+                "unauthorized", status_code=401, headers={"WWW-Authenticate": 'Basic realm="webhooks"'}
+            )
         try:
             payload = json.loads(await _body(request))
         except ValueError:
@@ -217,7 +249,11 @@ class Webhooks:
         try:
             payload = json.loads(await _body(request))
             signature = payload["signature"]
-            timestamp, token, given = str(signature["timestamp"]), str(signature["token"]), str(signature["signature"])
+            timestamp, token, given = (
+                str(signature["timestamp"]),
+                str(signature["token"]),
+                str(signature["signature"]),
+            )
         except (ValueError, KeyError, TypeError):
             return Response("not a Mailgun event", status_code=400)
         expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
@@ -256,16 +292,31 @@ class Webhooks:
 def ses_events(notification: dict[str, Any]) -> list[Event]:
     kind = str(notification.get("notificationType") or notification.get("eventType") or "").lower()
     mail = notification.get("mail") or {}
-    proofs = [str(mail.get("source", "")), *_strings(mail.get("headers", [])), *_strings(mail.get("commonHeaders", {}))]
+    proofs = [
+        str(mail.get("source", "")),
+        *_strings(mail.get("headers", [])),
+        *_strings(mail.get("commonHeaders", {})),
+    ]
     if kind == "bounce":
         bounce = notification.get("bounce") or {}
         permanent = bounce.get("bounceType") == "Permanent"
         return [
-            Event("bounce", str(r.get("emailAddress", "")), str(r.get("status", "")), _code(r.get("diagnosticCode")), str(r.get("diagnosticCode", "")), permanent, proofs)
+            Event(
+                "bounce",
+                str(r.get("emailAddress", "")),
+                str(r.get("status", "")),
+                _code(r.get("diagnosticCode")),
+                str(r.get("diagnosticCode", "")),
+                permanent,
+                proofs,
+            )
             for r in bounce.get("bouncedRecipients") or []
         ]
     if kind == "complaint":
-        return [Event("complaint", str(r.get("emailAddress", "")), proofs=proofs) for r in (notification.get("complaint") or {}).get("complainedRecipients") or []]
+        return [
+            Event("complaint", str(r.get("emailAddress", "")), proofs=proofs)
+            for r in (notification.get("complaint") or {}).get("complainedRecipients") or []
+        ]
     return []
 
 
@@ -284,7 +335,17 @@ def postmark_events(payload: dict[str, Any]) -> list[Event]:
             status = "5.1.1"
         elif not status and kind in ("Blocked", "SpamNotification", "DMARCPolicy"):
             status = "5.7.1"
-        return [Event("bounce", str(payload.get("Email", "")), status, _code(details), details.strip(), permanent, proofs)]
+        return [
+            Event(
+                "bounce",
+                str(payload.get("Email", "")),
+                status,
+                _code(details),
+                details.strip(),
+                permanent,
+                proofs,
+            )
+        ]
     return []
 
 
@@ -300,7 +361,17 @@ def mailgun_events(data: dict[str, Any]) -> list[Event]:
     if event == "failed":
         status_info = data.get("delivery-status") or {}
         text = " ".join(str(status_info.get(k, "")) for k in ("enhanced-code", "message", "description"))
-        return [Event("bounce", str(data.get("recipient", "")), str(status_info.get("enhanced-code", "")), _code(status_info.get("code")), text.strip(), data.get("severity") == "permanent", proofs)]
+        return [
+            Event(
+                "bounce",
+                str(data.get("recipient", "")),
+                str(status_info.get("enhanced-code", "")),
+                _code(status_info.get("code")),
+                text.strip(),
+                data.get("severity") == "permanent",
+                proofs,
+            )
+        ]
     return []
 
 
@@ -309,7 +380,11 @@ def sendgrid_events(events: list[Any]) -> list[Event]:
     for e in events:
         if not isinstance(e, dict):
             continue
-        proofs = [str(e.get("smtp-id", "")), *_strings(e.get("unique_args", {})), *[str(v) for k, v in e.items() if k.startswith("verp")]]
+        proofs = [
+            str(e.get("smtp-id", "")),
+            *_strings(e.get("unique_args", {})),
+            *[str(v) for k, v in e.items() if k.startswith("verp")],
+        ]
         kind = str(e.get("event", ""))
         if kind == "spamreport":
             out.append(Event("complaint", str(e.get("email", "")), proofs=proofs))

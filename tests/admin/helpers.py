@@ -37,7 +37,11 @@ class Operator:
         page = self.client.get("/admin/login")
         token = LOGIN_RE.search(page.text)
         assert token, page.text
-        return self.client.post("/admin/login", data={"login_token": token.group(1), "email": email, "password": password}, headers=ORIGIN)
+        return self.client.post(
+            "/admin/login",
+            data={"login_token": token.group(1), "email": email, "password": password},
+            headers=ORIGIN,
+        )
 
     def csrf(self, path: str = "/admin/") -> str:
         page = self.client.get(path)
@@ -45,9 +49,13 @@ class Operator:
         assert found, f"no CSRF token on {path}: {page.status_code} {page.text[:300]}"
         return found.group(1)
 
-    def post(self, path: str, data: dict[str, str] | None = None, *, csrf_from: str = "/admin/", **kwargs: Any) -> Any:
+    def post(
+        self, path: str, data: dict[str, str] | None = None, *, csrf_from: str = "/admin/", **kwargs: Any
+    ) -> Any:
         """A form post as the console's own page makes it: same Origin, the session's CSRF token."""
-        return self.client.post(path, data={"csrf": self.csrf(csrf_from), **(data or {})}, headers=ORIGIN, **kwargs)
+        return self.client.post(
+            path, data={"csrf": self.csrf(csrf_from), **(data or {})}, headers=ORIGIN, **kwargs
+        )
 
     @property
     def engine(self) -> Any:

@@ -31,12 +31,22 @@ from .helpers import PASSWORD, make_users
 from .test_admin_import import MAILCHIMP
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # The README's screenshot; UPDATE_SCREENSHOTS=1 rewrites it (like UPDATE_GOLDEN for golden files).
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console-dashboard.png"
 READERS = 40
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed"
+)
 
 
 @pytest.fixture
@@ -46,7 +56,9 @@ def live(make_service: Any, sink: Any) -> Iterator[tuple[str, Service, Any]]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    service = make_service(NEWSLETTER_SMTP_CONNECTIONS="1", NEWSLETTER_DELIVERY_BATCH_SIZE="5", NEWSLETTER_SITE_BASE_URL=base_url)
+    service = make_service(
+        NEWSLETTER_SMTP_CONNECTIONS="1", NEWSLETTER_DELIVERY_BATCH_SIZE="5", NEWSLETTER_SITE_BASE_URL=base_url
+    )
     service.runner.ingest()
     for i in range(READERS):
         service.store.subscribers.add_subscriber(email=f"reader{i:02}@example.org", name=f"Reader {i}")
@@ -69,7 +81,9 @@ def page_fits(page: Any, width: int) -> None:
     assert scroll <= width + 1, f"{page.url} is {scroll} px wide at {width} px"
 
 
-def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_token(live: tuple[str, Service, Any], sink: Any, tmp_path: Path) -> None:
+def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_token(
+    live: tuple[str, Service, Any], sink: Any, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     base_url, service, app = live
@@ -93,11 +107,15 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             page.get_by_role("link", name="Preview").click()
             page.get_by_label("Reader's address").fill("reader07@example.org")
             page.get_by_role("button", name="Preview").click()
-            expect(page.frame_locator("iframe.w600").locator("body")).to_contain_text("Video Surveillance News")
+            expect(page.frame_locator("iframe.w600").locator("body")).to_contain_text(
+                "Video Surveillance News"
+            )
             expect(page.locator("ol.reasons li").first).to_be_visible()
             assert_no_violations(page, label="preview")
             page.get_by_role("button", name="Send a test to me").click()
-            expect(page.get_by_role("status")).to_contain_text("A test was sent to editor@console.example.org")
+            expect(page.get_by_role("status")).to_contain_text(
+                "A test was sent to editor@console.example.org"
+            )
             [test] = sink.wait_for(to="editor@console.example.org", timeout=10)
             assert str(test.as_email()["Subject"]).startswith("[Test] ")
 
@@ -111,9 +129,13 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             expect(page.get_by_role("heading", name=re.compile("^Edition manual-now-"))).to_be_visible()
             edition_id = int(page.url.rsplit("/", 1)[1])
             # The counts line updates by itself (polling) while the edition sends.
-            expect(page.locator("#edition-counts")).to_contain_text(re.compile(r"[1-9]\d* sent"), timeout=15_000)
+            expect(page.locator("#edition-counts")).to_contain_text(
+                re.compile(r"[1-9]\d* sent"), timeout=15_000
+            )
             first = page.locator("#edition-progress").evaluate("e => e.value")
-            expect(page.locator("#edition-progress")).not_to_have_attribute("value", str(first), timeout=10_000)
+            expect(page.locator("#edition-progress")).not_to_have_attribute(
+                "value", str(first), timeout=10_000
+            )
             assert_no_violations(page, label="edition while sending")
 
             page.get_by_role("button", name="Pause").click()
@@ -125,17 +147,34 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             page.get_by_role("button", name="Resume").click()
             expect(page.locator("#edition-status")).to_have_text("sent", timeout=45_000)
             expect(page.locator("#edition-counts")).to_have_text(f"{READERS} sent")
-            delivered = [m for m in sink.messages() if str(m.as_email()["To"]).endswith("@example.org>") or "reader" in str(m.as_email()["To"])]
+            delivered = [
+                m
+                for m in sink.messages()
+                if str(m.as_email()["To"]).endswith("@example.org>") or "reader" in str(m.as_email()["To"])
+            ]
             assert len(delivered) == READERS
 
             # The dashboard with the sent edition (the README's screenshot), and every page at 375 px.
             page.goto(base_url + "/admin/")
             expect(page.locator(f'tr[data-edition="{edition_id}"] [data-status]')).to_have_text("sent")
-            page.screenshot(path=str(SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / SCREENSHOT.name), full_page=False)
+            page.screenshot(
+                path=str(SCREENSHOT if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / SCREENSHOT.name),
+                full_page=False,
+            )
             narrow = browser.new_page(viewport={"width": 375, "height": 800})
             narrow.context.add_cookies(page.context.cookies())
             reader = service.store.subscribers.find_subscriber("reader01@example.org")
-            for path in ("/admin/", "/admin/editions", f"/admin/editions/{edition_id}", "/admin/readers", "/admin/readers?q=reader0", f"/admin/readers/{reader.id}", "/admin/preview?email=reader01%40example.org", "/admin/tokens", "/admin/import"):
+            for path in (
+                "/admin/",
+                "/admin/editions",
+                f"/admin/editions/{edition_id}",
+                "/admin/readers",
+                "/admin/readers?q=reader0",
+                f"/admin/readers/{reader.id}",
+                "/admin/preview?email=reader01%40example.org",
+                "/admin/tokens",
+                "/admin/import",
+            ):
                 narrow.goto(base_url + path)
                 page_fits(narrow, 375)
                 assert_no_violations(narrow, label=f"{path} at 375 px")

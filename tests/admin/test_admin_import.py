@@ -34,17 +34,35 @@ def test_mailchimp_export_is_previewed_with_its_columns_then_imported(signed_in:
     assert re.search(r'<option value="Email Address" selected>', shown.text)
     assert "joined: First Name + Last Name" in shown.text
     assert "dana@example.org</td><td>Dana Scully</td><td>active" in shown.text
-    assert console.service.store.subscribers.find_subscriber("dana@example.org") is None  # nothing imported yet
+    assert (
+        console.service.store.subscribers.find_subscriber("dana@example.org") is None
+    )  # nothing imported yet
     upload_id = re.search(r'name="upload" value="([^"]+)"', shown.text)
     assert upload_id
-    done = console.client.post("/admin/import/run", data={"csrf": console.csrf("/admin/import"), "upload": upload_id.group(1), "format": "", "map_email": "Email Address"}, headers=ORIGIN)
+    done = console.client.post(
+        "/admin/import/run",
+        data={
+            "csrf": console.csrf("/admin/import"),
+            "upload": upload_id.group(1),
+            "format": "",
+            "map_email": "Email Address",
+        },
+        headers=ORIGIN,
+    )
     assert done.status_code == 200, done.text
     assert "2 added" in done.text and "1 invalid" in done.text
     dana = console.service.store.subscribers.find_subscriber("dana@example.org")
     assert dana is not None and dana.name == "Dana Scully" and dana.status is SubscriberStatus.ACTIVE
-    assert any(e.action == "readers.import" and "2 added" in e.detail for e in console.service.store.accounts.audit_entries())
+    assert any(
+        e.action == "readers.import" and "2 added" in e.detail
+        for e in console.service.store.accounts.audit_entries()
+    )
     # The upload is used up.
-    again = console.client.post("/admin/import/run", data={"csrf": console.csrf("/admin/import"), "upload": upload_id.group(1)}, headers=ORIGIN)
+    again = console.client.post(
+        "/admin/import/run",
+        data={"csrf": console.csrf("/admin/import"), "upload": upload_id.group(1)},
+        headers=ORIGIN,
+    )
     assert again.status_code == 400 and "upload the file again" in again.text.lower()
 
 
@@ -64,7 +82,14 @@ def test_column_choice_overrides_the_preset(signed_in: Any) -> None:
     upload_id = re.search(r'name="upload" value="([^"]+)"', shown.text)
     assert upload_id
     done = console.client.post(
-        "/admin/import/run", data={"csrf": console.csrf("/admin/import"), "upload": upload_id.group(1), "map_email": "Contact", "map_name": "Who"}, headers=ORIGIN
+        "/admin/import/run",
+        data={
+            "csrf": console.csrf("/admin/import"),
+            "upload": upload_id.group(1),
+            "map_email": "Contact",
+            "map_name": "Who",
+        },
+        headers=ORIGIN,
     )
     assert "1 added" in done.text
 
@@ -75,7 +100,11 @@ def test_viewer_cannot_import_and_an_upload_belongs_to_its_session(signed_in: An
     upload_id = re.search(r'name="upload" value="([^"]+)"', shown.text)
     assert upload_id
     editor.login("admin@console.example.org")  # a new session (rotation): the old upload is not its own
-    r = editor.client.post("/admin/import/run", data={"csrf": editor.csrf("/admin/"), "upload": upload_id.group(1)}, headers=ORIGIN)
+    r = editor.client.post(
+        "/admin/import/run",
+        data={"csrf": editor.csrf("/admin/"), "upload": upload_id.group(1)},
+        headers=ORIGIN,
+    )
     assert r.status_code == 400
     editor.login("viewer@console.example.org")
     assert editor.client.get("/admin/import").status_code == 403
@@ -91,7 +120,17 @@ def test_api_import_uses_the_same_presets_and_column_map(signed_in: Any) -> None
     r = console.client.post("/api/v1/import", content=MAILCHIMP.encode(), headers=auth)
     assert r.status_code == 200, r.text
     assert r.json()["format"] == "mailchimp" and r.json()["added"] == 2 and r.json()["invalid"] == 1
-    r = console.client.post("/api/v1/import", params={"map": ["email=Contact"]}, content=b"Contact,Who\r\nhal@example.org,Hal\r\n", headers=auth)
+    r = console.client.post(
+        "/api/v1/import",
+        params={"map": ["email=Contact"]},
+        content=b"Contact,Who\r\nhal@example.org,Hal\r\n",
+        headers=auth,
+    )
     assert r.status_code == 200 and r.json()["added"] == 1
     assert console.client.post("/api/v1/import", content=b"\xff\xfe\x00bad", headers=auth).status_code == 400
-    assert console.client.post("/api/v1/import", params={"map": ["nonsense"]}, content=MAILCHIMP.encode(), headers=auth).status_code == 400
+    assert (
+        console.client.post(
+            "/api/v1/import", params={"map": ["nonsense"]}, content=MAILCHIMP.encode(), headers=auth
+        ).status_code
+        == 400
+    )

@@ -17,7 +17,10 @@ from .helpers import Operator, make_users
 
 __all__ = ["pg_admin", "pg_url"]
 
-pytestmark = pytest.mark.skipif(not pg_server_url(), reason="NEWSLETTER_TEST_DATABASE_URL is not set: no PostgreSQL server to test against (CI sets it)")
+pytestmark = pytest.mark.skipif(
+    not pg_server_url(),
+    reason="NEWSLETTER_TEST_DATABASE_URL is not set: no PostgreSQL server to test against (CI sets it)",
+)
 
 
 def test_console_on_postgresql(pg_url: str, tmp_path: Path, sink: Any) -> None:
@@ -36,7 +39,11 @@ def test_console_on_postgresql(pg_url: str, tmp_path: Path, sink: Any) -> None:
             made = console.post("/admin/tokens/new", {"name": "pg"}, csrf_from="/admin/tokens")
             token = re.search(r'id="new-token">([^<]+)<', made.text)
             assert token
-            listing = client.get("/api/v1/readers", params={"per_page": 50, "page": 2}, headers={"Authorization": f"Bearer {token.group(1)}"}).json()
+            listing = client.get(
+                "/api/v1/readers",
+                params={"per_page": 50, "page": 2},
+                headers={"Authorization": f"Bearer {token.group(1)}"},
+            ).json()
             assert listing["total"] == 60 and len(listing["items"]) == 10
             assert client.get("/admin/").status_code == 200
             actions = [e.action for e in service.store.accounts.audit_entries()]

@@ -20,10 +20,42 @@ from tests.factories import FakeClock, utc
 
 from .helpers import ORIGIN, PASSWORD, Operator, make_users
 
-PAGES = ["/admin/", "/admin/editions", "/admin/readers", "/admin/preview", "/admin/send", "/admin/tokens", "/admin/audit", "/admin/users", "/admin/progress.json"]
-FORMS = ["/admin/send", "/admin/readers/add", "/admin/preview/test", "/admin/tokens/new", "/admin/logout", "/admin/editions/1/pause", "/admin/readers/1/reactivate"]
-API_GETS = ["/api/v1/editions", "/api/v1/editions/1", "/api/v1/readers", "/api/v1/readers/1", "/api/v1/preview?email=ana@example.org", "/api/v1/send/audience?schedule=manual"]
-API_POSTS = ["/api/v1/send", "/api/v1/test-send", "/api/v1/readers", "/api/v1/editions/1/pause", "/api/v1/editions/1/resume", "/api/v1/readers/1/reactivate"]
+PAGES = [
+    "/admin/",
+    "/admin/editions",
+    "/admin/readers",
+    "/admin/preview",
+    "/admin/send",
+    "/admin/tokens",
+    "/admin/audit",
+    "/admin/users",
+    "/admin/progress.json",
+]
+FORMS = [
+    "/admin/send",
+    "/admin/readers/add",
+    "/admin/preview/test",
+    "/admin/tokens/new",
+    "/admin/logout",
+    "/admin/editions/1/pause",
+    "/admin/readers/1/reactivate",
+]
+API_GETS = [
+    "/api/v1/editions",
+    "/api/v1/editions/1",
+    "/api/v1/readers",
+    "/api/v1/readers/1",
+    "/api/v1/preview?email=ana@example.org",
+    "/api/v1/send/audience?schedule=manual",
+]
+API_POSTS = [
+    "/api/v1/send",
+    "/api/v1/test-send",
+    "/api/v1/readers",
+    "/api/v1/editions/1/pause",
+    "/api/v1/editions/1/resume",
+    "/api/v1/readers/1/reactivate",
+]
 
 
 def test_console_is_off_until_a_first_user_exists(make_service: Any) -> None:
@@ -45,7 +77,10 @@ def test_no_page_form_or_api_call_without_a_session_or_token(console: Operator) 
         assert console.client.get(path).status_code == 401, path
     for path in API_POSTS:
         assert console.client.post(path, json={}).status_code == 401, path
-    assert console.client.get("/api/v1/editions", headers={"Authorization": "Bearer nlk_forged"}).status_code == 401
+    assert (
+        console.client.get("/api/v1/editions", headers={"Authorization": "Bearer nlk_forged"}).status_code
+        == 401
+    )
 
 
 def test_api_ignores_the_console_session_cookie(console: Operator) -> None:
@@ -60,7 +95,10 @@ def test_viewer_cannot_send_preview_or_change_readers(signed_in: Any) -> None:
     assert console.client.get("/admin/").status_code == 200
     assert console.client.get("/admin/send").status_code == 403
     assert console.client.get("/admin/preview?email=ana@example.org").status_code == 403
-    for path, data in (("/admin/send", {"schedule": "manual", "confirm_count": "3"}), ("/admin/readers/add", {"email": "new@example.org"})):
+    for path, data in (
+        ("/admin/send", {"schedule": "manual", "confirm_count": "3"}),
+        ("/admin/readers/add", {"email": "new@example.org"}),
+    ):
         assert console.post(path, data).status_code == 403
     assert console.service.store.editions.list_editions() == []
     assert console.service.store.subscribers.find_subscriber("new@example.org") is None
@@ -68,7 +106,10 @@ def test_viewer_cannot_send_preview_or_change_readers(signed_in: Any) -> None:
 
 def test_viewer_token_cannot_send_through_the_api(signed_in: Any) -> None:
     console = signed_in("viewer")
-    token = re.search(r'id="new-token">([^<]+)<', console.post("/admin/tokens/new", {"name": "ci"}, csrf_from="/admin/tokens").text)
+    token = re.search(
+        r'id="new-token">([^<]+)<',
+        console.post("/admin/tokens/new", {"name": "ci"}, csrf_from="/admin/tokens").text,
+    )
     assert token
     auth = {"Authorization": f"Bearer {token.group(1)}"}
     assert console.client.get("/api/v1/editions", headers=auth).status_code == 200
@@ -80,7 +121,9 @@ def test_viewer_token_cannot_send_through_the_api(signed_in: Any) -> None:
 def test_form_without_its_csrf_token_is_refused(signed_in: Any) -> None:
     console = signed_in("editor")
     for data in ({}, {"csrf": "forged-token"}):
-        r = console.client.post("/admin/readers/add", data={"email": "new@example.org", **data}, headers=ORIGIN)
+        r = console.client.post(
+            "/admin/readers/add", data={"email": "new@example.org", **data}, headers=ORIGIN
+        )
         assert r.status_code == 403 and "security token" in r.text
     assert console.service.store.subscribers.find_subscriber("new@example.org") is None
     assert console.post("/admin/readers/add", {"email": "new@example.org"}).status_code == 303
@@ -97,10 +140,14 @@ def test_form_without_its_csrf_token_is_refused(signed_in: Any) -> None:
     ],
     ids=["foreign-origin", "null-origin", "foreign-referer", "sec-fetch-cross-site", "no-origin"],
 )
-def test_cross_site_post_is_refused_even_with_a_valid_csrf_token(signed_in: Any, headers: dict[str, str]) -> None:
+def test_cross_site_post_is_refused_even_with_a_valid_csrf_token(
+    signed_in: Any, headers: dict[str, str]
+) -> None:
     console = signed_in("editor")
     csrf = console.csrf("/admin/readers")
-    r = console.client.post("/admin/readers/add", data={"csrf": csrf, "email": "new@example.org"}, headers=headers)
+    r = console.client.post(
+        "/admin/readers/add", data={"csrf": csrf, "email": "new@example.org"}, headers=headers
+    )
     assert r.status_code == 403 and "cross-site" in r.text.lower()
     assert console.service.store.subscribers.find_subscriber("new@example.org") is None
 
@@ -109,7 +156,11 @@ def test_cross_site_login_post_is_refused(console: Operator) -> None:
     page = console.client.get("/admin/login")
     token = re.search(r'name="login_token" value="([^"]+)"', page.text)
     assert token
-    r = console.client.post("/admin/login", data={"login_token": token.group(1), "email": "admin@console.example.org", "password": PASSWORD}, headers={"Origin": "https://evil.example"})
+    r = console.client.post(
+        "/admin/login",
+        data={"login_token": token.group(1), "email": "admin@console.example.org", "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+    )
     assert r.status_code == 403 and console.app.state.console.cookie_name not in r.cookies
 
 
@@ -126,19 +177,31 @@ def test_login_locks_the_account_after_repeated_wrong_passwords(console: Operato
 
 
 def test_login_is_rate_limited_per_client(console: Operator) -> None:
-    codes = [console.login(f"nobody{i}@example.org", "wrong password, twelve+").status_code for i in range(11)]
+    codes = [
+        console.login(f"nobody{i}@example.org", "wrong password, twelve+").status_code for i in range(11)
+    ]
     assert codes[:10] == [401] * 10 and codes[10] == 429
 
 
 def test_session_cookie_is_httponly_strict_and_secure_outside_dev(console_service: Service) -> None:
     make_users(console_service)
     for dev, name, secure in ((True, "nl_console", False), (False, "__Host-nl_console", True)):
-        with TestClient(create_console(console_service, dev=dev), base_url="https://testserver", follow_redirects=False) as client:
+        with TestClient(
+            create_console(console_service, dev=dev), base_url="https://testserver", follow_redirects=False
+        ) as client:
             operator = Operator(console_service, client.app, client)  # type: ignore[arg-type]
             page = client.get("/admin/login")
             token = re.search(r'name="login_token" value="([^"]+)"', page.text)
             assert token
-            r = client.post("/admin/login", data={"login_token": token.group(1), "email": "viewer@console.example.org", "password": PASSWORD}, headers={"Origin": "https://testserver"})
+            r = client.post(
+                "/admin/login",
+                data={
+                    "login_token": token.group(1),
+                    "email": "viewer@console.example.org",
+                    "password": PASSWORD,
+                },
+                headers={"Origin": "https://testserver"},
+            )
             header = next(v for v in r.headers.get_list("set-cookie") if v.startswith(name + "="))
             flags = {part.strip().lower() for part in header.split(";")}
             assert "httponly" in flags and "samesite=strict" in flags and "path=/" in flags
@@ -173,14 +236,23 @@ def test_session_ends_when_idle(make_service: Any) -> None:
         assert client.get("/admin/").status_code == 303
 
 
-def test_passwords_and_tokens_never_appear_in_logs_responses_or_the_database(console: Operator, caplog: pytest.LogCaptureFixture) -> None:
+def test_passwords_and_tokens_never_appear_in_logs_responses_or_the_database(
+    console: Operator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "a wrong password that must not leak"
-    responses = [console.login("admin@console.example.org", wrong), console.login("admin@console.example.org")]
+    responses = [
+        console.login("admin@console.example.org", wrong),
+        console.login("admin@console.example.org"),
+    ]
     made = console.post("/admin/tokens/new", {"name": "deploy"}, csrf_from="/admin/tokens")
     token = re.search(r'id="new-token">([^<]+)<', made.text)
     assert token
-    responses += [console.client.get("/api/v1/editions", headers={"Authorization": f"Bearer {token.group(1)}"}), console.client.get("/admin/tokens"), console.client.get("/admin/audit")]
+    responses += [
+        console.client.get("/api/v1/editions", headers={"Authorization": f"Bearer {token.group(1)}"}),
+        console.client.get("/admin/tokens"),
+        console.client.get("/admin/audit"),
+    ]
     for r in responses:
         assert PASSWORD not in r.text and wrong not in r.text
         assert token.group(1) not in r.text
@@ -192,8 +264,17 @@ def test_passwords_and_tokens_never_appear_in_logs_responses_or_the_database(con
     import sqlalchemy as sa
 
     with console.service.store.engine.connect() as conn:
-        dump = "\n".join(str(tuple(row)) for table in ("admin_users", "admin_sessions", "api_tokens", "audit_log") for row in conn.execute(sa.text(f"select * from {table}")))
-    for secret in (PASSWORD, wrong, token.group(1), console.client.cookies.get(console.app.state.console.cookie_name) or "?"):
+        dump = "\n".join(
+            str(tuple(row))
+            for table in ("admin_users", "admin_sessions", "api_tokens", "audit_log")
+            for row in conn.execute(sa.text(f"select * from {table}"))
+        )
+    for secret in (
+        PASSWORD,
+        wrong,
+        token.group(1),
+        console.client.cookies.get(console.app.state.console.cookie_name) or "?",
+    ):
         assert secret not in dump
 
 
@@ -216,7 +297,11 @@ def test_every_operator_action_is_audited_with_who_and_where(signed_in: Any) -> 
     console.post("/admin/readers/add", {"email": "new@example.org"}, csrf_from="/admin/readers")
     reader = console.service.store.subscribers.find_subscriber("new@example.org")
     assert reader is not None
-    console.post(f"/admin/readers/{reader.id}/remove", {"confirm": "new@example.org"}, csrf_from=f"/admin/readers/{reader.id}")
+    console.post(
+        f"/admin/readers/{reader.id}/remove",
+        {"confirm": "new@example.org"},
+        csrf_from=f"/admin/readers/{reader.id}",
+    )
     entries = console.service.store.accounts.audit_entries()
     actions = [(e.actor, e.action, e.target) for e in entries]
     assert ("admin@console.example.org", "reader.add", "new@example.org") in actions
@@ -225,17 +310,25 @@ def test_every_operator_action_is_audited_with_who_and_where(signed_in: Any) -> 
     assert all(e.client == "testclient" for e in entries)
 
 
-def test_create_user_reads_the_password_from_stdin_never_an_argument(base_env: dict[str, str], tmp_path: Any) -> None:
+def test_create_user_reads_the_password_from_stdin_never_an_argument(
+    base_env: dict[str, str], tmp_path: Any
+) -> None:
     runner = CliRunner()
     env = {**base_env, "NEWSLETTER_CONFIG": str(tmp_path / "empty.toml")}
     (tmp_path / "empty.toml").write_text("")
-    r = runner.invoke(main, ["admin", "create-user", "Boss@Example.org", "--role", "admin"], input=PASSWORD + "\n", env=env)
+    r = runner.invoke(
+        main, ["admin", "create-user", "Boss@Example.org", "--role", "admin"], input=PASSWORD + "\n", env=env
+    )
     assert r.exit_code == 0, r.output
     assert PASSWORD not in r.output
     r = runner.invoke(main, ["admin", "create-user", "x@example.org", "--password", PASSWORD], env=env)
     assert r.exit_code == 2  # no such option: a password never goes on the command line
     r = runner.invoke(main, ["admin", "create-user", "short@example.org"], input="short\n", env=env)
-    assert r.exit_code == 1 and "Error: the password must have at least 12 characters" in r.output and "Traceback" not in r.output
+    assert (
+        r.exit_code == 1
+        and "Error: the password must have at least 12 characters" in r.output
+        and "Traceback" not in r.output
+    )
     r = runner.invoke(main, ["admin", "users"], env=env)
     assert "boss@example.org" in r.output and "admin" in r.output
 
@@ -261,13 +354,24 @@ def test_same_origin_refuses_every_foreign_or_missing_origin() -> None:
 
     def request(host: str, headers: dict[str, str]) -> Request:
         raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        return Request({"type": "http", "method": "POST", "path": "/admin/send", "headers": raw, "query_string": b""})
+        return Request(
+            {"type": "http", "method": "POST", "path": "/admin/send", "headers": raw, "query_string": b""}
+        )
 
     # Bounded for make test; ADMIN_PROPERTY_EXAMPLES=5000 for a long run.
     @settings(max_examples=int(os.environ.get("ADMIN_PROPERTY_EXAMPLES", "60")), deadline=None)
-    @given(host=hosts, other=hosts, scheme=st.sampled_from(["http", "https"]), via=st.sampled_from(["origin", "referer"]))
+    @given(
+        host=hosts,
+        other=hosts,
+        scheme=st.sampled_from(["http", "https"]),
+        via=st.sampled_from(["origin", "referer"]),
+    )
     def check(host: str, other: str, scheme: str, via: str) -> None:
-        header = {"Origin": f"{scheme}://{other}"} if via == "origin" else {"Referer": f"{scheme}://{other}/page?x=1"}
+        header = (
+            {"Origin": f"{scheme}://{other}"}
+            if via == "origin"
+            else {"Referer": f"{scheme}://{other}/page?x=1"}
+        )
         assert same_origin(request(host, header)) is (other.lower() == host.lower())
         assert same_origin(request(host, {})) is False
         assert same_origin(request(host, {**header, "Sec-Fetch-Site": "cross-site"})) is False

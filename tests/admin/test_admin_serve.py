@@ -24,7 +24,9 @@ def test_serve_mounts_the_console_under_admin_and_api_beside_the_subscriber_page
         assert client.get("/admin/login").status_code == 200
         assert client.get("/api/v1/editions").status_code == 401
         assert client.get("/archive").status_code == 200  # not taken by the console
-        assert "Page not found" in client.get("/administrator").text  # the subscriber app's 404: only /admin and /admin/... are the console's
+        assert (
+            "Page not found" in client.get("/administrator").text
+        )  # the subscriber app's 404: only /admin and /admin/... are the console's
 
 
 def test_admin_port_gives_the_console_its_own_listener(make_service: Any) -> None:

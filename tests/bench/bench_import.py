@@ -61,7 +61,9 @@ def baseline(path: Path, db: Path) -> tuple[float, float, int]:
                 continue
             good.append((address, name, topics))
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, name TEXT, topics TEXT)")
+    conn.execute(
+        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, name TEXT, topics TEXT)"
+    )
     with conn:
         conn.executemany("INSERT INTO subscribers (email, name, topics) VALUES (?, ?, ?)", good)
     conn.close()
@@ -82,7 +84,12 @@ def pipeline(path: Path, db: Path) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--domains", type=int, default=1000, help="distinct domains among the addresses (the import checks each domain once)")
+    parser.add_argument(
+        "--domains",
+        type=int,
+        default=1000,
+        help="distinct domains among the addresses (the import checks each domain once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "list.csv"
@@ -90,10 +97,18 @@ def main() -> None:
         base_s, base_cpu, base_n = baseline(source, Path(tmp) / "baseline.sqlite")
         ours_s, ours_cpu, ours_n = pipeline(source, Path(tmp) / "import.sqlite")
     assert base_n == ours_n, f"the two runs stored different row counts: {base_n} vs {ours_n}"
-    print(f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at {min(args.domains, args.rows):,} domain(s)")
-    print(f"(a) plain work:          {base_s:6.2f} s wall, {base_cpu:6.2f} s CPU  {args.rows / base_s:10,.0f} rows/s")
-    print(f"(b) subscribers import:  {ours_s:6.2f} s wall, {ours_cpu:6.2f} s CPU  {args.rows / ours_s:10,.0f} rows/s")
-    print(f"ratio (a)/(b):           {base_s / ours_s:.2f}x wall, {base_cpu / ours_cpu:.2f}x CPU  (target >= 0.5x)")
+    print(
+        f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at {min(args.domains, args.rows):,} domain(s)"
+    )
+    print(
+        f"(a) plain work:          {base_s:6.2f} s wall, {base_cpu:6.2f} s CPU  {args.rows / base_s:10,.0f} rows/s"
+    )
+    print(
+        f"(b) subscribers import:  {ours_s:6.2f} s wall, {ours_cpu:6.2f} s CPU  {args.rows / ours_s:10,.0f} rows/s"
+    )
+    print(
+        f"ratio (a)/(b):           {base_s / ours_s:.2f}x wall, {base_cpu / ours_cpu:.2f}x CPU  (target >= 0.5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,30 @@ LISTINGS: list[tuple[str, list[str], str, tuple[object, ...]]] = [
     ("first page", [], "", ()),
     ("page 10,000", ["--page", "10000"], "", ()),
     ("--status bounced", ["--status", "bounced"], "WHERE status = ?", ("bounced",)),
-    ("--search reader0999 (address)", ["--search", "reader0999"], "WHERE email LIKE ? OR lower(name) LIKE ?", ("%reader0999%", "%reader0999%")),
-    ("--search 'hartley' (name)", ["--search", "hartley"], "WHERE email LIKE ? OR lower(name) LIKE ?", ("%hartley%", "%hartley%")),
-    ("--status active --search example.net", ["--status", "active", "--search", "example.net"], "WHERE status = ? AND (email LIKE ? OR lower(name) LIKE ?)", ("active", "%example.net%", "%example.net%")),
-    ("--search qv (2 letters: no trigram)", ["--search", "qv"], "WHERE email LIKE ? OR lower(name) LIKE ?", ("%qv%", "%qv%")),
+    (
+        "--search reader0999 (address)",
+        ["--search", "reader0999"],
+        "WHERE email LIKE ? OR lower(name) LIKE ?",
+        ("%reader0999%", "%reader0999%"),
+    ),
+    (
+        "--search 'hartley' (name)",
+        ["--search", "hartley"],
+        "WHERE email LIKE ? OR lower(name) LIKE ?",
+        ("%hartley%", "%hartley%"),
+    ),
+    (
+        "--status active --search example.net",
+        ["--status", "active", "--search", "example.net"],
+        "WHERE status = ? AND (email LIKE ? OR lower(name) LIKE ?)",
+        ("active", "%example.net%", "%example.net%"),
+    ),
+    (
+        "--search qv (2 letters: no trigram)",
+        ["--search", "qv"],
+        "WHERE email LIKE ? OR lower(name) LIKE ?",
+        ("%qv%", "%qv%"),
+    ),
 ]
 SURNAMES = ("Hartley", "Nunez", "Whitfield", "Okafor", "Lindqvist", "Tanaka", "Moreau", "Silva")
 
@@ -72,9 +92,17 @@ def fill(url: str, rows: int) -> None:
             status = "bounced" if i % 50 == 0 else "unsubscribed" if i % 10 == 0 else "active"
             batch.append(
                 {
-                    "email": f"reader{i:07d}@example.{'net' if i % 3 else 'org'}", "name": f"Reader {SURNAMES[i % len(SURNAMES)]} {i}",
-                    "status": status, "topics": ["Access Control"] if i % 4 == 0 else [], "cadence": "daily", "paused": False,
-                    "created_at": now, "updated_at": now, "confirmed_at": now, "status_reason": "", "legacy_links": False,
+                    "email": f"reader{i:07d}@example.{'net' if i % 3 else 'org'}",
+                    "name": f"Reader {SURNAMES[i % len(SURNAMES)]} {i}",
+                    "status": status,
+                    "topics": ["Access Control"] if i % 4 == 0 else [],
+                    "cadence": "daily",
+                    "paused": False,
+                    "created_at": now,
+                    "updated_at": now,
+                    "confirmed_at": now,
+                    "status_reason": "",
+                    "legacy_links": False,
                 }
             )
             if len(batch) == 20_000:
@@ -92,7 +120,9 @@ def baseline(url: str, where: str, params: tuple[object, ...], offset: int) -> f
 
         where = where.replace("email LIKE", "lower(email) LIKE").replace("?", "%s")
         with psycopg.connect(url.replace("+psycopg", "")) as pg:
-            pg.execute(f"SELECT * FROM subscribers {where} ORDER BY id LIMIT 50 OFFSET {offset}", params).fetchall()
+            pg.execute(
+                f"SELECT * FROM subscribers {where} ORDER BY id LIMIT 50 OFFSET {offset}", params
+            ).fetchall()
             pg.execute(f"SELECT count(*) FROM subscribers {where}", params).fetchone()
         return time.perf_counter() - start
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
@@ -114,7 +144,12 @@ def command(url: str, args: list[str]) -> float:
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--postgresql", metavar="URL", default="", help="an empty PostgreSQL database to fill instead of a temporary SQLite file")
+    parser.add_argument(
+        "--postgresql",
+        metavar="URL",
+        default="",
+        help="an empty PostgreSQL database to fill instead of a temporary SQLite file",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db = args.postgresql or f"sqlite:///{Path(tmp) / 'list.sqlite'}"
@@ -127,7 +162,10 @@ def main_() -> None:
             offset = 9_999 * 50 if "--page" in options else 0
             base = min(baseline(db, where, params, offset) for _ in range(3))
             ours = min(command(db, options) for _ in range(3))
-            print(f"{label:40} {base:13.3f} s {ours:10.3f} s {base / ours:8.2f}" + ("" if ours < 1 else "  OVER 1 s"))
+            print(
+                f"{label:40} {base:13.3f} s {ours:10.3f} s {base / ours:8.2f}"
+                + ("" if ours < 1 else "  OVER 1 s")
+            )
 
 
 if __name__ == "__main__":

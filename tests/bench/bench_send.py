@@ -82,7 +82,15 @@ TOPIC_MIX = (
     ("Business", "Testing"),
 )
 SECRET = "bench-secret-key-at-least-32-bytes-long"  # links need 32 bytes (config refuses fewer)
-TARGETS = {"dkim_ed25519_ratio": 0.8, "rss_ratio": 1.3, "pipeline_ratio": 0.8, "cpu_us": 50.0, "render_ms": 20.0, "sink_vs_maildev": 1.25, "rate_tolerance": 0.05}
+TARGETS = {
+    "dkim_ed25519_ratio": 0.8,
+    "rss_ratio": 1.3,
+    "pipeline_ratio": 0.8,
+    "cpu_us": 50.0,
+    "render_ms": 20.0,
+    "sink_vs_maildev": 1.25,
+    "rate_tolerance": 0.05,
+}
 
 
 # -- small utilities ---------------------------------------------------------------------------
@@ -126,7 +134,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def settings_env(db: Path, port: int, work: Path, *, connections: int, rate_limit: float = 0.0) -> dict[str, str]:
+def settings_env(
+    db: Path, port: int, work: Path, *, connections: int, rate_limit: float = 0.0
+) -> dict[str, str]:
     return {
         "NEWSLETTER_DATABASE_URL": f"sqlite:///{db}",
         "NEWSLETTER_SMTP_HOST": "127.0.0.1",
@@ -211,7 +221,11 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     from newsletter.models import Subscriber, SubscriberStatus
 
     settings = load_settings(env={"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_REPORTS_SETTLE": "0"})
-    reports = sorted(load_reports(settings.reports.feed, timeout=5, teaser_length=settings.reports.teaser_length).reports, key=lambda r: r.published, reverse=True)
+    reports = sorted(
+        load_reports(settings.reports.feed, timeout=5, teaser_length=settings.reports.teaser_length).reports,
+        key=lambda r: r.published,
+        reverse=True,
+    )
     renderer = DigestRenderer(settings)
     times: list[float] = []
     selections = []
@@ -219,12 +233,16 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     numbered = [replace(r, seq=n) for n, r in enumerate(reversed(reports), start=1)]
     ledger = Ledger(len(numbered), numbered, list(reversed(numbered)))
     for topics in TOPIC_MIX:
-        who = Subscriber(id=1, email="reader@example.org", name="Reader", status=SubscriberStatus.ACTIVE, topics=topics)
+        who = Subscriber(
+            id=1, email="reader@example.org", name="Reader", status=SubscriberStatus.ACTIVE, topics=topics
+        )
         sel = select_reports(who, ledger, max_reports=settings.digest.max_reports)
         if sel.reports and sel.key not in {s.key for s in selections}:
             selections.append(sel)
     t = time.perf_counter()
-    renderer.render(selections[0].reports, archive_url="https://news.example.com/archive/0")  # the first: template compile, CSS parse
+    renderer.render(
+        selections[0].reports, archive_url="https://news.example.com/archive/0"
+    )  # the first: template compile, CSS parse
     cold = (time.perf_counter() - t) * 1000
     for rep in range(5):
         for i, sel in enumerate(selections):  # like an edition: each variant once, the renderer warm
@@ -234,12 +252,20 @@ def sample_message() -> tuple[bytes, int, list[float]]:
     times.insert(0, cold)
     digest = renderer.render(selections[0].reports, archive_url="https://news.example.com/archive/1")
     prepared = PreparedMessage(
-        from_name=settings.mail.from_name, from_address=settings.mail.from_address, subject=digest.subject,
-        text=digest.text, html=digest.html, list_id=settings.mail.list_id, extra_headers=(("X-Newsletter-Edition", "bench"),),
+        from_name=settings.mail.from_name,
+        from_address=settings.mail.from_address,
+        subject=digest.subject,
+        text=digest.text,
+        html=digest.html,
+        list_id=settings.mail.list_id,
+        extra_headers=(("X-Newsletter-Edition", "bench"),),
     )
     data = prepared.for_recipient(
-        to_address="reader0000001@example.org", to_name="Reader 1", message_id="<bench.0@example.com>",
-        date=datetime.now(UTC), unsubscribe_url="https://news.example.com/unsubscribe/" + "x" * 60,
+        to_address="reader0000001@example.org",
+        to_name="Reader 1",
+        message_id="<bench.0@example.com>",
+        date=datetime.now(UTC),
+        unsubscribe_url="https://news.example.com/unsubscribe/" + "x" * 60,
         preferences_url="https://news.example.com/preferences/" + "y" * 60,
     )
     return data, len(selections), times
@@ -283,7 +309,13 @@ def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
     for t in threads:
         t.join()
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    return {"count": count - len(errors), "wall": wall, "cpu": cpu, "rss_mb": peak_rss_mb(), "errors": errors[:3]}
+    return {
+        "count": count - len(errors),
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mb": peak_rss_mb(),
+        "errors": errors[:3],
+    }
 
 
 def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -293,7 +325,9 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(args.work)
     os.chdir(work)  # no ./newsletter.toml from the caller's directory
-    env = settings_env(Path(args.db), args.port, work, connections=args.connections, rate_limit=args.rate_limit)
+    env = settings_env(
+        Path(args.db), args.port, work, connections=args.connections, rate_limit=args.rate_limit
+    )
     env.update(dkim_env(args.dkim))
     settings = load_settings(env=env)
     service = Service(settings)
@@ -330,14 +364,29 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(10)
             elapsed = time.perf_counter() - t0
             timeline.append((round(elapsed, 1), done[0], round(current_rss_mb(), 1)))
-            print(f"    [{elapsed:6.0f} s] {done[0]:>9,} results, RSS {current_rss_mb():.0f} MB (peak {peak_rss_mb():.0f} MB)", file=sys.stderr, flush=True)
+            print(
+                f"    [{elapsed:6.0f} s] {done[0]:>9,} results, RSS {current_rss_mb():.0f} MB (peak {peak_rss_mb():.0f} MB)",
+                file=sys.stderr,
+                flush=True,
+            )
             if args.max_seconds and elapsed > args.max_seconds:
                 partial = {
-                    "partial": True, "wall": elapsed, "cpu": cpu_seconds() - cpu0, "main_thread_cpu": 0.0,
-                    "plan_wall": marks.get("planned_wall", t0) - t0, "plan_cpu": marks.get("planned_cpu", cpu0) - cpu0,
-                    "plan_thread_cpu": 0.0, "count": done[0], "counts": {"results so far": done[0]}, "variants": 0,
-                    "status": "stopped by --max-seconds", "rss_mb": peak_rss_mb(), "rss_before_mb": rss_before,
-                    "rss_at_planned_mb": marks.get("planned_rss", 0.0), "timeline": timeline, "sent_at": [],
+                    "partial": True,
+                    "wall": elapsed,
+                    "cpu": cpu_seconds() - cpu0,
+                    "main_thread_cpu": 0.0,
+                    "plan_wall": marks.get("planned_wall", t0) - t0,
+                    "plan_cpu": marks.get("planned_cpu", cpu0) - cpu0,
+                    "plan_thread_cpu": 0.0,
+                    "count": done[0],
+                    "counts": {"results so far": done[0]},
+                    "variants": 0,
+                    "status": "stopped by --max-seconds",
+                    "rss_mb": peak_rss_mb(),
+                    "rss_before_mb": rss_before,
+                    "rss_at_planned_mb": marks.get("planned_rss", 0.0),
+                    "timeline": timeline,
+                    "sent_at": [],
                 }
                 print(json.dumps(partial), flush=True)
                 os._exit(0)
@@ -400,7 +449,9 @@ def run_child(kind: str, **options: Any) -> dict[str, Any]:
             cmd.append(f"--{key.replace('_', '-')}")
         elif value not in (None, False):
             cmd += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if kind == "pipeline" else subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=None if kind == "pipeline" else subprocess.PIPE, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -463,8 +514,21 @@ def start_our_sink(work: Path, max_messages: int) -> Server:
     port = free_port()
     maildir = work / f"sink-maildir-{port}"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE), "--child", "sink", "--port", str(port), "--maildir", str(maildir), "--max-messages", str(max_messages)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(HERE),
+            "--child",
+            "sink",
+            "--port",
+            str(port),
+            "--maildir",
+            str(maildir),
+            "--max-messages",
+            str(max_messages),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -478,10 +542,17 @@ def maildev_binary() -> Path:
     if binary.exists():
         return binary
     if not shutil.which("npm"):
-        raise SystemExit("MailDev needs node and npm: sudo apt-get install -y nodejs npm (or pick another --target)")
+        raise SystemExit(
+            "MailDev needs node and npm: sudo apt-get install -y nodejs npm (or pick another --target)"
+        )
     MAILDEV_DIR.mkdir(parents=True, exist_ok=True)
     print(f"installing maildev@3 into {MAILDEV_DIR} (npm install maildev@3) ...", flush=True)
-    subprocess.run(["npm", "install", "--no-audit", "--no-fund", "maildev@3"], cwd=MAILDEV_DIR, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "maildev@3"],
+        cwd=MAILDEV_DIR,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return binary
 
 
@@ -491,8 +562,20 @@ def start_maildev(work: Path) -> Server:
     store = work / f"maildev-{port}"
     store.mkdir()
     proc = subprocess.Popen(
-        [str(binary), "--smtp", str(port), "--ip", "127.0.0.1", "--disable-web", "--mail-directory", str(store), "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
+        [
+            str(binary),
+            "--smtp",
+            str(port),
+            "--ip",
+            "127.0.0.1",
+            "--disable-web",
+            "--mail-directory",
+            str(store),
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=work,
     )
     wait_port(port, proc=proc)
     return Server("maildev", port, proc, store)
@@ -500,7 +583,11 @@ def start_maildev(work: Path) -> Server:
 
 @contextmanager
 def server(name: str, work: Path, max_messages: int) -> Iterator[Server]:
-    started = {"smtp-sink": start_smtp_sink, "sink": lambda: start_our_sink(work, max_messages), "maildev": lambda: start_maildev(work)}[name]()
+    started = {
+        "smtp-sink": start_smtp_sink,
+        "sink": lambda: start_our_sink(work, max_messages),
+        "maildev": lambda: start_maildev(work),
+    }[name]()
     try:
         yield started
     finally:
@@ -516,7 +603,9 @@ def files_in(directory: Path | None) -> int:
 # -- the modes ---------------------------------------------------------------------------------
 
 
-def measure_target(target: str, args: argparse.Namespace, work: Path, base_db: Path, message: Path) -> dict[str, Any]:
+def measure_target(
+    target: str, args: argparse.Namespace, work: Path, base_db: Path, message: Path
+) -> dict[str, Any]:
     n = args.subscribers
     with server(target, work, max_messages=n + 10) as srv:
         base = run_child("baseline", port=srv.port, count=n, connections=args.connections, message=message)
@@ -524,7 +613,9 @@ def measure_target(target: str, args: argparse.Namespace, work: Path, base_db: P
     run_dir.mkdir()
     copy_db(base_db, run_dir / "db.sqlite")
     with server(target, work, max_messages=n + 10) as srv:
-        pipe = run_child("pipeline", port=srv.port, connections=args.connections, db=run_dir / "db.sqlite", work=run_dir)
+        pipe = run_child(
+            "pipeline", port=srv.port, connections=args.connections, db=run_dir / "db.sqlite", work=run_dir
+        )
     (run_dir / "db.sqlite").unlink()
     return {"baseline": base, "pipeline": pipe}
 
@@ -537,27 +628,57 @@ def report_target(target: str, res: dict[str, Any], n: int) -> list[tuple[str, b
     extra_cpu_us = (pipe["cpu"] - base["cpu"]) / n * 1e6
     main_us = pipe["main_thread_cpu"] / n * 1e6
     print(f"\n== target {target}: {fmt(n)} recipients, {res['connections']} connections ==")
-    print(f"  (a) baseline smtplib      {fmt(a):>9} msg/s   wall {base['wall']:.1f} s  CPU {base['cpu']:.1f} s ({base['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {base['rss_mb']:.0f} MB")
-    print(f"  (b) pipeline (send)       {fmt(b):>9} msg/s   wall {pipe['wall']:.1f} s  CPU {pipe['cpu']:.1f} s ({pipe['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {pipe['rss_mb']:.0f} MB")
-    print(f"      of which planning     {pipe['plan_wall']:.1f} s wall, {pipe['plan_cpu']:.1f} s CPU ({pipe['plan_cpu'] / n * 1e6:.0f} us/recipient), {pipe['variants']} variants;"
-          f" sending {send_wall:.1f} s = {fmt(pipe['count'] / send_wall if send_wall > 0 else 0)} msg/s")
+    print(
+        f"  (a) baseline smtplib      {fmt(a):>9} msg/s   wall {base['wall']:.1f} s  CPU {base['cpu']:.1f} s ({base['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {base['rss_mb']:.0f} MB"
+    )
+    print(
+        f"  (b) pipeline (send)       {fmt(b):>9} msg/s   wall {pipe['wall']:.1f} s  CPU {pipe['cpu']:.1f} s ({pipe['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {pipe['rss_mb']:.0f} MB"
+    )
+    print(
+        f"      of which planning     {pipe['plan_wall']:.1f} s wall, {pipe['plan_cpu']:.1f} s CPU ({pipe['plan_cpu'] / n * 1e6:.0f} us/recipient), {pipe['variants']} variants;"
+        f" sending {send_wall:.1f} s = {fmt(pipe['count'] / send_wall if send_wall > 0 else 0)} msg/s"
+    )
     print(f"      rows: {pipe['counts']}, edition {pipe['status']}")
     ratio = b / a if a else 0.0
     print(f"  (b)/(a) = {ratio:.2f}")
-    print(f"  CPU outside SMTP I/O: {extra_cpu_us:.0f} us/recipient  [(CPU of b - CPU of a) / N]; main thread alone: {main_us:.0f} us/recipient")
+    print(
+        f"  CPU outside SMTP I/O: {extra_cpu_us:.0f} us/recipient  [(CPU of b - CPU of a) / N]; main thread alone: {main_us:.0f} us/recipient"
+    )
     # The split that says how the difference comes about: the pipeline's other threads are its SMTP
     # connections (plus a lease timer); their CPU against smtplib's for the same messages.
-    print(f"  CPU by part: pipeline main thread {main_us:.0f} us/recipient (planning {pipe['plan_cpu'] / n * 1e6:.0f}),"
-          f" its SMTP connection threads {(pipe['cpu'] - pipe['main_thread_cpu']) / n * 1e6:.0f} us/msg; baseline smtplib {base['cpu'] / n * 1e6:.0f} us/msg")
+    print(
+        f"  CPU by part: pipeline main thread {main_us:.0f} us/recipient (planning {pipe['plan_cpu'] / n * 1e6:.0f}),"
+        f" its SMTP connection threads {(pipe['cpu'] - pipe['main_thread_cpu']) / n * 1e6:.0f} us/msg; baseline smtplib {base['cpu'] / n * 1e6:.0f} us/msg"
+    )
     ok = pipe["count"] == n and base["count"] == n
     if not ok:
-        print(f"  WARNING: pipeline sent {pipe['count']}, baseline {base['count']} of {n}; errors {base['errors']}")
+        print(
+            f"  WARNING: pipeline sent {pipe['count']}, baseline {base['count']} of {n}; errors {base['errors']}"
+        )
     rows = []
     if target == "smtp-sink":
-        rows.append((f"(b)/(a) >= 0.8 at {fmt(n)} against smtp-sink", ratio >= TARGETS["pipeline_ratio"] and ok, f"{ratio:.2f} ({fmt(b)} vs {fmt(a)} msg/s)"))
-        rows.append(("CPU outside SMTP I/O <= 50 us/recipient", extra_cpu_us <= TARGETS["cpu_us"], f"{extra_cpu_us:.0f} us (main thread {main_us:.0f} us)"))
+        rows.append(
+            (
+                f"(b)/(a) >= 0.8 at {fmt(n)} against smtp-sink",
+                ratio >= TARGETS["pipeline_ratio"] and ok,
+                f"{ratio:.2f} ({fmt(b)} vs {fmt(a)} msg/s)",
+            )
+        )
+        rows.append(
+            (
+                "CPU outside SMTP I/O <= 50 us/recipient",
+                extra_cpu_us <= TARGETS["cpu_us"],
+                f"{extra_cpu_us:.0f} us (main thread {main_us:.0f} us)",
+            )
+        )
     else:
-        rows.append((f"(b)/(a) against {target} (no target; informative)", True, f"{ratio:.2f} ({fmt(b)} vs {fmt(a)} msg/s)"))
+        rows.append(
+            (
+                f"(b)/(a) against {target} (no target; informative)",
+                True,
+                f"{ratio:.2f} ({fmt(b)} vs {fmt(a)} msg/s)",
+            )
+        )
     return rows
 
 
@@ -574,19 +695,31 @@ def sink_vs_maildev(args: argparse.Namespace, work: Path, message: Path) -> tupl
             on_disk = files_in(srv.store_dir)
             lag = time.perf_counter() - client_done
         rates[name] = res["count"] / res["wall"]
-        print(f"  {name:8} received {fmt(res['count'])} in {res['wall']:.2f} s = {fmt(rates[name])} msg/s;"
-              f" {fmt(on_disk)} files on disk {lag:.1f} s after the client finished")
+        print(
+            f"  {name:8} received {fmt(res['count'])} in {res['wall']:.2f} s = {fmt(rates[name])} msg/s;"
+            f" {fmt(on_disk)} files on disk {lag:.1f} s after the client finished"
+        )
     ratio = rates["sink"] / rates["maildev"]
-    return ("our sink >= 1.25 x MailDev (same smtplib client, same run)", ratio >= TARGETS["sink_vs_maildev"], f"{ratio:.2f} ({fmt(rates['sink'])} vs {fmt(rates['maildev'])} msg/s)")
+    return (
+        "our sink >= 1.25 x MailDev (same smtplib client, same run)",
+        ratio >= TARGETS["sink_vs_maildev"],
+        f"{ratio:.2f} ({fmt(rates['sink'])} vs {fmt(rates['maildev'])} msg/s)",
+    )
 
 
 def render_row(times: list[float], variants: int) -> tuple[str, bool, str]:
     cold, warm = times[0], times[1:]
     mean, worst = statistics.mean(warm), max(warm)
-    print(f"\n== render + inline (DigestRenderer.render: Jinja2 + premailer), {variants} variants x 5 rounds ==\n"
-          f"  first render in the process (templates compiled) {cold:.1f} ms; then per variant: mean {mean:.1f} ms,"
-          f" median {statistics.median(warm):.1f} ms, p90 {sorted(warm)[int(len(warm) * 0.9)]:.1f} ms, max {worst:.1f} ms")
-    return ("render + inline <= 20 ms per variant", mean <= TARGETS["render_ms"], f"mean {mean:.1f} ms, max {worst:.1f} ms (first in process {cold:.1f} ms)")
+    print(
+        f"\n== render + inline (DigestRenderer.render: Jinja2 + premailer), {variants} variants x 5 rounds ==\n"
+        f"  first render in the process (templates compiled) {cold:.1f} ms; then per variant: mean {mean:.1f} ms,"
+        f" median {statistics.median(warm):.1f} ms, p90 {sorted(warm)[int(len(warm) * 0.9)]:.1f} ms, max {worst:.1f} ms"
+    )
+    return (
+        "render + inline <= 20 ms per variant",
+        mean <= TARGETS["render_ms"],
+        f"mean {mean:.1f} ms, max {worst:.1f} ms (first in process {cold:.1f} ms)",
+    )
 
 
 def scale_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
@@ -598,17 +731,34 @@ def scale_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
         run_dir.mkdir()
         print(f"  {fmt(n)} subscribers inserted in {setup:.0f} s; sending to smtp-sink ...", flush=True)
         with server("smtp-sink", work, max_messages=n) as srv:
-            res = run_child("pipeline", port=srv.port, connections=args.connections, db=db, work=run_dir,
-                            max_seconds=args.max_seconds if n == 1_000_000 else 0)
+            res = run_child(
+                "pipeline",
+                port=srv.port,
+                connections=args.connections,
+                db=db,
+                work=run_dir,
+                max_seconds=args.max_seconds if n == 1_000_000 else 0,
+            )
         db.unlink()
         results[n] = res
         note = "  PARTIAL: stopped by --max-seconds" if res.get("partial") else ""
-        print(f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB (after imports {res['rss_before_mb']:.0f} MB, at the end of planning {res['rss_at_planned_mb']:.0f} MB);"
-              f" planning {res['plan_wall']:.0f} s; {fmt(res['count'])} results in {res['wall']:.0f} s; rows {res['counts']}{note}", flush=True)
+        print(
+            f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB (after imports {res['rss_before_mb']:.0f} MB, at the end of planning {res['rss_at_planned_mb']:.0f} MB);"
+            f" planning {res['plan_wall']:.0f} s; {fmt(res['count'])} results in {res['wall']:.0f} s; rows {res['counts']}{note}",
+            flush=True,
+        )
     big, small = results[1_000_000], results[100_000]
     ratio = big["rss_mb"] / small["rss_mb"]
-    partial = f"; 1,000,000 run stopped after {big['wall']:.0f} s with {fmt(big['count'])} sent (peak so far)" if big.get("partial") else ""
-    return ("peak RSS 1,000,000 / 100,000 <= 1.3", ratio <= TARGETS["rss_ratio"], f"{ratio:.2f} ({big['rss_mb']:.0f} MB vs {small['rss_mb']:.0f} MB){partial}")
+    partial = (
+        f"; 1,000,000 run stopped after {big['wall']:.0f} s with {fmt(big['count'])} sent (peak so far)"
+        if big.get("partial")
+        else ""
+    )
+    return (
+        "peak RSS 1,000,000 / 100,000 <= 1.3",
+        ratio <= TARGETS["rss_ratio"],
+        f"{ratio:.2f} ({big['rss_mb']:.0f} MB vs {small['rss_mb']:.0f} MB){partial}",
+    )
 
 
 def rate_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
@@ -619,21 +769,38 @@ def rate_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
     run_dir = work / "rate-run"
     run_dir.mkdir()
     with server("sink", work, max_messages=n + 10) as srv:
-        res = run_child("pipeline", port=srv.port, connections=args.connections, db=db, work=run_dir, rate_limit=limit)
+        res = run_child(
+            "pipeline", port=srv.port, connections=args.connections, db=db, work=run_dir, rate_limit=limit
+        )
         srv.stop()
         index = srv.store_dir.parent / "sink-index.jsonl" if srv.store_dir else None
-        server_times = sorted(json.loads(line)["at"] for line in index.read_text().splitlines() if '"at"' in line) if index and index.exists() else []
+        server_times = (
+            sorted(json.loads(line)["at"] for line in index.read_text().splitlines() if '"at"' in line)
+            if index and index.exists()
+            else []
+        )
     client = res["sent_at"]
     measured = {}
-    for name, stamps in (("server (sink receive times)", server_times), ("client (results collected)", client)):
+    for name, stamps in (
+        ("server (sink receive times)", server_times),
+        ("client (results collected)", client),
+    ):
         if len(stamps) > 1:
             span = stamps[-1] - stamps[0]
             measured[name] = (len(stamps) - 1) / span
-            worst = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps[:: max(1, len(stamps) // 300)])
-            print(f"  {name}: {len(stamps)} messages over {span:.1f} s = {measured[name]:.1f} msg/s; busiest 1-second window {worst}")
+            worst = max(
+                sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps[:: max(1, len(stamps) // 300)]
+            )
+            print(
+                f"  {name}: {len(stamps)} messages over {span:.1f} s = {measured[name]:.1f} msg/s; busiest 1-second window {worst}"
+            )
     rate = measured.get("server (sink receive times)") or measured.get("client (results collected)", 0.0)
     off = abs(rate - limit) / limit
-    return (f"smtp.rate_limit=200 holds within 5% over {seconds:.0f} s", off <= TARGETS["rate_tolerance"], f"{rate:.1f} msg/s ({off:.1%} off)")
+    return (
+        f"smtp.rate_limit=200 holds within 5% over {seconds:.0f} s",
+        off <= TARGETS["rate_tolerance"],
+        f"{rate:.1f} msg/s ({off:.1%} off)",
+    )
 
 
 def dkim_env(kind: str) -> dict[str, str]:
@@ -663,22 +830,40 @@ def dkim_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
             run_dir.mkdir()
             copy_db(base_db, run_dir / "db.sqlite")
             with server("smtp-sink", work, max_messages=n + 10) as srv:
-                res = run_child("pipeline", port=srv.port, connections=args.connections, db=run_dir / "db.sqlite", work=run_dir, dkim=kind)
+                res = run_child(
+                    "pipeline",
+                    port=srv.port,
+                    connections=args.connections,
+                    db=run_dir / "db.sqlite",
+                    work=run_dir,
+                    dkim=kind,
+                )
             send_wall = res["wall"] - res["plan_wall"]
             rates[kind].append(res["count"] / res["wall"])
             cpus[kind].append(res["cpu"] / n * 1e6)
             sending = res["count"] / send_wall if send_wall > 0 else 0.0
-            print(f"  round {round_no} {kind or 'unsigned':9} {fmt(rates[kind][-1]):>7} msg/s end to end ({fmt(sending)} msg/s sending);"
-                  f" CPU {cpus[kind][-1]:.0f} us/recipient, main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
-                  f" rows {res['counts']}", flush=True)
+            print(
+                f"  round {round_no} {kind or 'unsigned':9} {fmt(rates[kind][-1]):>7} msg/s end to end ({fmt(sending)} msg/s sending);"
+                f" CPU {cpus[kind][-1]:.0f} us/recipient, main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
+                f" rows {res['counts']}",
+                flush=True,
+            )
             (run_dir / "db.sqlite").unlink()
     rate = {kind: statistics.median(values) for kind, values in rates.items()}
     cpu = {kind: statistics.median(values) for kind, values in cpus.items()}
     ed, rsa = rate["ed25519"] / rate[""], rate["rsa"] / rate[""]
-    print(f"  medians: unsigned {fmt(rate[''])} msg/s ({cpu['']:.0f} us CPU/recipient), ed25519 {fmt(rate['ed25519'])} msg/s ({cpu['ed25519']:.0f} us),"
-          f" rsa {fmt(rate['rsa'])} msg/s ({cpu['rsa']:.0f} us)")
-    print(f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}; signing CPU per recipient: ed25519 +{cpu['ed25519'] - cpu['']:.0f} us, rsa +{cpu['rsa'] - cpu['']:.0f} us")
-    return (f"ed25519 signing keeps >= 0.8 of the unsigned rate at {fmt(n)}", ed >= TARGETS["dkim_ed25519_ratio"], f"{ed:.2f} (rsa {rsa:.2f})")
+    print(
+        f"  medians: unsigned {fmt(rate[''])} msg/s ({cpu['']:.0f} us CPU/recipient), ed25519 {fmt(rate['ed25519'])} msg/s ({cpu['ed25519']:.0f} us),"
+        f" rsa {fmt(rate['rsa'])} msg/s ({cpu['rsa']:.0f} us)"
+    )
+    print(
+        f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}; signing CPU per recipient: ed25519 +{cpu['ed25519'] - cpu['']:.0f} us, rsa +{cpu['rsa'] - cpu['']:.0f} us"
+    )
+    return (
+        f"ed25519 signing keeps >= 0.8 of the unsigned rate at {fmt(n)}",
+        ed >= TARGETS["dkim_ed25519_ratio"],
+        f"{ed:.2f} (rsa {rsa:.2f})",
+    )
 
 
 def profile_run(args: argparse.Namespace, work: Path) -> None:
@@ -686,8 +871,12 @@ def profile_run(args: argparse.Namespace, work: Path) -> None:
     db = work / "profile.sqlite"
     make_subscriber_db(db, n)
     with server("smtp-sink", work, max_messages=n) as srv:
-        res = run_child("pipeline", port=srv.port, connections=args.connections, db=db, work=work, profile=True)
-    print(f"cProfile of the main thread (planning, rendering, outbox, claims, splicing, commits); {fmt(n)} recipients, wall {res['wall']:.1f} s under the profiler")
+        res = run_child(
+            "pipeline", port=srv.port, connections=args.connections, db=db, work=work, profile=True
+        )
+    print(
+        f"cProfile of the main thread (planning, rendering, outbox, claims, splicing, commits); {fmt(n)} recipients, wall {res['wall']:.1f} s under the profiler"
+    )
     print(res["profile_tottime"])
     print(res["profile_cumulative"])
 
@@ -699,19 +888,48 @@ def print_summary(rows: list[tuple[str, bool, str]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subscribers", type=int, default=100_000, help="recipients in the edition (default 100000)")
-    parser.add_argument("--connections", type=int, default=4, help="SMTP connections, smtp.connections (default 4)")
-    parser.add_argument("--target", choices=["smtp-sink", "sink", "maildev", "all"], default="all", help="SMTP server(s) for (a) and (b)")
-    parser.add_argument("--receive-count", type=int, default=20_000, help="messages for the sink-vs-MailDev receive test (default 20000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=100_000, help="recipients in the edition (default 100000)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=4, help="SMTP connections, smtp.connections (default 4)"
+    )
+    parser.add_argument(
+        "--target",
+        choices=["smtp-sink", "sink", "maildev", "all"],
+        default="all",
+        help="SMTP server(s) for (a) and (b)",
+    )
+    parser.add_argument(
+        "--receive-count",
+        type=int,
+        default=20_000,
+        help="messages for the sink-vs-MailDev receive test (default 20000)",
+    )
     parser.add_argument("--no-receive", action="store_true", help="skip the sink-vs-MailDev receive test")
-    parser.add_argument("--scale-check", action="store_true", help="only: peak RSS at 1,000,000 vs 100,000 subscribers")
+    parser.add_argument(
+        "--scale-check", action="store_true", help="only: peak RSS at 1,000,000 vs 100,000 subscribers"
+    )
     parser.add_argument("--rate-check", action="store_true", help="only: smtp.rate_limit=200 over 30 s")
     parser.add_argument("--profile", action="store_true", help="only: cProfile the pipeline's main thread")
-    parser.add_argument("--dkim-check", action="store_true", help="only: the pipeline with DKIM signing off, ed25519 and rsa (smtp-sink)")
+    parser.add_argument(
+        "--dkim-check",
+        action="store_true",
+        help="only: the pipeline with DKIM signing off, ed25519 and rsa (smtp-sink)",
+    )
     parser.add_argument("--dkim", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3, help="--dkim-check: interleaved rounds of off/ed25519/rsa, medians compared (default 3)")
-    parser.add_argument("--work-dir", default=None, help="keep the temporary files here (default: a temp dir, removed)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="--dkim-check: interleaved rounds of off/ed25519/rsa, medians compared (default 3)",
+    )
+    parser.add_argument(
+        "--work-dir", default=None, help="keep the temporary files here (default: a temp dir, removed)"
+    )
     # Internal: one measurement in a child process.
     parser.add_argument("--child", choices=["baseline", "pipeline", "sink"], help=argparse.SUPPRESS)
     for name in ("port", "count", "max-messages"):
@@ -719,8 +937,12 @@ def main() -> None:
     for name in ("message", "db", "work", "maildir"):
         parser.add_argument(f"--{name}", default="", help=argparse.SUPPRESS)
     parser.add_argument("--rate-limit", type=float, default=0.0, help=argparse.SUPPRESS)
-    parser.add_argument("--max-seconds", type=float, default=0.0,
-                        help="--scale-check: stop the 1,000,000 run after this long and report the peak RSS so far (default: no limit)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="--scale-check: stop the 1,000,000 run after this long and report the peak RSS so far (default: no limit)",
+    )
     args = parser.parse_args()
 
     if args.child == "sink":
@@ -733,7 +955,9 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="newsletter-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"newsletter send benchmark: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, work dir {work}")
+    print(
+        f"newsletter send benchmark: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, work dir {work}"
+    )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     rows: list[tuple[str, bool, str]] = []
     try:
@@ -744,7 +968,9 @@ def main() -> None:
             print("\n== scale check: the same pipeline at 100,000 and 1,000,000 subscribers (smtp-sink) ==")
             rows.append(scale_check(args, work))
         elif args.dkim_check:
-            print(f"\n== DKIM: the pipeline with signing off, ed25519-sha256 and rsa-sha256 (2048), {fmt(args.subscribers)} recipients, smtp-sink ==")
+            print(
+                f"\n== DKIM: the pipeline with signing off, ed25519-sha256 and rsa-sha256 (2048), {fmt(args.subscribers)} recipients, smtp-sink =="
+            )
             rows.append(dkim_check(args, work))
         elif args.rate_check:
             print("\n== rate check: smtp.rate_limit=200, 6,000 recipients (30 s), our sink ==")
@@ -764,10 +990,14 @@ def main() -> None:
                 res["connections"] = args.connections
                 rows += report_target(target, res, args.subscribers)
             if not args.no_receive:
-                print(f"\n== receive rate: our sink vs MailDev, {fmt(args.receive_count)} messages, the same smtplib client ({args.connections} connections) ==")
+                print(
+                    f"\n== receive rate: our sink vs MailDev, {fmt(args.receive_count)} messages, the same smtplib client ({args.connections} connections) =="
+                )
                 rows.append(sink_vs_maildev(args, work, message))
-        print("\nMethod: each measurement runs in a fresh child process; CPU = getrusage(RUSAGE_SELF) user+system over the"
-              "\nmeasured section; peak RSS = ru_maxrss of that child; SMTP servers run in their own processes.")
+        print(
+            "\nMethod: each measurement runs in a fresh child process; CPU = getrusage(RUSAGE_SELF) user+system over the"
+            "\nmeasured section; peak RSS = ru_maxrss of that child; SMTP servers run in their own processes."
+        )
         print_summary(rows)
     finally:
         if not args.work_dir:

@@ -103,14 +103,25 @@ def main() -> None:
         bench_send.copy_db(db, work / "plain.sqlite")
         prepared = {
             v.id: PreparedMessage(
-                from_name=settings.mail.from_name, from_address=settings.mail.from_address, subject=v.subject,
-                text=v.text, html=v.html, list_id=settings.mail.list_id, extra_headers=(("X-Newsletter-Edition", edition.key),),
+                from_name=settings.mail.from_name,
+                from_address=settings.mail.from_address,
+                subject=v.subject,
+                text=v.text,
+                html=v.html,
+                list_id=settings.mail.list_id,
+                extra_headers=(("X-Newsletter-Edition", edition.key),),
             )
             for v in service.store.editions.list_variants(edition.id)
         }
         sender = Sender(
-            settings, service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor(),
-            edition_id=edition.id, as_of=edition.as_of, prepared=prepared,
+            settings,
+            service.store.outbox,
+            service.store.subscribers,
+            service.signer,
+            service.runner.suppressor(),
+            edition_id=edition.id,
+            as_of=edition.as_of,
+            prepared=prepared,
         )
         batch = settings.delivery.batch_size
         claim_cpu = build_cpu = commit_cpu = 0.0
@@ -118,7 +129,9 @@ def main() -> None:
         date = format_datetime(sender.clock())
         while True:
             started = time.thread_time()
-            rows = service.store.outbox.claim_deliveries(edition.id, limit=batch, worker=sender.worker, lease_seconds=300, token=sender.token)
+            rows = service.store.outbox.claim_deliveries(
+                edition.id, limit=batch, worker=sender.worker, lease_seconds=300, token=sender.token
+            )
             claim_cpu += time.thread_time() - started
             if not rows:
                 break
@@ -132,17 +145,27 @@ def main() -> None:
             commit_cpu += time.thread_time() - started
             rows_done += len(rows)
         service.close()
-        plain_claim, plain_commit, plain_rows = plain_claim_and_commit(work / "plain.sqlite", edition.id, batch)
+        plain_claim, plain_commit, plain_rows = plain_claim_and_commit(
+            work / "plain.sqlite", edition.id, batch
+        )
 
         def per_row(seconds: float, n: int) -> float:
             return seconds / n * 1e6 if n else 0.0
 
-        print(f"send steps alone: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {rows_done:,} rows, batches of {batch}")
+        print(
+            f"send steps alone: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {rows_done:,} rows, batches of {batch}"
+        )
         print(f"  planning       {per_row(plan_cpu, rows_done):6.1f} us/row")
-        print(f"  claim          {per_row(claim_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_claim, plain_rows):5.1f} us/row  ({claim_cpu / plain_claim if plain_claim else 0:.2f}x)")
+        print(
+            f"  claim          {per_row(claim_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_claim, plain_rows):5.1f} us/row  ({claim_cpu / plain_claim if plain_claim else 0:.2f}x)"
+        )
         print(f"  build + tokens {per_row(build_cpu, rows_done):6.1f} us/row")
-        print(f"  commit         {per_row(commit_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_commit, plain_rows):5.1f} us/row  ({commit_cpu / plain_commit if plain_commit else 0:.2f}x)")
-        print(f"  main-thread steps added up: {per_row(plan_cpu + claim_cpu + build_cpu + commit_cpu, rows_done):.1f} us/row")
+        print(
+            f"  commit         {per_row(commit_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_commit, plain_rows):5.1f} us/row  ({commit_cpu / plain_commit if plain_commit else 0:.2f}x)"
+        )
+        print(
+            f"  main-thread steps added up: {per_row(plan_cpu + claim_cpu + build_cpu + commit_cpu, rows_done):.1f} us/row"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

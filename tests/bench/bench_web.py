@@ -95,10 +95,14 @@ def signup(base: str, i: int) -> int:
     # Each signup from its own client (X-Forwarded-For, believed from loopback by the child's
     # plain uvicorn.run), so the per-client limit does not cap the load, as in the audit.
     headers = {"X-Forwarded-For": f"198.18.{i // 250}.{i % 250 + 1}"}
-    return httpx.post(base + "/subscribe", data={"email": f"reader{i}@example.org"}, headers=headers, timeout=120).status_code
+    return httpx.post(
+        base + "/subscribe", data={"email": f"reader{i}@example.org"}, headers=headers, timeout=120
+    ).status_code
 
 
-def measure(tree: Path, work: Path, smtp_port: int, signups: int, samples: int) -> tuple[list[float], list[float]]:
+def measure(
+    tree: Path, work: Path, smtp_port: int, signups: int, samples: int
+) -> tuple[list[float], list[float]]:
     """(GET / latencies with no signups, GET / latencies just after ``signups`` concurrent signups)."""
     child, base = serve(tree, work, smtp_port)
     try:
@@ -136,18 +140,24 @@ def main() -> None:
             sink.faults.add(parse_fault_spec(f"rcpt:delay={args.delay:g}"))
             old_tree = tmp_path / "before"
             old_tree.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], check=True, capture_output=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.before], check=True, capture_output=True
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
             idle, after = measure(ROOT, tmp_path / "after", sink.port, args.signups, args.samples)
             _, before = measure(old_tree, tmp_path / "before-run", sink.port, args.signups, args.samples)
         finally:
             sink.stop()
-    print(f"{args.signups} concurrent signups, relay delay {args.delay:g} s per mail, {args.samples} GET / each")
+    print(
+        f"{args.signups} concurrent signups, relay delay {args.delay:g} s per mail, {args.samples} GET / each"
+    )
     print(line("(a) baseline: no signups", idle))
     print(line("(b) after: mail queue, just after the signups", after))
     print(line(f"(c) before ({args.before}): mail in the request pool", before))
     # The first GET after the burst is the one that meets a full thread pool (if the mail is in it).
-    print(f"ratio of the worst GET: (b)/(a) {max(after) / max(idle):.1f}   (c)/(a) {max(before) / max(idle):.1f}")
+    print(
+        f"ratio of the worst GET: (b)/(a) {max(after) / max(idle):.1f}   (c)/(a) {max(before) / max(idle):.1f}"
+    )
 
 
 if __name__ == "__main__":

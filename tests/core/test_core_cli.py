@@ -67,7 +67,9 @@ def clean_error(result) -> str:
 
 
 def test_subscribers_add_list_remove(cli):
-    out = ok(cli("subscribers", "add", "Ann@EXAMPLE.org", "--name", "Ann Reader", "--topics", "China;Government"))
+    out = ok(
+        cli("subscribers", "add", "Ann@EXAMPLE.org", "--name", "Ann Reader", "--topics", "China;Government")
+    )
     assert "Added ann@example.org" in out
     ok(cli("subscribers", "add", "bob@example.net"))
     out = ok(cli("subscribers", "add", "ann@example.org"))
@@ -191,11 +193,17 @@ def test_bad_inputs_are_clean_errors(cli, tmp_path, sink):
     assert "smtp.hots" in clean_error(cli("config", config_path=str(bad_toml)))
     assert "missing.toml" in clean_error(cli("config", config_path=str(tmp_path / "missing.toml")))
     assert "not-an-address" in clean_error(cli("subscribers", "add", "not-an-address"))
-    assert "Error:" in clean_error(cli("subscribers", "add", "x@example.org", "--name", "Eve\r\nBcc: y@example.org"))
+    assert "Error:" in clean_error(
+        cli("subscribers", "add", "x@example.org", "--name", "Eve\r\nBcc: y@example.org")
+    )
     assert "missing.csv" in clean_error(cli("subscribers", "import", str(tmp_path / "missing.csv")))
     ok(cli("subscribers", "add", "reader@example.org"))
     url = f"http://127.0.0.1:{closed_port()}/feed.xml"
-    out = clean_error(cli("send", "--key", "nofeed", env={"NEWSLETTER_REPORTS_FEED": url, "NEWSLETTER_REPORTS_TIMEOUT": "2"}))
+    out = clean_error(
+        cli(
+            "send", "--key", "nofeed", env={"NEWSLETTER_REPORTS_FEED": url, "NEWSLETTER_REPORTS_TIMEOUT": "2"}
+        )
+    )
     assert url in out
     assert len(out.splitlines()[0]) < 300
     assert sink.messages() == []
@@ -203,7 +211,9 @@ def test_bad_inputs_are_clean_errors(cli, tmp_path, sink):
     assert "nofeed" in out and "failed" in out
     broken = tmp_path / "broken.xml"
     broken.write_text("not a feed", encoding="utf-8")
-    assert str(broken) in clean_error(cli("send", "--key", "broken", env={"NEWSLETTER_REPORTS_FEED": str(broken)}))
+    assert str(broken) in clean_error(
+        cli("send", "--key", "broken", env={"NEWSLETTER_REPORTS_FEED": str(broken)})
+    )
     assert sink.messages() == []
     usage = cli("editions", "abc")
     assert usage.exit_code == 2 and "Error:" in usage.output and "Traceback" not in usage.output
@@ -235,7 +245,9 @@ def test_every_command_has_help():
         cmd = main
         for part in path:
             cmd = cmd.get_command(click.Context(cmd), part)
-        assert (cmd.help or cmd.short_help or "").strip(), f"{' '.join(path) or 'newsletter'} has no help text"
+        assert (cmd.help or cmd.short_help or "").strip(), (
+            f"{' '.join(path) or 'newsletter'} has no help text"
+        )
 
 
 def expected_demo_recipients() -> set[str]:
@@ -260,7 +272,14 @@ def test_demo_subprocess_delivers_one_message_per_matching_subscriber(tmp_path):
     maildir = tmp_path / "maildir"
     newsletter_bin = Path(sys.executable).parent / "newsletter"
     command = [str(newsletter_bin)] if newsletter_bin.exists() else [sys.executable, "-m", "newsletter"]
-    proc = subprocess.run([*command, "demo", "--maildir", str(maildir)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*command, "demo", "--maildir", str(maildir)],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     files = sorted((maildir / "new").iterdir())
@@ -279,7 +298,14 @@ def test_demo_subprocess_delivers_one_message_per_matching_subscriber(tmp_path):
 
 
 def test_python_dash_m_newsletter_help():
-    proc = subprocess.run([sys.executable, "-m", "newsletter", "--help"], cwd=PROJECT, env=clean_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--help"],
+        cwd=PROJECT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and "Usage:" in proc.stdout and "demo" in proc.stdout
 
 

@@ -35,7 +35,9 @@ def test_defaults_without_file_or_env():
 
 def test_toml_then_env_later_wins(tmp_path):
     path = toml(tmp_path, '[smtp]\nhost = "mail.example.net"\nport = 2525\n[digest]\nmax_reports = 5\n')
-    settings = load_settings(path, env={"NEWSLETTER_SMTP_PORT": "2626", "NEWSLETTER_SITE_BASE_URL": "https://x.example.com"})
+    settings = load_settings(
+        path, env={"NEWSLETTER_SMTP_PORT": "2626", "NEWSLETTER_SITE_BASE_URL": "https://x.example.com"}
+    )
     assert settings.smtp.host == "mail.example.net"
     assert settings.smtp.port == 2626
     assert settings.digest.max_reports == 5

@@ -23,7 +23,9 @@ def service(make_service):
     service = make_service(NEWSLETTER_DIGEST_MAX_REPORTS="2")
     assert import_file(service.store, SAMPLE_SUBSCRIBERS).added == 8
     store = service.store
-    assert store.subscribers.set_status(store.subscribers.find_subscriber(GONE).id, SubscriberStatus.UNSUBSCRIBED, reason="test")
+    assert store.subscribers.set_status(
+        store.subscribers.find_subscriber(GONE).id, SubscriberStatus.UNSUBSCRIBED, reason="test"
+    )
     return service
 
 
@@ -42,13 +44,17 @@ def test_clean_send(service, sink):
 
 
 def test_5xx_at_rcpt_fails_that_row_and_the_others_are_sent(service, sink):
-    rule = sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to="priya.raman@example.org"))
+    rule = sink.faults.add(
+        FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to="priya.raman@example.org")
+    )
     result, inv = run(service, sink)
     assert sink.faults.fired(rule) == 1  # a permanent failure is not retried
     failed = inv.by_email["priya.raman@example.org"]
     assert failed.state is DeliveryState.FAILED
     assert "priya.raman@example.org" not in inv.messages_by_rcpt
-    assert {r.email for r in inv.rows if r.state is DeliveryState.SENT} == set(inv.by_email) - {"priya.raman@example.org"}
+    assert {r.email for r in inv.rows if r.state is DeliveryState.SENT} == set(inv.by_email) - {
+        "priya.raman@example.org"
+    }
     assert len(inv.messages_by_rcpt) == 6
     assert result.edition.status is EditionStatus.SENT
     replies = service.store.outbox.failure_replies(result.edition.id)
@@ -108,7 +114,9 @@ def test_persistent_4xx_defers_the_row_and_keeps_the_edition_open(service, sink)
 
 
 def test_connection_lost_after_data_makes_the_row_unknown_not_resent(service, sink):
-    rule = sink.faults.add(FaultRule(stage="data", action="drop_after_store", to="dana.whitfield@example.org", times=1))
+    rule = sink.faults.add(
+        FaultRule(stage="data", action="drop_after_store", to="dana.whitfield@example.org", times=1)
+    )
     result, inv = run(service, sink)
     assert sink.faults.fired(rule) == 1
     assert inv.by_email["dana.whitfield@example.org"].state is DeliveryState.UNKNOWN
@@ -147,7 +155,9 @@ def test_several_connections_and_small_batches(make_service, sink):
     service.store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     sink.faults.add(FaultRule(stage="rcpt", code=550, to="reader1*@example.org"))
     result = service.runner.run(key="many", as_of=AS_OF)
-    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition, never=["reader05@example.org"])
+    inv = check_delivery(
+        service.store, service.signer, sink.messages(), result.edition, never=["reader05@example.org"]
+    )
     assert len(inv.rows) == 39
     failed = {r.email for r in inv.rows if r.state is DeliveryState.FAILED}
     assert failed == {f"reader1{i}@example.org" for i in range(10)}

@@ -24,7 +24,11 @@ def feed_items() -> list[dict]:
     """The sample feed read with ElementTree (independently of the service's parser)."""
     root = ET.parse(SAMPLE_FEED).getroot()
     return [
-        {"title": i.findtext("title"), "link": i.findtext("link"), "topics": [c.text for c in i.findall("category")]}
+        {
+            "title": i.findtext("title"),
+            "link": i.findtext("link"),
+            "topics": [c.text for c in i.findall("category")],
+        }
         for i in root.iter("item")
     ]
 
@@ -62,10 +66,20 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
         msg = parse(raw)
         # exactly one of each mandatory header
         names = [n.lower() for n in header_names(raw)]
-        for name in ("from", "to", "subject", "date", "message-id", "list-id", "list-unsubscribe", "list-unsubscribe-post", "mime-version"):
+        for name in (
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "list-id",
+            "list-unsubscribe",
+            "list-unsubscribe-post",
+            "mime-version",
+        ):
             assert names.count(name) == 1, f"{name} appears {names.count(name)} times"
         assert getaddresses([str(msg["From"])]) == [("Video Surveillance News", "news@example.com")]
-        (to_name, to_addr), = getaddresses([str(msg["To"])])
+        ((to_name, to_addr),) = getaddresses([str(msg["To"])])
         assert to_addr == rcpt and to_name == by_email[rcpt]["name"]
         assert parsedate_to_datetime(str(msg["Date"])).tzinfo is not None
         assert str(msg["Message-ID"]) == row.message_id
@@ -99,7 +113,9 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
         report_cells = [a for t, a in scan.tags if t == "td" and "report" in (a.get("class") or "").split()]
         assert len(report_cells) == n
         assert all(a.get("style") for a in report_cells)
-        report_links = [a for t, a in scan.tags if t == "a" and "report-title" in (a.get("class") or "").split()]
+        report_links = [
+            a for t, a in scan.tags if t == "a" and "report-title" in (a.get("class") or "").split()
+        ]
         assert all(a.get("style") for a in report_links)
         links = {a.get("href") for t, a in scan.tags if t == "a"}
         assert url in links
@@ -150,7 +166,9 @@ def test_subscriber_without_matching_topics_gets_nothing(make_service, sink):
     result = service.runner.run(key="k", as_of=AS_OF)
     rows = service.store.outbox.list_deliveries(result.edition.id)
     assert [r.email for r in rows] == ["match@example.org"]
-    check_delivery(service.store, service.signer, sink.messages(), result.edition, never=["nomatch@example.org"])
+    check_delivery(
+        service.store, service.signer, sink.messages(), result.edition, never=["nomatch@example.org"]
+    )
     assert [m.rcpt_tos for m in sink.messages()] == [("match@example.org",)]
 
 
@@ -179,8 +197,14 @@ def test_newer_report_goes_only_to_matching_subscribers(make_service, sink, tmp_
     second = service.runner.run(key="e2", as_of=utc(2018, 8, 24))
     assert second.edition.status is EditionStatus.SENT
     rows = service.store.outbox.list_deliveries(second.edition.id)
-    expected = {r["email"] for r in sample_rows if not r["topics"] or "Cybersecurity" in r["topics"].split(";")}
-    assert {r.email for r in rows} == expected == {"dana.whitfield@example.org", "rachel.okafor@example.net", "priya.raman@example.org"}
+    expected = {
+        r["email"] for r in sample_rows if not r["topics"] or "Cybersecurity" in r["topics"].split(";")
+    }
+    assert (
+        {r.email for r in rows}
+        == expected
+        == {"dana.whitfield@example.org", "rachel.okafor@example.net", "priya.raman@example.org"}
+    )
     inv = check_delivery(service.store, service.signer, sink.messages(), second.edition)
     assert set(inv.messages_by_rcpt) == expected
     for (m,) in inv.messages_by_rcpt.values():
@@ -199,7 +223,9 @@ def test_unsubscribed_before_send_never_reaches_sink(sample_service, sink):
     gone = store.subscribers.find_subscriber("priya.raman@example.org")
     assert store.subscribers.set_status(gone.id, SubscriberStatus.UNSUBSCRIBED)
     result = sample_service.runner.run(key="k", as_of=AS_OF)
-    inv = check_delivery(store, sample_service.signer, sink.messages(), result.edition, never=["priya.raman@example.org"])
+    inv = check_delivery(
+        store, sample_service.signer, sink.messages(), result.edition, never=["priya.raman@example.org"]
+    )
     assert "priya.raman@example.org" not in inv.by_email
     assert len(inv.messages_by_rcpt) == 7
 
@@ -213,7 +239,9 @@ def test_unsubscribe_after_planning_suppresses_the_row(sample_service, sink):
         store.subscribers.set_status(leaving.id, SubscriberStatus.UNSUBSCRIBED)
 
     result = sample_service.runner.run(key="k", as_of=AS_OF, on_planned=planned)
-    inv = check_delivery(store, sample_service.signer, sink.messages(), result.edition, never=["kenji.watanabe@example.org"])
+    inv = check_delivery(
+        store, sample_service.signer, sink.messages(), result.edition, never=["kenji.watanabe@example.org"]
+    )
     assert inv.by_email["kenji.watanabe@example.org"].state is DeliveryState.SUPPRESSED
     assert len(inv.messages_by_rcpt) == 7
 
@@ -221,10 +249,26 @@ def test_unsubscribe_after_planning_suppresses_the_row(sample_service, sink):
 def test_small_html_budget_drops_the_tail_as_more_reports(make_service, sink, tmp_path):
     from newsletter.subscriptions import add_subscriber
 
-    teaser = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. " * 3)[:270]
-    items = [Item(f"Report number {i:02d}", f"r{i:02d}", utc(2018, 8, 1, 12, i), teaser=teaser, topics=["Business", "China"]) for i in range(30)]
+    teaser = (
+        "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. "
+        * 3
+    )[:270]
+    items = [
+        Item(
+            f"Report number {i:02d}",
+            f"r{i:02d}",
+            utc(2018, 8, 1, 12, i),
+            teaser=teaser,
+            topics=["Business", "China"],
+        )
+        for i in range(30)
+    ]
     feed = write_rss(tmp_path / "big.xml", items)
-    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_DIGEST_MAX_REPORTS="30", NEWSLETTER_DIGEST_MAX_HTML_BYTES="10000")
+    service = make_service(
+        NEWSLETTER_REPORTS_FEED=str(feed),
+        NEWSLETTER_DIGEST_MAX_REPORTS="30",
+        NEWSLETTER_DIGEST_MAX_HTML_BYTES="10000",
+    )
     add_subscriber(service.store, "reader@example.org", name="Reader")
     result = service.runner.run(key="k", as_of=AS_OF)
     inv = check_delivery(service.store, service.signer, sink.messages(), result.edition)
@@ -246,7 +290,10 @@ def test_default_budget_keeps_html_under_90kb_with_long_teasers(make_service, si
     from newsletter.subscriptions import add_subscriber
 
     teaser = "Word " * 400
-    items = [Item(f"Long report {i}", f"l{i}", utc(2018, 8, 2, i), teaser=teaser, topics=["China"]) for i in range(10)]
+    items = [
+        Item(f"Long report {i}", f"l{i}", utc(2018, 8, 2, i), teaser=teaser, topics=["China"])
+        for i in range(10)
+    ]
     feed = write_rss(tmp_path / "long.xml", items)
     service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_REPORTS_TEASER_LENGTH="2000")
     add_subscriber(service.store, "reader@example.org")

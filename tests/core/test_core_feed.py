@@ -106,7 +106,9 @@ def test_same_id_twice_is_one_row_and_changes_update_it(tmp_path, make_service):
 
 
 def test_link_is_the_id_when_there_is_no_guid():
-    text = rss([Item("No guid", "no-guid", utc(2018, 8, 1))]).replace('<guid isPermaLink="false">test-no-guid</guid>', "")
+    text = rss([Item("No guid", "no-guid", utc(2018, 8, 1))]).replace(
+        '<guid isPermaLink="false">test-no-guid</guid>', ""
+    )
     (report,) = parse_feed(text.encode(), source="x")
     assert report.id == "https://example.com/reports/no-guid"
 
@@ -132,7 +134,9 @@ def test_entry_without_date_is_kept_dated_when_first_seen_and_one_without_link_i
     text = text.replace(text[text.index("<pubDate>") : text.index("</pubDate>") + 10], "")
     (report,) = parse_feed(text.encode(), source="f.xml", now=utc(2018, 8, 5, 12))
     assert report.title == "Dateless" and report.published == utc(2018, 8, 5, 12)
-    text = rss([Item("Relative", "r", utc(2018, 8, 1))]).replace("https://example.com/reports/r", "/reports/r")
+    text = rss([Item("Relative", "r", utc(2018, 8, 1))]).replace(
+        "https://example.com/reports/r", "/reports/r"
+    )
     with pytest.raises(FeedError) as excinfo:
         parse_feed(text.encode(), source="f.xml")
     assert "Relative" in str(excinfo.value)
@@ -232,6 +236,11 @@ def test_feed_over_http(make_service, tmp_path):
 
 
 def test_plain_text_title_keeps_angle_brackets():
-    text = rss([Item("Cameras <$100 vs >$500 Compared", "x", utc(2018, 8, 1)), Item("Standard <2018> Update", "y", utc(2018, 8, 2))])
+    text = rss(
+        [
+            Item("Cameras <$100 vs >$500 Compared", "x", utc(2018, 8, 1)),
+            Item("Standard <2018> Update", "y", utc(2018, 8, 2)),
+        ]
+    )
     titles = [r.title for r in parse_feed(text.encode(), source="x")]
     assert titles == ["Cameras <$100 vs >$500 Compared", "Standard <2018> Update"]

@@ -68,17 +68,26 @@ def compare(name: str, actual: bytes) -> None:
 
         diff = "\n".join(
             difflib.unified_diff(
-                expected.decode("utf-8", "replace").splitlines(), actual.decode("utf-8", "replace").splitlines(), "golden/" + name, "rendered", lineterm="", n=2
+                expected.decode("utf-8", "replace").splitlines(),
+                actual.decode("utf-8", "replace").splitlines(),
+                "golden/" + name,
+                "rendered",
+                lineterm="",
+                n=2,
             )
         )
-        pytest.fail(f"{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it after review):\n{diff[:6000]}")
+        pytest.fail(
+            f"{name} differs from the golden file (UPDATE_GOLDEN=1 rewrites it after review):\n{diff[:6000]}"
+        )
 
 
 def test_rendered_digest_matches_golden(tmp_path):
     settings = settings_for_golden(tmp_path)
     digest = DigestRenderer(settings).render(REPORTS, archive_url="https://news.example.com/archive/1")
     assert digest.more_count == 0 and digest.reports == REPORTS
-    assert digest.subject == "First US City Bans Hikvision and 2 more"  # the headline first (the From name says who)
+    assert (
+        digest.subject == "First US City Bans Hikvision and 2 more"
+    )  # the headline first (the From name says who)
     compare("digest.html", digest.html.encode("utf-8"))
     compare("digest.txt", digest.text.encode("utf-8"))
 
@@ -100,11 +109,21 @@ def normalise_message(raw: bytes) -> bytes:
 
 def test_delivered_message_matches_golden(make_service, sink, tmp_path):
     items = [
-        Item(r.title, r.url.rsplit("/", 1)[1], r.published, teaser=r.teaser, topics=r.topics, guid=r.id, extra="<membersonly>true</membersonly>" if r.members_only else "")
+        Item(
+            r.title,
+            r.url.rsplit("/", 1)[1],
+            r.published,
+            teaser=r.teaser,
+            topics=r.topics,
+            guid=r.id,
+            extra="<membersonly>true</membersonly>" if r.members_only else "",
+        )
         for r in REPORTS
     ]
     feed = write_rss(tmp_path / "feed.xml", items)
-    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_SITE_BASE_URL="https://news.example.com")
+    service = make_service(
+        NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_SITE_BASE_URL="https://news.example.com"
+    )
     add_subscriber(service.store, "jose.nunez@example.net", name="José Núñez")
     result = service.runner.run(key="golden", as_of=utc(2018, 8, 22))
     (m,) = sink.messages()
@@ -112,5 +131,9 @@ def test_delivered_message_matches_golden(make_service, sink, tmp_path):
     row = service.store.outbox.list_deliveries(result.edition.id)[0]
     assert f"Message-ID: {row.message_id}\r\n".encode() in m.raw
     normalised = normalise_message(m.raw)
-    assert b"BOUNDARY" in normalised and b"Message-ID: <MESSAGE-ID>\r\n" in normalised and b"Date: DATE\r\n" in normalised
+    assert (
+        b"BOUNDARY" in normalised
+        and b"Message-ID: <MESSAGE-ID>\r\n" in normalised
+        and b"Date: DATE\r\n" in normalised
+    )
     compare("message.eml", normalised)

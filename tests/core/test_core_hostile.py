@@ -19,7 +19,19 @@ from tests.invariants import assert_wire_format, check_delivery, parse
 from .helpers import header_names, parts, scan_html
 
 AS_OF = utc(2018, 8, 22)
-BASE_HEADERS = {"to", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post", "from", "subject", "list-id", "x-newsletter-edition", "mime-version", "content-type"}
+BASE_HEADERS = {
+    "to",
+    "date",
+    "message-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "from",
+    "subject",
+    "list-id",
+    "x-newsletter-edition",
+    "mime-version",
+    "content-type",
+}
 
 
 def send_one(make_service, sink, tmp_path, items, *, email="reader@example.org", name="Reader", **env):
@@ -106,7 +118,16 @@ HOSTILE_TITLE = (
 
 
 def test_crlf_and_markup_in_a_report_title(make_service, sink, tmp_path):
-    items = [Item(HOSTILE_TITLE, "evil", utc(2018, 8, 1), raw_title=True, teaser="Teaser &lt;script&gt;x&lt;/script&gt; &amp; more", raw_teaser=True)]
+    items = [
+        Item(
+            HOSTILE_TITLE,
+            "evil",
+            utc(2018, 8, 1),
+            raw_title=True,
+            teaser="Teaser &lt;script&gt;x&lt;/script&gt; &amp; more",
+            raw_teaser=True,
+        )
+    ]
     service, m = send_one(make_service, sink, tmp_path, items)
     raw = m.raw
     assert_wire_format(raw)
@@ -177,7 +198,12 @@ def test_crlf_in_a_subscriber_name_is_refused_at_every_entry_point(make_service)
     service = make_service()
     with pytest.raises(SubscriberError):
         add_subscriber(service.store, "a@example.org", name="Eve\r\nBcc: x@example.org")
-    result = import_csv(service.store, io.StringIO('email,name\nb@example.org,"Eve\r\nBcc: x@example.org"\nc@example.org,Fine\n', newline=""))
+    result = import_csv(
+        service.store,
+        io.StringIO(
+            'email,name\nb@example.org,"Eve\r\nBcc: x@example.org"\nc@example.org,Fine\n', newline=""
+        ),
+    )
     assert result.added == 1 and len(result.errors) == 1
     assert service.store.subscribers.find_subscriber("b@example.org") is None
 
@@ -195,7 +221,9 @@ def test_crlf_name_in_the_database_does_not_break_the_edition(make_service, sink
         for m in sink.messages():
             assert b"\r\nBcc:" not in m.raw.split(b"\r\n\r\n", 1)[0]
             assert m.rcpt_tos != ("victim@example.org",)
-    inv = check_delivery(service.store, service.signer, sink.messages(), result.edition, never=["victim@example.org"])
+    inv = check_delivery(
+        service.store, service.signer, sink.messages(), result.edition, never=["victim@example.org"]
+    )
     assert inv.by_email["ok@example.org"].state is DeliveryState.SENT
 
 
@@ -207,18 +235,47 @@ def test_header_builders_refuse_line_breaks():
             address_header("To", bad, "x@example.org")
         with pytest.raises(HeaderInjection):
             address_header("To", "", "x@example.org" + bad)
-    prepared = PreparedMessage(from_name="N", from_address="n@example.com", subject="S", text="t %%UNSUBSCRIBE_URL%%", html="<p>h</p>", list_id="L <l.example.com>")
+    prepared = PreparedMessage(
+        from_name="N",
+        from_address="n@example.com",
+        subject="S",
+        text="t %%UNSUBSCRIBE_URL%%",
+        html="<p>h</p>",
+        list_id="L <l.example.com>",
+    )
     with pytest.raises(HeaderInjection):
-        prepared.for_recipient(to_address="x@example.org", to_name="", message_id="<a@b>\r\nBcc: y@z", date="Mon, 20 Aug 2018 14:00:00 +0000", unsubscribe_url="https://u/1", preferences_url="https://p/1")
+        prepared.for_recipient(
+            to_address="x@example.org",
+            to_name="",
+            message_id="<a@b>\r\nBcc: y@z",
+            date="Mon, 20 Aug 2018 14:00:00 +0000",
+            unsubscribe_url="https://u/1",
+            preferences_url="https://p/1",
+        )
     with pytest.raises(HeaderInjection):
-        PreparedMessage(from_name="N", from_address="n@example.com", subject="S\r\nBcc: y@z", text="t", html="h", list_id="L")
+        PreparedMessage(
+            from_name="N",
+            from_address="n@example.com",
+            subject="S\r\nBcc: y@z",
+            text="t",
+            html="h",
+            list_id="L",
+        )
 
 
 def test_body_lines_starting_with_a_dot_survive_smtp(make_service, sink, tmp_path):
     teaser = "." * 75 + " ." + "." * 150 + " end"
-    service, m = send_one(make_service, sink, tmp_path, [Item("Dots", "dots", utc(2018, 8, 1), teaser=teaser)], NEWSLETTER_REPORTS_TEASER_LENGTH="1000")
+    service, m = send_one(
+        make_service,
+        sink,
+        tmp_path,
+        [Item("Dots", "dots", utc(2018, 8, 1), teaser=teaser)],
+        NEWSLETTER_REPORTS_TEASER_LENGTH="1000",
+    )
     text, html = parts(parse(m.raw))
-    assert teaser in " ".join(text.split())  # the text part wraps at 76 columns (at spaces); every dot arrives
+    assert teaser in " ".join(
+        text.split()
+    )  # the text part wraps at 76 columns (at spaces); every dot arrives
     assert teaser in html
 
 
@@ -228,8 +285,12 @@ def test_configured_from_name_and_reply_to(make_service, sink, tmp_path, from_na
     from email.utils import parsedate_to_datetime
 
     service, m = send_one(
-        make_service, sink, tmp_path, [Item("Plain", "p", utc(2018, 8, 1))],
-        NEWSLETTER_MAIL_FROM_NAME=from_name, NEWSLETTER_MAIL_REPLY_TO="editors@example.com",
+        make_service,
+        sink,
+        tmp_path,
+        [Item("Plain", "p", utc(2018, 8, 1))],
+        NEWSLETTER_MAIL_FROM_NAME=from_name,
+        NEWSLETTER_MAIL_REPLY_TO="editors@example.com",
     )
     assert_wire_format(m.raw)
     assert m.raw.split(b"\r\n\r\n", 1)[0].isascii()

@@ -11,9 +11,20 @@ DOTS = re.compile(rb"(?m)^\.")
 
 
 def prepared() -> PreparedMessage:
-    text = f".leading dot\n..two dots\nmiddle . dot\n{RECIPIENT_MARK}\n.{UNSUBSCRIBE_MARK}\n{PREFERENCES_MARK}.\n." + "x" * 200 + "\n.\n"
-    html = f"<p>.x</p>\n.<a href=\"{UNSUBSCRIBE_MARK}\">u</a>\n<p>{RECIPIENT_MARK}</p>\n" + ". " * 300
-    return PreparedMessage(from_name="Video Surveillance News", from_address="news@example.com", subject="S", text=text, html=html, list_id="L <l.example.com>")
+    text = (
+        f".leading dot\n..two dots\nmiddle . dot\n{RECIPIENT_MARK}\n.{UNSUBSCRIBE_MARK}\n{PREFERENCES_MARK}.\n."
+        + "x" * 200
+        + "\n.\n"
+    )
+    html = f'<p>.x</p>\n.<a href="{UNSUBSCRIBE_MARK}">u</a>\n<p>{RECIPIENT_MARK}</p>\n' + ". " * 300
+    return PreparedMessage(
+        from_name="Video Surveillance News",
+        from_address="news@example.com",
+        subject="S",
+        text=text,
+        html=html,
+        list_id="L <l.example.com>",
+    )
 
 
 def test_dot_stuffed_wire_form_matches_stuffing_the_plain_message() -> None:

@@ -22,18 +22,30 @@ AS_OF = utc(2018, 8, 22)
 
 def report(i: int, topics=("China",), hours=0) -> Report:
     """Report i, stored i-th (seq i), published i hours into August 2018 (plus ``hours``)."""
-    return Report(f"r{i}", f"Report {i}", f"https://example.com/reports/r{i}", utc(2018, 8, 1) + timedelta(hours=i + hours), "t", tuple(topics), seq=i)
+    return Report(
+        f"r{i}",
+        f"Report {i}",
+        f"https://example.com/reports/r{i}",
+        utc(2018, 8, 1) + timedelta(hours=i + hours),
+        "t",
+        tuple(topics),
+        seq=i,
+    )
 
 
 def subscriber(topics=(), last=None, mark=None) -> Subscriber:
-    return Subscriber(1, "a@example.org", "", SubscriberStatus.ACTIVE, tuple(topics), last_digest_at=last, ledger_seq=mark)
+    return Subscriber(
+        1, "a@example.org", "", SubscriberStatus.ACTIVE, tuple(topics), last_digest_at=last, ledger_seq=mark
+    )
 
 
 def ledger(reports: list[Report], horizon: int | None = None) -> Ledger:
     """The ledger planning would read: owed in seq order, recent newest first."""
     horizon = max(r.seq for r in reports) if horizon is None else horizon
     kept = [r for r in reports if r.seq <= horizon]
-    return Ledger(horizon, sorted(kept, key=lambda r: r.seq), sorted(kept, key=lambda r: r.published, reverse=True))
+    return Ledger(
+        horizon, sorted(kept, key=lambda r: r.seq), sorted(kept, key=lambda r: r.published, reverse=True)
+    )
 
 
 def test_topic_match_is_case_insensitive_and_empty_means_all():
@@ -61,7 +73,10 @@ def test_later_digest_takes_only_what_was_stored_after_the_mark():
 def test_late_and_backdated_reports_are_still_new_for_the_reader():
     """Regression: "new for you" was decided by pubDate against the last digest, so a report
     stored after that digest but dated before it was skipped for every reader, for ever."""
-    stored = [report(i) for i in range(1, 11)] + [report(11, hours=-200), report(12, hours=-5000)]  # dated days and months back
+    stored = [report(i) for i in range(1, 11)] + [
+        report(11, hours=-200),
+        report(12, hours=-5000),
+    ]  # dated days and months back
     selection = select_reports(subscriber(last=AS_OF, mark=10), ledger(stored), max_reports=10)
     assert {r.id for r in selection.reports} == {"r11", "r12"}
     assert [r.id for r in selection.reports] == ["r11", "r12"]  # still shown newest first by date
@@ -71,7 +86,9 @@ def test_overflow_is_carried_to_the_next_digest_not_dropped():
     """Regression: over digest.max_reports, the newest were sent and the rest never were."""
     book = ledger([report(i) for i in range(1, 26)])
     first = select_reports(subscriber(last=AS_OF, mark=0), book, max_reports=10)
-    assert [r.seq for r in first.reports] == list(range(10, 0, -1)) and first.mark == 10 and first.carried == 15
+    assert (
+        [r.seq for r in first.reports] == list(range(10, 0, -1)) and first.mark == 10 and first.carried == 15
+    )
     assert "15 more carried to the next digest" in first.reason
     second = select_reports(subscriber(last=AS_OF, mark=first.mark), book, max_reports=10)
     third = select_reports(subscriber(last=AS_OF, mark=second.mark), book, max_reports=10)
@@ -86,7 +103,10 @@ def test_settle_horizon_leaves_fresh_reports_and_everything_after_them_for_the_n
 
 
 def test_settle_time_in_an_edition(make_service, sink, tmp_path):
-    items = [Item("Old enough", "old", AS_OF - timedelta(hours=2), topics=["China"]), Item("Too fresh", "fresh", AS_OF - timedelta(minutes=5), topics=["China"])]
+    items = [
+        Item("Old enough", "old", AS_OF - timedelta(hours=2), topics=["China"]),
+        Item("Too fresh", "fresh", AS_OF - timedelta(minutes=5), topics=["China"]),
+    ]
     feed = write_rss(tmp_path / "feed.xml", items)
     service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_REPORTS_SETTLE="600")
     add_subscriber(service.store, "reader@example.org")
@@ -109,7 +129,11 @@ def test_max_reports_setting(make_service, sink):
     inv = check_delivery(service.store, service.signer, sink.messages(), result.edition)
     (m,) = inv.messages_by_rcpt["reader@example.org"]
     text, _ = parts(parse(m.raw))
-    assert "3 new reports" in text and "\n3. " in text.replace("\r\n", "\n") and "\n4. " not in text.replace("\r\n", "\n")
+    assert (
+        "3 new reports" in text
+        and "\n3. " in text.replace("\r\n", "\n")
+        and "\n4. " not in text.replace("\r\n", "\n")
+    )
     (variant,) = service.store.editions.list_variants(result.edition.id)
     assert len(variant.report_ids) == 3
 
@@ -168,9 +192,14 @@ def test_preview_renders_without_sending_and_is_empty_after_a_digest(sample_serv
     sample_service.runner.ingest()
     before = render_preview(sample_service.runner, email="marcus.oyelaran@example.net")
     assert before.subject.startswith(before.selection.reports[0].title[:30])  # the headline leads
-    assert before.selection.reports and all({"China", "Government"} & set(r.topics) for r in before.selection.reports)
+    assert before.selection.reports and all(
+        {"China", "Government"} & set(r.topics) for r in before.selection.reports
+    )
     assert "%%" not in before.html and "%%" not in before.text
-    assert before.message.endswith(b"\r\n") and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in before.message
+    assert (
+        before.message.endswith(b"\r\n")
+        and b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in before.message
+    )
     assert sink.messages() == []
     sample_service.runner.run(key="k", fetch=False)
     after = render_preview(sample_service.runner, email="marcus.oyelaran@example.net")

@@ -37,7 +37,18 @@ def test_domain_is_lowercased_and_whitespace_trimmed():
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "   ", "plainaddress", "@example.org", "reader@", "reader@example", "two@@example.org", "a b@example.org", "reader@example.org\r\nBcc: x@example.org", "x\x00@example.org"],
+    [
+        "",
+        "   ",
+        "plainaddress",
+        "@example.org",
+        "reader@",
+        "reader@example",
+        "two@@example.org",
+        "a b@example.org",
+        "reader@example.org\r\nBcc: x@example.org",
+        "x\x00@example.org",
+    ],
 )
 def test_invalid_addresses_are_refused_with_a_reason(bad):
     with pytest.raises(InvalidAddress) as excinfo:
@@ -46,12 +57,18 @@ def test_invalid_addresses_are_refused_with_a_reason(bad):
 
 
 def test_add_is_idempotent_and_normalises(store):
-    first, created = add_subscriber(store, "Reader@EXAMPLE.org", name="  Ann   Reader ", topics="China; Government,China")
+    first, created = add_subscriber(
+        store, "Reader@EXAMPLE.org", name="  Ann   Reader ", topics="China; Government,China"
+    )
     assert created
     assert first.email == "reader@example.org"
     assert first.name == "Ann Reader"
     assert first.topics == ("China", "Government")
-    assert first.status is SubscriberStatus.ACTIVE and first.confirmed_at is not None and first.created_at.tzinfo is not None
+    assert (
+        first.status is SubscriberStatus.ACTIVE
+        and first.confirmed_at is not None
+        and first.created_at.tzinfo is not None
+    )
     again, created = add_subscriber(store, "Reader@example.ORG", name="Other")
     assert not created and again.id == first.id and again.name == "Ann Reader"
     assert len(list(store.subscribers.list_subscribers())) == 1
@@ -69,15 +86,15 @@ def test_names_and_topics_with_line_breaks_are_refused(store):
 
 
 BAD_CSV = (
-    "email,name,topics\n"                       # line 1
-    "good.one@example.org,Good One,China\n"      # line 2
-    "not-an-address,Bad Address,\n"              # line 3
-    "\n"                                         # line 4 (blank: skipped silently)
-    "good.two@EXAMPLE.net,Good Two,\n"           # line 5
-    "extra@example.org,Extra,China,surplus\n"    # line 6
-    ',Empty Email,\n'                            # line 7
+    "email,name,topics\n"  # line 1
+    "good.one@example.org,Good One,China\n"  # line 2
+    "not-an-address,Bad Address,\n"  # line 3
+    "\n"  # line 4 (blank: skipped silently)
+    "good.two@EXAMPLE.net,Good Two,\n"  # line 5
+    "extra@example.org,Extra,China,surplus\n"  # line 6
+    ",Empty Email,\n"  # line 7
     'evil@example.org,"Evil\nBcc: x@example.org",\n'  # lines 8-9
-    "good.three@example.org,\"Three, Jr.\",Access Control;Business\n"  # line 10
+    'good.three@example.org,"Three, Jr.",Access Control;Business\n'  # line 10
 )
 
 
@@ -108,10 +125,16 @@ def test_importing_twice_changes_nothing(store, tmp_path):
     path = tmp_path / "list.csv"
     path.write_text(BAD_CSV, encoding="utf-8")
     import_file(store, path)
-    before = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.subscribers.list_subscribers()]
+    before = [
+        (s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None)
+        for s in store.subscribers.list_subscribers()
+    ]
     again = import_file(store, path)
     assert again.added == 0 and again.unchanged == 3 and len(again.errors) == 4
-    after = [(s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None) for s in store.subscribers.list_subscribers()]
+    after = [
+        (s.id, s.email, s.name, s.topics, s.status, s.updated_at if hasattr(s, "updated_at") else None)
+        for s in store.subscribers.list_subscribers()
+    ]
     assert after == before
 
 
@@ -167,7 +190,7 @@ def test_export_round_trip_keeps_unsubscribed_status(store, tmp_path):
 
 
 def test_export_neutralises_spreadsheet_formulas(store):
-    add_subscriber(store, "f@example.org", name="=HYPERLINK(\"http://evil\")")
+    add_subscriber(store, "f@example.org", name='=HYPERLINK("http://evil")')
     line = export_text(store.subscribers.list_subscribers()).splitlines()[1]
     assert ",'=HYPERLINK" in line or ",\"'=HYPERLINK" in line
 

@@ -31,7 +31,13 @@ class Harness:
         self.tmp = tmp_path
         self.sink = sink
         self.clock = FakeClock(datetime.now(UTC))
-        env = service_env(tmp_path, smtp_port=sink.port, NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_SMTP_RETRIES="1", NEWSLETTER_SMTP_CONNECTIONS="2")
+        env = service_env(
+            tmp_path,
+            smtp_port=sink.port,
+            NEWSLETTER_SMTP_TIMEOUT="2",
+            NEWSLETTER_SMTP_RETRIES="1",
+            NEWSLETTER_SMTP_CONNECTIONS="2",
+        )
         self._services = Services(tmp_path, env, clock=self.clock)
         self._main: Service | None = None
         self._report_seq = 0
@@ -81,12 +87,26 @@ class Harness:
         published = self.clock.advance(timedelta(seconds=1))
         self.clock.advance(timedelta(seconds=1))
         n = self._report_seq
-        self.store.reports.upsert_reports([Report(id=f"test-report-{n}", title=f"Fresh report {n}", url=f"https://example.com/r/{n}", published=published, teaser="News.")])
+        self.store.reports.upsert_reports(
+            [
+                Report(
+                    id=f"test-report-{n}",
+                    title=f"Fresh report {n}",
+                    url=f"https://example.com/r/{n}",
+                    published=published,
+                    teaser="News.",
+                )
+            ]
+        )
 
     # -- time ------------------------------------------------------------------------------
     def make_due(self, key: str) -> None:
         """Move the clock to when every deferred row of an edition is due."""
-        due = [r.next_attempt_at for r in edition_rows(self.store, self.edition(key).id) if r.state is DeliveryState.DEFERRED]
+        due = [
+            r.next_attempt_at
+            for r in edition_rows(self.store, self.edition(key).id)
+            if r.state is DeliveryState.DEFERRED
+        ]
         assert due and all(due), f"edition {key} has no deferred rows with a next attempt"
         latest = max(d for d in due if d is not None)
         if latest > self.clock():

@@ -15,7 +15,11 @@ def flat(text: str) -> str:
 
 def subscriber_status(store: Store, email: str) -> str:
     with store.engine.connect() as conn:
-        return str(conn.execute(sa.select(subscribers.c.status).where(subscribers.c.email == email.lower())).scalar_one())
+        return str(
+            conn.execute(
+                sa.select(subscribers.c.status).where(subscribers.c.email == email.lower())
+            ).scalar_one()
+        )
 
 
 def bounce_count(store: Store) -> int:

@@ -89,12 +89,19 @@ def envelope_of(world, email: str) -> tuple[str, str]:
 def bounce_sources(world, email: str) -> list[str]:
     sid = world.store.subscribers.find_subscriber(email).id
     with world.store.engine.connect() as conn:
-        return [r.source for r in conn.execute(sa.select(bounce_events.c.source).where(bounce_events.c.subscriber_id == sid))]
+        return [
+            r.source
+            for r in conn.execute(
+                sa.select(bounce_events.c.source).where(bounce_events.c.subscriber_id == sid)
+            )
+        ]
 
 
 def processor(world) -> BounceProcessor:
     service = world.service
-    return BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
+    return BounceProcessor(
+        service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor()
+    )
 
 
 def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(world, tmp_path: Path):
@@ -112,8 +119,22 @@ def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(w
     with BounceReceiver(processor(world), maildir=maildir, port=0) as receiver:
         with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as smtp:
             # Final-Recipient deliberately unhelpful: the VERP address must find the row.
-            smtp.sendmail("", [verp_failed], dsn(recipient="forwarded@elsewhere.example", message_id="<unrelated@x>", action="failed", status="5.1.1", diagnostic="550 5.1.1 User unknown"))
-            smtp.sendmail("", [verp_delayed], dsn(recipient=delayed, message_id=mid_delayed, action="delayed", status="4.4.7"))
+            smtp.sendmail(
+                "",
+                [verp_failed],
+                dsn(
+                    recipient="forwarded@elsewhere.example",
+                    message_id="<unrelated@x>",
+                    action="failed",
+                    status="5.1.1",
+                    diagnostic="550 5.1.1 User unknown",
+                ),
+            )
+            smtp.sendmail(
+                "",
+                [verp_delayed],
+                dsn(recipient=delayed, message_id=mid_delayed, action="delayed", status="4.4.7"),
+            )
             smtp.sendmail("", [verp_away], auto_reply(away))
 
     assert subscriber_status(world.store, failed) == "bounced"
@@ -129,7 +150,9 @@ def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(w
     world.add_report()
     world.run("e2")
     world.check("e2", expected=[e for e in emails if e != failed])
-    assert len([m for m in world.sink.messages() if m.rcpt_tos == (failed,)]) == 1, "only the first edition reached it"
+    assert len([m for m in world.sink.messages() if m.rcpt_tos == (failed,)]) == 1, (
+        "only the first edition reached it"
+    )
 
     # Replaying the audit Maildir changes nothing more and says what each message was.
     out = world.cli("bounces", "--from-maildir", str(maildir))
@@ -147,9 +170,24 @@ def test_dsn_found_by_original_message_id_only_when_it_names_that_rows_address(w
     mailbox.Maildir(str(tmp_path / "b"), create=True)
     with BounceReceiver(processor(world), maildir=tmp_path / "b", port=0) as receiver:
         with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as smtp:
-            smtp.sendmail("", ["postmaster@example.com"], dsn(recipient="alias@elsewhere.example", message_id=message_id, action="failed", status="5.1.1"))
-            assert subscriber_status(world.store, emails[1]) == "active", "an alias the row does not name proves nothing"
-            smtp.sendmail("", ["postmaster@example.com"], dsn(recipient=emails[1], message_id=message_id, action="failed", status="5.1.1"))
+            smtp.sendmail(
+                "",
+                ["postmaster@example.com"],
+                dsn(
+                    recipient="alias@elsewhere.example",
+                    message_id=message_id,
+                    action="failed",
+                    status="5.1.1",
+                ),
+            )
+            assert subscriber_status(world.store, emails[1]) == "active", (
+                "an alias the row does not name proves nothing"
+            )
+            smtp.sendmail(
+                "",
+                ["postmaster@example.com"],
+                dsn(recipient=emails[1], message_id=message_id, action="failed", status="5.1.1"),
+            )
     assert subscriber_status(world.store, emails[1]) == "bounced"
     assert [subscriber_status(world.store, e) for e in (emails[0], emails[2])] == ["active", "active"]
 
@@ -161,7 +199,16 @@ def test_bounces_from_maildir_processes_saved_dsns_the_same_way(world, tmp_path:
     saved = mailbox.Maildir(str(tmp_path / "saved"), create=True)
     # As the receiver saves them: the envelope recipient stamped as Delivered-To.
     for email, raw in (
-        (failed, dsn(recipient=failed, message_id="<x@y>", action="failed", status="5.1.1", diagnostic="550 5.1.1 No such user")),
+        (
+            failed,
+            dsn(
+                recipient=failed,
+                message_id="<x@y>",
+                action="failed",
+                status="5.1.1",
+                diagnostic="550 5.1.1 No such user",
+            ),
+        ),
         (delayed, dsn(recipient=delayed, message_id="<x@y>", action="delayed", status="4.4.7")),
         (away, auto_reply(away)),
     ):
@@ -192,7 +239,11 @@ def test_receiver_creates_its_maildir(world, tmp_path: Path):
         with smtplib.SMTP("127.0.0.1", receiver.port, timeout=10) as smtp:
             refused = None
             try:
-                smtp.sendmail("", [verp], dsn(recipient=emails[0], message_id=message_id, action="failed", status="5.1.1"))
+                smtp.sendmail(
+                    "",
+                    [verp],
+                    dsn(recipient=emails[0], message_id=message_id, action="failed", status="5.1.1"),
+                )
             except smtplib.SMTPDataError as exc:
                 refused = exc
     assert refused is None, f"the receiver refused a DSN: {refused}"
@@ -290,7 +341,14 @@ def arf(*, recipient: str, message_id: str, return_path: str = "") -> bytes:
 def bounce_kinds(world, email: str) -> list[str]:
     sid = world.store.subscribers.find_subscriber(email).id
     with world.store.engine.connect() as conn:
-        return [r.kind for r in conn.execute(sa.select(bounce_events.c.kind).where(bounce_events.c.subscriber_id == sid).order_by(bounce_events.c.id))]
+        return [
+            r.kind
+            for r in conn.execute(
+                sa.select(bounce_events.c.kind)
+                .where(bounce_events.c.subscriber_id == sid)
+                .order_by(bounce_events.c.id)
+            )
+        ]
 
 
 def deliver_reports(world, tmp_path: Path, reports: list[tuple[str, bytes]]) -> Path:
@@ -303,32 +361,51 @@ def deliver_reports(world, tmp_path: Path, reports: list[tuple[str, bytes]]) -> 
     return maildir
 
 
-def test_every_5xx_dsn_was_a_hard_bounce_now_spam_full_mailbox_and_dmarc_do_not_suppress(world, tmp_path: Path):
+def test_every_5xx_dsn_was_a_hard_bounce_now_spam_full_mailbox_and_dmarc_do_not_suppress(
+    world, tmp_path: Path
+):
     emails = world.add_subscribers(5)
     world.run("e1")
     cases = {
         emails[0]: ("5.7.1", "550 5.7.1 Message content rejected as spam", "blocked"),
         emails[1]: ("5.2.2", "552 5.2.2 Mailbox full", "soft"),
-        emails[2]: ("5.7.26", "550 5.7.26 Unauthenticated email is not accepted due to domain's DMARC policy", "blocked"),
+        emails[2]: (
+            "5.7.26",
+            "550 5.7.26 Unauthenticated email is not accepted due to domain's DMARC policy",
+            "blocked",
+        ),
         emails[3]: ("5.1.1", "550 5.1.1 User unknown", "hard"),
     }
     reports = []
     for email, (status, diagnostic, _kind) in cases.items():
         verp, mid = envelope_of(world, email)
-        reports.append((verp, dsn(recipient=email, message_id=mid, action="failed", status=status, diagnostic=diagnostic)))
+        reports.append(
+            (
+                verp,
+                dsn(recipient=email, message_id=mid, action="failed", status=status, diagnostic=diagnostic),
+            )
+        )
     deliver_reports(world, tmp_path, reports)
     for email, (_status, _diag, kind) in cases.items():
         assert bounce_kinds(world, email) == [kind], email
         assert subscriber_status(world.store, email) == ("bounced" if kind == "hard" else "active"), email
     out = world.cli("editions", str(world.edition("e1").id))
     text = flat(out.output)
-    assert "2 × blocked example.org" in text and "1 × hard example.org" in text and "1 × soft example.org" in text, text
+    assert (
+        "2 × blocked example.org" in text
+        and "1 × hard example.org" in text
+        and "1 × soft example.org" in text
+    ), text
 
 
 @pytest.mark.parametrize(
     ("code", "text", "verdict"),
     [
-        (550, "5.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table", Verdict.BAD_ADDRESS),
+        (
+            550,
+            "5.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table",
+            Verdict.BAD_ADDRESS,
+        ),
         (550, "5.1.10 Recipient address has null MX", Verdict.BAD_ADDRESS),
         (550, "5.2.1 Mailbox disabled", Verdict.BAD_ADDRESS),
         (554, "5.7.1 Message rejected as spam", Verdict.BLOCKED),
@@ -350,7 +427,11 @@ def test_the_same_5_7_1_was_soft_at_rcpt_and_hard_in_a_dsn_now_one_judgement(cod
 
 
 @settings(max_examples=60, deadline=None)
-@given(detail=st.integers(0, 30), code=st.sampled_from([550, 553, 554, None]), words=st.sampled_from(["", "spam", "policy", "user unknown", "blocked"]))
+@given(
+    detail=st.integers(0, 30),
+    code=st.sampled_from([550, 553, 554, None]),
+    words=st.sampled_from(["", "spam", "policy", "user unknown", "blocked"]),
+)
 def test_no_5_7_x_policy_refusal_ever_suppresses_a_reader(detail, code, words):
     judgement = judge(code, f"5.7.{detail} rejected {words}", status=f"5.7.{detail}", stage="dsn")
     assert (not judgement.suppresses and not judgement.blames_reader) or judgement.verdict is Verdict.SOFT
@@ -365,11 +446,20 @@ def test_forged_bounces_suppress_nobody_and_are_kept_as_unmatched(world, tmp_pat
     tampered = verp_victim.replace("bounces+", "bounces+x")
     reports = [
         # A DSN to postmaster@ naming a subscriber, Message-ID unknown.
-        ("postmaster@example.com", dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1")),
+        (
+            "postmaster@example.com",
+            dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1"),
+        ),
         # A token that does not verify.
-        (tampered, dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1")),
+        (
+            tampered,
+            dsn(recipient=victim, message_id="<forged@attacker.example>", action="failed", status="5.1.1"),
+        ),
         # A real Message-ID -- of another reader's row.
-        ("postmaster@example.com", dsn(recipient=victim, message_id=other_mid, action="failed", status="5.1.1")),
+        (
+            "postmaster@example.com",
+            dsn(recipient=victim, message_id=other_mid, action="failed", status="5.1.1"),
+        ),
         # A complaint naming the reader, without proof.
         ("abuse@example.com", arf(recipient=victim, message_id="<forged@attacker.example>")),
     ]
@@ -384,7 +474,9 @@ def test_forged_bounces_suppress_nobody_and_are_kept_as_unmatched(world, tmp_pat
     assert all(subscriber_status(world.store, e) == "active" for e in emails)
 
 
-def test_global_dsns_were_ignored_and_postfix_auto_submitted_dsns_logged_as_auto_replies(world, tmp_path: Path):
+def test_global_dsns_were_ignored_and_postfix_auto_submitted_dsns_logged_as_auto_replies(
+    world, tmp_path: Path
+):
     emails = world.add_subscribers(3)
     world.run("e1")
     target = emails[1]
@@ -395,7 +487,9 @@ def test_global_dsns_were_ignored_and_postfix_auto_submitted_dsns_logged_as_auto
     # Without the token: the Message-ID plus the UTF-8 Final-Recipient naming the row's address.
     other = emails[2]
     _, other_mid = envelope_of(world, other)
-    deliver_reports(world, tmp_path, [("postmaster@example.com", global_dsn(recipient=other, message_id=other_mid))])
+    deliver_reports(
+        world, tmp_path, [("postmaster@example.com", global_dsn(recipient=other, message_id=other_mid))]
+    )
     assert subscriber_status(world.store, other) == "bounced"
     assert subscriber_status(world.store, emails[0]) == "active"
 
@@ -406,7 +500,13 @@ def test_mail_expired_in_a_relay_was_ignored_now_a_soft_bounce(world, tmp_path: 
     world.run("e1")
     target = emails[0]
     verp, mid = envelope_of(world, target)
-    expired = dsn(recipient=target, message_id=mid, action="failed", status="4.4.7", diagnostic="delivery temporarily suspended: connect to mx.example.org: Connection timed out")
+    expired = dsn(
+        recipient=target,
+        message_id=mid,
+        action="failed",
+        status="4.4.7",
+        diagnostic="delivery temporarily suspended: connect to mx.example.org: Connection timed out",
+    )
     deliver_reports(world, tmp_path, [(verp, expired)])
     assert bounce_kinds(world, target) == ["soft"]
     assert subscriber_status(world.store, target) == "active"
@@ -421,7 +521,11 @@ def test_arf_complaint_unsubscribes_the_reader_it_proves(world, tmp_path: Path):
     verp, mid = envelope_of(world, emails[0])
     _, mid1 = envelope_of(world, emails[1])
     # Proof by the original's Return-Path token (feedback loops redact recipients)...
-    deliver_reports(world, tmp_path, [("fbl@example.com", arf(recipient="redacted@mailbox.example", message_id=mid, return_path=verp))])
+    deliver_reports(
+        world,
+        tmp_path,
+        [("fbl@example.com", arf(recipient="redacted@mailbox.example", message_id=mid, return_path=verp))],
+    )
     # ...or by the Message-ID of the row of the address it names.
     deliver_reports(world, tmp_path, [("fbl@example.com", arf(recipient=emails[1], message_id=mid1))])
     assert subscriber_status(world.store, emails[0]) == "unsubscribed"
@@ -464,7 +568,13 @@ def test_non_standard_bounce_layout_is_read_by_flufl_bounce_and_still_needs_proo
 def test_ehlo_localhost_refusal_was_blamed_on_readers_now_pauses_and_blames_nobody(world):
     world.configure(smtp_retries=1)
     emails = world.add_subscribers(6)
-    world.sink.faults.add(FaultRule(stage="rcpt", code=504, text="5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"))
+    world.sink.faults.add(
+        FaultRule(
+            stage="rcpt",
+            code=504,
+            text="5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname",
+        )
+    )
     out = world.cli("send", "--key", "e1")
     assert out.exit_code == 1, out.output
     text = flat(out.output)
@@ -487,13 +597,17 @@ def test_helo_name_setting_and_localhost_refused_for_a_remote_server(tmp_path: P
     settings_ = build_settings(tmp_path, NEWSLETTER_SMTP_HELO_NAME="news.example.com")
     assert helo_name(settings_.smtp) == "news.example.com"
     with pytest.raises(ConfigError) as excinfo:
-        build_settings(tmp_path, NEWSLETTER_SMTP_HOST="smtp.example.net", NEWSLETTER_SMTP_HELO_NAME="localhost")
+        build_settings(
+            tmp_path, NEWSLETTER_SMTP_HOST="smtp.example.net", NEWSLETTER_SMTP_HELO_NAME="localhost"
+        )
     assert "smtp.helo_name" in excinfo.value.hint
     # Loopback relays may be greeted as localhost.
     assert build_settings(tmp_path, NEWSLETTER_SMTP_HELO_NAME="localhost").smtp.helo_name == "localhost"
 
 
-def test_default_helo_of_localhost_towards_a_remote_server_is_refused_before_any_row_is_tried(world, monkeypatch):
+def test_default_helo_of_localhost_towards_a_remote_server_is_refused_before_any_row_is_tried(
+    world, monkeypatch
+):
     # The regression's machine called itself 'localhost' (socket.getfqdn()); pin that here.
     monkeypatch.setattr("newsletter.delivery.smtp_client.LOCAL_HOSTNAME", "localhost")
     world.configure(smtp_host="smtp.example.net")
@@ -509,13 +623,22 @@ def test_a_policy_burst_from_one_domain_defers_that_domain_and_suppresses_nobody
     world.configure(smtp_retries=0, smtp_connections=1)
     blocked = world.add_subscribers(12, prefix="b", domain="blocking.example")
     fine = world.add_subscribers(6, prefix="f", domain="fine.example")
-    rule = world.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.7.1 Service unavailable, client host blocked using Spamhaus", to="re:.*@blocking\\.example$"))
+    rule = world.sink.faults.add(
+        FaultRule(
+            stage="rcpt",
+            code=550,
+            text="5.7.1 Service unavailable, client host blocked using Spamhaus",
+            to="re:.*@blocking\\.example$",
+        )
+    )
     world.run("e1")
     checked = world.check("e1", final=False, expected=blocked + fine)
     assert all(checked.state_of(e) == "sent" for e in fine)
     assert world.sink.faults.fired(rule) == BLOCKED_BURST, "the domain pauses after the burst"
     states = [checked.state_of(e) for e in blocked]
-    assert states.count("failed") == BLOCKED_BURST and states.count("deferred") == len(blocked) - BLOCKED_BURST
+    assert (
+        states.count("failed") == BLOCKED_BURST and states.count("deferred") == len(blocked) - BLOCKED_BURST
+    )
     assert all(subscriber_status(world.store, e) == "active" for e in blocked + fine)
     out = world.cli("editions", str(world.edition("e1").id))
     assert f"{BLOCKED_BURST} × blocked blocking.example" in flat(out.output)
@@ -562,7 +685,13 @@ def test_misconfiguration_looked_like_success_now_exits_nonzero_with_a_hint(worl
     text = flat(out.output)
     assert out.exit_code == 1, out.output
     assert "nothing was delivered" in text and "Hint:" in text, text
-    hint = {"closed port": "smtp.port", "unknown host": "smtp.host", "http port": "smtp.port", "tls mismatch": "smtp.security", "auth failure": "smtp.username"}[case]
+    hint = {
+        "closed port": "smtp.port",
+        "unknown host": "smtp.host",
+        "http port": "smtp.port",
+        "tls mismatch": "smtp.security",
+        "auth failure": "smtp.username",
+    }[case]
     assert hint in text, text
     assert "Traceback" not in out.output
     assert bounce_count(world.store) == 0
@@ -577,7 +706,9 @@ def test_resume_waited_for_the_backoff_now_resume_now_retries_at_once(world):
     assert world.check("e1", final=False, expected=emails).states() == {"deferred": 4}
     world.configure(smtp_port=world.sink.port)
     out = world.cli("send", "--resume")
-    assert world.check("e1", final=False, expected=emails).states() == {"deferred": 4}, "not due yet: --resume alone waits"
+    assert world.check("e1", final=False, expected=emails).states() == {"deferred": 4}, (
+        "not due yet: --resume alone waits"
+    )
     out = world.cli("send", "--resume", "--now")
     assert out.exit_code == 0, out.output
     checked = world.check("e1", expected=emails)
@@ -597,5 +728,14 @@ def test_a_late_bounce_for_a_removed_readers_row_suppresses_nobody_else(world):
     world.run("e2")
     (row,) = world.store.outbox.list_deliveries(world.edition("e2").id)
     assert row.id != gone_row, "the deleted row's id was given out again"
-    processor(world).process(dsn(recipient=first[0], message_id="<unrelated@x>", action="failed", status="5.1.1", diagnostic="550 5.1.1 User unknown"), envelope_recipients=[verp_gone])
+    processor(world).process(
+        dsn(
+            recipient=first[0],
+            message_id="<unrelated@x>",
+            action="failed",
+            status="5.1.1",
+            diagnostic="550 5.1.1 User unknown",
+        ),
+        envelope_recipients=[verp_gone],
+    )
     assert subscriber_status(world.store, later[0]) == "active" and bounce_sources(world, later[0]) == []

@@ -9,11 +9,19 @@ from tests.delivery.helpers import flat
 
 
 def test_breaker_pauses_with_reason_and_resume_finishes_without_duplicates(world):
-    world.configure(smtp_retries=0, smtp_connections=2, delivery_breaker_window=10, delivery_breaker_threshold=0.5, delivery_batch_size=10)
+    world.configure(
+        smtp_retries=0,
+        smtp_connections=2,
+        delivery_breaker_window=10,
+        delivery_breaker_threshold=0.5,
+        delivery_batch_size=10,
+    )
     emails = world.add_subscribers(80)
     # The provider starts refusing almost everything (seeded: the same events in every run).
     # (5.3.0, not a 5.7.x policy refusal: a burst of those pauses the domain before the breaker trips.)
-    world.sink.faults.add(FaultRule(stage="rcpt", code=554, text="5.3.0 Service unavailable", probability=0.9, seed=7))
+    world.sink.faults.add(
+        FaultRule(stage="rcpt", code=554, text="5.3.0 Service unavailable", probability=0.9, seed=7)
+    )
 
     result = world.run("e1")
     edition = world.edition("e1")
@@ -44,13 +52,17 @@ def test_breaker_pauses_with_reason_and_resume_finishes_without_duplicates(world
     checked = world.check("e1", expected=emails)
     assert checked.states() == {"sent": 80 - counts["failed"], "failed": counts["failed"]}
     assert checked.duplicates == 0
-    assert all(world.store.subscribers.find_subscriber(e).status.value == "active" for e in emails), "5.3.0 is soft, below the limit: nobody bounced"
+    assert all(world.store.subscribers.find_subscriber(e).status.value == "active" for e in emails), (
+        "5.3.0 is soft, below the limit: nobody bounced"
+    )
 
 
 def test_breaker_stops_sending_promptly(world):
     # The breaker looks at the last 10 attempts; once it trips, at most the messages
     # already handed to a connection may still go out -- not the whole claimed batch.
-    world.configure(smtp_retries=0, smtp_connections=2, delivery_breaker_window=10, delivery_breaker_threshold=0.5)
+    world.configure(
+        smtp_retries=0, smtp_connections=2, delivery_breaker_window=10, delivery_breaker_threshold=0.5
+    )
     emails = world.add_subscribers(200)
     # (Not a 5.7.x policy refusal: a burst of those pauses the one domain instead, see test_bounces.)
     rule = world.sink.faults.add(FaultRule(stage="rcpt", code=554, text="5.3.0 Service unavailable"))
@@ -58,7 +70,9 @@ def test_breaker_stops_sending_promptly(world):
     edition = world.edition("e1")
     assert edition.status.value == "paused"
     attempts = world.sink.faults.fired(rule)
-    assert attempts <= 10 + 2 * 2, f"{attempts} attempts against a failing server after the breaker tripped at 10"
+    assert attempts <= 10 + 2 * 2, (
+        f"{attempts} attempts against a failing server after the breaker tripped at 10"
+    )
     assert edition.counts.get("pending", 0) >= 200 - 14
     world.check("e1", final=False, expected=emails)
 

@@ -43,7 +43,9 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[st
     """A database file holding N active subscribers, copied for each trial."""
     path = tmp_path_factory.mktemp("crash-template") / "db.sqlite"
     store = Store(f"sqlite:///{path}")
-    emails = [add_subscriber(store, f"reader{i:04d}@example.org", name=f"Reader {i}")[0].email for i in range(N)]
+    emails = [
+        add_subscriber(store, f"reader{i:04d}@example.org", name=f"Reader {i}")[0].email for i in range(N)
+    ]
     store.dispose()
     return path, emails
 
@@ -78,7 +80,13 @@ class Trial:
         log = self.root / f"run-{len(self.logs)}.log"
         self.logs.append(str(log))
         with log.open("wb") as out:
-            return subprocess.Popen([sys.executable, "-m", "newsletter", "-v", *args], cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "-v", *args],
+                cwd=self.root,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     def output(self) -> str:
         return "\n".join(f"--- {p}\n" + Path(p).read_text(errors="replace") for p in self.logs)
@@ -129,7 +137,9 @@ class Trial:
             rc = proc.wait(timeout=90)
             assert rc == 0, self.output()
             if status is not None:
-                assert f"Resuming edition {key}" in " ".join(Path(self.logs[-1]).read_text().split()), self.output()
+                assert f"Resuming edition {key}" in " ".join(Path(self.logs[-1]).read_text().split()), (
+                    self.output()
+                )
         raise AssertionError(f"edition {key} did not end after 4 resumes\n{self.output()}")
 
     def close(self) -> None:
@@ -201,7 +211,9 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
         confirmed = {
             r.message_id
             for r in trial.query(
-                sa.select(deliveries.c.message_id).join(editions, editions.c.id == deliveries.c.edition_id).where(editions.c.key == key, deliveries.c.state == "sent")
+                sa.select(deliveries.c.message_id)
+                .join(editions, editions.c.id == deliveries.c.edition_id)
+                .where(editions.c.key == key, deliveries.c.state == "sent")
             )
         }
         received_before = len(trial.sink.store)
@@ -211,9 +223,13 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
         checked = trial.check(key, expected=emails, max_duplicates=CONNECTIONS)
         assert checked.states() == {"sent": N}, "every subscriber gets the digest"
         assert trial.edition_status(key) == "sent"
-        again = [r.email for r in checked.rows if r.message_id in confirmed and len(checked.by_row[r.id]) != 1]
+        again = [
+            r.email for r in checked.rows if r.message_id in confirmed and len(checked.by_row[r.id]) != 1
+        ]
         assert not again, f"rows confirmed sent before the kill were sent again: {again}"
-        print(f"kill at {kind}={value}: {received_before} received before, {len(confirmed)} confirmed, {checked.duplicates} repeats")
+        print(
+            f"kill at {kind}={value}: {received_before} received before, {len(confirmed)} confirmed, {checked.duplicates} repeats"
+        )
     finally:
         trial.close()
 
@@ -266,7 +282,9 @@ def slow_feed() -> Iterator[SlowFeed]:
         feed.close()
 
 
-def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(template_db, tmp_path: Path, slow_feed: SlowFeed):
+def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(
+    template_db, tmp_path: Path, slow_feed: SlowFeed
+):
     template, emails = template_db
     trial = Trial(tmp_path / "trial", template, feed=slow_feed.url)
     key = "fetching"
@@ -321,7 +339,9 @@ def test_kill_while_rendering_then_resume_sends_the_full_digest(template_db, tmp
 def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_path: Path):
     template, emails = template_db
     trial = Trial(tmp_path / "trial", template)
-    trial.env["NEWSLETTER_DELIVERY_BATCH_SIZE"] = "500"  # no commit before the kill: results only in the journal
+    trial.env["NEWSLETTER_DELIVERY_BATCH_SIZE"] = (
+        "500"  # no commit before the kill: results only in the journal
+    )
     trial.env["NEWSLETTER_DELIVERY_COMMIT_INTERVAL"] = "3600"
     key = "journaled"
     victim = emails[1]
@@ -332,7 +352,9 @@ def test_hard_bounce_journaled_before_a_kill_still_suppresses(template_db, tmp_p
         proc = trial.spawn("send", "--key", key)
         wait_for(forty, proc)
         assert kill(proc), "killed while sending"
-        assert not trial.query(sa.select(deliveries.c.id).where(deliveries.c.state == "failed")), "nothing committed yet"
+        assert not trial.query(sa.select(deliveries.c.id).where(deliveries.c.state == "failed")), (
+            "nothing committed yet"
+        )
         trial.sink.faults.clear()
         trial.finish(key)
         checked = trial.check(key, expected=emails, max_duplicates=CONNECTIONS, never=[victim])

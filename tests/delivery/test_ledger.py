@@ -32,7 +32,14 @@ TOKEN = re.compile(r"\bR(\d{4})\b")
 
 def report(n: int, published: Any, topics: tuple[str, ...] = ()) -> Report:
     """Report n: its title carries the token Rnnnn, found again in the digests' text."""
-    return Report(id=f"ledger-{n}", title=f"R{n:04d} field notes", url=f"https://example.com/r/{n}", published=published, teaser="News.", topics=topics)
+    return Report(
+        id=f"ledger-{n}",
+        title=f"R{n:04d} field notes",
+        url=f"https://example.com/r/{n}",
+        published=published,
+        teaser="News.",
+        topics=topics,
+    )
 
 
 def received_reports(messages: list[Any]) -> dict[str, list[int]]:
@@ -52,7 +59,9 @@ def test_a_report_stored_after_the_last_digest_but_dated_before_it_reaches_every
     store.reports.upsert_reports([report(1, world.clock() - timedelta(hours=1))])
     world.run("e1", fetch=False)
     world.clock.advance(timedelta(hours=1))
-    store.reports.upsert_reports([report(2, world.clock() - timedelta(days=9)), report(3, world.clock() - timedelta(days=400))])
+    store.reports.upsert_reports(
+        [report(2, world.clock() - timedelta(days=9)), report(3, world.clock() - timedelta(days=400))]
+    )
     world.run("e2", fetch=False)
     world.check("e2", expected=emails)
     got = received_reports(world.sink.messages())
@@ -63,7 +72,9 @@ def test_reports_over_max_reports_go_in_the_next_digests_and_editions_say_so(wor
     """Regression: with more new reports than digest.max_reports the rest were never sent."""
     world.configure(digest_max_reports=3)
     store = world.store
-    store.reports.upsert_reports([report(0, world.clock() - timedelta(days=1))])  # the backlog before they joined
+    store.reports.upsert_reports(
+        [report(0, world.clock() - timedelta(days=1))]
+    )  # the backlog before they joined
     emails = world.add_subscribers(2)
     store.reports.upsert_reports([report(n, world.clock() - timedelta(hours=10 - n)) for n in range(1, 8)])
     first = world.run("e1", fetch=False)
@@ -74,7 +85,14 @@ def test_reports_over_max_reports_go_in_the_next_digests_and_editions_say_so(wor
     assert world.run("e4", fetch=False).edition.status is EditionStatus.SKIPPED
     got = received_reports(world.sink.messages())
     assert {e: sorted(got[e]) for e in emails} == {e: list(range(1, 8)) for e in emails}
-    assert sorted(len(received_reports([m])[m.rcpt_tos[0]]) for m in world.sink.messages()) == [1, 1, 3, 3, 3, 3]
+    assert sorted(len(received_reports([m])[m.rcpt_tos[0]]) for m in world.sink.messages()) == [
+        1,
+        1,
+        3,
+        3,
+        3,
+        3,
+    ]
 
 
 def test_preview_says_what_is_carried_to_the_next_digest(world):
@@ -91,7 +109,9 @@ def test_a_scheduled_edition_during_a_stalled_manual_one_mails_nobody_the_same_r
     planned from the same watermark and mailed its reports again; resuming the first then
     mailed a second copy with another Message-ID."""
     emails = world.add_subscribers(6)
-    world.store.reports.upsert_reports([report(1, world.clock() - timedelta(hours=2)), report(2, world.clock() - timedelta(hours=1))])
+    world.store.reports.upsert_reports(
+        [report(1, world.clock() - timedelta(hours=2)), report(2, world.clock() - timedelta(hours=1))]
+    )
     stalled = [world.sink.faults.add(FaultRule(stage="rcpt", code=451, to=e)) for e in emails[:4]]
     manual = world.run("manual-1", fetch=False)
     assert manual.edition.counts.get("deferred") == 4
@@ -111,7 +131,9 @@ def test_a_scheduled_edition_during_a_stalled_manual_one_mails_nobody_the_same_r
 # -- the state machine ---------------------------------------------------------------------
 
 TOPICS = ("Cameras", "Access", "Business")
-DATE_SHIFTS = st.sampled_from([0, -1, -30, -24 * 40, 5, 24 * 30])  # hours: now, late, backdated, a little and far ahead
+DATE_SHIFTS = st.sampled_from(
+    [0, -1, -30, -24 * 40, 5, 24 * 30]
+)  # hours: now, late, backdated, a little and far ahead
 
 
 @dataclass
@@ -139,7 +161,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
         self.database = database
         url = database.create() if database is not None else f"sqlite:///{tmp}/db.sqlite"
-        env = service_env(tmp, smtp_port=sink.port, NEWSLETTER_DATABASE_URL=url, NEWSLETTER_SMTP_RETRIES="1", NEWSLETTER_SMTP_TIMEOUT="2", NEWSLETTER_DIGEST_MAX_REPORTS="3")
+        env = service_env(
+            tmp,
+            smtp_port=sink.port,
+            NEWSLETTER_DATABASE_URL=url,
+            NEWSLETTER_SMTP_RETRIES="1",
+            NEWSLETTER_SMTP_TIMEOUT="2",
+            NEWSLETTER_DIGEST_MAX_REPORTS="3",
+        )
         self.services = Services(tmp, env, clock=self.clock)
         self.service = self.services.new()
         self.store = self.service.store
@@ -198,7 +227,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def reader_unsubscribes(self, data: st.DataObject) -> None:
         person = self._pick(data, active=True)
         if person is not None:
-            self.store.subscribers.set_status(self._id(person), SubscriberStatus.UNSUBSCRIBED, reason="one click")
+            self.store.subscribers.set_status(
+                self._id(person), SubscriberStatus.UNSUBSCRIBED, reason="one click"
+            )
             person.active = False
 
     @rule(data=st.data())
@@ -214,15 +245,27 @@ class LedgerMachine(RuleBasedStateMachine):
         if person is not None:
             self.store.subscribers.remove_subscriber(person.email)
             add_subscriber(self.store, person.email, topics=person.topics)
-            self.people[person.email] = Person(person.email, person.identity + 1, self.store.reports.newest_seq(), person.topics)
+            self.people[person.email] = Person(
+                person.email, person.identity + 1, self.store.reports.newest_seq(), person.topics
+            )
 
-    @rule(data=st.data(), topics=st.lists(st.sampled_from(TOPICS), max_size=2, unique=True), weekly=st.booleans())
+    @rule(
+        data=st.data(),
+        topics=st.lists(st.sampled_from(TOPICS), max_size=2, unique=True),
+        weekly=st.booleans(),
+    )
     def reader_changes_preferences(self, data: st.DataObject, topics: list[str], weekly: bool) -> None:
         person = self._pick(data, active=True)
         if person is not None:
             cadence = Cadence.WEEKLY if weekly else Cadence.DAILY
-            self.store.subscribers.update_preferences(self._id(person), topics=topics, cadence=cadence, paused=False)
-            person.topics, person.cadence, person.since_seq = tuple(topics), cadence, self.store.reports.newest_seq()
+            self.store.subscribers.update_preferences(
+                self._id(person), topics=topics, cadence=cadence, paused=False
+            )
+            person.topics, person.cadence, person.since_seq = (
+                tuple(topics),
+                cadence,
+                self.store.reports.newest_seq(),
+            )
 
     # -- operators and the scheduler -----------------------------------------------------
     @rule()
@@ -233,7 +276,13 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(cadence=st.sampled_from([Cadence.DAILY, Cadence.WEEKLY]))
     def scheduled_fire(self, cadence: Cadence) -> None:
         self.editions += 1
-        self.service.runner.run(key=f"{cadence.value}-{self.editions}", schedule=cadence.value, cadences=[cadence], as_of=self.clock(), fetch=False)
+        self.service.runner.run(
+            key=f"{cadence.value}-{self.editions}",
+            schedule=cadence.value,
+            cadences=[cadence],
+            as_of=self.clock(),
+            fetch=False,
+        )
 
     @rule()
     def operator_resumes(self) -> None:
@@ -275,23 +324,41 @@ class LedgerMachine(RuleBasedStateMachine):
             result = self.service.runner.run(key=f"calm-{self.editions}", fetch=False)
             if result.edition.status is EditionStatus.SKIPPED:
                 break
-        unfinished = self.store.editions.list_editions(statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=50)
+        unfinished = self.store.editions.list_editions(
+            statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=50
+        )
         assert unfinished == [], [(e.key, e.status, e.counts) for e in unfinished]
         for edition in self.store.editions.list_editions(limit=1000):
-            assert set(edition.counts) <= {s.value for s in (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SUPPRESSED, DeliveryState.UNKNOWN)}, edition
+            assert set(edition.counts) <= {
+                s.value
+                for s in (
+                    DeliveryState.SENT,
+                    DeliveryState.FAILED,
+                    DeliveryState.SUPPRESSED,
+                    DeliveryState.UNKNOWN,
+                )
+            }, edition
         self.nobody_gets_a_report_twice()
-        stored = {r.seq: r for r in self.store.reports.ledger_reports(after=0, upto=self.store.reports.newest_seq())}
+        stored = {
+            r.seq: r for r in self.store.reports.ledger_reports(after=0, upto=self.store.reports.newest_seq())
+        }
         for person in self.people.values():
             subscriber = self.store.subscribers.find_subscriber(person.email)
             if not person.active or subscriber is None or subscriber.status is not SubscriberStatus.ACTIVE:
                 continue  # left, or suppressed by bounces: owed nothing more
-            owed = {int(r.id.split("-")[1]) for seq, r in stored.items() if seq > person.since_seq and (not person.topics or set(r.topics) & set(person.topics))}
+            owed = {
+                int(r.id.split("-")[1])
+                for seq, r in stored.items()
+                if seq > person.since_seq and (not person.topics or set(r.topics) & set(person.topics))
+            }
             missing = owed - set(person.got)
             assert not missing, (person.email, sorted(missing), sorted(person.got))
 
     # -- helpers -------------------------------------------------------------------------
     def _pick(self, data: st.DataObject, *, active: bool | None = None) -> Person | None:
-        candidates = sorted((p for p in self.people.values() if active is None or p.active is active), key=lambda p: p.email)
+        candidates = sorted(
+            (p for p in self.people.values() if active is None or p.active is active), key=lambda p: p.email
+        )
         return data.draw(st.sampled_from(candidates)) if candidates else None
 
     def _id(self, person: Person) -> int:
@@ -321,7 +388,11 @@ def test_every_reader_gets_every_report_exactly_once_whatever_happens(tmp_path_f
 
     class Machine(LedgerMachine):
         def __init__(self) -> None:
-            super().__init__(tmp_path_factory, sink, ScratchDatabase(server) if backend == "postgresql" and server else None)
+            super().__init__(
+                tmp_path_factory,
+                sink,
+                ScratchDatabase(server) if backend == "postgresql" and server else None,
+            )
 
         def teardown(self) -> None:
             try:
@@ -333,7 +404,11 @@ def test_every_reader_gets_every_report_exactly_once_whatever_happens(tmp_path_f
     run_state_machine_as_test(
         Machine,
         settings=settings(
-            max_examples=examples, stateful_step_count=20, deadline=None, database=None,
-            derandomize=not os.environ.get("LEDGER_RANDOM"), suppress_health_check=list(HealthCheck),
+            max_examples=examples,
+            stateful_step_count=20,
+            deadline=None,
+            database=None,
+            derandomize=not os.environ.get("LEDGER_RANDOM"),
+            suppress_health_check=list(HealthCheck),
         ),
     )

@@ -24,7 +24,11 @@ CASES = [
 def bounces_of(world, email: str) -> list[tuple[str, str]]:
     subscriber = world.store.subscribers.find_subscriber(email)
     with world.store.engine.connect() as conn:
-        rows = conn.execute(sa.select(bounce_events.c.kind, bounce_events.c.source).where(bounce_events.c.subscriber_id == subscriber.id)).all()
+        rows = conn.execute(
+            sa.select(bounce_events.c.kind, bounce_events.c.source).where(
+                bounce_events.c.subscriber_id == subscriber.id
+            )
+        ).all()
     return [(r.kind, r.source) for r in rows]
 
 
@@ -32,7 +36,10 @@ def test_5xx_fails_the_row_with_code_and_text_and_hard_bounces_suppress(world):
     world.configure(smtp_retries=2)
     emails = world.add_subscribers(len(CASES) + 4)
     victims = dict(zip(emails, CASES, strict=False))
-    rules = {e: world.sink.faults.add(FaultRule(stage=stage, code=code, text=text, to=e)) for e, (stage, code, text, _) in victims.items()}
+    rules = {
+        e: world.sink.faults.add(FaultRule(stage=stage, code=code, text=text, to=e))
+        for e, (stage, code, text, _) in victims.items()
+    }
 
     result = world.run("e1")
     checked = world.check("e1", expected=emails)
@@ -68,7 +75,9 @@ def test_soft_bounces_over_editions_suppress_and_reactivate_restores(world):
         world.run(f"e{n}")
         checked = world.check(f"e{n}", expected=emails)
         assert checked.state_of(victim) == "failed"
-        assert subscriber_status(world.store, victim) == ("bounced" if n == 3 else "active"), f"after edition {n}"
+        assert subscriber_status(world.store, victim) == ("bounced" if n == 3 else "active"), (
+            f"after edition {n}"
+        )
 
     world.add_report()
     world.run("e4")

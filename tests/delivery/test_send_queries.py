@@ -54,4 +54,6 @@ def test_no_statement_of_a_sending_edition_reads_a_whole_table_on_sqlite(world):
             plan = " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, parameters))
             if WHOLE_TABLE.search(plan):
                 scans[statement] = plan
-    assert not scans, "statements of a send that read a whole table:\n" + "\n".join(f"{s}\n  -> {p}" for s, p in scans.items())
+    assert not scans, "statements of a send that read a whole table:\n" + "\n".join(
+        f"{s}\n  -> {p}" for s, p in scans.items()
+    )

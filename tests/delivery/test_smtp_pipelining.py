@@ -25,21 +25,79 @@ STUFFED = b"Subject: hello\r\n\r\n..a line that starts with a dot\r\nbody\r\n"
 
 # (fault, outcome of the first message, its stage, a connection problem, what the sink keeps of it)
 REFUSALS = [
-    pytest.param(FaultRule(stage="mail", code=550, text="5.7.1 sender refused", times=1), Result.PERMANENT, "mail", False, 0, id="mail-550"),
-    pytest.param(FaultRule(stage="mail", code=451, text="4.3.0 try later", times=1), Result.TRANSIENT, "mail", False, 0, id="mail-451"),
-    pytest.param(FaultRule(stage="mail", code=421, text="4.3.2 closing", times=1), Result.TRANSIENT, "mail", True, 0, id="mail-421-closes"),
-    pytest.param(FaultRule(stage="rcpt", code=550, text="5.1.1 no such user", times=1), Result.PERMANENT, "rcpt", False, 0, id="rcpt-550"),
-    pytest.param(FaultRule(stage="rcpt", code=450, text="4.2.1 mailbox busy", times=1), Result.TRANSIENT, "rcpt", False, 0, id="rcpt-450"),
-    pytest.param(FaultRule(stage="rcpt", action="drop", times=1), Result.TRANSIENT, "rcpt", True, 0, id="rcpt-drop"),
-    pytest.param(FaultRule(stage="data", code=554, text="5.7.1 content refused", times=1), Result.PERMANENT, "data", False, 0, id="data-554"),
-    pytest.param(FaultRule(stage="data", action="drop_after_store", times=1), Result.UNKNOWN, "reply", True, 1, id="data-stored-reply-lost"),
+    pytest.param(
+        FaultRule(stage="mail", code=550, text="5.7.1 sender refused", times=1),
+        Result.PERMANENT,
+        "mail",
+        False,
+        0,
+        id="mail-550",
+    ),
+    pytest.param(
+        FaultRule(stage="mail", code=451, text="4.3.0 try later", times=1),
+        Result.TRANSIENT,
+        "mail",
+        False,
+        0,
+        id="mail-451",
+    ),
+    pytest.param(
+        FaultRule(stage="mail", code=421, text="4.3.2 closing", times=1),
+        Result.TRANSIENT,
+        "mail",
+        True,
+        0,
+        id="mail-421-closes",
+    ),
+    pytest.param(
+        FaultRule(stage="rcpt", code=550, text="5.1.1 no such user", times=1),
+        Result.PERMANENT,
+        "rcpt",
+        False,
+        0,
+        id="rcpt-550",
+    ),
+    pytest.param(
+        FaultRule(stage="rcpt", code=450, text="4.2.1 mailbox busy", times=1),
+        Result.TRANSIENT,
+        "rcpt",
+        False,
+        0,
+        id="rcpt-450",
+    ),
+    pytest.param(
+        FaultRule(stage="rcpt", action="drop", times=1), Result.TRANSIENT, "rcpt", True, 0, id="rcpt-drop"
+    ),
+    pytest.param(
+        FaultRule(stage="data", code=554, text="5.7.1 content refused", times=1),
+        Result.PERMANENT,
+        "data",
+        False,
+        0,
+        id="data-554",
+    ),
+    pytest.param(
+        FaultRule(stage="data", action="drop_after_store", times=1),
+        Result.UNKNOWN,
+        "reply",
+        True,
+        1,
+        id="data-stored-reply-lost",
+    ),
 ]
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 @pytest.mark.parametrize(("fault", "result", "stage", "connection_problem", "kept"), REFUSALS)
 def test_each_refusal_is_judged_alike_both_ways_and_the_session_stays_in_step(
-    sink: Any, tmp_path: Path, pipelining: bool, fault: FaultRule, result: Result, stage: str, connection_problem: bool, kept: int
+    sink: Any,
+    tmp_path: Path,
+    pipelining: bool,
+    fault: FaultRule,
+    result: Result,
+    stage: str,
+    connection_problem: bool,
+    kept: int,
 ) -> None:
     sink.pipelining = pipelining
     sink.faults.add(fault)
@@ -64,14 +122,18 @@ def test_the_client_pipelines_where_offered_and_only_there(tmp_path: Path) -> No
         if offered:
             assert ENVELOPE in server.chunks  # one write, before any reply
         else:
-            assert b"mail FROM:<bounces+x@news.example.org>\r\n" in server.chunks  # alone, then its reply awaited
+            assert (
+                b"mail FROM:<bounces+x@news.example.org>\r\n" in server.chunks
+            )  # alone, then its reply awaited
             assert not any(b"RCPT" in c.upper() and b"MAIL" in c.upper() for c in server.chunks)
 
 
 def test_a_refused_envelope_whose_data_is_accepted_anyway_ends_the_empty_message(tmp_path: Path) -> None:
     """RFC 2920 servers refuse DATA after a refused RCPT; one that answers 354 regardless must get
     the end of an empty message, or the next command would be read as message text."""
-    with ScriptedServer(rcpt_replies=[b"550 5.1.1 no such user\r\n"], data_after_refusal=b"354 go ahead\r\n") as server:
+    with ScriptedServer(
+        rcpt_replies=[b"550 5.1.1 no such user\r\n"], data_after_refusal=b"354 go ahead\r\n"
+    ) as server:
         refused, after = send_on_one_connection(tmp_path, server.port, "ana@example.org", "ana@example.org")
     assert (refused.result, refused.stage, refused.code) == (Result.PERMANENT, "rcpt", 550), refused
     assert after.result is Result.SENT, after
@@ -94,7 +156,13 @@ class ScriptedServer:
     as one chunk and a one-by-one client's MAIL alone. ``rcpt_replies`` answer the first RCPTs
     (then 250); ``data_after_refusal`` answers DATA after a refused RCPT."""
 
-    def __init__(self, *, offer_pipelining: bool = True, rcpt_replies: list[bytes] | None = None, data_after_refusal: bytes = b"554 5.5.1 no valid recipients\r\n") -> None:
+    def __init__(
+        self,
+        *,
+        offer_pipelining: bool = True,
+        rcpt_replies: list[bytes] | None = None,
+        data_after_refusal: bytes = b"554 5.5.1 no valid recipients\r\n",
+    ) -> None:
         self.offer_pipelining = offer_pipelining
         self.rcpt_replies = list(rcpt_replies or [])
         self.data_after_refusal = data_after_refusal
@@ -133,7 +201,11 @@ class ScriptedServer:
             with conn:
                 conn.sendall(b"220 scripted ESMTP\r\n")
                 self._line(conn)  # EHLO
-                conn.sendall(b"250-scripted\r\n" + (b"250-PIPELINING\r\n" if self.offer_pipelining else b"") + b"250 8BITMIME\r\n")
+                conn.sendall(
+                    b"250-scripted\r\n"
+                    + (b"250-PIPELINING\r\n" if self.offer_pipelining else b"")
+                    + b"250 8BITMIME\r\n"
+                )
                 refused = False
                 while True:
                     verb = self._line(conn)[:4].upper()
@@ -176,7 +248,9 @@ def test_the_sink_offers_pipelining_unless_turned_off(sink: Any) -> None:
             assert client.has_extn("smtputf8")  # the rest of the reply is aiosmtpd's own
 
 
-def test_the_sinks_replies_leave_at_once_so_a_pipelined_envelope_is_not_held_for_a_delayed_ack(sink: Any) -> None:
+def test_the_sinks_replies_leave_at_once_so_a_pipelined_envelope_is_not_held_for_a_delayed_ack(
+    sink: Any,
+) -> None:
     """Regression: the sink's sockets kept Nagle's algorithm on (asyncio turns it off only for
     sockets made with IPPROTO_TCP), so its second reply to a pipelined envelope waited for the
     client's delayed ACK: 44 ms a message, 89 msg/s in `bench_send.py --rate-check` against 200."""

@@ -22,8 +22,12 @@ from tests.delivery.helpers import flat
 from tests.invariants import parse
 
 
-@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_a_stopped_send_says_what_it_did_and_how_to_resume_then_resumes_without_repeats(world, sig, code, name):
+@pytest.mark.parametrize(
+    ("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_a_stopped_send_says_what_it_did_and_how_to_resume_then_resumes_without_repeats(
+    world, sig, code, name
+):
     emails = world.add_subscribers(60)
     world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.05))
     reached = threading.Event()
@@ -34,14 +38,23 @@ def test_a_stopped_send_says_what_it_did_and_how_to_resume_then_resumes_without_
 
     world.sink.on_message = on_message
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}, **world.env}
-    proc = subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--key", "e1"], cwd=world.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", "--key", "e1"],
+        cwd=world.tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert reached.wait(60), "the send never started"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     world.sink.on_message = None
     assert proc.returncode == code, (out, err)
     text = flat(out)
-    assert f"Stopped by {name}: edition e1" in text and "Resume it with: newsletter send --resume" in text, text
+    assert f"Stopped by {name}: edition e1" in text and "Resume it with: newsletter send --resume" in text, (
+        text
+    )
     assert "Traceback" not in err and "Aborted!" not in out + err
     counts = world.edition("e1").counts
     assert "sending" not in counts and counts.get("pending", 0) > 0, counts  # untried rows handed back
@@ -98,7 +111,9 @@ def test_without_a_terminal_a_send_prints_plain_progress_lines(world, monkeypatc
     """Regression: without a terminal (cron, logs) nothing printed until the end."""
     import newsletter.cli.sending as sending
 
-    monkeypatch.setattr(sending, "PROGRESS_EVERY", 0.05)  # the cadence, shortened: what is printed is the product's
+    monkeypatch.setattr(
+        sending, "PROGRESS_EVERY", 0.05
+    )  # the cadence, shortened: what is printed is the product's
     world.add_subscribers(20)
     world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.02))
     out = world.cli("send", "--key", "e1")

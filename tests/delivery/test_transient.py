@@ -26,7 +26,9 @@ class DuringTheFault:
 
     def __init__(self, sink, rule: FaultRule, victim: str) -> None:
         self.sink, self.rule, self.victim = sink, rule, victim
-        sink.faults.add(FaultRule(stage="data", action="delay", delay=0.02, to=f"re:^(?!{re.escape(victim)}$)"))
+        sink.faults.add(
+            FaultRule(stage="data", action="delay", delay=0.02, to=f"re:^(?!{re.escape(victim)}$)")
+        )
         self.others: list[str] = []
         self.victim_stored = threading.Event()
         sink.on_message = self._stored
@@ -58,7 +60,9 @@ def test_4xx_defers_with_backoff_and_resume_sends_the_same_message_id(world, sta
     assert checked.states() == {"sent": 5, "deferred": 1}
     assert (row.state, row.attempts, row.last_code) == ("deferred", 1, 451)
     assert "4.3.0" in row.last_reply
-    assert world.sink.faults.fired(rule) == 3, "a 4xx is retried smtp.retries times within the run, then deferred"
+    assert world.sink.faults.fired(rule) == 3, (
+        "a 4xx is retried smtp.retries times within the run, then deferred"
+    )
     assert_backoff(row, 300)
     assert result.edition.status.value == "sending" and "deferred" in result.edition.reason
     message_id = row.message_id

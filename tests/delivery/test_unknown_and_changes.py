@@ -55,13 +55,17 @@ def test_subscriber_leaving_during_the_send_is_never_mailed(world, status):
     leavers = emails[-8:]
     # Slow server: 30 ms per message over 2 connections, about a second in all.
     world.sink.faults.add(FaultRule(stage="data", action="delay", delay=0.03))
-    other = Store(world.settings().database.url, clock=world.clock)  # another process (the web app), same time
+    other = Store(
+        world.settings().database.url, clock=world.clock
+    )  # another process (the web app), same time
     changed = threading.Event()
 
     def leave() -> None:
         world.sink.wait_for(count=1, timeout=20)  # the send is under way
         for email in leavers:
-            other.subscribers.set_status(other.subscribers.find_subscriber(email).id, status, reason="left during the send")
+            other.subscribers.set_status(
+                other.subscribers.find_subscriber(email).id, status, reason="left during the send"
+            )
         changed.set()
 
     thread = threading.Thread(target=leave)

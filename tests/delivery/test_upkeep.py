@@ -43,7 +43,9 @@ def test_scheduler_upkeep_finishes_an_edition_a_dead_sender_left(world):
     assert out.exit_code == 0, out.output
     # A sender on this machine (a pid that is not running) claimed four rows and died before
     # any result was committed: its claim is what the outbox's own claim writes.
-    dead = world.store.outbox.claim_deliveries(world.edition("e1").id, limit=4, worker=f"{socket.gethostname()}:999999")
+    dead = world.store.outbox.claim_deliveries(
+        world.edition("e1").id, limit=4, worker=f"{socket.gethostname()}:999999"
+    )
     assert len(dead) == 4 and world.edition("e1").counts == {"pending": 8, "sending": 4}
     service = world.service
     done = service.runner.upkeep()

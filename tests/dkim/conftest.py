@@ -43,7 +43,9 @@ def free_port() -> int:
 def zone_value(rtype: str, value: str) -> str:
     if rtype != "TXT":
         return value
-    return " ".join('"' + value[i : i + 255].replace('"', '\\"') + '"' for i in range(0, max(len(value), 1), 255))
+    return " ".join(
+        '"' + value[i : i + 255].replace('"', '\\"') + '"' for i in range(0, max(len(value), 1), 255)
+    )
 
 
 def write_zone(path: Path, origin: str, records: Sequence[Record]) -> None:
@@ -82,7 +84,11 @@ def dns_zone(tmp_path: Path) -> Iterator[Callable[[Sequence[Record]], str]]:
             f'zone:\n  name: {origin}\n  zonefile: "{work}/zone"\n',
             encoding="ascii",
         )
-        proc = subprocess.Popen([str(NSD), "-d", "-c", str(work / "nsd.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(NSD), "-d", "-c", str(work / "nsd.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         started.append(proc)
         _wait_answering(port, origin, proc, work)
         return f"127.0.0.1:{port}"

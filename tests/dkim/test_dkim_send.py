@@ -69,7 +69,9 @@ def dkimpy_lookup(server: str):
 
 
 @pytest.mark.parametrize("kinds", [("ed",), ("rsa",), ("ed", "rsa")], ids=["ed25519", "rsa", "both"])
-def test_digests_signed_by_send_verify_against_loopback_dns(make_service, sink, tmp_path, dns_zone, ed_key, rsa_key, kinds):
+def test_digests_signed_by_send_verify_against_loopback_dns(
+    make_service, sink, tmp_path, dns_zone, ed_key, rsa_key, kinds
+):
     keys = [{"ed": ed_key, "rsa": rsa_key}[k] for k in kinds]
     server = dns_zone([*map(key_record, keys), *GOOD_ZONE_EXTRA])
     service = make_service(**key_env(tmp_path, *keys, server=server))
@@ -92,7 +94,9 @@ def test_digests_signed_by_send_verify_against_loopback_dns(make_service, sink, 
         assert checks["dkim-alignment"].status == "pass", checks["dkim-alignment"]
 
 
-def test_signature_is_made_before_dot_stuffing_so_leading_dots_verify(make_service, sink, tmp_path, dns_zone, ed_key):
+def test_signature_is_made_before_dot_stuffing_so_leading_dots_verify(
+    make_service, sink, tmp_path, dns_zone, ed_key
+):
     """A body line starting with "." is doubled on the wire and undone by the receiver: what was signed is what arrives."""
     server = dns_zone([key_record(ed_key)])
     service = make_service(**key_env(tmp_path, ed_key, server=server))
@@ -105,10 +109,15 @@ def test_signature_is_made_before_dot_stuffing_so_leading_dots_verify(make_servi
 
 @pytest.mark.parametrize(
     ("published", "expected"),
-    [("none", "no key published at ed2026._domainkey.example.com"), ("other", "key mismatch at ed2026._domainkey.example.com")],
+    [
+        ("none", "no key published at ed2026._domainkey.example.com"),
+        ("other", "key mismatch at ed2026._domainkey.example.com"),
+    ],
     ids=["selector-with-no-published-key", "key-differs-from-dns"],
 )
-def test_send_refuses_a_key_dns_does_not_publish_before_any_mail(make_service, sink, tmp_path, dns_zone, ed_key, published, expected):
+def test_send_refuses_a_key_dns_does_not_publish_before_any_mail(
+    make_service, sink, tmp_path, dns_zone, ed_key, published, expected
+):
     records = [key_record(DkimKey(ed_key.selector, generate_key("ed25519")))] if published == "other" else []
     server = dns_zone([*records, *GOOD_ZONE_EXTRA])
     service = make_service(**key_env(tmp_path, ed_key, server=server))
@@ -128,14 +137,18 @@ def test_confirmation_mail_is_signed_and_verifies(make_service, tmp_path, dns_zo
     server = dns_zone([key_record(ed_key), key_record(rsa_key)])
     service = make_service(**key_env(tmp_path, ed_key, rsa_key, server=server))
     subscriber, _ = service.store.subscribers.add_subscriber(email="new@example.org", name="New")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(service.settings.digest.templates), autoescape=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(service.settings.digest.templates), autoescape=True
+    )
     mailer = Mailer(service.settings, env, service.signer, service.store.subscribers)
     data = mailer.build(CONFIRM, subscriber, now=AS_OF)
     lookup = dkimpy_lookup(server)
     assert dkim.DKIM(data).verify(0, dnsfunc=lookup) and dkim.DKIM(data).verify(1, dnsfunc=lookup)
 
 
-def test_tampered_body_and_header_fail_in_the_sink_and_say_which(make_service, sink, tmp_path, dns_zone, ed_key):
+def test_tampered_body_and_header_fail_in_the_sink_and_say_which(
+    make_service, sink, tmp_path, dns_zone, ed_key
+):
     server = dns_zone([key_record(ed_key)])
     service = make_service(**key_env(tmp_path, ed_key, server=server))
     service.store.subscribers.add_subscriber(email="reader@example.org", name="Reader")

@@ -29,8 +29,11 @@ def lookup_for(*keys: DkimKey):
 
 def recipient(**changes: object) -> dict[str, object]:
     values: dict[str, object] = {
-        "to_address": "reader@example.org", "to_name": "Reader", "message_id": "<e1.s1.ab@example.com>",
-        "date": datetime(2026, 11, 29, 7, 0, tzinfo=UTC), "unsubscribe_url": "https://news.example.com/unsubscribe/tok",
+        "to_address": "reader@example.org",
+        "to_name": "Reader",
+        "message_id": "<e1.s1.ab@example.com>",
+        "date": datetime(2026, 11, 29, 7, 0, tzinfo=UTC),
+        "unsubscribe_url": "https://news.example.com/unsubscribe/tok",
         "preferences_url": "https://news.example.com/preferences/tok",
     }
     values.update(changes)
@@ -38,18 +41,26 @@ def recipient(**changes: object) -> dict[str, object]:
 
 
 def prepared(text: str, html: str) -> PreparedMessage:
-    return PreparedMessage(from_name="Video Surveillance News", from_address="news@example.com", subject="Weekly  digest",
-                           text=text, html=html, list_id="VSN <digest.news.example.com>")
+    return PreparedMessage(
+        from_name="Video Surveillance News",
+        from_address="news@example.com",
+        subject="Weekly  digest",
+        text=text,
+        html=html,
+        list_id="VSN <digest.news.example.com>",
+    )
 
 
 TEXT = f"Hello  there \n.a line that starts with a dot\n\tindented\n\nUnsubscribe: {UNSUBSCRIBE_MARK}\nSent to {RECIPIENT_MARK}\n"
-HTML = f"<p>Hi   {RECIPIENT_MARK}</p>\n   <a href=\"{UNSUBSCRIBE_MARK}\">out</a> <a href=\"{PREFERENCES_MARK}\">prefs</a>  \n"
+HTML = f'<p>Hi   {RECIPIENT_MARK}</p>\n   <a href="{UNSUBSCRIBE_MARK}">out</a> <a href="{PREFERENCES_MARK}">prefs</a>  \n'
 
 
 def test_both_key_types_sign_and_each_signature_verifies_with_dkimpy(ed_key, rsa_key):
     signer = DkimSigner([ed_key, rsa_key], "example.com")
     message = signer.for_recipient(prepared(TEXT, HTML), **recipient())
-    headers = re.findall(rb"(?m)^DKIM-Signature: v=1; a=([a-z0-9-]+); c=relaxed/relaxed; d=example.com;", message)
+    headers = re.findall(
+        rb"(?m)^DKIM-Signature: v=1; a=([a-z0-9-]+); c=relaxed/relaxed; d=example.com;", message
+    )
     assert headers == [b"ed25519-sha256", b"rsa-sha256"]
     for index in (0, 1):
         assert dkim.DKIM(message).verify(index, dnsfunc=lookup_for(ed_key, rsa_key))
@@ -87,13 +98,29 @@ piece = st.lists(st.sampled_from([*"ab .\t=<>&é\n", "  ", " \n", ".\n", "x" * 7
 value = st.text(alphabet=st.sampled_from(list("az09.@/-_ &<>\"'")), min_size=0, max_size=90)
 
 
-@settings(max_examples=int(os.environ.get("DKIM_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4), html=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4),
-       tail=piece, address_local=st.from_regex(r"[a-z.]{1,20}", fullmatch=True), unsub=value, prefs=value)
-def test_fast_path_signs_exactly_what_whole_message_signing_signs(ed_key, text, html, tail, address_local, unsub, prefs):
+@settings(
+    max_examples=int(os.environ.get("DKIM_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    text=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4),
+    html=st.lists(st.tuples(piece, st.sampled_from(MARKS)), max_size=4),
+    tail=piece,
+    address_local=st.from_regex(r"[a-z.]{1,20}", fullmatch=True),
+    unsub=value,
+    prefs=value,
+)
+def test_fast_path_signs_exactly_what_whole_message_signing_signs(
+    ed_key, text, html, tail, address_local, unsub, prefs
+):
     variant = prepared("".join(p + m for p, m in text) + tail, "".join(p + m for p, m in html) + tail)
     signer = DkimSigner([ed_key], "example.com", clock=lambda: 1_700_000_000)
-    values = recipient(to_address=f"{address_local}@example.org", unsubscribe_url="https://x.example/u/" + unsub, preferences_url="https://x.example/p/" + prefs)
+    values = recipient(
+        to_address=f"{address_local}@example.org",
+        unsubscribe_url="https://x.example/u/" + unsub,
+        preferences_url="https://x.example/p/" + prefs,
+    )
     signer.for_recipient(variant, **recipient())  # another reader first: the variant's pieces are learnt
     fast = signer.for_recipient(variant, **values)
     whole = signer.signed(variant.for_recipient(**values))
@@ -116,7 +143,9 @@ def test_dkim_off_when_no_selector(tmp_path):
 
 def test_key_from_the_environment_one_line_pem(tmp_path, ed_key):
     pem = private_pem(ed_key.private).decode().replace("\n", "\\n")
-    settings = build_settings(tmp_path, NEWSLETTER_MAIL_DKIM_SELECTOR="ed2026", NEWSLETTER_DKIM_PRIVATE_KEY=pem)
+    settings = build_settings(
+        tmp_path, NEWSLETTER_MAIL_DKIM_SELECTOR="ed2026", NEWSLETTER_DKIM_PRIVATE_KEY=pem
+    )
     (key,) = load_keys(settings)
     assert key.public_b64() == ed_key.public_b64() and key.kind == "ed25519"
 
@@ -135,7 +164,10 @@ def test_private_key_is_refused_in_the_toml(tmp_path):
     [
         (None, "cannot read the DKIM key file"),
         (b"not a key", "holds no PEM private key"),
-        (b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "malformed or encrypted private key"),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "malformed or encrypted private key",
+        ),
     ],
     ids=["missing", "not-pem", "malformed"],
 )
@@ -143,7 +175,9 @@ def test_missing_or_malformed_key_is_one_line_with_a_hint(tmp_path, content, exp
     path = tmp_path / "key.pem"
     if content is not None:
         path.write_bytes(content)
-    settings = build_settings(tmp_path, NEWSLETTER_MAIL_DKIM_SELECTOR="s1", NEWSLETTER_MAIL_DKIM_KEY_FILE=str(path))
+    settings = build_settings(
+        tmp_path, NEWSLETTER_MAIL_DKIM_SELECTOR="s1", NEWSLETTER_MAIL_DKIM_KEY_FILE=str(path)
+    )
     with pytest.raises(ConfigError) as caught:
         signer_for(settings)
     assert expected in caught.value.message and "\n" not in caught.value.message
@@ -163,8 +197,17 @@ def test_fast_path_is_taken_for_a_digest_shaped_variant(ed_key):
     signer.for_recipient(variant, **recipient())
     plan, headers = signer._plans[variant]
     assert plan is not None and len(plan.pieces) == 6
-    assert headers is not None and set(headers.canonical) == {b"from", b"subject", b"list-id", b"mime-version", b"content-type", b"list-unsubscribe-post"}
-    message = variant.for_recipient(**recipient(to_address="other@example.org", message_id="<other@example.com>"))
+    assert headers is not None and set(headers.canonical) == {
+        b"from",
+        b"subject",
+        b"list-id",
+        b"mime-version",
+        b"content-type",
+        b"list-unsubscribe-post",
+    }
+    message = variant.for_recipient(
+        **recipient(to_address="other@example.org", message_id="<other@example.com>")
+    )
     end = message.index(b"\r\n\r\n")
     assert plan.body_hash(message[end + 4 :]) is not None
     assert headers.signed(message[: end + 2]) is not None
@@ -184,17 +227,27 @@ def test_sink_json_api_shows_the_dkim_checks_and_which_part_was_tampered(tmp_pat
     sink_dkim.use_keys({f"{ed_key.selector}._domainkey.example.com": ed_key.txt_record()})
     try:
         with SinkServer(maildir=tmp_path / "maildir", http_port=0) as sink:
-            with smtplib.SMTP(sink.host, sink.smtp_port, timeout=10) as client:  # smtplib does the dot-stuffing
+            with smtplib.SMTP(
+                sink.host, sink.smtp_port, timeout=10
+            ) as client:  # smtplib does the dot-stuffing
                 client.sendmail("b@example.com", ["good@example.org"], signed)
                 client.sendmail("b@example.com", ["bad@example.org"], tampered)
             assert sink.http_url is not None
             with httpx.Client(base_url=sink.http_url, trust_env=False, timeout=15) as http:
                 listed = http.get("/api/messages").json()["messages"]
-                checks = {m["rcpt_tos"][0]: {c["name"]: c for c in http.get(f"/api/messages/{m['id']}").json()["checks"]} for m in listed}
+                checks = {
+                    m["rcpt_tos"][0]: {
+                        c["name"]: c for c in http.get(f"/api/messages/{m['id']}").json()["checks"]
+                    }
+                    for m in listed
+                }
     finally:
         sink_dkim.use_dns(None)
     good, bad = checks["good@example.org"], checks["bad@example.org"]
-    assert good["dkim"]["status"] == "pass" and "ed25519-sha256 d=example.com s=ed2026: valid" in good["dkim"]["reason"]
+    assert (
+        good["dkim"]["status"] == "pass"
+        and "ed25519-sha256 d=example.com s=ed2026: valid" in good["dkim"]["reason"]
+    )
     assert good["dkim-alignment"]["status"] == "pass"
     assert bad["dkim"]["status"] == "fail" and "the body changed after signing" in bad["dkim"]["reason"]
     assert bad["dkim-alignment"]["status"] == "fail"

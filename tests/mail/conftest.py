@@ -23,7 +23,14 @@ def mails(mail_service: Service) -> dict[str, bytes]:
     who = subscriber(123456, email="jose.nunez.long-address@example.org", name="José Núñez")
     out = {}
     for kind in MAIL_TYPES:
-        data, stuffed = mail_bytes(kind, mail_service.settings, mail_service.signer, mail_service.store.subscribers, who, f"Ban {LONG_WORD} tested")
+        data, stuffed = mail_bytes(
+            kind,
+            mail_service.settings,
+            mail_service.signer,
+            mail_service.store.subscribers,
+            who,
+            f"Ban {LONG_WORD} tested",
+        )
         out[kind] = data.replace(b"\r\n..", b"\r\n.") if stuffed else data
     return out
 
@@ -35,7 +42,8 @@ def htmls(mails: dict[str, bytes]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def screenshots_dir() -> Path:
-    path = Path(__file__).resolve().parents[2] / "test-output" / "mail-screens"  # the checkout, whatever the cwd
+    path = (
+        Path(__file__).resolve().parents[2] / "test-output" / "mail-screens"
+    )  # the checkout, whatever the cwd
     path.mkdir(parents=True, exist_ok=True)
     return path
-

@@ -32,7 +32,13 @@ DATE = datetime(2026, 11, 26, 12, tzinfo=UTC)
 LONG_WORD = "Überwachungskamerasystemherstellerzertifizierungsverfahrensdokumentationsanforderungenliste"
 
 
-def report(title: str = "Axis launches a new camera line", *, slug: str = "axis-cameras", teaser: str = "A teaser.", n: int = 0) -> Report:
+def report(
+    title: str = "Axis launches a new camera line",
+    *,
+    slug: str = "axis-cameras",
+    teaser: str = "A teaser.",
+    n: int = 0,
+) -> Report:
     return Report(
         id=f"r-{slug}-{n}",
         title=title,
@@ -51,12 +57,24 @@ def signed_links(settings: Settings, signer: TokenSigner, subscriber_id: int) ->
     }
 
 
-def digest_bytes(settings: Settings, signer: TokenSigner, subscriber: Subscriber, reports: list[Report], *, archive_url: str = "") -> tuple[bytes, dict[str, str]]:
+def digest_bytes(
+    settings: Settings,
+    signer: TokenSigner,
+    subscriber: Subscriber,
+    reports: list[Report],
+    *,
+    archive_url: str = "",
+) -> tuple[bytes, dict[str, str]]:
     """(dot-stuffed wire bytes, the signed links spliced in) of one digest, exactly as the sender makes them."""
     digest = DigestRenderer(settings).render(reports, archive_url=archive_url)
     mail = settings.mail
     prepared = PreparedMessage(
-        from_name=mail.from_name, from_address=mail.from_address, subject=digest.subject, text=digest.text, html=digest.html, list_id=mail.list_id
+        from_name=mail.from_name,
+        from_address=mail.from_address,
+        subject=digest.subject,
+        text=digest.text,
+        html=digest.html,
+        list_id=mail.list_id,
     )
     links = signed_links(settings, signer, subscriber.id)
     data = prepared.for_recipient(
@@ -75,7 +93,9 @@ def mailer(settings: Settings, signer: TokenSigner, subscribers: SubscriberStore
     return Mailer(settings, template_environment(settings.digest.templates), signer, subscribers)
 
 
-def transactional_bytes(settings: Settings, signer: TokenSigner, subscribers: SubscriberStore, kind: str, subscriber: Subscriber) -> bytes:
+def transactional_bytes(
+    settings: Settings, signer: TokenSigner, subscribers: SubscriberStore, kind: str, subscriber: Subscriber
+) -> bytes:
     """The confirmation or manage mail, as the web app builds it (not dot-stuffed: the SMTP client does that)."""
     return mailer(settings, signer, subscribers).build(KINDS[kind], subscriber, now=DATE)
 
@@ -98,11 +118,20 @@ def deliver(settings: Settings, sink: Any, data: bytes, rcpt: str, *, dot_stuffe
     return message
 
 
-def mail_bytes(kind: str, settings: Settings, signer: TokenSigner, subscribers: SubscriberStore, who: Subscriber, title: str) -> tuple[bytes, bool]:
+def mail_bytes(
+    kind: str,
+    settings: Settings,
+    signer: TokenSigner,
+    subscribers: SubscriberStore,
+    who: Subscriber,
+    title: str,
+) -> tuple[bytes, bool]:
     """(bytes, already dot-stuffed) of one mail of ``kind`` for ``who``."""
     if kind == "digest":
         reports = [report(title, teaser=f"{title}: {LONG_WORD} in a teaser."), report("Second report", n=1)]
-        return digest_bytes(settings, signer, who, reports, archive_url=settings.site.base_url.rstrip("/") + "/archive/1")[0], True
+        return digest_bytes(
+            settings, signer, who, reports, archive_url=settings.site.base_url.rstrip("/") + "/archive/1"
+        )[0], True
     return transactional_bytes(settings, signer, subscribers, kind, who), False
 
 

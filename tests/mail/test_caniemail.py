@@ -16,7 +16,15 @@ import pytest
 
 from tests.mail.helpers import MAIL_TYPES
 
-CLI = Path(__file__).resolve().parents[2] / ".npm" / "caniemail" / "node_modules" / "doiuse-email" / "bin" / "cli.js"
+CLI = (
+    Path(__file__).resolve().parents[2]
+    / ".npm"
+    / "caniemail"
+    / "node_modules"
+    / "doiuse-email"
+    / "bin"
+    / "cli.js"
+)
 CLIENTS = "gmail.*,outlook.*,apple-mail.*,yahoo.*"
 ALLOWED = {
     "<body> element": "Outlook and Yahoo mobile apps replace <body> with a <div>; the wrapper table repeats its background",
@@ -27,7 +35,8 @@ ALLOWED = {
 FEATURE = re.compile(r"^`(.+?)` is not supported by `(.+?)`")
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not CLI.exists(), reason=f"node or doiuse-email is not installed ({CLI}; `make caniemail` installs it)"
+    shutil.which("node") is None or not CLI.exists(),
+    reason=f"node or doiuse-email is not installed ({CLI}; `make caniemail` installs it)",
 )
 
 
@@ -35,7 +44,9 @@ def caniemail_errors(html: str, tmp_path: Path) -> list[tuple[str, str]]:
     """(feature, client) for every error doiuse-email reports."""
     page = tmp_path / "mail.html"
     page.write_text(html, encoding="utf-8")
-    run = subprocess.run(["node", str(CLI), "-e", CLIENTS, str(page)], capture_output=True, text=True, timeout=120, check=True)
+    run = subprocess.run(
+        ["node", str(CLI), "-e", CLIENTS, str(page)], capture_output=True, text=True, timeout=120, check=True
+    )
     result = json.loads(run.stdout)
     return [(m.group(1), m.group(2)) for e in result.get("errors", []) if (m := FEATURE.match(e))] + [
         ("unparsed", e) for e in result.get("errors", []) if not FEATURE.match(e)
@@ -43,7 +54,9 @@ def caniemail_errors(html: str, tmp_path: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("kind", MAIL_TYPES)
-def test_caniemail_reports_nothing_beyond_the_allow_list(htmls: dict[str, str], tmp_path: Path, kind: str) -> None:
+def test_caniemail_reports_nothing_beyond_the_allow_list(
+    htmls: dict[str, str], tmp_path: Path, kind: str
+) -> None:
     """Regression: @media (dropped by Gmail mobile web and Outlook), display:none, opacity and overflow in the preheader."""
     errors = caniemail_errors(htmls[kind], tmp_path)
     print(f"caniemail {kind}: {len(errors)} errors, features {sorted({f for f, _ in errors})}")

@@ -17,11 +17,21 @@ import pytest
 from tests.mail.helpers import MAIL_TYPES
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WIDTHS = (320, 375, 600, 800)
 STYLE_BLOCK = re.compile(r"<style\b.*?</style>", re.S | re.I)
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed (make browser)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed (make browser)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +51,9 @@ def overflow(browser: Any, html: str, width: int, *, screenshot: Path | None = N
         page.route("**/*", lambda route: route.abort())  # a mail loads nothing; neither does this test
         page.set_content(html, wait_until="load")
         scroll = page.evaluate("document.documentElement.scrollWidth")
-        right = page.evaluate("Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))")
+        right = page.evaluate(
+            "Math.max(...[...document.querySelectorAll('body *')].map(e => e.getBoundingClientRect().right))"
+        )
         if screenshot is not None:
             page.screenshot(path=str(screenshot), full_page=True)
         return int(scroll), int(right)
@@ -50,19 +62,25 @@ def overflow(browser: Any, html: str, width: int, *, screenshot: Path | None = N
 
 
 @pytest.mark.parametrize("kind", MAIL_TYPES)
-def test_no_mail_type_overflows_a_phone_or_desktop_with_or_without_its_style_block(browser: Any, htmls: dict[str, str], kind: str) -> None:
+def test_no_mail_type_overflows_a_phone_or_desktop_with_or_without_its_style_block(
+    browser: Any, htmls: dict[str, str], kind: str
+) -> None:
     """Regression: confirmation and manage mails were a fixed 600 px; the digest needed @media and a long word widened it to 841 px."""
     for html, variant in ((htmls[kind], "as sent"), (STYLE_BLOCK.sub("", htmls[kind]), "without <style>")):
         for width in WIDTHS:
             scroll, right = overflow(browser, html, width)
-            assert scroll <= width and right <= width, f"{kind} ({variant}) at {width} px is {max(scroll, right)} px wide"
+            assert scroll <= width and right <= width, (
+                f"{kind} ({variant}) at {width} px is {max(scroll, right)} px wide"
+            )
 
 
 def test_the_digest_has_no_media_query_and_no_fixed_width(htmls: dict[str, str]) -> None:
     """Regression: the digest's layout lived in an @media rule (dropped by Gmail apps) around a fixed 600 px table."""
     for kind, html in htmls.items():
         assert "@media" not in html, kind
-        visible = re.sub(r"<!--.*?-->", "", html, flags=re.S)  # the Outlook-only ghost table lives in a conditional comment
+        visible = re.sub(
+            r"<!--.*?-->", "", html, flags=re.S
+        )  # the Outlook-only ghost table lives in a conditional comment
         assert not re.search(r'\bwidth="(?:[4-9]\d\d|\d{4,})"', visible), kind
 
 

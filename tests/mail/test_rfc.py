@@ -23,13 +23,25 @@ def test_encoded_words_are_at_most_75_octets_in_every_mail_type(make_service: Ca
     """Regression: a 77-character encoded word in the Subject (RFC 2047 allows 75)."""
     name = "Videoüberwachung – Wöchentliche Übersicht der Prüfberichte für Errichter"
     mail_service = make_service(NEWSLETTER_SITE_NAME=name, NEWSLETTER_MAIL_FROM_NAME=name)
-    who = subscriber(42, email="reader@example.org", name="José Núñez-Ñandú de la Peña y Ölçer, Überwachungsbeauftragter")
+    who = subscriber(
+        42, email="reader@example.org", name="José Núñez-Ñandú de la Peña y Ölçer, Überwachungsbeauftragter"
+    )
     for kind in MAIL_TYPES:
-        data, _ = mail_bytes(kind, mail_service.settings, mail_service.signer, mail_service.store.subscribers, who, NON_ASCII_TITLE)
+        data, _ = mail_bytes(
+            kind,
+            mail_service.settings,
+            mail_service.signer,
+            mail_service.store.subscribers,
+            who,
+            NON_ASCII_TITLE,
+        )
         words = ENCODED_WORD.findall(head(data))
         assert words, f"{kind}: the case must hold encoded words"
         assert max(map(len, words)) <= 75, f"{kind}: {max(words, key=len)!r}"
-        assert max(len(line) for line in head(data).split(b"\r\n") if not line.startswith(b"List-Unsubscribe:")) <= 78, kind
+        assert (
+            max(len(line) for line in head(data).split(b"\r\n") if not line.startswith(b"List-Unsubscribe:"))
+            <= 78
+        ), kind
 
 
 def test_quoted_printable_lines_are_at_most_76_octets_in_every_mail_type(mails: dict[str, bytes]) -> None:
@@ -39,7 +51,9 @@ def test_quoted_printable_lines_are_at_most_76_octets_in_every_mail_type(mails: 
         for part in parsed.walk():
             if part.get("Content-Transfer-Encoding") == "quoted-printable":
                 lines = str(part.get_payload()).split("\r\n")
-                assert max(map(len, lines)) <= 76, f"{kind} {part.get_content_type()}: {max(lines, key=len)!r}"
+                assert max(map(len, lines)) <= 76, (
+                    f"{kind} {part.get_content_type()}: {max(lines, key=len)!r}"
+                )
 
 
 def test_list_unsubscribe_has_one_form_in_every_mail_type(mails: dict[str, bytes]) -> None:
@@ -65,7 +79,14 @@ def test_no_mime_version_or_other_stray_header_inside_a_body_part(mails: dict[st
 def test_the_sinks_encoding_and_link_checks_pass_for_every_mail_type(mails: dict[str, bytes]) -> None:
     for kind, raw in mails.items():
         checks = {c.name: c for c in StoredMessage.from_bytes(raw).checks}
-        for name in ("mime-encoding", "body-links", "fluid-layout", "line-endings", "list-unsubscribe", "unsubscribe-link"):
+        for name in (
+            "mime-encoding",
+            "body-links",
+            "fluid-layout",
+            "line-endings",
+            "list-unsubscribe",
+            "unsubscribe-link",
+        ):
             assert checks[name].status == "pass", f"{kind}: {checks[name]}"
 
 
@@ -74,12 +95,34 @@ def test_the_size_cap_holds_on_the_final_bytes_of_a_150_report_digest(mail_servi
     a 150-report digest ended above digest.max_html_bytes."""
     settings = mail_service.settings
     cap = settings.digest.max_html_bytes
-    teaser = ("Axis is very late in releasing IR PTZs. While competitors have offered them for years, Axis has just released theirs. " * 3)[:280]
-    reports = [report(f"Report number {n}: a title of a realistic length for this feed", slug=f"report-{n}", teaser=teaser, n=n) for n in range(150)]
-    who = subscriber(987654321, email="a.very.long.local.part.of.an.address.that.still.is.valid@" + "sub." * 10 + "example.org")
-    data, _ = digest_bytes(settings, mail_service.signer, who, reports, archive_url=settings.site.base_url + "/archive/123456789")
-    html_part = next(p for p in message_from_bytes(data.replace(b"\r\n..", b"\r\n.")).walk() if p.get_content_type() == "text/html")
+    teaser = (
+        "Axis is very late in releasing IR PTZs. While competitors have offered them for years, Axis has just released theirs. "
+        * 3
+    )[:280]
+    reports = [
+        report(
+            f"Report number {n}: a title of a realistic length for this feed",
+            slug=f"report-{n}",
+            teaser=teaser,
+            n=n,
+        )
+        for n in range(150)
+    ]
+    who = subscriber(
+        987654321,
+        email="a.very.long.local.part.of.an.address.that.still.is.valid@" + "sub." * 10 + "example.org",
+    )
+    data, _ = digest_bytes(
+        settings, mail_service.signer, who, reports, archive_url=settings.site.base_url + "/archive/123456789"
+    )
+    html_part = next(
+        p
+        for p in message_from_bytes(data.replace(b"\r\n..", b"\r\n.")).walk()
+        if p.get_content_type() == "text/html"
+    )
     on_the_wire = len(html_part.get_payload().encode("ascii"))
     decoded = len(html_part.get_payload(decode=True))
     assert decoded <= on_the_wire <= cap, (decoded, on_the_wire, cap)
-    assert "more reports on" in html_part.get_payload(decode=True).decode("utf-8")  # the tail became "N more reports"
+    assert "more reports on" in html_part.get_payload(decode=True).decode(
+        "utf-8"
+    )  # the tail became "N more reports"

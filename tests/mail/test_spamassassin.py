@@ -14,7 +14,10 @@ import pytest
 from newsletter.sink.mail_checks import SA_ENVIRONMENT_RULES, spamassassin_score
 from tests.mail.helpers import MAIL_TYPES
 
-pytestmark = pytest.mark.skipif(shutil.which("spamassassin") is None, reason="spamassassin is not installed (apt-get install spamassassin; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("spamassassin") is None,
+    reason="spamassassin is not installed (apt-get install spamassassin; .ci/run does)",
+)
 
 
 @pytest.mark.parametrize("kind", MAIL_TYPES)

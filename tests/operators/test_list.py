@@ -38,7 +38,9 @@ def test_list_search_matches_part_of_an_address_or_a_name_with_status_and_pages(
     assert total == 2 and [r.email for r in rows] == ["ellen@example.net", "hartley.left@example.net"]
     rows, total = store.subscribers.list_page(search="Hartley", status=SubscriberStatus.ACTIVE)
     assert total == 1 and rows[0].email == "ellen@example.net"
-    rows, total = store.subscribers.list_page(search="EXAMPLE.ORG", limit=5, offset=5)  # common: the table path
+    rows, total = store.subscribers.list_page(
+        search="EXAMPLE.ORG", limit=5, offset=5
+    )  # common: the table path
     assert total == 40 and [r.email for r in rows] == [f"reader{i:02d}@example.org" for i in range(5, 10)]
     rows, total = store.subscribers.list_page(search="reader3", limit=3, offset=9)  # rare, last page
     assert total == 10 and [r.email for r in rows] == ["reader39@example.org"]
@@ -66,27 +68,47 @@ def test_search_index_stays_in_step_with_every_change_on_sqlite(store):
     add_subscriber(store, "ratex100x@example.org", name="Élise Marchand")
     import_csv(store, io.StringIO("email,name\nzoe@example.com,Zoe Hartley\nyan@example.com,Yan Li\n"))
     with store.engine.connect() as conn:  # the index itself holds the rows: the answers below come from it
-        indexed = conn.exec_driver_sql("SELECT rowid FROM subscribers_search WHERE subscribers_search MATCH '\"hartley\"'").scalars().all()
+        indexed = (
+            conn.exec_driver_sql(
+                "SELECT rowid FROM subscribers_search WHERE subscribers_search MATCH '\"hartley\"'"
+            )
+            .scalars()
+            .all()
+        )
     assert len(indexed) == 2
-    assert search(store, "HARTLEY") == ["ellen.hartley@example.net", "zoe@example.com"]  # address and name, any case
+    assert search(store, "HARTLEY") == [
+        "ellen.hartley@example.net",
+        "zoe@example.com",
+    ]  # address and name, any case
     assert search(store, "len.har") == ["ellen.hartley@example.net"]
     assert search(store, "élise") == search(store, "ÉLISE") == ["ratex100x@example.org"]
-    assert search(store, "e_100") == search(store, "100%") == ["rate_100%@example.org"]  # % and _ are literal, not ratex100x
+    assert (
+        search(store, "e_100") == search(store, "100%") == ["rate_100%@example.org"]
+    )  # % and _ are literal, not ratex100x
     assert search(store, '"quist') == [] and search(store, "n qui") == ["ellen.hartley@example.net"]
-    assert search(store, "quist*") == search(store, "har\x00tley") == search(store, "email:hartley") == []  # no query syntax
+    assert (
+        search(store, "quist*") == search(store, "har\x00tley") == search(store, "email:hartley") == []
+    )  # no query syntax
     assert search(store, "li") == ["ratex100x@example.org", "yan@example.com"]  # short terms: the scan
     assert search(store, "%") == ["rate_100%@example.org"] and search(store, "_") == ["rate_100%@example.org"]
-    assert search(store, "hartley", SubscriberStatus.ACTIVE) == ["ellen.hartley@example.net", "zoe@example.com"]
+    assert search(store, "hartley", SubscriberStatus.ACTIVE) == [
+        "ellen.hartley@example.net",
+        "zoe@example.com",
+    ]
     zoe = store.subscribers.find_subscriber("zoe@example.com")
     store.subscribers.set_status(zoe.id, SubscriberStatus.UNSUBSCRIBED)
     assert search(store, "hartley", SubscriberStatus.ACTIVE) == ["ellen.hartley@example.net"]
     import_csv(store, io.StringIO("email,name\nzoe@example.com,Zoe Marsh\n"), update=True)  # a rename
-    assert search(store, "hartley") == ["ellen.hartley@example.net"] and search(store, "marsh") == ["zoe@example.com"]
+    assert search(store, "hartley") == ["ellen.hartley@example.net"] and search(store, "marsh") == [
+        "zoe@example.com"
+    ]
     store.subscribers.remove_subscriber("ellen.hartley@example.net")
     assert search(store, "hartley") == [] and search(store, "quist") == []
     add_subscriber(store, "new.hartley@example.org")
     assert search(store, "hartley") == ["new.hartley@example.org"]
-    rows, total = store.subscribers.list_page(search="example", limit=2, offset=2)  # pages of index answers, in id order
+    rows, total = store.subscribers.list_page(
+        search="example", limit=2, offset=2
+    )  # pages of index answers, in id order
     assert total == 5 and [r.email for r in rows] == ["zoe@example.com", "yan@example.com"]
 
 
@@ -94,21 +116,35 @@ def test_upgrade_to_0010_indexes_the_readers_already_there_on_sqlite(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
     upgrade(engine, "0009")
     with engine.begin() as conn:  # readers stored before the index existed
-        conn.execute(subscribers.insert(), [dict(OLD_ROW, email=f"old{i}@example.org", name=f"Old Hartley {i}") for i in range(3)])
+        conn.execute(
+            subscribers.insert(),
+            [dict(OLD_ROW, email=f"old{i}@example.org", name=f"Old Hartley {i}") for i in range(3)],
+        )
     upgrade(engine)
     engine.dispose()
     store = Store(f"sqlite:///{tmp_path / 'old.sqlite'}")
     try:
         assert search(store, "hartley 1") == ["old1@example.org"] and len(search(store, "hartley")) == 3
         with store.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH '\"old hart\"'").scalar() == 3
+            assert (
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM subscribers_search WHERE subscribers_search MATCH '\"old hart\"'"
+                ).scalar()
+                == 3
+            )
     finally:
         store.dispose()
 
 
 OLD_ROW = {
-    "status": "active", "topics": [], "cadence": "daily", "paused": False, "status_reason": "", "legacy_links": False,
-    "created_at": datetime(2026, 1, 1, tzinfo=UTC), "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "status": "active",
+    "topics": [],
+    "cadence": "daily",
+    "paused": False,
+    "status_reason": "",
+    "legacy_links": False,
+    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+    "updated_at": datetime(2026, 1, 1, tzinfo=UTC),
 }
 
 

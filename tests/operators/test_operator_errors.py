@@ -33,7 +33,9 @@ def test_an_sqlite_too_old_for_sends_is_refused_at_start_in_one_line(cli, tmp_pa
     a traceback from the first claim of a send. (The version is the one thing faked here: this
     machine's SQLite is new enough.)"""
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
-    out = clean_error(cli("subscribers", "list", env={"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/n.db"}))
+    out = clean_error(
+        cli("subscribers", "list", env={"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/n.db"})
+    )
     assert "SQLite is 3.31.1" in out and "3.35 or newer" in out and "Hint:" in out and "PostgreSQL" in out
     assert out.count("\n") == 2  # the error and its hint, nothing more
     assert not (tmp_path / "n.db").exists(), "nothing is created in a database the service cannot use"
@@ -59,8 +61,16 @@ def read_only_database(tmp_path: Path) -> Iterator[Path]:
         return
     target = tmp_path / "readonly"
     target.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(target)], capture_output=True).returncode != 0:
-        pytest.skip("running as root and a read-only bind mount is not allowed here: no way to make the file read-only")
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "--bind", "-o", "ro", str(source), str(target)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip(
+            "running as root and a read-only bind mount is not allowed here: no way to make the file read-only"
+        )
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True, capture_output=True)
         yield target / "db.sqlite"
@@ -90,13 +100,18 @@ def test_reactivate_on_an_active_address_says_so_plainly(cli):
 def test_topics_no_report_has_are_warned_about_on_add_and_import(cli, tmp_path, base_env):
     # Case is ignored, as planning ignores it: only the misspelt topic is named.
     feed = tmp_path / "feed.xml"
-    feed.write_text(rss([Item("A report", "a", utc(2026, 11, 1), topics=["Access Control"])]), encoding="utf-8")
+    feed.write_text(
+        rss([Item("A report", "a", utc(2026, 11, 1), topics=["Access Control"])]), encoding="utf-8"
+    )
     store = Store(base_env["NEWSLETTER_DATABASE_URL"])
     store.reports.upsert_reports(parse_feed(feed.read_bytes(), source=str(feed)))
     store.dispose()
     out = ok(cli("subscribers", "add", "ann@example.org", "--topics", "access control;Acess Control"))
     assert "no report has the topic(s) 'Acess Control'" in out and "Reports have: Access Control" in out
     listing = tmp_path / "list.csv"
-    listing.write_text("email,topics\nb@example.org,Drones\nc@example.org,Drones\nd@example.org,Access Control\n", encoding="utf-8")
+    listing.write_text(
+        "email,topics\nb@example.org,Drones\nc@example.org,Drones\nd@example.org,Access Control\n",
+        encoding="utf-8",
+    )
     out = ok(cli("subscribers", "import", str(listing)))
     assert "'Drones' (2 rows)" in out

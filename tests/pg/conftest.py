@@ -26,7 +26,9 @@ from tests.factories import PG_URL_VAR, Services, pg_server_url, service_env
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if pg_server_url():
         return
-    skip = pytest.mark.skip(reason=f"{PG_URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)")
+    skip = pytest.mark.skip(
+        reason=f"{PG_URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)"
+    )
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
@@ -39,7 +41,9 @@ def pg_admin() -> Iterator[sa.Engine]:
     url = pg_server_url()
     if not url:
         pytest.skip(f"{PG_URL_VAR} is not set")
-    admin = sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", future=True)
+    admin = sa.create_engine(
+        make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT", future=True
+    )
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -83,7 +87,9 @@ def pg_env(tmp_path: Path, pg_url: str, pg_sink: SinkServer) -> dict[str, str]:
 
 
 @pytest.fixture
-def pg_service(tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Service]]:
+def pg_service(
+    tmp_path: Path, pg_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Service]]:
     """pg_service(**overrides) -> a Service on pg_env, closed after the test."""
     monkeypatch.chdir(tmp_path)
     services = Services(tmp_path, pg_env)

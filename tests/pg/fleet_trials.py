@@ -48,9 +48,13 @@ HERE = Path(__file__).resolve()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=SCENARIOS, required=True)
-    parser.add_argument("--code", type=Path, default=HERE.parents[2], help="checkout to run (default: this one)")
+    parser.add_argument(
+        "--code", type=Path, default=HERE.parents[2], help="checkout to run (default: this one)"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--readers", type=int, default=0, help="readers per trial (default: the scenario's)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
@@ -62,9 +66,25 @@ def main() -> int:
     if not args.inner:
         # Re-run under the checkout's interpreter, with its package and tests first on the path.
         python = code / ".venv" / "bin" / "python"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_") or k == "NEWSLETTER_TEST_DATABASE_URL"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("NEWSLETTER_") or k == "NEWSLETTER_TEST_DATABASE_URL"
+        }
         env["PYTHONPATH"] = str(code)
-        argv = [str(python), str(HERE), "--inner", "--scenario", args.scenario, "--code", str(code), "--repeat", str(args.repeat), "--readers", str(args.readers)]
+        argv = [
+            str(python),
+            str(HERE),
+            "--inner",
+            "--scenario",
+            args.scenario,
+            "--code",
+            str(code),
+            "--repeat",
+            str(args.repeat),
+            "--readers",
+            str(args.readers),
+        ]
         return subprocess.call(argv, env=env, cwd=code)
     sys.path.insert(0, str(code))
     results = [Trial(code, args.scenario, args.readers).run() for _ in range(args.repeat)]
@@ -144,7 +164,9 @@ class Trial:
         cmd = [str(self.code / ".venv" / "bin" / "python"), "-m", "newsletter", "worker", *args]
         if host:  # another machine: its own host name (a UTS namespace), the same pid space
             cmd = ["unshare", "--uts", "sh", "-c", f'hostname {host} && exec "$@"', "sh", *cmd]
-        proc = subprocess.Popen(cmd, env=env, cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.procs.append(proc)
         return proc
 
@@ -175,13 +197,21 @@ class Trial:
             out, err = proc.communicate()
             hung = True
         tail = [line for line in (out + err).splitlines() if line.strip()][-3:]
-        self.notes[label] = {"exit": proc.returncode, "hung": hung, "traceback": "Traceback" in err, "tail": [t[:160] for t in tail]}
+        self.notes[label] = {
+            "exit": proc.returncode,
+            "hung": hung,
+            "traceback": "Traceback" in err,
+            "tail": [t[:160] for t in tail],
+        }
 
     def counts(self) -> Counter[str]:
         import sqlalchemy as sa
 
         with self.service.store.engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT state, count(*) FROM deliveries WHERE edition_id = :e GROUP BY state"), {"e": self.edition.id}).all()
+            rows = conn.execute(
+                sa.text("SELECT state, count(*) FROM deliveries WHERE edition_id = :e GROUP BY state"),
+                {"e": self.edition.id},
+            ).all()
         return Counter({s: int(n) for s, n in rows})
 
     def measure(self) -> dict[str, Any]:
@@ -197,13 +227,21 @@ class Trial:
         self.service.store.engine.dispose()
         with self.service.store.engine.connect() as conn:
             rows = conn.execute(
-                sa.text("SELECT d.message_id, d.state, s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE d.edition_id = :e"),
+                sa.text(
+                    "SELECT d.message_id, d.state, s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE d.edition_id = :e"
+                ),
                 {"e": self.edition.id},
             ).all()
-            status = conn.execute(sa.text("SELECT status FROM editions WHERE id = :e"), {"e": self.edition.id}).scalar()
+            status = conn.execute(
+                sa.text("SELECT status FROM editions WHERE id = :e"), {"e": self.edition.id}
+            ).scalar()
         states = Counter(r.state for r in rows)
         missing = sum(1 for r in rows if r.message_id not in copies and r.message_id not in self.journaled)
-        sent_not_received = sum(1 for r in rows if r.state == "sent" and r.message_id not in copies and r.message_id not in self.journaled)
+        sent_not_received = sum(
+            1
+            for r in rows
+            if r.state == "sent" and r.message_id not in copies and r.message_id not in self.journaled
+        )
         if self.journaled:
             self.notes["journaled_sent_again"] = sum(1 for m in copies if m in self.journaled)
         received_not_sent = sum(1 for r in rows if r.state != "sent" and r.message_id in copies)
@@ -284,20 +322,40 @@ class Trial:
         self.plan(1500, delivery_batch_size="100")
         self.slow_sink(0.002)
         with self.service.store.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE editions SET status = 'paused' WHERE id = :e"), {"e": self.edition.id})
-            ids = conn.execute(sa.text("SELECT id FROM deliveries WHERE edition_id = :e ORDER BY id LIMIT 600"), {"e": self.edition.id}).scalars().all()
             conn.execute(
-                sa.text("UPDATE deliveries SET state = 'sending', claimed_by = :by, lease_until = now() + interval '1 hour' WHERE id = ANY(:ids)"),
+                sa.text("UPDATE editions SET status = 'paused' WHERE id = :e"), {"e": self.edition.id}
+            )
+            ids = (
+                conn.execute(
+                    sa.text("SELECT id FROM deliveries WHERE edition_id = :e ORDER BY id LIMIT 600"),
+                    {"e": self.edition.id},
+                )
+                .scalars()
+                .all()
+            )
+            conn.execute(
+                sa.text(
+                    "UPDATE deliveries SET state = 'sending', claimed_by = :by, lease_until = now() + interval '1 hour' WHERE id = ANY(:ids)"
+                ),
                 {"by": f"{socket.gethostname()}:999999", "ids": list(ids)},
             )
-            self.journaled = set(conn.execute(sa.text("SELECT message_id FROM deliveries WHERE id = ANY(:ids)"), {"ids": list(ids[:200])}).scalars())
+            self.journaled = set(
+                conn.execute(
+                    sa.text("SELECT message_id FROM deliveries WHERE id = ANY(:ids)"),
+                    {"ids": list(ids[:200])},
+                ).scalars()
+            )
         journal = self.tmp / "journal"
         journal.mkdir(exist_ok=True)
-        (journal / f"edition-{self.edition.id}.999999.journal").write_text("".join(f"S {i}\nR {i} sent 250 ok\n" for i in ids[:200]), encoding="utf-8")
+        (journal / f"edition-{self.edition.id}.999999.journal").write_text(
+            "".join(f"S {i}\nR {i} sent 250 ok\n" for i in ids[:200]), encoding="utf-8"
+        )
         trio = [self.worker("--poll", "0.1") for _ in range(3)]
         time.sleep(6)  # all three started and polling
         with self.service.store.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE editions SET status = 'sending' WHERE id = :e"), {"e": self.edition.id})
+            conn.execute(
+                sa.text("UPDATE editions SET status = 'sending' WHERE id = :e"), {"e": self.edition.id}
+            )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and any(p.poll() is None for p in trio):
             left = self.counts()
@@ -339,7 +397,12 @@ class Trial:
         idle = self.worker("--poll", "0.5")
         self.wait_received(300)
         version = sorted(os.listdir("/etc/postgresql"))[0]
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         for index, proc in enumerate(busy):
             self.finish(proc, f"busy{index}", timeout=120)
         deadline = time.monotonic() + 90
@@ -366,14 +429,23 @@ class Trial:
         holder = self.worker("--once", smtp_rate_limit="2")
         self.wait_received(1)
         self.finish(self.worker("--once"), "once_with_rows_held")
-        self.notes["once_with_rows_held"]["says_other_senders"] = "other live senders" in " ".join(self.notes["once_with_rows_held"]["tail"])
+        self.notes["once_with_rows_held"]["says_other_senders"] = "other live senders" in " ".join(
+            self.notes["once_with_rows_held"]["tail"]
+        )
         with self.service.store.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE editions SET status = 'paused', reason = 'paused by the trial' WHERE id = :e"), {"e": self.edition.id})
+            conn.execute(
+                sa.text(
+                    "UPDATE editions SET status = 'paused', reason = 'paused by the trial' WHERE id = :e"
+                ),
+                {"e": self.edition.id},
+            )
         self.finish(self.worker("--once"), "once_paused")
         holder.send_signal(signal.SIGINT)
         self.finish(holder, "holder")
         with self.service.store.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE editions SET status = 'sending' WHERE id = :e"), {"e": self.edition.id})
+            conn.execute(
+                sa.text("UPDATE editions SET status = 'sending' WHERE id = :e"), {"e": self.edition.id}
+            )
         self.finish(self.worker("--once"), "once_after")
 
 

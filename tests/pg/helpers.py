@@ -32,7 +32,9 @@ def plan_only(service: Service, key: str, *, as_of: datetime | None = None) -> E
 def claimed_by_counts(service: Service, edition_id: int) -> Counter[str]:
     with service.store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(deliveries.c.claimed_by, sa.func.count()).where(deliveries.c.edition_id == edition_id).group_by(deliveries.c.claimed_by)
+            sa.select(deliveries.c.claimed_by, sa.func.count())
+            .where(deliveries.c.edition_id == edition_id)
+            .group_by(deliveries.c.claimed_by)
         ).all()
     return Counter({(by or ""): int(n) for by, n in rows})
 

@@ -24,14 +24,20 @@ from .helpers import NEWSLETTER, subprocess_env
 
 
 def cli(args: list[str], env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*NEWSLETTER, *args], env=subprocess_env(env), cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*NEWSLETTER, *args], env=subprocess_env(env), cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_db_upgrade_on_an_empty_database_then_current(pg_env, pg_url, tmp_path):
     head = head_revision()
     before = cli(["db", "current"], pg_env, tmp_path)
     assert before.returncode == 0, before.stderr
-    assert "database: empty" in before.stdout and f"this release: {head}" in before.stdout and "newsletter db upgrade" in before.stdout
+    assert (
+        "database: empty" in before.stdout
+        and f"this release: {head}" in before.stdout
+        and "newsletter db upgrade" in before.stdout
+    )
 
     upgraded = cli(["db", "upgrade"], pg_env, tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
@@ -97,7 +103,11 @@ def test_a_role_that_may_not_create_pg_trgm_gets_one_warning_and_a_working_searc
     with owner.connect() as conn:  # may make tables, not extensions (that needs CREATE on the database)
         conn.execute(sa.text(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}"))
     owner.dispose()
-    url = make_url(pg_server_url()).set(database=database, username=role, password=None).render_as_string(hide_password=False)
+    url = (
+        make_url(pg_server_url())
+        .set(database=database, username=role, password=None)
+        .render_as_string(hide_password=False)
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="newsletter.storage.migrations"):
             store = Store(url)
@@ -135,8 +145,15 @@ def test_pg_trgm_installed_in_a_schema_off_the_search_path_still_gets_its_indexe
         try:
             assert current_revision(store.engine) == head_revision()
             with store.engine.connect() as conn:
-                indexes = conn.execute(sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'subscribers' AND indexname LIKE '%trgm'")).all()
-            assert sorted(name for name, _ in indexes) == ["ix_subscribers_email_trgm", "ix_subscribers_name_trgm"]
+                indexes = conn.execute(
+                    sa.text(
+                        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'subscribers' AND indexname LIKE '%trgm'"
+                    )
+                ).all()
+            assert sorted(name for name, _ in indexes) == [
+                "ix_subscribers_email_trgm",
+                "ix_subscribers_name_trgm",
+            ]
             assert all("extensions.gin_trgm_ops" in definition for _, definition in indexes)
             add_subscriber(store, "ellen.hartley@example.net", name="Ellen")
             rows, total = store.subscribers.list_page(search="hartley")

@@ -43,7 +43,10 @@ def test_an_edition_sent_through_the_sink_on_postgresql(pg_service, pg_sink):
     assert result.tally == {"sent": 40}
     assert_each_row_sent_once(service, result.edition.key, pg_sink)
     message = pg_sink.messages()[0]
-    assert message.headers["List-Unsubscribe"].startswith("<https://") and message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert (
+        message.headers["List-Unsubscribe"].startswith("<https://")
+        and message.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    )
     assert message.headers["X-Newsletter-Edition"] == "pg-first"
     # The same key again: nothing is sent twice.
     again = service.runner.run(key="pg-first", as_of=AS_OF)
@@ -63,7 +66,14 @@ def test_three_workers_drain_one_edition_of_5000_together(pg_service, pg_env, pg
     env = {**pg_env, "NEWSLETTER_DELIVERY_BATCH_SIZE": "100", "NEWSLETTER_SMTP_CONNECTIONS": "2"}
     started = time.monotonic()
     workers = [
-        subprocess.Popen([*NEWSLETTER, "worker", "--once"], env=subprocess_env(env), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*NEWSLETTER, "worker", "--once"],
+            env=subprocess_env(env),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     outputs = []
@@ -92,22 +102,37 @@ def test_a_dead_workers_rows_come_back_to_another_worker(pg_service, pg_env, pg_
     live = store.outbox.claim_deliveries(edition.id, limit=30, worker="busy-host:777", lease_seconds=3600)
     # A worker on another machine claimed 120 rows ten minutes ago with a 5-minute lease, then died.
     past = datetime.now(UTC) - timedelta(minutes=10)
-    dead = store.outbox.claim_deliveries(edition.id, limit=120, worker="elsewhere:4242", lease_seconds=300, now=past)
+    dead = store.outbox.claim_deliveries(
+        edition.id, limit=120, worker="elsewhere:4242", lease_seconds=300, now=past
+    )
     assert {d.id for d in dead}.isdisjoint({d.id for d in live})
     assert len(dead) == 120 and len(live) == 30
 
-    run = subprocess.run([*NEWSLETTER, "worker", "--once"], env=subprocess_env(pg_env), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [*NEWSLETTER, "worker", "--once"],
+        env=subprocess_env(pg_env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
 
     counts = store.editions.delivery_counts(edition.id)
     assert counts == {"sent": 270, "sending": 30}, counts
     with store.engine.connect() as conn:
-        rows = {r.id: r for r in conn.execute(sa.select(deliveries).where(deliveries.c.edition_id == edition.id))}
+        rows = {
+            r.id: r for r in conn.execute(sa.select(deliveries).where(deliveries.c.edition_id == edition.id))
+        }
     for d in dead:
         row = rows[d.id]
         assert row.state == "sent" and row.claimed_by != "elsewhere:4242" and row.attempts == 2
     assert {rows[d.id].claimed_by for d in live} == {"busy-host:777"}
     got = received(pg_sink)
     assert sum(got.values()) == 270 and set(got.values()) == {1}
-    assert all(rows[d.id].message_id in {mid for _, mid in got} for d in dead)  # sent with the row's own Message-ID
-    assert store.editions.get_edition(edition.id).status is EditionStatus.SENDING  # not finished while the live lease holds rows
+    assert all(
+        rows[d.id].message_id in {mid for _, mid in got} for d in dead
+    )  # sent with the row's own Message-ID
+    assert (
+        store.editions.get_edition(edition.id).status is EditionStatus.SENDING
+    )  # not finished while the live lease holds rows

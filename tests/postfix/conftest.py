@@ -32,7 +32,9 @@ BOUNCE_DOMAIN = "bounces.test"
 def postfix() -> Iterator[PrivatePostfix]:
     version = postfix_version()
     if version is None:
-        pytest.skip("Debian's postfix is not installed or we are not root (.ci/run installs it: apt-get install postfix)")
+        pytest.skip(
+            "Debian's postfix is not installed or we are not root (.ci/run installs it: apt-get install postfix)"
+        )
     # Not under pytest's basetemp: its folders are 0700, and Postfix's daemons run as user postfix.
     root = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
     root.chmod(0o755)
@@ -49,15 +51,28 @@ def postfix() -> Iterator[PrivatePostfix]:
 class Relay:
     """This test's view of the module's Postfix."""
 
-    def __init__(self, postfix: PrivatePostfix, world: Harness, receiver: BounceReceiver, maildir: Path) -> None:
+    def __init__(
+        self, postfix: PrivatePostfix, world: Harness, receiver: BounceReceiver, maildir: Path
+    ) -> None:
         self.postfix = postfix
         self.world = world
         self.receiver = receiver
         self.maildir = maildir
 
-    def configure(self, main: Mapping[str, str] | None = None, *, routes: Mapping[str, str] | None = None, smtpd: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None) -> None:
+    def configure(
+        self,
+        main: Mapping[str, str] | None = None,
+        *,
+        routes: Mapping[str, str] | None = None,
+        smtpd: Mapping[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         """Relay example.org (and ``routes``: domain or address -> transport) to the sink, bounces.test to the receiver."""
-        table = {"example.org": f"smtp:[127.0.0.1]:{self.world.sink.port}", BOUNCE_DOMAIN: f"smtp:[127.0.0.1]:{self.receiver.port}", **(routes or {})}
+        table = {
+            "example.org": f"smtp:[127.0.0.1]:{self.world.sink.port}",
+            BOUNCE_DOMAIN: f"smtp:[127.0.0.1]:{self.receiver.port}",
+            **(routes or {}),
+        }
         settings = {
             "relay_domains": " ".join(sorted({k.rsplit("@", 1)[-1] for k in table})),
             "transport_maps": "inline:{" + ", ".join(f"{{{k}={v}}}" for k, v in table.items()) + "}",
@@ -75,8 +90,15 @@ class Relay:
                 return
             self.postfix.flush()
             time.sleep(0.5)
-        lines = [line for line in self.postfix.log().splitlines() if re.search(r"status=|warning|fatal|error|reject", line)]
-        raise AssertionError(f"Postfix did not settle in {timeout}s; queue {self.postfix.queue_size()}, {len(self.received())} reports received; log:\n" + "\n".join(lines[-40:]))
+        lines = [
+            line
+            for line in self.postfix.log().splitlines()
+            if re.search(r"status=|warning|fatal|error|reject", line)
+        ]
+        raise AssertionError(
+            f"Postfix did not settle in {timeout}s; queue {self.postfix.queue_size()}, {len(self.received())} reports received; log:\n"
+            + "\n".join(lines[-40:])
+        )
 
     def copies(self, email: str) -> int:
         return len([m for m in self.world.sink.messages() if m.rcpt_tos == (email,)])
@@ -89,12 +111,16 @@ class Relay:
 
 
 @pytest.fixture
-def world(tmp_path: Path, sink: Any, postfix: PrivatePostfix, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def world(
+    tmp_path: Path, sink: Any, postfix: PrivatePostfix, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
     monkeypatch.chdir(tmp_path)
     for var in [v for v in os.environ if v.startswith("NEWSLETTER_")]:
         monkeypatch.delenv(var)
     harness = Harness(tmp_path, sink)
-    harness.configure(smtp_port=postfix.port, smtp_helo_name="news.example.com", mail_bounce_domain=BOUNCE_DOMAIN)
+    harness.configure(
+        smtp_port=postfix.port, smtp_helo_name="news.example.com", mail_bounce_domain=BOUNCE_DOMAIN
+    )
     try:
         yield harness
     finally:
@@ -104,7 +130,9 @@ def world(tmp_path: Path, sink: Any, postfix: PrivatePostfix, monkeypatch: pytes
 @pytest.fixture
 def relay(postfix: PrivatePostfix, world: Harness, tmp_path: Path) -> Iterator[Relay]:
     service = world.service
-    processor = BounceProcessor(service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor())
+    processor = BounceProcessor(
+        service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor()
+    )
     maildir = tmp_path / "bounces"
     with BounceReceiver(processor, maildir=maildir, port=0) as receiver:
         relay = Relay(postfix, world, receiver, maildir)

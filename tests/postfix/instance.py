@@ -58,7 +58,9 @@ def postfix_version() -> str | None:
     if not os.path.exists(POSTFIX) or os.geteuid() != 0:
         return None
     try:
-        out = subprocess.run([POSTCONF, "-d", "mail_version"], capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            [POSTCONF, "-d", "mail_version"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"=\s*(\S+)", out)
@@ -88,7 +90,13 @@ class PrivatePostfix:
         # Postfix insists that its data directory belongs to mail_owner.
         shutil.chown(self.data_dir, user="postfix", group="postfix")
 
-    def configure(self, main: Mapping[str, str], *, smtpd_options: Mapping[str, str] | None = None, files: Mapping[str, str] | None = None) -> None:
+    def configure(
+        self,
+        main: Mapping[str, str],
+        *,
+        smtpd_options: Mapping[str, str] | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         """Write main.cf (``main`` over the relay basics) and master.cf; ``files`` go into the config directory."""
         settings = {
             "compatibility_level": "3.6",
@@ -122,7 +130,9 @@ class PrivatePostfix:
             "default_destination_concurrency_limit": "4",
         }
         settings.update(main)
-        (self.config_dir / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()), encoding="utf-8")
+        (self.config_dir / "main.cf").write_text(
+            "".join(f"{k} = {v}\n" for k, v in settings.items()), encoding="utf-8"
+        )
         options = "".join(f"\n  -o {k}={v}" for k, v in (smtpd_options or {}).items())
         port_line = f"127.0.0.1:{self.port} inet n - n - - smtpd{options}"
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(port_line=port_line), encoding="utf-8")
@@ -130,7 +140,13 @@ class PrivatePostfix:
             (self.config_dir / name).write_text(text, encoding="utf-8")
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([POSTFIX, "-c", str(self.config_dir), *args], capture_output=True, text=True, timeout=60, check=check)
+        return subprocess.run(
+            [POSTFIX, "-c", str(self.config_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
 
     def start(self) -> None:
         result = self._run("start", check=False)
@@ -152,10 +168,18 @@ class PrivatePostfix:
 
     def flush(self) -> None:
         """Ask the queue manager to retry deferred mail now."""
-        subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30, check=False)
+        subprocess.run(
+            [POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30, check=False
+        )
 
     def queue_size(self) -> int:
-        out = subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-j"], capture_output=True, text=True, timeout=30, check=False).stdout
+        out = subprocess.run(
+            [POSTQUEUE, "-c", str(self.config_dir), "-j"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
         return len([line for line in out.splitlines() if line.strip()])
 
     def stop(self) -> None:

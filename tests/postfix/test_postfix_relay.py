@@ -19,12 +19,21 @@ from tests.postfix.instance import free_port
 def kinds(world, email: str) -> list[str]:
     sid = world.store.subscribers.find_subscriber(email).id
     with world.store.engine.connect() as conn:
-        return [r.kind for r in conn.execute(sa.select(bounce_events.c.kind).where(bounce_events.c.subscriber_id == sid).order_by(bounce_events.c.id))]
+        return [
+            r.kind
+            for r in conn.execute(
+                sa.select(bounce_events.c.kind)
+                .where(bounce_events.c.subscriber_id == sid)
+                .order_by(bounce_events.c.id)
+            )
+        ]
 
 
 def test_postfix_dsns_suppress_unknown_users_only_and_every_reader_gets_one_copy(world, relay):
     readers = world.add_subscribers(6, prefix="reader")
-    gone, nouser, spam, full, filtered, stranger = (f"{name}@example.org" for name in ("gone", "nouser", "spam", "full", "filtered", "stranger"))
+    gone, nouser, spam, full, filtered, stranger = (
+        f"{name}@example.org" for name in ("gone", "nouser", "spam", "full", "filtered", "stranger")
+    )
     for email in (gone, nouser, spam, full, filtered, stranger):
         add_subscriber(world.store, email)
     everyone = [*readers, gone, nouser, spam, full, filtered, stranger]
@@ -41,8 +50,17 @@ def test_postfix_dsns_suppress_unknown_users_only_and_every_reader_gets_one_copy
         files={"header_checks": "/^To:.*filtered@example\\.org/ REJECT 5.7.1 Message content rejected\n"},
     )
     # The next hop refuses some, after Postfix has accepted: asynchronous DSNs.
-    world.sink.faults.add(FaultRule(stage="rcpt", code=550, text="5.1.1 <gone@example.org>: Recipient address rejected: User unknown", to=gone))
-    world.sink.faults.add(FaultRule(stage="data", code=554, text="5.7.1 Message rejected as spam by content filter", to=spam))
+    world.sink.faults.add(
+        FaultRule(
+            stage="rcpt",
+            code=550,
+            text="5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+            to=gone,
+        )
+    )
+    world.sink.faults.add(
+        FaultRule(stage="data", code=554, text="5.7.1 Message rejected as spam by content filter", to=spam)
+    )
     world.sink.faults.add(FaultRule(stage="rcpt", code=552, text="5.2.2 Mailbox full", to=full))
 
     world.run("e1")
@@ -51,7 +69,11 @@ def test_postfix_dsns_suppress_unknown_users_only_and_every_reader_gets_one_copy
 
     suppressed = {e for e in everyone if subscriber_status(world.store, e) == "bounced"}
     assert suppressed == {gone, nouser, stranger}
-    assert kinds(world, gone) == ["hard"] and kinds(world, nouser) == ["hard"] and kinds(world, stranger) == ["hard"]
+    assert (
+        kinds(world, gone) == ["hard"]
+        and kinds(world, nouser) == ["hard"]
+        and kinds(world, stranger) == ["hard"]
+    )
     assert kinds(world, spam) == ["blocked"] and kinds(world, filtered) == ["blocked"]
     assert kinds(world, full) == ["soft"]
     for email in readers:
@@ -61,7 +83,9 @@ def test_postfix_dsns_suppress_unknown_users_only_and_every_reader_gets_one_copy
         assert relay.copies(email) == 0, email
     dsns = relay.received()
     assert len(dsns) == 3
-    assert all(b"Auto-Submitted: auto-replied" in raw and b"report-type=delivery-status" in raw for raw in dsns), "Postfix DSNs, recognised as DSNs"
+    assert all(
+        b"Auto-Submitted: auto-replied" in raw and b"report-type=delivery-status" in raw for raw in dsns
+    ), "Postfix DSNs, recognised as DSNs"
     checked = world.check("e1", final=False, expected=everyone)
     assert checked.duplicates == 0
     # Accepted by Postfix: sent; refused by Postfix at RCPT or DATA: failed.
@@ -120,7 +144,9 @@ def test_postfix_strict_helo_pauses_and_blames_nobody_then_helo_name_delivers_on
     edition = world.edition("e1")
     assert edition.status.value == "paused"
     assert world.check("e1", final=False, expected=readers).states() == {"pending": 8}
-    assert bounce_count(world.store) == 0 and all(subscriber_status(world.store, e) == "active" for e in readers)
+    assert bounce_count(world.store) == 0 and all(
+        subscriber_status(world.store, e) == "active" for e in readers
+    )
 
     world.configure(smtp_helo_name="news.example.com")
     out = world.cli("send", "--resume")
@@ -131,7 +157,10 @@ def test_postfix_strict_helo_pauses_and_blames_nobody_then_helo_name_delivers_on
     assert all(relay.copies(e) == 1 for e in readers)
     received = [str(m.headers.get_all("Received")) for m in world.sink.messages()]
     assert all("from news.example.com" in r for r in received), received[:1]
-    assert "bare <LF>" not in relay.postfix.log() and "Improper use of SMTP command pipelining" not in relay.postfix.log()
+    assert (
+        "bare <LF>" not in relay.postfix.log()
+        and "Improper use of SMTP command pipelining" not in relay.postfix.log()
+    )
 
 
 def test_postfix_global_dsn_for_smtputf8_mail_suppresses_the_unknown_reader(world, relay):

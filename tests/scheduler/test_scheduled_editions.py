@@ -41,7 +41,9 @@ def daily_feed(world: World, days: list[date], zone: ZoneInfo = NY) -> None:
     write_rss(world.feed, [Item(f"Report of {d}", f"r{d}", at(d, 5, zone=zone)) for d in days])
 
 
-async def walk(handles: list[SchedulerHandle], clock: FakeClock, until: datetime, step: timedelta = timedelta(minutes=20)) -> list[FireResult]:
+async def walk(
+    handles: list[SchedulerHandle], clock: FakeClock, until: datetime, step: timedelta = timedelta(minutes=20)
+) -> list[FireResult]:
     """Move the clock in steps, waking every scheduler at each step, until ``until``."""
     results: list[FireResult] = []
     while clock() < until:
@@ -57,7 +59,9 @@ async def stop(*handles: SchedulerHandle) -> None:
     await asyncio.sleep(0)  # AsyncIOScheduler.shutdown runs on the loop
 
 
-def readers(world: World, service: Service, emails: list[str] = READERS, cadence: Cadence = Cadence.DAILY) -> None:
+def readers(
+    world: World, service: Service, emails: list[str] = READERS, cadence: Cadence = Cadence.DAILY
+) -> None:
     for email in emails:
         world.subscribe(service, email, cadence)
 
@@ -80,7 +84,9 @@ DST_WEEKS = [
 
 
 @pytest.mark.parametrize(("zone_name", "change_day"), DST_WEEKS, ids=[f"{z}-{d}" for z, d in DST_WEEKS])
-def test_dst_week_gives_one_edition_a_day_at_seven_local(world: World, zone_name: str, change_day: date) -> None:
+def test_dst_week_gives_one_edition_a_day_at_seven_local(
+    world: World, zone_name: str, change_day: date
+) -> None:
     zone = ZoneInfo(zone_name)
     days = [change_day + timedelta(days=i - 3) for i in range(7)]
     daily_feed(world, days, zone)
@@ -110,7 +116,9 @@ def test_dst_week_gives_one_edition_a_day_at_seven_local(world: World, zone_name
 
 
 @pytest.mark.parametrize("restart_hour", [7, 12], ids=["restart-within-grace", "restart-after-grace"])
-def test_three_days_down_gives_exactly_one_catch_up(world: World, database_url: str, restart_hour: int) -> None:
+def test_three_days_down_gives_exactly_one_catch_up(
+    world: World, database_url: str, restart_hour: int
+) -> None:
     monday = date(2026, 3, 2)
     days = [monday + timedelta(days=i) for i in range(5)]
     daily_feed(world, days)
@@ -141,7 +149,9 @@ def test_three_days_down_gives_exactly_one_catch_up(world: World, database_url: 
     if restart_hour == 7:
         # One catch-up for Thursday carries Tuesday's to Thursday's reports; Friday is normal.
         assert [(e.key, e.status) for e in editions] == [
-            (key(monday), EditionStatus.SENT), (key(days[3]), EditionStatus.SENT), (key(days[4]), EditionStatus.SENT),
+            (key(monday), EditionStatus.SENT),
+            (key(days[3]), EditionStatus.SENT),
+            (key(days[4]), EditionStatus.SENT),
         ]
         catch_up = bodies_for(world, key(days[3]))
         assert len(catch_up) == 2
@@ -149,7 +159,9 @@ def test_three_days_down_gives_exactly_one_catch_up(world: World, database_url: 
     else:
         # The one coalesced run is hours late: recorded, not sent; Friday carries everything.
         assert [(e.key, e.status) for e in editions] == [
-            (key(monday), EditionStatus.SENT), (key(days[3]), EditionStatus.SKIPPED), (key(days[4]), EditionStatus.SENT),
+            (key(monday), EditionStatus.SENT),
+            (key(days[3]), EditionStatus.SKIPPED),
+            (key(days[4]), EditionStatus.SENT),
         ]
         assert editions[1].reason.startswith("too late")
         friday = bodies_for(world, key(days[4]))
@@ -285,7 +297,9 @@ def test_a_late_wake_edition_is_never_planned_so_upkeep_cannot_send_it(world: Wo
     readers(world, service)
     with service.store.engine.begin() as conn:  # the database records every status the edition ever has
         conn.exec_driver_sql("CREATE TABLE statuses_seen (key TEXT, status TEXT)")
-        conn.exec_driver_sql("CREATE TRIGGER born AFTER INSERT ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END")
+        conn.exec_driver_sql(
+            "CREATE TRIGGER born AFTER INSERT ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END"
+        )
         conn.exec_driver_sql(
             "CREATE TRIGGER moved AFTER UPDATE OF status ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END"
         )
@@ -297,7 +311,11 @@ def test_a_late_wake_edition_is_never_planned_so_upkeep_cannot_send_it(world: Wo
     assert result.outcome == "skipped"
     assert resumed == []
     with service.store.engine.connect() as conn:
-        seen = conn.exec_driver_sql("SELECT status FROM statuses_seen WHERE key = ?", (key(monday),)).scalars().all()
+        seen = (
+            conn.exec_driver_sql("SELECT status FROM statuses_seen WHERE key = ?", (key(monday),))
+            .scalars()
+            .all()
+        )
     assert seen == ["skipped"]
     [edition] = world.editions(service)
     assert edition.status is EditionStatus.SKIPPED and edition.finished_at is not None
@@ -378,6 +396,11 @@ def test_default_schedules_send_each_cadence_its_own_edition(world: World) -> No
     weekdays = [d for d in days if d.weekday() < 5]
     assert [d.strftime("%a") for d in weekdays] == ["Mon", "Tue", "Wed", "Thu", "Fri"]
     monday = weekdays[0]
-    assert sorted(e.key for e in world.editions(service)) == sorted([key(d) for d in weekdays] + [key(monday, name="weekly")])
+    assert sorted(e.key for e in world.editions(service)) == sorted(
+        [key(d) for d in weekdays] + [key(monday, name="weekly")]
+    )
     world.sink.wait_for(count=6, timeout=10)
-    assert world.received() == sorted([("daily@example.org", key(d)) for d in weekdays] + [("weekly@example.org", key(monday, name="weekly"))])
+    assert world.received() == sorted(
+        [("daily@example.org", key(d)) for d in weekdays]
+        + [("weekly@example.org", key(monday, name="weekly"))]
+    )

@@ -30,26 +30,50 @@ def schedules(tmp_path: Path) -> Callable[..., dict[str, object]]:
     """schedules(daily=..., timezone=...) -> the schedules of Settings with just those keys set."""
 
     def load(**env: str) -> dict[str, object]:
-        settings = settings_from_env(tmp_path, {f"NEWSLETTER_SCHEDULE_{k.upper()}": v for k, v in env.items()})
+        settings = settings_from_env(
+            tmp_path, {f"NEWSLETTER_SCHEDULE_{k.upper()}": v for k, v in env.items()}
+        )
         return {s.name: s for s in load_schedules(settings, now=NOW)}
 
     return load
 
 
-def test_defaults_are_weekdays_and_mondays_at_seven_new_york(schedules: Callable[..., dict[str, object]]) -> None:
+def test_defaults_are_weekdays_and_mondays_at_seven_new_york(
+    schedules: Callable[..., dict[str, object]],
+) -> None:
     found = schedules()
     daily, weekly = found["daily"], found["weekly"]
     assert daily.cadence is Cadence.DAILY and weekly.cadence is Cadence.WEEKLY  # type: ignore[attr-defined]
     days = [t.strftime("%a %H:%M %Z") for t in daily.next_fire_times(7, after=NOW)]  # type: ignore[attr-defined]
-    assert days == ["Tue 07:00 EST", "Wed 07:00 EST", "Thu 07:00 EST", "Fri 07:00 EST", "Mon 07:00 EST", "Tue 07:00 EST", "Wed 07:00 EST"]
-    assert [t.strftime("%a %Y-%m-%d") for t in weekly.next_fire_times(2, after=NOW)] == ["Mon 2026-01-12", "Mon 2026-01-19"]  # type: ignore[attr-defined]
+    assert days == [
+        "Tue 07:00 EST",
+        "Wed 07:00 EST",
+        "Thu 07:00 EST",
+        "Fri 07:00 EST",
+        "Mon 07:00 EST",
+        "Tue 07:00 EST",
+        "Wed 07:00 EST",
+    ]
+    assert [t.strftime("%a %Y-%m-%d") for t in weekly.next_fire_times(2, after=NOW)] == [
+        "Mon 2026-01-12",
+        "Mon 2026-01-19",
+    ]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
     ("expr", "days"),
-    [("0 7 * * 0", "Sun"), ("0 7 * * 7", "Sun"), ("0 7 * * 6,0", "Sat Sun"), ("0 7 * * mon-wed", "Mon Tue Wed"), ("0 7 * * */3", "Sun Wed Sat"), ("0 7 * * 5-7", "Fri Sat Sun")],
+    [
+        ("0 7 * * 0", "Sun"),
+        ("0 7 * * 7", "Sun"),
+        ("0 7 * * 6,0", "Sat Sun"),
+        ("0 7 * * mon-wed", "Mon Tue Wed"),
+        ("0 7 * * */3", "Sun Wed Sat"),
+        ("0 7 * * 5-7", "Fri Sat Sun"),
+    ],
 )
-def test_weekday_numbers_follow_crontab_not_apscheduler(schedules: Callable[..., dict[str, object]], expr: str, days: str) -> None:
+def test_weekday_numbers_follow_crontab_not_apscheduler(
+    schedules: Callable[..., dict[str, object]], expr: str, days: str
+) -> None:
     daily = schedules(daily=expr, timezone="UTC")["daily"]
     fired = {t.strftime("%a") for t in daily.next_fire_times(14, after=NOW)}  # type: ignore[attr-defined]
     assert fired == set(days.split())
@@ -70,7 +94,9 @@ def test_an_empty_expression_turns_a_schedule_off(schedules: Callable[..., dict[
         ({"misfire_grace": "0"}, "schedule.misfire_grace must be at least 1 second"),
     ],
 )
-def test_bad_schedules_are_one_line_errors_with_a_hint(schedules: Callable[..., dict[str, object]], env: dict[str, str], message: str) -> None:
+def test_bad_schedules_are_one_line_errors_with_a_hint(
+    schedules: Callable[..., dict[str, object]], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         schedules(**env)
     assert caught.value.message.startswith(message)
@@ -80,31 +106,56 @@ def test_bad_schedules_are_one_line_errors_with_a_hint(schedules: Callable[..., 
 @pytest.mark.parametrize(
     ("zone", "expr", "words"),
     [
-        ("America/New_York", "30 2 * * *", "02:30, which does not exist on 2026-03-08 in America/New_York (clocks jump from 02:00 to 03:00)"),
-        ("America/New_York", "30 1 * * *", "01:30, which happens twice on 2026-11-01 in America/New_York (clocks go back from 02:00 to 01:00)"),
+        (
+            "America/New_York",
+            "30 2 * * *",
+            "02:30, which does not exist on 2026-03-08 in America/New_York (clocks jump from 02:00 to 03:00)",
+        ),
+        (
+            "America/New_York",
+            "30 1 * * *",
+            "01:30, which happens twice on 2026-11-01 in America/New_York (clocks go back from 02:00 to 01:00)",
+        ),
         ("Europe/Berlin", "0 2 * * 0", "02:00, which does not exist on 2026-03-29 in Europe/Berlin"),
         ("Europe/Berlin", "15 2 * * *", "02:15, which does not exist on 2026-03-29"),
     ],
 )
-def test_fire_times_in_a_dst_gap_or_overlap_are_refused(schedules: Callable[..., dict[str, object]], zone: str, expr: str, words: str) -> None:
+def test_fire_times_in_a_dst_gap_or_overlap_are_refused(
+    schedules: Callable[..., dict[str, object]], zone: str, expr: str, words: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         schedules(daily=expr, timezone=zone)
     assert f"schedule.daily '{expr}' fires at {words}" in caught.value.message
     assert "Pick a time outside" in caught.value.hint
 
 
-@pytest.mark.parametrize(("zone", "expr"), [("America/New_York", "30 2 * * 1-5"), ("Europe/Berlin", "30 1 * * *"), ("UTC", "30 2 * * *")])
-def test_times_clear_of_dst_changes_are_accepted(schedules: Callable[..., dict[str, object]], zone: str, expr: str) -> None:
+@pytest.mark.parametrize(
+    ("zone", "expr"),
+    [("America/New_York", "30 2 * * 1-5"), ("Europe/Berlin", "30 1 * * *"), ("UTC", "30 2 * * *")],
+)
+def test_times_clear_of_dst_changes_are_accepted(
+    schedules: Callable[..., dict[str, object]], zone: str, expr: str
+) -> None:
     assert "daily" in schedules(daily=expr, timezone=zone)
 
 
 def test_edition_keys_name_the_slot_in_the_zone() -> None:
     zone = load_zone("America/New_York")
-    assert edition_key("daily", datetime(2026, 3, 9, 11, 0, tzinfo=UTC), zone) == "daily-2026-03-09T07:00-04:00"
+    assert (
+        edition_key("daily", datetime(2026, 3, 9, 11, 0, tzinfo=UTC), zone) == "daily-2026-03-09T07:00-04:00"
+    )
     # The repeated 01:30 of a fall-back night gets two different keys.
     first, second = datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
-    assert edition_key("x", first, zone) == "x-2026-11-01T01:30-04:00" != edition_key("x", second, zone) == "x-2026-11-01T01:30-05:00"
-    assert [schedule_for_key(k) for k in ("daily-2026-03-09T07:00-04:00", "weekly-x", "manual-20260309T1", "special")] == ["daily", "weekly", "manual", "manual"]
+    assert (
+        edition_key("x", first, zone)
+        == "x-2026-11-01T01:30-04:00"
+        != edition_key("x", second, zone)
+        == "x-2026-11-01T01:30-05:00"
+    )
+    assert [
+        schedule_for_key(k)
+        for k in ("daily-2026-03-09T07:00-04:00", "weekly-x", "manual-20260309T1", "special")
+    ] == ["daily", "weekly", "manual", "manual"]
 
 
 def test_start_scheduler_refuses_a_bad_schedule_and_needs_a_loop(world: World) -> None:
@@ -122,9 +173,15 @@ def test_start_scheduler_refuses_a_bad_schedule_and_needs_a_loop(world: World) -
 # -- the CLI -------------------------------------------------------------------------
 
 
-def test_schedule_command_prints_next_five_fire_times_per_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schedule_command_prints_next_five_fire_times_per_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    env = {"NEWSLETTER_SCHEDULE_TIMEZONE": "Europe/Berlin", "NEWSLETTER_SCHEDULE_WEEKLY": "", "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"}
+    env = {
+        "NEWSLETTER_SCHEDULE_TIMEZONE": "Europe/Berlin",
+        "NEWSLETTER_SCHEDULE_WEEKLY": "",
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+    }
     result = CliRunner().invoke(main, ["schedule"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -135,7 +192,9 @@ def test_schedule_command_prints_next_five_fire_times_per_schedule(tmp_path: Pat
     assert "Time zone Europe/Berlin" in lines[0]
 
 
-def test_schedule_command_reports_a_dst_clash_as_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schedule_command_reports_a_dst_clash_as_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["schedule"], env={"NEWSLETTER_SCHEDULE_DAILY": "30 2 * * *"})
     assert result.exit_code == 1
@@ -179,19 +238,34 @@ def test_a_lock_held_under_another_worker_name_is_not_judged_by_local_pids(world
     import sys
 
     machine_b = {**os.environ, **world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-b"}
-    held = subprocess.run([sys.executable, "-c", HOLD_AND_VANISH], env=machine_b, cwd=world.tmp, capture_output=True, text=True, timeout=60)
+    held = subprocess.run(
+        [sys.executable, "-c", HOLD_AND_VANISH],
+        env=machine_b,
+        cwd=world.tmp,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert held.stdout.strip() == "held", held.stderr
     service = world.service()
     holder = service.store.locks.current(lock_name("manual"))
     assert holder is not None and holder.holder.startswith("machine-b:")
 
-    on_machine_a = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-a"})
+    on_machine_a = CliRunner().invoke(
+        main,
+        ["send", "--key", "manual-test", "--no-fetch"],
+        env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-a"},
+    )
     assert on_machine_a.exit_code == 1, on_machine_a.output
     assert "another send of schedule 'manual' is running (held by machine-b:" in on_machine_a.output
     assert service.store.editions.find_edition("manual-test") is None
 
     # Machine B itself knows its process is gone and takes the lock over at once.
-    on_machine_b = CliRunner().invoke(main, ["send", "--key", "manual-test", "--no-fetch"], env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-b"})
+    on_machine_b = CliRunner().invoke(
+        main,
+        ["send", "--key", "manual-test", "--no-fetch"],
+        env={**world.env, "NEWSLETTER_DELIVERY_WORKER_NAME": "machine-b"},
+    )
     assert on_machine_b.exit_code == 0, on_machine_b.output
     assert service.store.editions.find_edition("manual-test") is not None
     assert service.store.locks.current(lock_name("manual")) is None
@@ -210,7 +284,10 @@ def test_one_holder_at_a_time_per_schedule(database_url: str) -> None:
         assert first.try_acquire()
         assert not second.try_acquire()
         assert weekly.try_acquire()  # another schedule is independent
-        with pytest.raises(SendLockBusy, match=r"another send of schedule 'daily' is running \(held by .+ since 2026-01-05 12:00:00 UTC\)"):
+        with pytest.raises(
+            SendLockBusy,
+            match=r"another send of schedule 'daily' is running \(held by .+ since 2026-01-05 12:00:00 UTC\)",
+        ):
             second.acquire()
         clock.advance(timedelta(seconds=300))
         assert first.renew()  # a live holder pushes its expiry out...
@@ -232,7 +309,9 @@ def test_a_dead_holders_lock_expires_and_is_taken_over_once(database_url: str) -
         dead = SendLock(store.locks, lock_name("daily"), ttl=60, clock=clock, heartbeat=False)
         assert dead.try_acquire()
         clock.advance(timedelta(seconds=61))  # the holder crashed: no heartbeat renewed it
-        takers = [SendLock(store.locks, lock_name("daily"), ttl=60, clock=clock, heartbeat=False) for _ in range(2)]
+        takers = [
+            SendLock(store.locks, lock_name("daily"), ttl=60, clock=clock, heartbeat=False) for _ in range(2)
+        ]
         assert [t.try_acquire() for t in takers] == [True, False]
         assert not dead.renew()  # the old holder learns it lost the lock
         dead.release()  # and cannot release the new holder's lock
@@ -249,8 +328,12 @@ def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
     one, two = Store(database_url), Store(database_url)
     try:
         slot = datetime(2026, 3, 9, 11, tzinfo=UTC)
-        first, created_first = one.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
-        second, created_second = two.editions.create_edition(key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot)
+        first, created_first = one.editions.create_edition(
+            key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot
+        )
+        second, created_second = two.editions.create_edition(
+            key="daily-2026-03-09T07:00-04:00", schedule="daily", as_of=slot
+        )
         assert (created_first, created_second) == (True, False)
         assert first.id == second.id
     finally:
@@ -270,10 +353,19 @@ def test_jobs_persist_in_the_database_with_their_next_run(world: World, database
         return times
 
     first = asyncio.run(once())
-    assert {k: v.isoformat() if v else None for k, v in first.items()} == {"daily": "2026-03-02T07:00:00-05:00", "weekly": "2026-03-02T07:00:00-05:00"}
-    clock.advance(timedelta(days=3))  # a restart days later keeps the stored (now past) next run: the catch-up
+    assert {k: v.isoformat() if v else None for k, v in first.items()} == {
+        "daily": "2026-03-02T07:00:00-05:00",
+        "weekly": "2026-03-02T07:00:00-05:00",
+    }
+    clock.advance(
+        timedelta(days=3)
+    )  # a restart days later keeps the stored (now past) next run: the catch-up
     assert asyncio.run(once()) == first
-    changed = world.service(NEWSLETTER_DATABASE_URL=database_url, NEWSLETTER_SCHEDULE_DAILY="0 8 * * *", NEWSLETTER_SCHEDULE_WEEKLY="")
+    changed = world.service(
+        NEWSLETTER_DATABASE_URL=database_url,
+        NEWSLETTER_SCHEDULE_DAILY="0 8 * * *",
+        NEWSLETTER_SCHEDULE_WEEKLY="",
+    )
     service = changed
 
     async def reconfigured() -> dict[str, datetime | None]:
@@ -286,7 +378,9 @@ def test_jobs_persist_in_the_database_with_their_next_run(world: World, database
         return times
 
     # A changed cron starts afresh from now (Thursday 05:00): no catch-up of a slot it never had.
-    assert {k: v.isoformat() if v else None for k, v in asyncio.run(reconfigured()).items()} == {"daily": "2026-03-05T08:00:00-05:00"}
+    assert {k: v.isoformat() if v else None for k, v in asyncio.run(reconfigured()).items()} == {
+        "daily": "2026-03-05T08:00:00-05:00"
+    }
 
 
 def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url: str) -> None:
@@ -297,7 +391,12 @@ def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(database_url
 
     store = Store(database_url)
     try:
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         dead_pid = int(gone.stdout)  # that process has exited
         name, expires = lock_name("manual"), NOW + timedelta(hours=1)
         here, elsewhere = f"{socket.gethostname()}:{dead_pid}:deadbeef", f"other-host:{dead_pid}:x"

@@ -38,7 +38,6 @@ def smtp(sink: SinkServer) -> Iterator[smtplib.SMTP]:
             pass
 
 
-
 @pytest.fixture
 def browser_page() -> Iterator[Callable[..., Any]]:
     """`browser_page(*extra_chromium_args)`: a fresh Playwright page in Debian's chromium."""
@@ -48,7 +47,9 @@ def browser_page() -> Iterator[Callable[..., Any]]:
         browsers: list[Any] = []
 
         def open_page(*extra: str) -> Any:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra]
+            )
             browsers.append(browser)
             return browser.new_page()
 

@@ -61,7 +61,9 @@ def build(
             msg.set_content(html, subtype="html")
         else:
             msg.add_alternative(html, subtype="html")
-            del msg.get_payload()[1]["MIME-Version"]  # the stdlib adds one to the part; it belongs at the top only
+            del msg.get_payload()[1][
+                "MIME-Version"
+            ]  # the stdlib adds one to the part; it belongs at the top only
     return msg
 
 

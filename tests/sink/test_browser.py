@@ -24,8 +24,11 @@ def test_list_updates_live_and_message_page_shows_checks(page: object, maildir: 
         page.goto(f"{sink.http_url}/")
         expect(page.locator("#count")).to_have_text("0 message(s)")
         with smtplib.SMTP(sink.host, sink.smtp_port, timeout=10) as client:
-            client.sendmail("news@news.example.com", ["reader@example.org"],
-                            wire(build(subject="Browser digest", html=html)))
+            client.sendmail(
+                "news@news.example.com",
+                ["reader@example.org"],
+                wire(build(subject="Browser digest", html=html)),
+            )
         # No reload: the list picks the message up by itself.
         row = page.locator("#messages tbody tr")
         expect(row).to_have_count(1, timeout=10_000)
@@ -45,7 +48,9 @@ def test_list_updates_live_and_message_page_shows_checks(page: object, maildir: 
         expect(frames).to_have_count(2)
         assert [frames.nth(i).get_attribute("width") for i in range(2)] == ["600", "375"]
         assert frames.first.get_attribute("sandbox") == ""
-        expect(page.frame_locator(".frames iframe").first.get_by_text("Axis launches a new camera line")).to_be_visible()
+        expect(
+            page.frame_locator(".frames iframe").first.get_by_text("Axis launches a new camera line")
+        ).to_be_visible()
         expect(page.locator("#text-part")).to_contain_text("Unsubscribe: https://news.example.com/u/tok123")
         expect(page.locator("#raw")).to_contain_text("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
 

@@ -74,7 +74,9 @@ def test_cross_site_page_cannot_delete_install_faults_or_fire_one_click(
 ) -> None:
     """A cross-site form POST deleted every message; no-cors fetches installed a fault and fired a one-click."""
     with SinkServer(maildir=maildir, http_port=0) as sink:
-        target = deliver(sink, wire(build(headers={"List-Unsubscribe": f"<{attacker.base_url}/unsubscribed>"})))
+        target = deliver(
+            sink, wire(build(headers={"List-Unsubscribe": f"<{attacker.base_url}/unsubscribed>"}))
+        )
         sink_url = sink.http_url
         attacker.page_html = f"""<!doctype html><html lang="en"><body>
 <form id="wipe" method="post" action="{sink_url}/messages/delete-all"><input name="x" value="1"></form>
@@ -149,7 +151,9 @@ def test_every_viewer_page_has_no_axe_violations(maildir: Path, page: Any) -> No
         page.goto(f"{sink.http_url}/messages/{rich}")
         page.click("#one-click")
         expect(page.locator("#one-click-result")).to_be_visible()
-        results["message (HTML, text, checks, headers, raw, one-click result)"] = [str(v) for v in axe_violations(page)]
+        results["message (HTML, text, checks, headers, raw, one-click result)"] = [
+            str(v) for v in axe_violations(page)
+        ]
         page.goto(f"{sink.http_url}/messages/{plain}")
         results["message (text only)"] = [str(v) for v in axe_violations(page)]
         page.goto(f"{sink.http_url}/messages/no-such-id")

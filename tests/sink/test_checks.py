@@ -116,8 +116,10 @@ def test_inlinable_style_rules_left_over() -> None:
 
 def test_img_alt() -> None:
     assert status(wire(build()), "img-alt")[0] == "pass"
-    html = GOOD_HTML.replace('<img src="https://news.example.com/logo.png" alt="Video Surveillance News"',
-                             '<img src="https://news.example.com/logo.png"')
+    html = GOOD_HTML.replace(
+        '<img src="https://news.example.com/logo.png" alt="Video Surveillance News"',
+        '<img src="https://news.example.com/logo.png"',
+    )
     got, reason = status(wire(build(html=html)), "img-alt")
     assert got == "fail" and "1 of 1" in reason
 

@@ -19,9 +19,20 @@ from newsletter.sink.cli import parse_size, sink_command
 def test_help_documents_flags_and_fault_syntax() -> None:
     result = CliRunner().invoke(sink_command, ["--help"])
     assert result.exit_code == 0
-    for text in ("--smtp-port", "--maildir", "--http-port", "--listen", "--max-messages", "--max-size",
-                 "--fault", "--close-after", "--allow-remote-one-click", "STAGE:ACTION",
-                 "rcpt:550 5.1.1 No such user:to=*@bad.example", "drop-after-store"):
+    for text in (
+        "--smtp-port",
+        "--maildir",
+        "--http-port",
+        "--listen",
+        "--max-messages",
+        "--max-size",
+        "--fault",
+        "--close-after",
+        "--allow-remote-one-click",
+        "STAGE:ACTION",
+        "rcpt:550 5.1.1 No such user:to=*@bad.example",
+        "drop-after-store",
+    ):
         assert text in result.output
 
 
@@ -60,16 +71,31 @@ def test_sizes() -> None:
 
 def test_runs_receives_prints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter.sink.cli", "--smtp-port", "0", "--maildir", str(tmp_path / "m"),
-         "--fault", "rcpt:550 5.1.1 No such user:to=*@bad.example", "--listen", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "newsletter.sink.cli",
+            "--smtp-port",
+            "0",
+            "--maildir",
+            str(tmp_path / "m"),
+            "--fault",
+            "rcpt:550 5.1.1 No such user:to=*@bad.example",
+            "--listen",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         port = int(re.search(r"smtp://127\.0\.0\.1:(\d+)", first).group(1))  # type: ignore[union-attr]
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            refused = client.sendmail("news@news.example.com", ["ana@example.org", "x@bad.example"], wire(build()))
+            refused = client.sendmail(
+                "news@news.example.com", ["ana@example.org", "x@bad.example"], wire(build())
+            )
         assert list(refused) == ["x@bad.example"]
         line = ""
         while "->" not in line:
@@ -88,9 +114,20 @@ def test_runs_receives_prints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 def test_non_loopback_listen_warns(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter.sink.cli", "--smtp-port", "0", "--maildir", str(tmp_path / "m"),
-         "--listen", "0.0.0.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "newsletter.sink.cli",
+            "--smtp-port",
+            "0",
+            "--maildir",
+            str(tmp_path / "m"),
+            "--listen",
+            "0.0.0.0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None and proc.stdout is not None

@@ -134,13 +134,20 @@ def test_clear_removes_faults(sink: SinkServer) -> None:
 @pytest.mark.parametrize(
     "spec, expected",
     [
-        ("rcpt:550 5.1.1 No such user:to=*@bad.example",
-         FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to="*@bad.example")),
+        (
+            "rcpt:550 5.1.1 No such user:to=*@bad.example",
+            FaultRule(stage="rcpt", code=550, text="5.1.1 No such user", to="*@bad.example"),
+        ),
         ("data:451:probability=0.1:seed=7", FaultRule(stage="data", code=451, probability=0.1, seed=7)),
-        ("data:drop-after-store:after=10:times=1",
-         FaultRule(stage="data", action="drop_after_store", after=10, times=1)),
+        (
+            "data:drop-after-store:after=10:times=1",
+            FaultRule(stage="data", action="drop_after_store", after=10, times=1),
+        ),
         ("mail:delay=2", FaultRule(stage="mail", action="delay", delay=2.0)),
-        ("rcpt:450:from=*@list.example:every=3", FaultRule(stage="rcpt", code=450, sender="*@list.example", every=3)),
+        (
+            "rcpt:450:from=*@list.example:every=3",
+            FaultRule(stage="rcpt", code=450, sender="*@list.example", every=3),
+        ),
         ("rcpt:550:to=re:^x\\d+@:every=2", FaultRule(stage="rcpt", code=550, to=r"re:^x\d+@", every=2)),
     ],
 )

@@ -61,11 +61,13 @@ def unsubscribe_app() -> Iterator[UnsubscribeApp]:
         await record(request)
         return PlainTextResponse("boom", status_code=500)
 
-    app = Starlette(routes=[
-        Route("/u/{token}", unsubscribe, methods=["POST"]),
-        Route("/redirect/{token}", redirecting, methods=["POST"]),
-        Route("/broken/{token}", broken, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/u/{token}", unsubscribe, methods=["POST"]),
+            Route("/redirect/{token}", redirecting, methods=["POST"]),
+            Route("/broken/{token}", broken, methods=["POST"]),
+        ]
+    )
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -81,10 +83,14 @@ def unsubscribe_app() -> Iterator[UnsubscribeApp]:
 
 
 def message_to(url: str, *, post: str | None = "List-Unsubscribe=One-Click") -> bytes:
-    return wire(build(headers={
-        "List-Unsubscribe": f"<{url}>, <mailto:unsub@news.example.com>",
-        "List-Unsubscribe-Post": post,
-    }))
+    return wire(
+        build(
+            headers={
+                "List-Unsubscribe": f"<{url}>, <mailto:unsub@news.example.com>",
+                "List-Unsubscribe-Post": post,
+            }
+        )
+    )
 
 
 def deliver(sink: SinkServer, raw: bytes) -> StoredMessage:
@@ -148,7 +154,9 @@ def test_remote_https_when_allowed_through_a_pluggable_transport() -> None:
     assert result.ok and result.warnings == ()
     assert str(seen[0].url) == "https://news.example.com/u/tok123"
     assert seen[0].content == b"List-Unsubscribe=One-Click"
-    plain_http = StoredMessage.from_bytes(wire(build(headers={"List-Unsubscribe": "<http://news.example.com/u/1>"})))
+    plain_http = StoredMessage.from_bytes(
+        wire(build(headers={"List-Unsubscribe": "<http://news.example.com/u/1>"}))
+    )
     with pytest.raises(OneClickError, match="plain http"):
         perform_one_click(plain_http, allow_remote=True)
 
@@ -163,8 +171,15 @@ def test_nothing_to_click() -> None:
 
 @pytest.mark.parametrize(
     "host, loopback",
-    [("127.0.0.1", True), ("127.8.9.1", True), ("[::1]", True), ("localhost", True),
-     ("10.0.0.1", False), ("news.example.com", False), ("127.0.0.1.nip.io", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("10.0.0.1", False),
+        ("news.example.com", False),
+        ("127.0.0.1.nip.io", False),
+    ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
@@ -174,8 +189,9 @@ def test_one_click_through_the_api(maildir: Path, unsubscribe_app: UnsubscribeAp
     with SinkServer(maildir=maildir, http_port=0) as sink:
         assert sink.http_url is not None
         local = deliver(sink, message_to(f"{unsubscribe_app.base_url}/u/api"))
-        with httpx.Client(base_url=sink.http_url, trust_env=False, timeout=15,
-                          headers={"X-Sink-Token": sink.token}) as http:
+        with httpx.Client(
+            base_url=sink.http_url, trust_env=False, timeout=15, headers={"X-Sink-Token": sink.token}
+        ) as http:
             response = http.post(f"/api/messages/{local.id}/one-click")
             assert response.status_code == 200
             assert response.json()["status_code"] == 200 and response.json()["ok"] is True

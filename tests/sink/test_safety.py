@@ -33,7 +33,9 @@ def client(sink: SinkServer, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=sink.http_url, timeout=15, trust_env=False, headers=headers)
 
 
-def send(sink: SinkServer, raw: bytes | None = None, *, subject: str = "Weekly", to: str = "reader@example.org") -> str:
+def send(
+    sink: SinkServer, raw: bytes | None = None, *, subject: str = "Weekly", to: str = "reader@example.org"
+) -> str:
     with smtplib.SMTP(sink.host, sink.smtp_port, timeout=10) as smtp:
         smtp.sendmail("news@news.example.com", [to], raw or wire(build(subject=subject, to=to)))
     return sink.wait_for(subject=subject if raw is None else None, to=to)[0].id
@@ -41,7 +43,10 @@ def send(sink: SinkServer, raw: bytes | None = None, *, subject: str = "Weekly",
 
 # -- DNS rebinding ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host", ["evil.example", "attacker.example:8025", "127.0.0.1.nip.io", "sink.internal"])
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "attacker.example:8025", "127.0.0.1.nip.io", "sink.internal"]
+)
 def test_dns_rebinding_host_is_refused_with_421(live: SinkServer, host: str) -> None:
     send(live)
     with client(live, Host=host) as http:
@@ -58,13 +63,16 @@ def test_loopback_host_names_are_answered(live: SinkServer, host: str) -> None:
 
 
 def test_configured_host_names_are_answered(maildir: Path) -> None:
-    with SinkServer(maildir=maildir, http_port=0, allowed_hosts=["sink.test"]) as sink, \
-            client(sink, Host="sink.test:8025") as http:
+    with (
+        SinkServer(maildir=maildir, http_port=0, allowed_hosts=["sink.test"]) as sink,
+        client(sink, Host="sink.test:8025") as http,
+    ):
         assert http.get("/api/messages").status_code == 200
         assert http.get("/api/messages", headers={"Host": "other.test"}).status_code == 421
 
 
 # -- cross-site requests ------------------------------------------------------------------------
+
 
 def test_state_changes_without_the_token_change_nothing(live: SinkServer, tmp_path: Path) -> None:
     """What a cross-site form POST or no-cors fetch can send: no custom header, no token."""
@@ -86,14 +94,19 @@ def test_state_changes_without_the_token_change_nothing(live: SinkServer, tmp_pa
     assert live.faults.rules == []
 
 
-@pytest.mark.parametrize("headers", [
-    {"Origin": "http://evil.example"},
-    {"Origin": "null"},
-    {"Origin": "http://127.0.0.1:1"},  # same site, another port: another origin
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},
-])
-def test_cross_origin_requests_are_refused_even_with_the_token(live: SinkServer, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://127.0.0.1:1"},  # same site, another port: another origin
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
+def test_cross_origin_requests_are_refused_even_with_the_token(
+    live: SinkServer, headers: dict[str, str]
+) -> None:
     send(live)
     with client(live, **{"X-Sink-Token": live.token, **headers}) as http:
         assert http.delete("/api/messages").status_code == 403
@@ -107,8 +120,12 @@ def test_the_viewer_itself_can_still_change_state(live: SinkServer) -> None:
     with client(live, Origin=origin, **{"Sec-Fetch-Site": "same-origin"}) as http:
         form = http.post(f"/messages/{first}/delete", data={"sink_token": live.token})
         assert form.status_code == 303
-        assert http.post("/api/faults", json={"spec": "rcpt:550"},
-                         headers={"X-Sink-Token": live.token}).status_code == 201
+        assert (
+            http.post(
+                "/api/faults", json={"spec": "rcpt:550"}, headers={"X-Sink-Token": live.token}
+            ).status_code
+            == 201
+        )
         assert http.post("/messages/delete-all", data={"sink_token": live.token}).status_code == 303
     assert live.messages() == [] and len(live.faults.rules) == 1
     assert second
@@ -116,10 +133,17 @@ def test_the_viewer_itself_can_still_change_state(live: SinkServer) -> None:
 
 # -- headers ------------------------------------------------------------------------------------
 
+
 def test_viewer_pages_send_csp_and_frame_ancestors_none(live: SinkServer) -> None:
     msg_id = send(live)
     with client(live) as http:
-        for path in ("/", f"/messages/{msg_id}", "/messages/nope", "/api/messages", f"/api/messages/{msg_id}/raw"):
+        for path in (
+            "/",
+            f"/messages/{msg_id}",
+            "/messages/nope",
+            "/api/messages",
+            f"/api/messages/{msg_id}/raw",
+        ):
             response = http.get(path)
             csp = response.headers.get("content-security-policy", "")
             assert "frame-ancestors 'none'" in csp, path
@@ -151,6 +175,7 @@ def test_message_body_is_served_in_a_csp_sandbox_with_meta_refresh_neutralised(l
 
 # -- one-click ----------------------------------------------------------------------------------
 
+
 def test_one_click_never_targets_the_sink_itself(live: SinkServer) -> None:
     """A message whose unsubscribe URI is the sink's own delete-all (or SMTP port) is refused."""
     send(live, subject="keep me")
@@ -163,7 +188,13 @@ def test_one_click_never_targets_the_sink_itself(live: SinkServer) -> None:
         f"http://app.localhost:{live.smtp_port}/",
     ]
     for n, url in enumerate(targets):
-        msg_id = send(live, wire(build(headers={"List-Unsubscribe": f"<{url}>"}), ), to=f"t{n}@example.org")
+        msg_id = send(
+            live,
+            wire(
+                build(headers={"List-Unsubscribe": f"<{url}>"}),
+            ),
+            to=f"t{n}@example.org",
+        )
         with pytest.raises(OneClickError, match="the sink itself") as refused:
             live.one_click(msg_id)
         assert refused.value.refused_target
@@ -175,14 +206,16 @@ def test_one_click_never_targets_the_sink_itself(live: SinkServer) -> None:
 
 # -- memory -------------------------------------------------------------------------------------
 
+
 def test_parsed_messages_stay_bounded_in_memory(maildir: Path) -> None:
     """Every message looked at used to keep its bytes and parsed MIME for ever."""
     big_html = "<p>" + ("Large newsletter body. " * 20_000) + "</p>"  # ~460 KB each
     with SinkServer(maildir=maildir, parsed_cache=3) as sink:
         with smtplib.SMTP(sink.host, sink.smtp_port, timeout=30) as smtp:
             for n in range(25):
-                smtp.sendmail("news@news.example.com", ["r@example.org"],
-                              wire(build(subject=f"Big {n}", html=big_html)))
+                smtp.sendmail(
+                    "news@news.example.com", ["r@example.org"], wire(build(subject=f"Big {n}", html=big_html))
+                )
         messages = sink.wait_for(count=25, timeout=30)
         sink.flush()
         for message in messages:  # what the viewer does for each message page
@@ -196,10 +229,13 @@ def test_parsed_messages_stay_bounded_in_memory(maildir: Path) -> None:
 
 # -- the Maildir it did not write ---------------------------------------------------------------
 
+
 def foreign_maildir(path: Path, count: int) -> dict[str, bytes]:
     box = mailbox.Maildir(path, create=True)
     for n in range(count):
-        box.add(f"From: friend{n}@example.net\r\nTo: me@example.org\r\nSubject: Mine {n}\r\n\r\nhello {n}\r\n".encode())
+        box.add(
+            f"From: friend{n}@example.net\r\nTo: me@example.org\r\nSubject: Mine {n}\r\n\r\nhello {n}\r\n".encode()
+        )
     return {p.name: p.read_bytes() for p in (path / "new").iterdir()}
 
 
@@ -227,8 +263,19 @@ def test_existing_maildir_of_1500_messages_is_never_deleted(maildir: Path) -> No
 def test_start_says_in_one_line_what_it_never_deletes(maildir: Path) -> None:
     foreign_maildir(maildir, 7)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter.sink.cli", "--smtp-port", "0", "--maildir", str(maildir), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "newsletter.sink.cli",
+            "--smtp-port",
+            "0",
+            "--maildir",
+            str(maildir),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -246,12 +293,16 @@ def test_start_says_in_one_line_what_it_never_deletes(maildir: Path) -> None:
 
 # -- paging and search --------------------------------------------------------------------------
 
+
 def test_paging_and_search_reach_every_message(live: SinkServer) -> None:
     """The viewer showed only the newest 200, and searched only those."""
     with smtplib.SMTP(live.host, live.smtp_port, timeout=30) as smtp:
         for n in range(230):
-            smtp.sendmail("news@news.example.com", [f"r{n}@example.org"],
-                          wire(build(subject=f"Issue {n:03d}", to=f"r{n}@example.org")))
+            smtp.sendmail(
+                "news@news.example.com",
+                [f"r{n}@example.org"],
+                wire(build(subject=f"Issue {n:03d}", to=f"r{n}@example.org")),
+            )
     live.wait_for(count=230, timeout=30)
     with client(live) as http:
         seen: list[str] = []

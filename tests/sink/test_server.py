@@ -17,7 +17,9 @@ from newsletter.sink.message import StoredMessage
 from newsletter.sink.server import SinkServer
 
 
-def send(sink: SinkServer, raw: bytes, *, to: str = "reader@example.org", sender: str = "news@news.example.com") -> None:
+def send(
+    sink: SinkServer, raw: bytes, *, to: str = "reader@example.org", sender: str = "news@news.example.com"
+) -> None:
     with smtplib.SMTP(sink.host, sink.smtp_port, timeout=10) as client:
         client.sendmail(sender, [to], raw)
 
@@ -126,7 +128,12 @@ def test_smtputf8_and_8bitmime(sink: SinkServer, smtp: smtplib.SMTP) -> None:
 
 def test_filters_and_newest_first(sink: SinkServer) -> None:
     send(sink, wire(build(to="ana@example.org", subject="Welcome Ana")), to="ana@example.org")
-    send(sink, wire(build(to="bob@example.org", subject="Digest")), to="bob@example.org", sender="bounce@x.example")
+    send(
+        sink,
+        wire(build(to="bob@example.org", subject="Digest")),
+        to="bob@example.org",
+        sender="bounce@x.example",
+    )
     sink.wait_for(count=2)
     assert [m.subject for m in sink.messages()] == ["Digest", "Welcome Ana"]
     assert [m.subject for m in sink.messages(to="ana@example.org")] == ["Welcome Ana"]

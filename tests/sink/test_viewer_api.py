@@ -25,7 +25,9 @@ def live(maildir: Path) -> Iterator[SinkServer]:
 def http(live: SinkServer) -> Iterator[httpx.Client]:
     assert live.http_url is not None
     # A script using the API: it sends the sink's token (printed at start), as it must to change anything.
-    with httpx.Client(base_url=live.http_url, timeout=15, trust_env=False, headers={"X-Sink-Token": live.token}) as client:
+    with httpx.Client(
+        base_url=live.http_url, timeout=15, trust_env=False, headers={"X-Sink-Token": live.token}
+    ) as client:
         yield client
 
 
@@ -46,7 +48,9 @@ def test_list_and_filters_and_paging(live: SinkServer, http: httpx.Client) -> No
     data = http.get("/api/messages").json()
     assert data["total"] == 3
     assert [m["subject"] for m in data["messages"]] == ["Issue 2", "Issue 1", "Issue 0"]
-    assert [m["subject"] for m in http.get("/api/messages", params={"to": "r1@example.org"}).json()["messages"]] == ["Issue 1"]
+    assert [
+        m["subject"] for m in http.get("/api/messages", params={"to": "r1@example.org"}).json()["messages"]
+    ] == ["Issue 1"]
     assert http.get("/api/messages", params={"subject": "issue 0"}).json()["total"] == 1
     assert http.get("/api/messages", params={"from": "news@news.example.com"}).json()["total"] == 3
     page = http.get("/api/messages", params={"limit": 1, "offset": 1}).json()
@@ -111,7 +115,9 @@ def test_faults_api(live: SinkServer, http: httpx.Client) -> None:
     listed = http.get("/api/faults").json()
     assert [r["code"] for r in listed["rules"]] == [550, 451] and listed["close_after"] == 5
     with smtplib.SMTP(live.host, live.smtp_port) as client:
-        refused = client.sendmail("a@example.com", ["x@bad.example", "y@good.example"], b"Subject: t\r\n\r\nx\r\n")
+        refused = client.sendmail(
+            "a@example.com", ["x@bad.example", "y@good.example"], b"Subject: t\r\n\r\nx\r\n"
+        )
     assert refused == {"x@bad.example": (550, b"5.1.1 No such user")}
     bad = http.post("/api/faults", json={"stage": "data", "code": 250})
     assert bad.status_code == 400 and "400-599" in bad.json()["error"]
@@ -124,7 +130,7 @@ def test_list_page(live: SinkServer, http: httpx.Client) -> None:
     send(live)
     page = http.get("/")
     assert page.status_code == 200
-    assert "<table id=\"messages\">" in page.text and "/assets/list.js" in page.text
+    assert '<table id="messages">' in page.text and "/assets/list.js" in page.text
     assert "/api/messages" in http.get("/assets/list.js").text
 
 

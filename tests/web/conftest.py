@@ -27,12 +27,18 @@ def make_web(tmp_path: Path, smtp_sink: Any) -> Iterator[Callable[..., Web]]:
     opened: list[tuple[TestClient, Service]] = []
 
     def build(
-        *, limits: RateLimits | None = None, service: Service | None = None, client: tuple[str, int] = ("198.51.100.7", 50000), clock: FakeClock | None = None
+        *,
+        limits: RateLimits | None = None,
+        service: Service | None = None,
+        client: tuple[str, int] = ("198.51.100.7", 50000),
+        clock: FakeClock | None = None,
     ) -> Web:
         if service is None:
             service = Service(make_settings(tmp_path, smtp_port=smtp_sink.port), clock=clock)
             service.runner.ingest()  # the sample feed's reports give the topic choices
-        app = create_app(service, limits=limits or RateLimits(per_client=Limit(1000, 600), per_target=Limit(1000, 3600)))
+        app = create_app(
+            service, limits=limits or RateLimits(per_client=Limit(1000, 600), per_target=Limit(1000, 3600))
+        )
         test_client = TestClient(app, client=client, follow_redirects=False)
         test_client.__enter__()
         opened.append((test_client, service))

@@ -56,7 +56,9 @@ class Web:
         assert [(c.name, c.reason) for c in found[0].checks if c.status == "fail"] == []
         return found[0].as_email()
 
-    def add(self, email: str, status: SubscriberStatus = SubscriberStatus.ACTIVE, topics: tuple[str, ...] = ()) -> int:
+    def add(
+        self, email: str, status: SubscriberStatus = SubscriberStatus.ACTIVE, topics: tuple[str, ...] = ()
+    ) -> int:
         subscriber, _ = self.store.subscribers.add_subscriber(email=email, status=status, topics=topics)
         if status is not SubscriberStatus.ACTIVE and status is not SubscriberStatus.PENDING:
             self.store.subscribers.set_status(subscriber.id, status)

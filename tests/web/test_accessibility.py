@@ -16,14 +16,18 @@ from tests.axe import axe_violations
 
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed"
+)
 
 
 def test_every_subscriber_page_has_no_axe_violations(live: tuple[str, Service]) -> None:
     from playwright.sync_api import sync_playwright
 
     base_url, service = live
-    subscriber, _ = service.store.subscribers.add_subscriber(email="reader@example.org", status=SubscriberStatus.PENDING)
+    subscriber, _ = service.store.subscribers.add_subscriber(
+        email="reader@example.org", status=SubscriberStatus.PENDING
+    )
     signer = service.signer
     service.runner.run(key="for-the-archive", fetch=False)
     pages = {
@@ -55,7 +59,9 @@ def test_every_subscriber_page_has_no_axe_violations(live: tuple[str, Service]) 
             }.items():
                 page.goto(base_url + path)
                 page.fill("#email", fill)
-                page.evaluate("document.querySelector('#email').removeAttribute('type')")  # let the server judge the address
+                page.evaluate(
+                    "document.querySelector('#email').removeAttribute('type')"
+                )  # let the server judge the address
                 page.get_by_role("button", name=button).click()
                 page.wait_for_load_state()
                 found[label] = [str(v) for v in axe_violations(page)]
@@ -66,12 +72,19 @@ def test_every_subscriber_page_has_no_axe_violations(live: tuple[str, Service]) 
                         " return f.getAttribute('aria-invalid') === 'true' && !!d && !!document.getElementById(d) && document.getElementById(d).textContent.trim().length > 0; }"
                     )
                     if not tied:
-                        found[label].append("the error message is not tied to #email (aria-describedby, aria-invalid)")
-            for label, path in {"confirmed": "/confirm/" + signer.make(Purpose.CONFIRM, subscriber.id), "unsubscribed": "/unsubscribe/" + signer.make(Purpose.UNSUBSCRIBE, subscriber.id)}.items():
+                        found[label].append(
+                            "the error message is not tied to #email (aria-describedby, aria-invalid)"
+                        )
+            for label, path in {
+                "confirmed": "/confirm/" + signer.make(Purpose.CONFIRM, subscriber.id),
+                "unsubscribed": "/unsubscribe/" + signer.make(Purpose.UNSUBSCRIBE, subscriber.id),
+            }.items():
                 page.goto(base_url + path)
                 page.locator("main form button[type=submit]").first.click()
                 page.wait_for_load_state()
                 found[label] = [str(v) for v in axe_violations(page)]
         finally:
             browser.close()
-    assert {label: v for label, v in found.items() if v} == {}, "\n".join(f"{label}: {v}" for label, vs in found.items() for v in vs)
+    assert {label: v for label, v in found.items() if v} == {}, "\n".join(
+        f"{label}: {v}" for label, vs in found.items() for v in vs
+    )

@@ -37,13 +37,24 @@ def cli(tmp_path: Path, web: Web, *args: str) -> Any:
     """The operator CLI on the web app's database (same env as the app's settings)."""
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
-    env = {**service_env(tmp_path, smtp_port=web.sink.port, NEWSLETTER_SITE_BASE_URL=BASE_URL), "NEWSLETTER_CONFIG": str(config)}
+    env = {
+        **service_env(tmp_path, smtp_port=web.sink.port, NEWSLETTER_SITE_BASE_URL=BASE_URL),
+        "NEWSLETTER_CONFIG": str(config),
+    }
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
 def links(web: Web, subscriber_id: int) -> dict[Purpose, str]:
-    prefixes = {Purpose.CONFIRM: "/confirm/", Purpose.UNSUBSCRIBE: "/unsubscribe/", Purpose.PREFERENCES: "/preferences/", Purpose.MANAGE: "/manage/"}
-    return {purpose: prefix + web.service.signer.make(purpose, subscriber_id) for purpose, prefix in prefixes.items()}
+    prefixes = {
+        Purpose.CONFIRM: "/confirm/",
+        Purpose.UNSUBSCRIBE: "/unsubscribe/",
+        Purpose.PREFERENCES: "/preferences/",
+        Purpose.MANAGE: "/manage/",
+    }
+    return {
+        purpose: prefix + web.service.signer.make(purpose, subscriber_id)
+        for purpose, prefix in prefixes.items()
+    }
 
 
 # -- identities ---------------------------------------------------------------------------
@@ -101,7 +112,9 @@ def test_links_mailed_before_the_migration_keep_working_for_their_readers_only(t
             )
         conn.execute(sa.text("DELETE FROM subscribers WHERE id = 2"))  # removed before the upgrade
     engine.dispose()
-    legacy = URLSafeSerializer(SECRET_KEY, salt="newsletter.unsubscribe")  # the old release's unsubscribe links
+    legacy = URLSafeSerializer(
+        SECRET_KEY, salt="newsletter.unsubscribe"
+    )  # the old release's unsubscribe links
     store = Store(url, create=False)
     try:
         upgrade(store.engine)
@@ -113,23 +126,33 @@ def test_links_mailed_before_the_migration_keep_working_for_their_readers_only(t
         kept = signer.read_link(Purpose.UNSUBSCRIBE, legacy.dumps(1))
         stale = signer.read_link(Purpose.UNSUBSCRIBE, legacy.dumps(2))
         assert kept.legacy and store.subscribers.honours_legacy_links(kept.subscriber_id)
-        assert stale.legacy and not store.subscribers.honours_legacy_links(stale.subscriber_id)  # ...but not its old links
+        assert stale.legacy and not store.subscribers.honours_legacy_links(
+            stale.subscriber_id
+        )  # ...but not its old links
         assert not signer.read_link(Purpose.UNSUBSCRIBE, signer.make(Purpose.UNSUBSCRIBE, 2)).legacy
     finally:
         store.dispose()
 
 
-def test_a_confirmation_made_in_the_same_second_but_before_the_unsubscribe_does_not_resubscribe(web: Web) -> None:
+def test_a_confirmation_made_in_the_same_second_but_before_the_unsubscribe_does_not_resubscribe(
+    web: Web,
+) -> None:
     subscriber_id = web.add("split@example.org")
     left_at = web.store.subscribers.get_subscriber(subscriber_id).updated_at
     # Made 300 ms before the reader left, in the same whole second (the old check truncated to seconds).
     left_at = left_at.replace(microsecond=600_000)
-    web.store.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason="one-click", now=left_at)
-    token = web.service.signer.make(Purpose.CONFIRM, subscriber_id, issued=left_at - timedelta(milliseconds=300))
+    web.store.subscribers.set_status(
+        subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason="one-click", now=left_at
+    )
+    token = web.service.signer.make(
+        Purpose.CONFIRM, subscriber_id, issued=left_at - timedelta(milliseconds=300)
+    )
     page = web.client.post("/confirm/" + token)
     assert page.status_code == 400 and "older than your unsubscribe" in page.text
     assert status_of(web, "split@example.org") is SubscriberStatus.UNSUBSCRIBED
-    after = web.service.signer.make(Purpose.CONFIRM, subscriber_id, issued=left_at + timedelta(milliseconds=1))
+    after = web.service.signer.make(
+        Purpose.CONFIRM, subscriber_id, issued=left_at + timedelta(milliseconds=1)
+    )
     assert web.client.post("/confirm/" + after).status_code == 200
 
 
@@ -138,7 +161,9 @@ def test_a_confirmation_made_in_the_same_second_but_before_the_unsubscribe_does_
 
 def test_remove_then_import_does_not_reactivate_an_unsubscribed_person(tmp_path: Path, web: Web) -> None:
     subscriber_id = web.add("left@example.org")
-    web.client.post("/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK)
+    web.client.post(
+        "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK
+    )
     assert cli(tmp_path, web, "subscribers", "remove", "left@example.org").exit_code == 0
     assert status_of(web, "left@example.org") is None
     csv_file = tmp_path / "list.csv"
@@ -151,7 +176,9 @@ def test_remove_then_import_does_not_reactivate_an_unsubscribed_person(tmp_path:
     assert web.mails("left@example.org") == []
 
 
-def test_add_and_signup_of_a_removed_bounced_or_unsubscribed_address_never_reactivate(tmp_path: Path, web: Web) -> None:
+def test_add_and_signup_of_a_removed_bounced_or_unsubscribed_address_never_reactivate(
+    tmp_path: Path, web: Web
+) -> None:
     web.add("bounced@example.org", SubscriberStatus.BOUNCED)
     web.add("gone@gmail.com", SubscriberStatus.UNSUBSCRIBED)
     web.store.subscribers.remove_subscriber("bounced@example.org")
@@ -178,13 +205,22 @@ def test_add_and_signup_of_a_removed_bounced_or_unsubscribed_address_never_react
 
 def test_remove_forget_erases_personal_data_and_keeps_only_a_hash(tmp_path: Path, web: Web) -> None:
     subscriber_id = web.add("private@example.org")
-    web.store.subscribers.update_preferences(subscriber_id, topics=("China",), cadence=web.store.subscribers.get_subscriber(subscriber_id).cadence, paused=False)
+    web.store.subscribers.update_preferences(
+        subscriber_id,
+        topics=("China",),
+        cadence=web.store.subscribers.get_subscriber(subscriber_id).cadence,
+        paused=False,
+    )
     web.service.runner.run(key="before-forget", fetch=False)
     web.sink.wait_for(to="private@example.org", timeout=5)
     result = cli(tmp_path, web, "subscribers", "remove", "--forget", "private@example.org")
     assert result.exit_code == 0 and "Erased" in result.output
     with web.store.engine.connect() as conn:
-        dump = "\n".join(str(tuple(row)) for table in ("subscribers", "deliveries", "bounce_events", "web_mail_queue", "suppressions") for row in conn.execute(sa.text(f"SELECT * FROM {table}")))
+        dump = "\n".join(
+            str(tuple(row))
+            for table in ("subscribers", "deliveries", "bounce_events", "web_mail_queue", "suppressions")
+            for row in conn.execute(sa.text(f"SELECT * FROM {table}"))
+        )
         entries = conn.execute(sa.select(suppressions)).all()
     assert "private@example.org" not in dump and "private" not in dump
     assert len(entries) == 1 and len(entries[0].mailbox_hash) == 64
@@ -197,7 +233,9 @@ def test_remove_forget_erases_personal_data_and_keeps_only_a_hash(tmp_path: Path
 
 def test_unsubscribing_puts_the_mailbox_on_the_list_in_the_same_transaction(web: Web) -> None:
     subscriber_id = web.add("Some.One+tag@gmail.com".lower())
-    web.client.post("/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK)
+    web.client.post(
+        "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK
+    )
     assert web.store.suppressions.status_of("someone@googlemail.com") is SubscriberStatus.UNSUBSCRIBED
     with web.store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(subscribers)).scalar_one() == 1

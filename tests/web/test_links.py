@@ -85,26 +85,44 @@ def test_one_click_post_needs_no_cookie_answers_200_and_is_idempotent(web: Web) 
     path = "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id)
     # What a mailbox provider sends: a bare form post, no cookies, no CSRF token, no redirects followed.
     for _ in range(2):
-        answer = web.client.post(path, data=ONE_CLICK, headers={"Content-Type": "application/x-www-form-urlencoded"})
-        assert answer.status_code == 200 and "location" not in answer.headers and "set-cookie" not in answer.headers
+        answer = web.client.post(
+            path, data=ONE_CLICK, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert (
+            answer.status_code == 200
+            and "location" not in answer.headers
+            and "set-cookie" not in answer.headers
+        )
         assert status_of(web, "oneclick@example.org") is SubscriberStatus.UNSUBSCRIBED
     # RFC 8058 allows multipart/form-data as well.
     other = web.add("multipart@example.org")
-    answer = web.client.post("/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, other), files={"List-Unsubscribe": (None, "One-Click")})
-    assert answer.status_code == 200 and status_of(web, "multipart@example.org") is SubscriberStatus.UNSUBSCRIBED
+    answer = web.client.post(
+        "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, other),
+        files={"List-Unsubscribe": (None, "One-Click")},
+    )
+    assert (
+        answer.status_code == 200 and status_of(web, "multipart@example.org") is SubscriberStatus.UNSUBSCRIBED
+    )
 
 
 def test_one_click_works_on_the_confirmation_mail(web: Web) -> None:
     web.subscribe("annoyed@example.org")
     path = unsubscribe_path(web.one_mail("annoyed@example.org"))
-    answer = web.client.post(path, content=b"List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    answer = web.client.post(
+        path,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert answer.status_code == 200
     assert status_of(web, "annoyed@example.org") is SubscriberStatus.UNSUBSCRIBED
 
 
 def test_unsubscribe_with_a_bad_token_is_400_and_changes_nothing(web: Web) -> None:
     subscriber_id = web.add("safe@example.org")
-    for path in ("/unsubscribe/nonsense", "/unsubscribe/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id)):
+    for path in (
+        "/unsubscribe/nonsense",
+        "/unsubscribe/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id),
+    ):
         assert web.client.post(path, data=ONE_CLICK).status_code == 400
         assert web.client.get(path).status_code == 400
     assert status_of(web, "safe@example.org") is SubscriberStatus.ACTIVE
@@ -112,7 +130,12 @@ def test_unsubscribe_with_a_bad_token_is_400_and_changes_nothing(web: Web) -> No
 
 def test_unsubscribe_does_not_resurrect_or_mask_a_bounce(web: Web) -> None:
     subscriber_id = web.add("gone@example.org", SubscriberStatus.BOUNCED)
-    assert web.client.post("/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK).status_code == 200
+    assert (
+        web.client.post(
+            "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data=ONE_CLICK
+        ).status_code
+        == 200
+    )
     assert status_of(web, "gone@example.org") is SubscriberStatus.BOUNCED
 
 
@@ -126,7 +149,9 @@ def test_preferences_get_shows_choices_and_post_saves_them(web: Web) -> None:
     saved = web.client.post(path, data={"topics": topics[:2], "cadence": "weekly", "paused": "1"})
     assert saved.status_code == 200 and "Saved." in saved.text
     subscriber = web.store.subscribers.get_subscriber(subscriber_id)
-    assert subscriber.topics == tuple(topics[:2]) and subscriber.cadence is Cadence.WEEKLY and subscriber.paused
+    assert (
+        subscriber.topics == tuple(topics[:2]) and subscriber.cadence is Cadence.WEEKLY and subscriber.paused
+    )
     web.client.post(path, data={"cadence": "daily"})
     subscriber = web.store.subscribers.get_subscriber(subscriber_id)
     assert subscriber.topics == () and subscriber.cadence is Cadence.DAILY and not subscriber.paused
@@ -143,7 +168,10 @@ def test_preferences_refuse_unknown_values(web: Web, data: dict[str, str]) -> No
 def test_paused_reader_is_skipped_by_the_next_send(web: Web) -> None:
     pauser = web.add("pauser@example.org")
     web.add("steady@example.org")
-    web.client.post("/preferences/" + web.service.signer.make(Purpose.PREFERENCES, pauser), data={"cadence": "daily", "paused": "1"})
+    web.client.post(
+        "/preferences/" + web.service.signer.make(Purpose.PREFERENCES, pauser),
+        data={"cadence": "daily", "paused": "1"},
+    )
     web.service.runner.run(key="after-pause", fetch=False)
     web.sink.wait_for(to="steady@example.org", timeout=5)
     assert web.mails("pauser@example.org") == []
@@ -167,9 +195,14 @@ def test_manage_mails_a_link_only_to_subscribers_and_answers_the_same(web: Web) 
 def test_manage_page_and_link_tokens_are_purpose_bound(web: Web) -> None:
     assert web.client.get("/manage").status_code == 200
     subscriber_id = web.add("bound@example.org")
-    assert web.client.get("/manage/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id)).status_code == 400
-    assert web.client.get("/preferences/" + web.service.signer.make(Purpose.MANAGE, subscriber_id)).status_code == 400
-
+    assert (
+        web.client.get("/manage/" + web.service.signer.make(Purpose.PREFERENCES, subscriber_id)).status_code
+        == 400
+    )
+    assert (
+        web.client.get("/preferences/" + web.service.signer.make(Purpose.MANAGE, subscriber_id)).status_code
+        == 400
+    )
 
 
 def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(make_web: Callable[..., Web]) -> None:
@@ -179,7 +212,9 @@ def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(make_web
     assert web.client.post(confirmation_for(web, email)).status_code == 200
     subscriber = web.store.subscribers.find_subscriber(email)
     # A confirmation link mailed an hour ago (same key and purpose as the service's own).
-    old_token = web.service.signer.make(Purpose.CONFIRM, subscriber.id, issued=datetime.now(UTC) - timedelta(hours=1))
+    old_token = web.service.signer.make(
+        Purpose.CONFIRM, subscriber.id, issued=datetime.now(UTC) - timedelta(hours=1)
+    )
     assert web.service.signer.read(Purpose.CONFIRM, old_token) == subscriber.id
     web.store.subscribers.set_status(subscriber.id, SubscriberStatus.UNSUBSCRIBED, reason="one-click")
     page = web.client.post("/confirm/" + old_token)
@@ -189,7 +224,9 @@ def test_a_confirmation_older_than_the_unsubscribe_does_not_resubscribe(make_web
     clock.advance(timedelta(hours=2))  # past the one-mail-an-hour limit
     web.subscribe(email)
     web.sink.wait_for(to=email, count=2, timeout=5)  # the queue's worker mails it
-    mails = sorted((m for m in web.sink.messages(to=email) if "/confirm/" in (m.text or "")), key=lambda m: m.received_at)
+    mails = sorted(
+        (m for m in web.sink.messages(to=email) if "/confirm/" in (m.text or "")), key=lambda m: m.received_at
+    )
     assert len(mails) == 2
     assert web.client.post(link_path(mails[-1].as_email(), "/confirm/")).status_code == 200
     assert status_of(web, email) is SubscriberStatus.ACTIVE

@@ -31,7 +31,11 @@ from newsletter.web.server import uvicorn_config
 
 from .helpers import BASE_URL, Web, make_settings
 
-FOREIGN = [{"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site", "Origin": BASE_URL}]
+FOREIGN = [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": BASE_URL},
+]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -50,7 +54,9 @@ def redis_up() -> bool:
 def test_cross_site_posts_to_subscribe_and_manage_are_refused(web: Web, headers: dict[str, str]) -> None:
     page = web.client.post("/subscribe", data={"email": "victim@example.org"}, headers=headers)
     assert page.status_code == 403 and "another site" in page.text
-    assert web.client.post("/manage", data={"email": "victim@example.org"}, headers=headers).status_code == 403
+    assert (
+        web.client.post("/manage", data={"email": "victim@example.org"}, headers=headers).status_code == 403
+    )
     assert web.store.webmail.waiting() == 0  # nothing queued, nothing mailed
 
 
@@ -58,10 +64,25 @@ def test_cross_site_posts_to_subscribe_and_manage_are_refused(web: Web, headers:
 def test_cross_site_posts_to_personal_links_change_nothing(web: Web, headers: dict[str, str]) -> None:
     subscriber_id = web.add("reader@example.org")
     signer = web.service.signer
-    assert web.client.post("/preferences/" + signer.make(Purpose.PREFERENCES, subscriber_id), data={"cadence": "weekly"}, headers=headers).status_code == 403
-    assert web.client.post("/unsubscribe/" + signer.make(Purpose.UNSUBSCRIBE, subscriber_id), headers=headers).status_code == 403
+    assert (
+        web.client.post(
+            "/preferences/" + signer.make(Purpose.PREFERENCES, subscriber_id),
+            data={"cadence": "weekly"},
+            headers=headers,
+        ).status_code
+        == 403
+    )
+    assert (
+        web.client.post(
+            "/unsubscribe/" + signer.make(Purpose.UNSUBSCRIBE, subscriber_id), headers=headers
+        ).status_code
+        == 403
+    )
     pending = web.add("pending@example.org", status=SubscriberStatus.PENDING)
-    assert web.client.post("/confirm/" + signer.make(Purpose.CONFIRM, pending), headers=headers).status_code == 403
+    assert (
+        web.client.post("/confirm/" + signer.make(Purpose.CONFIRM, pending), headers=headers).status_code
+        == 403
+    )
     reader = web.store.subscribers.get_subscriber(subscriber_id)
     assert reader.cadence.value == "daily" and reader.status.value == "active"
     assert web.store.subscribers.get_subscriber(pending).status.value == "pending"
@@ -71,11 +92,19 @@ def test_one_click_is_exempt_and_same_origin_posts_pass(web: Web) -> None:
     subscriber_id = web.add("leaver@example.org")
     # A mailbox provider's one-click POST comes from its own servers, whatever they send as Origin.
     answer = web.client.post(
-        "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id), data={"List-Unsubscribe": "One-Click"}, headers={"Origin": "https://mail.example"}
+        "/unsubscribe/" + web.service.signer.make(Purpose.UNSUBSCRIBE, subscriber_id),
+        data={"List-Unsubscribe": "One-Click"},
+        headers={"Origin": "https://mail.example"},
     )
-    assert answer.status_code == 200 and web.store.subscribers.get_subscriber(subscriber_id).status.value == "unsubscribed"
+    assert (
+        answer.status_code == 200
+        and web.store.subscribers.get_subscriber(subscriber_id).status.value == "unsubscribed"
+    )
     for headers in ({"Origin": BASE_URL}, {"Sec-Fetch-Site": "same-origin", "Origin": "null"}, {}):
-        assert web.client.post("/subscribe", data={"email": "ok@example.org"}, headers=headers).status_code == 200
+        assert (
+            web.client.post("/subscribe", data={"email": "ok@example.org"}, headers=headers).status_code
+            == 200
+        )
 
 
 # -- who the client is -------------------------------------------------------------------
@@ -93,7 +122,9 @@ def live_app(tmp_path: Path, smtp_sink: Any) -> Iterator[Callable[..., str]]:
         settings = make_settings(tmp_path, smtp_port=smtp_sink.port)
         settings = settings.replace("web", **web) if web else settings
         service = Service(settings)
-        server = uvicorn.Server(uvicorn_config(create_app(service, limits=limits), settings, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn_config(create_app(service, limits=limits), settings, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         servers.append((server, thread, sock, service))
@@ -110,26 +141,45 @@ def live_app(tmp_path: Path, smtp_sink: Any) -> Iterator[Callable[..., str]]:
 def test_x_forwarded_for_from_loopback_is_not_believed_by_default(live_app: Callable[..., str]) -> None:
     base = live_app(RateLimits(per_client=Limit(5, 600), per_target=Limit(100, 3600)))
     codes = [
-        httpx.post(f"{base}/subscribe", data={"email": f"spoof{i}@example.org"}, headers={"X-Forwarded-For": f"203.0.113.{i}"}, timeout=10).status_code
+        httpx.post(
+            f"{base}/subscribe",
+            data={"email": f"spoof{i}@example.org"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            timeout=10,
+        ).status_code
         for i in range(30)
     ]
     assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}  # 30 spoofed addresses used to be 30 clients
 
 
 def test_x_forwarded_for_is_believed_from_a_configured_proxy(live_app: Callable[..., str]) -> None:
-    base = live_app(RateLimits(per_client=Limit(2, 600), per_target=Limit(100, 3600)), trusted_proxies="127.0.0.1")
-    codes = [httpx.post(f"{base}/subscribe", data={"email": f"behind{i}@example.org"}, headers={"X-Forwarded-For": f"198.51.100.{i}"}, timeout=10).status_code for i in range(6)]
+    base = live_app(
+        RateLimits(per_client=Limit(2, 600), per_target=Limit(100, 3600)), trusted_proxies="127.0.0.1"
+    )
+    codes = [
+        httpx.post(
+            f"{base}/subscribe",
+            data={"email": f"behind{i}@example.org"},
+            headers={"X-Forwarded-For": f"198.51.100.{i}"},
+            timeout=10,
+        ).status_code
+        for i in range(6)
+    ]
     assert codes == [200] * 6  # six real clients behind our proxy
 
 
 def test_idle_connections_are_closed_and_do_not_starve_real_clients(live_app: Callable[..., str]) -> None:
     base = live_app(limit_concurrency=20, timeout_keep_alive=1)
     port = int(base.rsplit(":", 1)[1])
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]  # more than the cap, saying nothing
+    idle = [
+        socket.create_connection(("127.0.0.1", port)) for _ in range(40)
+    ]  # more than the cap, saying nothing
     try:
         for conn in idle:
             conn.settimeout(15)
-            assert conn.recv(1) == b""  # the server hung up on the silent connection (it used to wait for ever)
+            assert (
+                conn.recv(1) == b""
+            )  # the server hung up on the silent connection (it used to wait for ever)
         assert httpx.get(base + "/", timeout=10).status_code == 200
     finally:
         for conn in idle:
@@ -141,7 +191,13 @@ def test_idle_connections_are_closed_and_do_not_starve_real_clients(live_app: Ca
 
 def test_address_variants_of_one_inbox_share_one_rate_limit(make_web: Callable[..., Web]) -> None:
     web = make_web(limits=RateLimits(per_client=Limit(1000, 600), per_target=Limit(3, 3600)))
-    variants = ["bob@gmail.com", "b.o.b@gmail.com", "bob+1@gmail.com", "Bob+news@googlemail.com", "b.ob+x@gmail.com"] + [f"bo.b+{i}@gmail.com" for i in range(7)]
+    variants = [
+        "bob@gmail.com",
+        "b.o.b@gmail.com",
+        "bob+1@gmail.com",
+        "Bob+news@googlemail.com",
+        "b.ob+x@gmail.com",
+    ] + [f"bo.b+{i}@gmail.com" for i in range(7)]
     codes = [web.subscribe(address).status_code for address in variants]
     assert codes.count(200) == 3 and codes.count(429) == 9  # 12 confirmations went to one inbox in one burst
     web.subscribe("witness@example.org")
@@ -149,7 +205,9 @@ def test_address_variants_of_one_inbox_share_one_rate_limit(make_web: Callable[.
     assert sum(len(web.mails(a.lower())) for a in {v.lower() for v in variants}) <= 3
 
 
-def test_unconfirmed_confirmations_to_one_mailbox_have_a_lifetime_cap(tmp_path: Path, smtp_sink: Any, make_web: Callable[..., Web]) -> None:
+def test_unconfirmed_confirmations_to_one_mailbox_have_a_lifetime_cap(
+    tmp_path: Path, smtp_sink: Any, make_web: Callable[..., Web]
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     from tests.factories import FakeClock
@@ -167,10 +225,15 @@ def test_unconfirmed_confirmations_to_one_mailbox_have_a_lifetime_cap(tmp_path: 
 
 
 @pytest.mark.skipif(not redis_up(), reason="no redis-server at 127.0.0.1:6379")
-def test_rate_limits_on_redis_are_shared_by_several_web_processes(tmp_path: Path, smtp_sink: Any, make_web: Callable[..., Web]) -> None:
+def test_rate_limits_on_redis_are_shared_by_several_web_processes(
+    tmp_path: Path, smtp_sink: Any, make_web: Callable[..., Web]
+) -> None:
     settings = make_settings(tmp_path, smtp_port=smtp_sink.port).replace("web", rate_limit_storage=REDIS_URL)
     limits = RateLimits(per_client=Limit(3, 600), per_target=Limit(100, 3600))
-    client = (f"198.18.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", 1)  # a fresh key in the shared server
+    client = (
+        f"198.18.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}",
+        1,
+    )  # a fresh key in the shared server
     first = make_web(service=Service(settings), limits=limits, client=client)
     second = make_web(service=Service(settings), limits=limits, client=client)  # another process's app
     assert first.subscribe("r1@example.org").status_code == 200
@@ -182,7 +245,9 @@ def test_rate_limits_on_redis_are_shared_by_several_web_processes(tmp_path: Path
 # -- the mail relay leaves the request path -----------------------------------------------
 
 
-def test_a_dead_relay_changes_no_answer_and_the_request_waits_for_a_retry(tmp_path: Path, make_web: Callable[..., Web]) -> None:
+def test_a_dead_relay_changes_no_answer_and_the_request_waits_for_a_retry(
+    tmp_path: Path, make_web: Callable[..., Web]
+) -> None:
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     settings = make_settings(tmp_path, smtp_port=dead.getsockname()[1])
@@ -228,8 +293,14 @@ def test_queued_requests_survive_a_restart(tmp_path: Path, smtp_sink: Any) -> No
 
 
 def test_undecodable_bytes_are_a_400_and_never_stored(web: Web) -> None:
-    for body in (b"email=%FF%FEx@example.org", b"email=\xff\xfex@example.org", b"email=ok@example.org&topics=%C3%28"):
-        page = web.client.post("/subscribe", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    for body in (
+        b"email=%FF%FEx@example.org",
+        b"email=\xff\xfex@example.org",
+        b"email=ok@example.org&topics=%C3%28",
+    ):
+        page = web.client.post(
+            "/subscribe", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         assert page.status_code == 400, body
     page = web.client.post("/subscribe", files={"email": (None, b"\xffx@example.org")})
     assert page.status_code == 400
@@ -242,8 +313,14 @@ def test_the_500_page_carries_the_security_headers(web: Web) -> None:
     client = TestClient(web.app, raise_server_exceptions=False)
     page = client.post("/subscribe", data={"email": "x@example.org"})
     assert page.status_code == 500 and "Something went wrong" in page.text
-    assert page.headers["x-frame-options"] == "DENY" and "default-src 'none'" in page.headers["content-security-policy"]
-    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["referrer-policy"] == "no-referrer"
+    assert (
+        page.headers["x-frame-options"] == "DENY"
+        and "default-src 'none'" in page.headers["content-security-policy"]
+    )
+    assert (
+        page.headers["x-content-type-options"] == "nosniff"
+        and page.headers["referrer-policy"] == "no-referrer"
+    )
 
 
 def test_a_huge_archive_id_is_a_404(web: Web) -> None:
@@ -256,7 +333,12 @@ def test_trailing_slash_redirects_never_echo_the_host_header(web: Web, path: str
     page = web.client.get(path, headers={"Host": "evil.example"})
     assert page.status_code in (307, 308) and page.headers["location"] == path.rstrip("/")
     assert "evil.example" not in page.text and "evil.example" not in str(page.headers)
-    assert web.client.get("//evil.example/", headers={"Host": "evil.example"}).headers.get("location", "").startswith("//") is False
+    assert (
+        web.client.get("//evil.example/", headers={"Host": "evil.example"})
+        .headers.get("location", "")
+        .startswith("//")
+        is False
+    )
 
 
 def test_the_rate_limiter_forgets_clients_after_their_window() -> None:

@@ -21,7 +21,9 @@ from .helpers import make_settings
 def test_serve_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
-    result = CliRunner().invoke(serve_command, [], env={"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": None})
+    result = CliRunner().invoke(
+        serve_command, [], env={"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": None}
+    )
     assert result.exit_code != 0
     assert "NEWSLETTER_SECRET_KEY is not set" in result.output and "--dev" in result.output
 
@@ -54,7 +56,9 @@ def test_lifespan_starts_and_stops_the_real_scheduler_when_asked(tmp_path: Path)
     assert not handle.scheduler.running
 
 
-def test_a_bad_schedule_stops_the_app_from_starting_instead_of_serving_without_schedules(tmp_path: Path) -> None:
+def test_a_bad_schedule_stops_the_app_from_starting_instead_of_serving_without_schedules(
+    tmp_path: Path,
+) -> None:
     settings = make_settings(tmp_path, smtp_port=1).replace("schedule", daily="not a cron line")
     with pytest.raises(ConfigError, match=r"schedule\.daily"):
         with TestClient(create_app(Service(settings), scheduler=True)):
@@ -75,10 +79,28 @@ def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) 
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update({"NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", "NEWSLETTER_SITE_BASE_URL": f"http://127.0.0.1:{port}"})
+    env.update(
+        {
+            "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+            "NEWSLETTER_SITE_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "--config", str(config), "serve", "--dev", "--no-scheduler", "--port", str(port)],
-        env=env, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "newsletter",
+            "--config",
+            str(config),
+            "serve",
+            "--dev",
+            "--no-scheduler",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     ready = threading.Event()
@@ -120,7 +142,11 @@ def test_serve_reports_a_bad_schedule_as_one_line(tmp_path: Path) -> None:
     pytest.importorskip("newsletter.scheduling.schedules")
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
-    env = {"NEWSLETTER_CONFIG": str(config), "NEWSLETTER_SECRET_KEY": SECRET_KEY, "NEWSLETTER_SCHEDULE_DAILY": "not a cron"}
+    env = {
+        "NEWSLETTER_CONFIG": str(config),
+        "NEWSLETTER_SECRET_KEY": SECRET_KEY,
+        "NEWSLETTER_SCHEDULE_DAILY": "not a cron",
+    }
     result = CliRunner().invoke(serve_command, [], env=env)
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "schedule" in result.output.lower()

@@ -58,7 +58,16 @@ def test_confirmation_mail_envelope_sender_is_the_from_address(web: Web) -> None
     assert [(c.name, c.reason) for c in stored.checks if c.status == "fail"] == []
 
 
-@pytest.mark.parametrize("status", [None, SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED])
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,
+        SubscriberStatus.PENDING,
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.BOUNCED,
+    ],
+)
 def test_the_answer_is_the_same_for_every_address_state(web: Web, status: SubscriberStatus | None) -> None:
     reference = web.subscribe("reference@example.org")
     email = f"state-{status.value if status else 'new'}@example.org"
@@ -90,7 +99,9 @@ def test_repeated_signups_send_one_confirmation_per_hour(make_web: Callable[...,
     web.one_mail("eager@example.org")
     assert len(web.mails("eager@example.org")) == 1
     subscriber = web.store.subscribers.find_subscriber("eager@example.org")
-    assert subscriber is not None and subscriber.status is SubscriberStatus.PENDING  # one reader, three signups
+    assert (
+        subscriber is not None and subscriber.status is SubscriberStatus.PENDING
+    )  # one reader, three signups
     # An hour later a new signup may send again.
     clock.advance(timedelta(minutes=61))
     web.subscribe("eager@example.org")
@@ -101,7 +112,9 @@ def test_unsubscribed_reader_can_sign_up_again_through_confirmation(web: Web) ->
     web.add("returning@example.org", SubscriberStatus.UNSUBSCRIBED)
     web.subscribe("returning@example.org")
     mail = web.one_mail("returning@example.org")
-    assert web.store.subscribers.find_subscriber("returning@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    assert (
+        web.store.subscribers.find_subscriber("returning@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    )
     assert web.client.post(link_path(mail, "/confirm/")).status_code == 200
     assert web.store.subscribers.find_subscriber("returning@example.org").status is SubscriberStatus.ACTIVE
 
