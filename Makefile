@@ -37,10 +37,11 @@ caniemail:
 	  npm install --silent --no-audit --no-fund --prefix .npm/caniemail doiuse-email >/dev/null ) || \
 	  echo "doiuse-email not installed: the caniemail checks will be skipped"
 
-# Layers and cycles (import-linter), types (mypy) and lint (ruff), configured in pyproject.toml.
+# Layers and cycles (import-linter), types (mypy), format and lint (ruff), configured in pyproject.toml.
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+	$(BIN)/ruff format --check newsletter tests
 	$(BIN)/ruff check newsletter tests
 
 # Two processes, each taking whole test modules (a module shares one private Postfix or browser);
