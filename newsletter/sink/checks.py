@@ -24,14 +24,10 @@ from dataclasses import dataclass
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import partial
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING
 
-from newsletter.sink.check_result import Check, Status, failed, passed, warned
+from newsletter.sink.check_result import Check, Checkable, Status, failed, passed, warned
 from newsletter.sink.dkim import DKIM_CHECK_NAMES, DKIM_CHECKS
 from newsletter.sink.mail_checks import MAIL_CHECK_NAMES, MAIL_CHECKS
-
-if TYPE_CHECKING:
-    from newsletter.sink.message import StoredMessage
 
 __all__ = ["CHECK_NAMES", "Check", "Status", "has_postal_address", "run_checks"]
 
@@ -156,7 +152,7 @@ def scan_html(html: str) -> _HTMLScan:
 _URI_ITEM = re.compile(r"\s*<([^<>]*)>\s*")
 
 
-def check_list_unsubscribe(m: StoredMessage) -> Check:
+def check_list_unsubscribe(m: Checkable) -> Check:
     name = "list-unsubscribe"
     values = m.headers.get_all("List-Unsubscribe") or []
     if not values:
@@ -182,7 +178,7 @@ def check_list_unsubscribe(m: StoredMessage) -> Check:
     return _pass(name, "one https URI" + (" and one mailto URI" if mailto else ""))
 
 
-def check_list_unsubscribe_post(m: StoredMessage) -> Check:
+def check_list_unsubscribe_post(m: Checkable) -> Check:
     name = "list-unsubscribe-post"
     values = m.headers.get_all("List-Unsubscribe-Post") or []
     if not values:
@@ -195,7 +191,7 @@ def check_list_unsubscribe_post(m: StoredMessage) -> Check:
     return _pass(name, "List-Unsubscribe=One-Click")
 
 
-def check_text_alternative(m: StoredMessage) -> Check:
+def check_text_alternative(m: Checkable) -> Check:
     name = "text-alternative"
     if m.text is None:
         if m.html is None:
@@ -206,7 +202,7 @@ def check_text_alternative(m: StoredMessage) -> Check:
     return _pass(name, "text/plain part present" + (" alongside HTML" if m.html is not None else ""))
 
 
-def check_html_size(m: StoredMessage) -> Check:
+def check_html_size(m: Checkable) -> Check:
     name = "html-size"
     if m.html is None:
         return _pass(name, "no HTML part")
@@ -219,7 +215,7 @@ def check_html_size(m: StoredMessage) -> Check:
     return _pass(name, f"HTML is {kb} (Gmail clips above ~102 KB)")
 
 
-def check_line_endings(m: StoredMessage) -> Check:
+def check_line_endings(m: Checkable) -> Check:
     name = "line-endings"
     raw = m.raw
     lines = raw.split(b"\r\n")
@@ -235,7 +231,7 @@ def check_line_endings(m: StoredMessage) -> Check:
     return _pass(name, f"CRLF only, longest line {longest} octets")
 
 
-def check_from(m: StoredMessage) -> Check:
+def check_from(m: Checkable) -> Check:
     name = "from-header"
     values = m.headers.get_all("From") or []
     if len(values) != 1:
@@ -249,7 +245,7 @@ def check_from(m: StoredMessage) -> Check:
     return _pass(name, f"From {addresses[0]}")
 
 
-def check_date(m: StoredMessage) -> Check:
+def check_date(m: Checkable) -> Check:
     name = "date-header"
     values = m.headers.get_all("Date") or []
     if len(values) != 1:
@@ -269,7 +265,7 @@ def check_date(m: StoredMessage) -> Check:
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
-def check_message_id(m: StoredMessage) -> Check:
+def check_message_id(m: Checkable) -> Check:
     name = "message-id"
     values = m.headers.get_all("Message-ID") or []
     if len(values) != 1:
@@ -313,7 +309,7 @@ def _top_level_css(css: str) -> list[tuple[str, str]]:
     return [b for b in blocks if b[0] or b[1].strip()]
 
 
-def check_stylesheets(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_stylesheets(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "external-css"
     if scan is None:
         return _pass(name, "no HTML part")
@@ -328,7 +324,7 @@ def check_stylesheets(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     return _pass(name, "no external stylesheets")
 
 
-def check_inlined_css(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_inlined_css(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "inlined-css"
     if scan is None:
         return _pass(name, "no HTML part")
@@ -352,7 +348,7 @@ def check_inlined_css(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     return _pass(name, "no inlinable rules left in <style>")
 
 
-def check_img_alt(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_img_alt(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "img-alt"
     if scan is None or scan.imgs == 0:
         return _pass(name, "no images")
@@ -361,7 +357,7 @@ def check_img_alt(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     return _pass(name, f"all {scan.imgs} <img> have alt")
 
 
-def check_links(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_links(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "absolute-links"
     if scan is None or not scan.links:
         return _pass(name, "no links")
@@ -378,7 +374,7 @@ def check_links(m: StoredMessage, scan: _HTMLScan | None) -> Check:
 _URL = re.compile(r"https?://\S+", re.IGNORECASE)
 
 
-def check_unsubscribe_link(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_unsubscribe_link(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "unsubscribe-link"
     missing = []
     if m.text is not None:
@@ -429,7 +425,7 @@ def has_postal_address(text: str) -> bool:
     return any(p.search(line) for line in text.splitlines() for p in _ADDRESS_PATTERNS)
 
 
-def check_postal_address(m: StoredMessage, scan: _HTMLScan | None) -> Check:
+def check_postal_address(m: Checkable, scan: _HTMLScan | None) -> Check:
     name = "postal-address"
     found = []
     if m.text is not None and has_postal_address(m.text):
@@ -446,7 +442,7 @@ def check_postal_address(m: StoredMessage, scan: _HTMLScan | None) -> Check:
     return _pass(name, f"postal address in the {' and '.join(found)} part" + ("s" if len(found) > 1 else ""))
 
 
-_HEADER_CHECKS: list[Callable[[StoredMessage], Check]] = [
+_HEADER_CHECKS: list[Callable[[Checkable], Check]] = [
     check_list_unsubscribe,
     check_list_unsubscribe_post,
     check_from,
@@ -456,7 +452,7 @@ _HEADER_CHECKS: list[Callable[[StoredMessage], Check]] = [
     check_text_alternative,
     check_html_size,
 ]
-_HTML_CHECKS: list[Callable[[StoredMessage, _HTMLScan | None], Check]] = [
+_HTML_CHECKS: list[Callable[[Checkable, _HTMLScan | None], Check]] = [
     check_stylesheets,
     check_inlined_css,
     check_img_alt,
@@ -485,7 +481,7 @@ CHECK_NAMES: tuple[str, ...] = (
 )
 
 
-def run_checks(m: StoredMessage) -> list[Check]:
+def run_checks(m: Checkable) -> list[Check]:
     """Every check, in a stable order (`CHECK_NAMES`). A crashing check reports 'fail'."""
     results: list[Check] = []
     scan = scan_html(m.html) if m.html is not None else None

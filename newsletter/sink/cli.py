@@ -7,7 +7,6 @@ hint and exit status 1 or 2, never a traceback.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import signal
 import threading
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from newsletter.sink.net import is_loopback
 
 FAULT_HELP = """\b
 Fault syntax (--fault, repeatable; rules apply in the order given):
@@ -55,15 +56,6 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise ValueError(f"size {text!r} must be at least 1 byte")
     return size
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _fail(message: str) -> click.ClickException:
@@ -179,7 +171,7 @@ def sink_command(
             rules.append(parse_fault_spec(spec))
         except FaultSpecError as exc:
             raise _fail(f"--fault: {exc}") from None
-    if not _is_loopback(listen):
+    if not is_loopback(listen):
         click.echo(
             f"Warning: listening on {listen} exposes the sink, its viewer and its one-click "
             "action beyond this machine; use 127.0.0.1 unless you mean it.",

@@ -10,7 +10,9 @@ Where public keys come from, first that applies:
   by ``SINK_DKIM_KEYS`` (one ``name record`` per line): keys given directly;
 - ``use_dns("127.0.0.1:5353")`` or ``SINK_DKIM_DNS=host[:port]``: that name server;
 - else the system resolver.
-Stands alone: imports nothing from the rest of ``newsletter``.
+Stands alone: imports nothing from the rest of ``newsletter``. dkimpy and dnspython load on
+the first signed message, not at import (they cost about 0.3 s of imports, and every
+`StoredMessage` imports the checks).
 """
 
 from __future__ import annotations
@@ -23,14 +25,10 @@ from collections.abc import Callable, Mapping
 from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
-import dkim
-import dns.exception
-import dns.resolver
-
-from newsletter.sink.check_result import Check, failed, passed
+from newsletter.sink.check_result import Check, Checkable, failed, passed
 
 if TYPE_CHECKING:
-    from newsletter.sink.message import StoredMessage
+    import dns.resolver
 
 DNS_TIMEOUT = 3.0
 KeyLookup = Callable[..., bytes | None]
@@ -52,6 +50,8 @@ def use_dns(server: str | None) -> None:
 
 
 def _dns_lookup(server: str) -> KeyLookup:
+    import dns.resolver
+
     resolver = dns.resolver.Resolver(configure=False)
     host, port = server, 53
     if server.startswith("["):
@@ -66,6 +66,9 @@ def _dns_lookup(server: str) -> KeyLookup:
 
 
 def _txt(resolver: dns.resolver.Resolver, name: bytes) -> bytes | None:
+    import dns.exception
+    import dns.resolver
+
     try:
         answers = resolver.resolve(name.decode("ascii"), "TXT", search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -91,6 +94,8 @@ def _lookup() -> KeyLookup:
         )
     if os.environ.get("SINK_DKIM_DNS"):
         return _dns_lookup(os.environ["SINK_DKIM_DNS"])
+    import dns.resolver
+
     resolver = dns.resolver.Resolver()
     resolver.timeout = resolver.lifetime = DNS_TIMEOUT
     return lambda name, timeout=5: _txt(resolver, name)
@@ -106,6 +111,8 @@ def _tag(signature: bytes, name: bytes) -> bytes:
 
 def _verify(raw: bytes, index: int, lookup: KeyLookup) -> tuple[bool, str, str]:
     """(valid, d=, why) for the index-th signature."""
+    import dkim
+
     checker = dkim.DKIM(raw, logger=_quiet)
     header = [value for name, value in checker.headers if name.lower() == b"dkim-signature"][index]
     domain = _tag(header, b"d").decode("ascii", "replace")
@@ -132,7 +139,7 @@ def _verify(raw: bytes, index: int, lookup: KeyLookup) -> tuple[bool, str, str]:
     )
 
 
-def _results(m: StoredMessage) -> list[tuple[bool, str, str]]:
+def _results(m: Checkable) -> list[tuple[bool, str, str]]:
     """Every signature's verdict, computed once per message."""
     raw = m.raw
     count = len(re.findall(rb"(?im)^dkim-signature\s*:", raw.split(b"\r\n\r\n", 1)[0]))
@@ -158,7 +165,7 @@ def _results(m: StoredMessage) -> list[tuple[bool, str, str]]:
 _cache: dict[tuple[object, ...], list[tuple[bool, str, str]]] = {}
 
 
-def check_dkim(m: StoredMessage) -> Check:
+def check_dkim(m: Checkable) -> Check:
     name = "dkim"
     results = _results(m)
     if not results:
@@ -173,7 +180,7 @@ def _organizational(domain: str) -> str:
     return ".".join(domain.lower().rstrip(".").split(".")[-2:])
 
 
-def check_dkim_alignment(m: StoredMessage) -> Check:
+def check_dkim_alignment(m: Checkable) -> Check:
     name = "dkim-alignment"
     results = _results(m)
     if not results:
@@ -197,6 +204,6 @@ def check_dkim_alignment(m: StoredMessage) -> Check:
     )
 
 
-DKIM_CHECKS: tuple[Callable[[StoredMessage], Check], ...] = (check_dkim, check_dkim_alignment)
+DKIM_CHECKS: tuple[Callable[[Checkable], Check], ...] = (check_dkim, check_dkim_alignment)
 DKIM_CHECK_NAMES: tuple[str, ...] = ("dkim", "dkim-alignment")
 __all__ = ["DKIM_CHECKS", "DKIM_CHECK_NAMES", "use_dns", "use_keys"]

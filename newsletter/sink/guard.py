@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,6 +22,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from newsletter.sink.net import is_loopback
 
 TOKEN_HEADER = "X-Sink-Token"
 TOKEN_FIELD = "sink_token"
@@ -59,17 +60,6 @@ def split_host(value: str) -> str:
     return value.rstrip(".")
 
 
-def is_loopback_name(host: str) -> bool:
-    """localhost, *.localhost (browsers resolve these to loopback themselves) or a loopback IP."""
-    host = split_host(host) if host.startswith("[") else host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class HostPolicy:
     """The Host values the viewer answers: loopback, the listen address, and `extra` names."""
 
@@ -80,7 +70,7 @@ class HostPolicy:
         if not host_header:
             return False
         host = split_host(host_header)
-        return is_loopback_name(host) or host in self.names
+        return is_loopback(host) or host in self.names
 
 
 class SecurityHeaders:

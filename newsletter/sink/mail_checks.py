@@ -24,12 +24,8 @@ from collections.abc import Callable
 from email import message_from_bytes
 from functools import lru_cache
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING
 
-from newsletter.sink.check_result import Check, failed, passed, warned
-
-if TYPE_CHECKING:
-    from newsletter.sink.message import StoredMessage
+from newsletter.sink.check_result import Check, Checkable, failed, passed, warned
 
 ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 MAX_ENCODED_WORD = 75
@@ -81,7 +77,7 @@ def _scan(html: str) -> _Links:
     return scan
 
 
-def _header_https_uri(m: StoredMessage) -> str | None:
+def _header_https_uri(m: Checkable) -> str | None:
     value = " ".join(str(m.headers.get("List-Unsubscribe", "")).split())
     found = [u for u in re.findall(r"<([^<>]*)>", value) if u.lower().startswith("https://")]
     return found[0] if len(found) == 1 else None
@@ -99,7 +95,7 @@ def _text_unsubscribe_urls(text: str, prefix: str) -> list[str]:
     return urls
 
 
-def check_body_links(m: StoredMessage) -> Check:
+def check_body_links(m: Checkable) -> Check:
     name = "body-links"
     uri = _header_https_uri(m)
     if uri is None:
@@ -130,7 +126,7 @@ def check_body_links(m: StoredMessage) -> Check:
     )
 
 
-def check_mime_encoding(m: StoredMessage) -> Check:
+def check_mime_encoding(m: Checkable) -> Check:
     name = "mime-encoding"
     head = m.raw.split(b"\r\n\r\n", 1)[0]
     long_words = [w for w in ENCODED_WORD.findall(head) if len(w) > MAX_ENCODED_WORD]
@@ -176,7 +172,7 @@ def _fixed_width(attrs: dict[str, str]) -> int:
     return max(widths, default=0)
 
 
-def check_fluid_layout(m: StoredMessage) -> Check:
+def check_fluid_layout(m: Checkable) -> Check:
     name = "fluid-layout"
     if m.html is None:
         return passed(name, "no HTML part")
@@ -221,7 +217,7 @@ def spamassassin_score(raw: bytes) -> tuple[float, tuple[tuple[str, float], ...]
     return _spamassassin(hashlib.sha256(raw).hexdigest(), raw)
 
 
-def check_spamassassin(m: StoredMessage) -> Check:
+def check_spamassassin(m: Checkable) -> Check:
     name = "spamassassin"
     if os.environ.get("SINK_SPAMASSASSIN") != "1":
         return passed(name, "not scored (set SINK_SPAMASSASSIN=1 to run spamassassin -L on each message)")
@@ -239,7 +235,7 @@ def check_spamassassin(m: StoredMessage) -> Check:
     return passed(name, f"score {total:.1f}, no rule the sender controls")
 
 
-MAIL_CHECKS: tuple[Callable[[StoredMessage], Check], ...] = (
+MAIL_CHECKS: tuple[Callable[[Checkable], Check], ...] = (
     check_body_links,
     check_mime_encoding,
     check_fluid_layout,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import fnmatch
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
@@ -19,13 +20,12 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from newsletter.sink.cache import ParsedCache
+from newsletter.sink.check_result import Check
+from newsletter.sink.checks import run_checks
 from newsletter.sink.errors import MessageGoneError
-
-if TYPE_CHECKING:
-    from newsletter.sink.checks import Check
 
 _header_parser = BytesHeaderParser(policy=email.policy.default)
 
@@ -157,8 +157,6 @@ class StoredMessage:
     @property
     def checks(self) -> list[Check]:
         """Deliverability checks (computed on first access, then cached while in the cache)."""
-        from newsletter.sink.checks import run_checks
-
         return self.cache.get(self.id, "checks", lambda: run_checks(self))
 
     # -- presentation ------------------------------------------------------------------
@@ -216,8 +214,6 @@ def address_matches(query: str, addresses: list[str] | tuple[str, ...]) -> bool:
     A query with `*` or `?` is an fnmatch pattern; one with `@` must equal an address
     (case-insensitive); anything else is a case-insensitive substring.
     """
-    import fnmatch
-
     q = query.strip().lower()
     if not q:
         return True

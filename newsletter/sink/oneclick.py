@@ -26,6 +26,7 @@ import httpx
 
 from newsletter.sink.errors import OneClickError
 from newsletter.sink.message import StoredMessage
+from newsletter.sink.net import is_loopback
 
 BODY = b"List-Unsubscribe=One-Click"
 USER_AGENT = "newsletter-sink one-click (RFC 8058, as a mailbox provider)"
@@ -61,17 +62,6 @@ class OneClickResult:
         }
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback IP literals (127.0.0.0/8, ::1). Names are not resolved."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _reaches_this_machine(host: str, own_host: str | None) -> bool:
     """True if `host` is loopback, unspecified, the sink's listen address, or resolves to one."""
     host = host.strip("[]").lower()
@@ -84,7 +74,7 @@ def _reaches_this_machine(host: str, own_host: str | None) -> bool:
             return False
         return ip.is_loopback or ip.is_unspecified or address == own
 
-    if is_loopback_host(host) or local(host) or (own and host == own):
+    if is_loopback(host) or local(host) or (own and host == own):
         return True
     try:
         ipaddress.ip_address(host)
@@ -136,7 +126,7 @@ def choose_target(
             f"{url!r} is the sink itself (port {port}); one-click never POSTs to the sink",
             refused_target=True,
         )
-    if not is_loopback_host(host):
+    if not is_loopback(host):
         if not allow_remote:
             raise OneClickError(
                 f"{host or url!r} is not a loopback host; start the sink with --allow-remote-one-click to POST there",

@@ -133,6 +133,7 @@ class SinkServer:
             store.close()
             raise failure[0]
         if self._requested_http_port is not None:
+            # Imported here so that a sink without a viewer never loads uvicorn and Starlette.
             from newsletter.sink.viewer import ViewerThread
 
             try:
@@ -303,7 +304,7 @@ class SinkServer:
 
     def one_click(self, msg_id: str, *, timeout: float = 10.0) -> OneClickResult:
         """Act as the mailbox provider: RFC 8058 one-click unsubscribe for this message."""
-        from newsletter.sink.oneclick import perform_one_click
+        from newsletter.sink.oneclick import perform_one_click  # httpx loads only for a one-click
 
         own_ports = {self.smtp_port} | ({self.http_port} if self.http_port is not None else set())
         return perform_one_click(

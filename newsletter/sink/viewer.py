@@ -33,7 +33,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -44,14 +44,15 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from newsletter.sink.errors import FaultSpecError, ForeignMessageError, MessageGoneError, OneClickError
-from newsletter.sink.faults import FaultRule, parse_fault_spec
+from newsletter.sink.faults import FaultRule, FaultSet, parse_fault_spec
 from newsletter.sink.guard import BODY_CSP, PAGE_CSP, HostPolicy, SecurityHeaders, same_origin_refusal
 from newsletter.sink.message import StoredMessage
 from newsletter.sink.net import bind_listener
 from newsletter.sink.pages import ASSETS, body_document, list_page, message_page, not_found_page
+from newsletter.sink.storage import MaildirStore
 
 if TYPE_CHECKING:
-    from newsletter.sink.server import SinkServer
+    from newsletter.sink.oneclick import OneClickResult
 
 MAX_WAIT_SECONDS = 300.0
 MAX_PAGE = 500
@@ -68,6 +69,36 @@ def describe(message: StoredMessage) -> dict[str, Any]:
         "html": message.html,
         "checks": [c.to_dict() for c in message.checks],
     }
+
+
+class ViewedSink(Protocol):
+    """What the viewer needs of a sink (`SinkServer` is one; it starts the viewer, so the
+    viewer must not import it back)."""
+
+    token: str
+    host: str
+    allowed_hosts: tuple[str, ...]
+    faults: FaultSet
+
+    @property
+    def store(self) -> MaildirStore: ...
+
+    def messages(
+        self,
+        to: str | None = None,
+        sender: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        query: str | None = None,
+    ) -> list[StoredMessage]: ...
+
+    def get(self, msg_id: str) -> StoredMessage: ...
+
+    def clear(self) -> int: ...
+
+    def delete(self, msg_id: str) -> bool: ...
+
+    def one_click(self, msg_id: str, *, timeout: float = 10.0) -> OneClickResult: ...
 
 
 class BadRequest(ValueError):
@@ -110,7 +141,7 @@ def _int(request: Request, name: str, default: int, *, low: int, high: int) -> i
     return value
 
 
-def build_app(sink: SinkServer) -> Starlette:
+def build_app(sink: ViewedSink) -> Starlette:
     """The viewer app for `sink` (usable with Starlette's TestClient, no server needed)."""
     token = sink.token
 
@@ -357,7 +388,7 @@ class _Server(uvicorn.Server):
 class ViewerThread:
     """Serves `build_app(sink)` on host:port (0 = free port) in a daemon thread."""
 
-    def __init__(self, sink: SinkServer, *, host: str, port: int) -> None:
+    def __init__(self, sink: ViewedSink, *, host: str, port: int) -> None:
         self._sock = bind_listener(host, port, what="HTTP")
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
