@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ import httpx
 from newsletter.errors import FeedError
 from newsletter.models import FeedValidators, Report
 
+log = logging.getLogger(__name__)
 TAG_RE = re.compile(r"<[^>]*>")
 SPACE_RE = re.compile(r"\s+")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -150,13 +152,19 @@ def read_feed(
     base = source if source.startswith(("http://", "https://")) else ""
     # feedparser resolves xml:base and relative links against the document's location.
     parsed = feedparser.parse(data, response_headers={"content-location": base} if base else None)
-    if parsed.bozo and not parsed.entries:
-        reason = getattr(parsed, "bozo_exception", None)
+    reason = getattr(parsed, "bozo_exception", None)
+    # We hand feedparser the location but not the server's Content-Type, so it always flags the
+    # missing type (NonXMLContentType): that says nothing about the document. A parse error does.
+    if parsed.bozo and not parsed.entries and not isinstance(reason, feedparser.NonXMLContentType):
         raise FeedError(
             f"feed {source} is not valid RSS or Atom: {plain_text(str(reason)) or 'unreadable document'}"
         )
     if not parsed.get("version") and not parsed.entries:
         raise FeedError(f"feed {source} is not an RSS or Atom feed (no channel and no entries)")
+    if not parsed.entries:
+        # A valid feed with nothing in it is not an error: it has no reports (yet).
+        log.warning("feed %s: the feed has no items (a valid feed, with no reports in it yet)", source)
+        return ParsedFeed(())
     seen_at = now or datetime.now(UTC)
     found: dict[str, Report] = {}
     skipped: list[str] = []
