@@ -17,6 +17,10 @@ Two formats are read:
   (``subscribers.legacy_links``), so an old link never acts on a later signup.
 
 Bounce (VERP) tokens name outbox rows and keep the one itsdangerous format.
+
+Test tokens (``Purpose.TEST``) go in a test send's personal links and envelope in place
+of the reader's unsubscribe, preferences and bounce tokens: no other purpose reads them,
+so a test link or a bounce of a test changes nothing (``is_test`` tells the pages).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class Purpose(str, enum.Enum):
     PREFERENCES = "preferences"
     MANAGE = "manage"
     BOUNCE = "bounce"
+    TEST = "test"  # a test send's links: they name the reader and change nothing
 
 
 EXPIRING = {Purpose.CONFIRM: 7 * 24 * 3600, Purpose.MANAGE: 2 * 24 * 3600}
@@ -131,6 +136,10 @@ class TokenSigner:
         return (encoded + b"." + _b64(mac.digest())).decode("ascii")
 
     # -- reading ---------------------------------------------------------------------
+
+    def is_test(self, token: str) -> bool:
+        """Whether ``token`` is a valid test token (made by ``make(Purpose.TEST, ...)``)."""
+        return self._read_current(Purpose.TEST, token) is not None
 
     def read(self, purpose: Purpose, token: str) -> int:
         """The id in a token of either format; TokenError if tampered, expired or made for another purpose."""

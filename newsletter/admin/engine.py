@@ -108,9 +108,8 @@ class ConsoleEngine:
     def send_test(self, reader: str, to_address: str) -> None:
         """Mail ``reader``'s next digest to ``to_address`` (the operator), marked as a test.
 
-        The engine's own test send (`newsletter send --test-to` uses it too): the reader's
-        personal links become the site's Manage page, so clicking around a test never
-        unsubscribes the reader.
+        The engine's own test send (`newsletter send --test-to` uses it too): the real
+        message, signed as a send's; its personal links are test links that change nothing.
         """
         send_test(self.runner, to_address=to_address, email=reader)
 

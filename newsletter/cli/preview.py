@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from newsletter.cli.common import console, reports_errors, service_from
+from newsletter.cli.common import CliError, console, reports_errors, service_from
 
 
 @click.command()
@@ -25,17 +25,20 @@ from newsletter.cli.common import console, reports_errors, service_from
 @click.pass_context
 @reports_errors
 def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bool) -> None:
-    """Render a digest without sending; list which reports are in and why."""
+    """Render a digest without sending; list which reports are in and why.
+
+    With --out and nothing new for the reader, nothing is written and the command exits 1
+    saying so (a script never takes an old file for this reader's digest).
+    """
     from newsletter.content.feed_state import future_reports
     from newsletter.content.planner import why_included
-    from newsletter.editions.preview import render_preview
+    from newsletter.editions.preview import read_feed, render_preview
 
     service = service_from(ctx)
-    if service.store.read_only and not no_fetch:
-        console.print("The database is read-only: showing the stored reports (the feed is not fetched)")
-    elif not no_fetch:
-        service.runner.ingest()
-    result = render_preview(service.runner, email=email)
+    feed = "" if no_fetch else read_feed(service.runner)
+    if feed:
+        console.print(f"Note: {feed}", markup=False)
+    result = render_preview(service.runner, email=email, feed=feed)
     console.print(
         f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}"
     )
@@ -53,12 +56,20 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
             why_included(result.subscriber, report),
         )
     console.print(table)
+    if result.held.reports:
+        # Stored, but not in any digest until the settle window has passed (reports.settle).
+        console.print(f"Not in any digest yet: {result.held}", markup=False)
     for held in future_reports(service.store, now=service.runner.clock()):
         # Dated ahead of now: not in any digest until then (the log says so at each fetch too).
         console.print(
             f"Held back: {held.title!r} is dated {held.published:%Y-%m-%d %H:%M} UTC, in the future",
             markup=False,
         )
-    if out and result.html:
+    if out and not result.html:
+        raise CliError(
+            f"nothing new for {result.subscriber.email} now, so there is no digest: nothing was written to {out}",
+            hint="Preview another reader (--subscriber EMAIL), or wait for new reports in the feed.",
+        )
+    if out:
         Path(out).write_text(result.html, encoding="utf-8")
         console.print(f"HTML written to {out} ({len(result.html.encode()):,} bytes)")

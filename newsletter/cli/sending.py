@@ -211,14 +211,16 @@ def _send_test(
         raise click.UsageError(
             "--test-to sends one test message; it does not go with --key, --resume, --plan-only, --retry-unknown or --now"
         )
-    if fetch:
-        service.runner.ingest()
-    preview = send_test(service.runner, to_address=test_to, email=as_email)
+    preview = send_test(service.runner, to_address=test_to, email=as_email, fetch=fetch)
+    if preview.feed:
+        console.print(f"Note: {preview.feed}", markup=False)
     console.print(
         f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports) sent to {test_to}: [Test] {preview.subject}"
     )
+    if preview.held.reports:
+        console.print(f"Not in it yet: {preview.held}", markup=False)
     console.print(
-        "No edition, outbox row or ledger mark was written; its personal links point at the Manage page."
+        "No edition, outbox row or ledger mark was written; its unsubscribe and preferences links are test links that change nothing."
     )
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 
+from newsletter.config import MailSettings
 from newsletter.content.quoted_printable import QP_LINE, qp_encode
 from newsletter.content.render import (
     ESCAPED_PERCENTS,
@@ -277,6 +278,29 @@ class PreparedMessage:
 
 def _as_is(data: bytes) -> bytes:
     return data
+
+
+def edition_message(
+    mail: MailSettings, *, subject: str, text: str, html: str, edition_key: str
+) -> PreparedMessage:
+    """A digest variant's message as every reader of the edition gets it: a send's rows and a
+    test send are built here alike (the test only passes its marked subject and key "test")."""
+    return PreparedMessage(
+        from_name=mail.from_name,
+        from_address=mail.from_address,
+        reply_to=mail.reply_to,
+        subject=subject,
+        text=text,
+        html=html,
+        list_id=mail.list_id,
+        extra_headers=(("X-Newsletter-Edition", edition_key),),
+    )
+
+
+def envelope_sender(mail: MailSettings, token: str) -> str:
+    """The VERP envelope sender ``bounces+TOKEN@DOMAIN`` (mail.bounce_domain, else the From domain):
+    a bounce names what it is about by the token (an outbox row's; a test's names no row)."""
+    return f"bounces+{token}@{mail.bounce_domain or mail.from_address.rsplit('@', 1)[1]}"
 
 
 def transactional_message(

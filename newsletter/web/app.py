@@ -296,6 +296,8 @@ class WebApp:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
+        if self.signer.is_test(token):
+            return self.test_link_page("unsubscribe")
         if request.method != "POST":  # GET and HEAD (link scanners send both) only show the page
             subscriber = await run_in_threadpool(self.subscriber_for, Purpose.UNSUBSCRIBE, token)
             return self.page(
@@ -341,7 +343,14 @@ class WebApp:
     # -- preferences ---------------------------------------------------------------
 
     async def preferences(self, request: Request) -> Response:
+        if self.signer.is_test(request.path_params["token"]):
+            return self.test_link_page("preferences")
         return await self.preferences_for(request, Purpose.PREFERENCES, "/preferences/")
+
+    def test_link_page(self, kind: str) -> HTMLResponse:
+        """A test send's personal link, for any method: 200 and nothing changes (RFC 8058's one-click
+        POST too, so a mailbox provider's unsubscribe button on a test answers as for a real digest)."""
+        return self.page("test_link.html", headers=NO_STORE, title="A test link", kind=kind)
 
     async def manage_link(self, request: Request) -> Response:
         return await self.preferences_for(request, Purpose.MANAGE, "/manage/")
