@@ -17,7 +17,10 @@ TOML = (Path(__file__).resolve().parents[1] / "newsletter.toml").read_text(encod
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # loads the CLI's lazy commands too
+        command = group.get_command(ctx, name)
+        assert command is not None
         path = prefix + (name,)
         found.append(path)
         if isinstance(command, click.Group):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -31,7 +32,13 @@ LOCK_AFTER = 5
 LOCK_FOR = timedelta(minutes=15)
 TOKEN_PREFIX = "nlk_"
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("no such operator: compare against something")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the address is unknown; made at the first such sign-in,
+    not at import (hashing costs 0.2 s of CPU and 64 MB, and every CLI command imports this)."""
+    return _hasher.hash("no such operator: compare against something")
 
 
 class AccountError(NewsletterError):
@@ -123,7 +130,7 @@ class Accounts:
         user = self.store.find_user(email.strip().lower()) if len(password) <= MAX_PASSWORD else None
         now = self.store.clock()
         if user is None:
-            _verify(_DUMMY_HASH, password[:MAX_PASSWORD])  # same cost as a real check
+            _verify(_dummy_hash(), password[:MAX_PASSWORD])  # same cost as a real check
             raise LoginRefused("wrong address or password")
         if user.locked_until is not None and user.locked_until > now:
             raise LoginRefused(

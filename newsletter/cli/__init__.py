@@ -12,21 +12,137 @@ import logging
 
 import click
 
-from newsletter.cli.admin import admin
-from newsletter.cli.bounces import bounces
-from newsletter.cli.database import db
-from newsletter.cli.demo import demo
-from newsletter.cli.dkim import dkim_group, dns_group
-from newsletter.cli.preview import preview
-from newsletter.cli.schedule import schedule_command
-from newsletter.cli.sending import editions, send, worker
-from newsletter.cli.serve import serve_command
-from newsletter.cli.settings import show_config
-from newsletter.cli.subscribers import subscribers
-from newsletter.sink.cli import sink_command
+from newsletter.cli.lazy import LazyCommand, LazyGroup
+
+# Each command's module is imported when that command runs (see `newsletter.cli.lazy`).
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _admin() -> click.Command:
+    from newsletter.cli.admin import admin
+
+    return admin
+
+
+def _bounces() -> click.Command:
+    from newsletter.cli.bounces import bounces
+
+    return bounces
+
+
+def _config() -> click.Command:
+    from newsletter.cli.settings import show_config
+
+    return show_config
+
+
+def _db() -> click.Command:
+    from newsletter.cli.database import db
+
+    return db
+
+
+def _demo() -> click.Command:
+    from newsletter.cli.demo import demo
+
+    return demo
+
+
+def _dkim() -> click.Command:
+    from newsletter.cli.dkim import dkim_group
+
+    return dkim_group
+
+
+def _dns() -> click.Command:
+    from newsletter.cli.dkim import dns_group
+
+    return dns_group
+
+
+def _editions() -> click.Command:
+    from newsletter.cli.sending import editions
+
+    return editions
+
+
+def _preview() -> click.Command:
+    from newsletter.cli.preview import preview
+
+    return preview
+
+
+def _schedule() -> click.Command:
+    from newsletter.cli.schedule import schedule_command
+
+    return schedule_command
+
+
+def _send() -> click.Command:
+    from newsletter.cli.sending import send
+
+    return send
+
+
+def _serve() -> click.Command:
+    from newsletter.cli.serve import serve_command
+
+    return serve_command
+
+
+def _sink() -> click.Command:
+    from newsletter.sink.cli import sink_command
+
+    return sink_command
+
+
+def _subscribers() -> click.Command:
+    from newsletter.cli.subscribers import subscribers
+
+    return subscribers
+
+
+def _worker() -> click.Command:
+    from newsletter.cli.sending import worker
+
+    return worker
+
+
+COMMANDS = {
+    "admin": LazyCommand(_admin, "Operator console accounts: create users, set passwords, list them."),
+    "bounces": LazyCommand(
+        _bounces,
+        "Receive bounces (DSNs and complaints to the VERP address) and act on the authenticated ones.",
+    ),
+    "config": LazyCommand(_config, "Check the configuration and show every key with its effective value."),
+    "db": LazyCommand(_db, "Schema versions (Alembic migrations)."),
+    "demo": LazyCommand(
+        _demo, "Deliver a digest of the sample feed to the sample subscribers, through a local sink."
+    ),
+    "dkim": LazyCommand(_dkim, "DKIM keys: the service signs every mail it sends with them."),
+    "dns": LazyCommand(_dns, "The DNS records receivers check: SPF, DKIM, DMARC, MX."),
+    "editions": LazyCommand(
+        _editions, "List editions, or show one with its counts and most common failure replies."
+    ),
+    "preview": LazyCommand(_preview, "Render a digest without sending; list which reports are in and why."),
+    "schedule": LazyCommand(
+        _schedule, "Show each schedule (schedule.daily, schedule.weekly) and its next fire times."
+    ),
+    "send": LazyCommand(_send, "Fetch the feed and send an edition through the configured SMTP server."),
+    "serve": LazyCommand(
+        _serve, "Serve the subscriber web app: signup, confirm, unsubscribe, preferences, archive."
+    ),
+    "sink": LazyCommand(
+        _sink, "Run the local SMTP sink: store every message in a Maildir, check it, show it."
+    ),
+    "subscribers": LazyCommand(_subscribers, "Add, remove, list, import and export subscribers."),
+    "worker": LazyCommand(
+        _worker,
+        "Only drain outboxes: help send editions that are already planned (run several, on several machines).",
+    ),
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -45,13 +161,3 @@ def main(config_path: str | None, verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-for command in (send, preview, demo, worker, editions, subscribers, bounces, db, show_config):
-    main.add_command(command)
-main.add_command(schedule_command, "schedule")
-main.add_command(serve_command, "serve")
-main.add_command(sink_command, "sink")
-main.add_command(admin, "admin")
-main.add_command(dkim_group, "dkim")
-main.add_command(dns_group, "dns")
