@@ -36,9 +36,15 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
 
     service = service_from(ctx)
     feed = "" if no_fetch else read_feed(service.runner)
+    result = render_preview(service.runner, email=email, feed=feed)
+    if out and not result.html:
+        raise CliError(
+            f"nothing new for {result.subscriber.email} now, so there is no digest: nothing was written to {out}",
+            hint="Preview another reader (--subscriber EMAIL), or wait for new reports in the feed."
+            + (f" Note: {feed}." if feed else ""),
+        )
     if feed:
         console.print(f"Note: {feed}", markup=False)
-    result = render_preview(service.runner, email=email, feed=feed)
     console.print(
         f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}"
     )
@@ -64,11 +70,6 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
         console.print(
             f"Held back: {held.title!r} is dated {held.published:%Y-%m-%d %H:%M} UTC, in the future",
             markup=False,
-        )
-    if out and not result.html:
-        raise CliError(
-            f"nothing new for {result.subscriber.email} now, so there is no digest: nothing was written to {out}",
-            hint="Preview another reader (--subscriber EMAIL), or wait for new reports in the feed.",
         )
     if out:
         Path(out).write_text(result.html, encoding="utf-8")
