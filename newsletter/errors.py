@@ -33,7 +33,10 @@ class ConfigError(NewsletterError):
 class FeedError(NewsletterError):
     """The reports feed could not be fetched or parsed."""
 
-    default_hint = "Check reports.feed (NEWSLETTER_REPORTS_FEED): it must be a reachable RSS/Atom URL or a readable file."
+    default_hint = (
+        "Check reports.feed (NEWSLETTER_REPORTS_FEED):"
+        " it must be a reachable RSS/Atom URL or a readable file."
+    )
 
 
 class SubscriberError(NewsletterError):
@@ -70,6 +73,19 @@ class DeliveryError(NewsletterError):
 
 class EditionError(NewsletterError):
     """An edition cannot be started or resumed in its current state."""
+
+
+class AudienceChanged(EditionError):
+    """A send confirmed for one number of readers would mail another: refused before any row is written."""
+
+    def __init__(self, confirmed: int, planned: int) -> None:
+        super().__init__(
+            f"the audience changed from {confirmed} to {planned} readers since you confirmed:"
+            " review and confirm again",
+            hint="Send now (or GET /api/v1/send/audience) shows the count as it is now.",
+        )
+        self.confirmed = confirmed
+        self.planned = planned
 
 
 class TokenError(NewsletterError):

@@ -23,7 +23,8 @@ def _accounts(ctx: click.Context) -> Accounts:
 
 
 def _read_password() -> str:
-    """From a prompt (typed twice, hidden) on a terminal, else the first line of standard input; never an argument."""
+    """From a prompt (typed twice, hidden) on a terminal, else the first line of standard input;
+    never an argument."""
     if sys.stdin.isatty():
         return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
     return sys.stdin.readline().rstrip("\r\n")
@@ -60,7 +61,8 @@ def create_user(ctx: click.Context, email: str, role: str) -> None:
 @click.argument("email")
 @click.pass_context
 def set_password(ctx: click.Context, email: str) -> None:
-    """Change a user's password (read from a prompt or standard input); ends their sessions and unlocks them."""
+    """Change a user's password (read from a prompt or standard input); ends their sessions and
+    unlocks them."""
     accounts = _accounts(ctx)
     try:
         user = accounts.set_password(email, _read_password())

@@ -1,4 +1,5 @@
-"""`newsletter dkim keygen` and `newsletter dns check`: the keys that sign our mail and the DNS behind them."""
+"""`newsletter dkim keygen` and `newsletter dns check`: the keys that sign our mail and the DNS
+behind them."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def keygen(ctx: click.Context, selector: str, kind: str, out: str | None, force:
     if path.exists() and not force:
         raise CliError(
             f"{path} already exists",
-            hint="Pass --force to replace it (mail signed with the old key then fails until DNS has the new record), or choose another --selector.",
+            hint="Pass --force to replace it (mail signed with the old key then fails until DNS has the new"
+            " record), or choose another --selector.",
         )
     key = DkimKey(selector, generate_key(kind))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,8 @@ def keygen(ctx: click.Context, selector: str, kind: str, out: str | None, force:
     strings = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
     click.echo(f"{selector}._domainkey.{domain}. 3600 IN TXT {strings}")
     click.echo(
-        f'\nThen set mail.dkim_selector = "{selector}" and mail.dkim_key_file = "{path}" and run \'newsletter dns check\'.'
+        f'\nThen set mail.dkim_selector = "{selector}" and mail.dkim_key_file = "{path}"'
+        " and run 'newsletter dns check'."
     )
 
 
@@ -88,7 +91,8 @@ def dns_group() -> None:
 @click.pass_context
 @reports_errors
 def dns_check(ctx: click.Context, relays: tuple[str, ...], nameserver: str | None) -> None:
-    """Look up SPF, the DKIM key of each selector, DMARC and the bounce domain's MX; one line each with the fix.
+    """Look up SPF, the DKIM key of each selector, DMARC and the bounce domain's MX; one line each
+    with the fix.
 
     Exits 1 when a record is missing or wrong.
     """

@@ -31,7 +31,8 @@ def schedule_command(ctx: click.Context, count: int) -> None:
     schedules = {s.name: s for s in load_schedules(settings, now=now)}
     grace = settings.schedule.misfire_grace
     click.echo(
-        f"Time zone {settings.schedule.timezone}; a fire more than {grace} s late is skipped (schedule.misfire_grace)."
+        f"Time zone {settings.schedule.timezone}; a fire more than {grace} s late is skipped"
+        " (schedule.misfire_grace)."
     )
     for name in SCHEDULE_CADENCES:
         schedule = schedules.get(name)

@@ -14,7 +14,10 @@ from newsletter.scheduling.schedules import load_schedules
 from newsletter.service import Service
 
 NO_KEY = "NEWSLETTER_SECRET_KEY is not set, so links in mails cannot be signed"
-NO_KEY_HINT = "Set it to a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or pass --dev to try things out."
+NO_KEY_HINT = (
+    "Set it to a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))'),"
+    " or pass --dev to try things out."
+)
 
 
 @click.command("serve")
@@ -35,7 +38,8 @@ NO_KEY_HINT = "Set it to a long random string (python -c 'import secrets; print(
 @click.option(
     "--forwarded-allow-ips",
     default=None,
-    help="Proxies trusted for X-Forwarded-For (the client address used by rate limits); overrides web.trusted_proxies (default: none).",
+    help="Proxies trusted for X-Forwarded-For (the client address used by rate limits);"
+    " overrides web.trusted_proxies (default: none).",
 )
 @click.pass_context
 @reports_errors
@@ -57,7 +61,8 @@ def serve_command(
         raise CliError(NO_KEY, NO_KEY_HINT)
     if not settings.site.secret_key:
         click.echo(
-            "Warning: --dev without NEWSLETTER_SECRET_KEY: using a per-run key; links mailed now stop working on restart.",
+            "Warning: --dev without NEWSLETTER_SECRET_KEY: using a per-run key;"
+            " links mailed now stop working on restart.",
             err=True,
         )
     service = Service(settings, dev_key=dev and not settings.site.secret_key)

@@ -76,9 +76,11 @@ class DigestRenderer:
     def render(
         self, reports: Sequence[Report], *, archive_url: str = "", as_of: datetime | None = None
     ) -> RenderedDigest:
-        """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML under digest.max_html_bytes.
+        """Render the newest-first ``reports``; drop the tail (as "N more reports") to keep the HTML
+        under digest.max_html_bytes.
 
-        Measured on the final bytes (``final_html_bytes``): spliced for the longest recipient, quoted-printable.
+        Measured on the final bytes (``final_html_bytes``): spliced for the longest recipient,
+        quoted-printable.
         """
         if not reports:
             raise ValueError("a digest needs at least one report")
@@ -203,7 +205,10 @@ def web_version(html: str, *, manage_url: str) -> str:
     The template marks what belongs to the mailed copy only (``data-mail-only``); it is
     dropped and one neutral "subscribe or manage" link takes the place of the first.
     """
-    manage = f'<p><a class="footer-link" href="{html_lib.escape(manage_url)}">Get this digest by email, or manage your subscription</a></p>'
+    manage = (
+        f'<p><a class="footer-link" href="{html_lib.escape(manage_url)}">'
+        "Get this digest by email, or manage your subscription</a></p>"
+    )
     public = MAIL_ONLY.sub("", html)
     if (
         public != html

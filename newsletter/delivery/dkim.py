@@ -204,7 +204,8 @@ def load_keys(settings: Settings) -> list[DkimKey]:
         if not files:
             raise ConfigError(
                 f"DKIM selector {', '.join(names)} is set but no private key is given",
-                hint="Set mail.dkim_key_file to the file 'newsletter dkim keygen' wrote, or NEWSLETTER_DKIM_PRIVATE_KEY to its PEM text.",
+                hint="Set mail.dkim_key_file to the file 'newsletter dkim keygen' wrote,"
+                " or NEWSLETTER_DKIM_PRIVATE_KEY to its PEM text.",
             )
         for file in files:
             try:
@@ -212,7 +213,8 @@ def load_keys(settings: Settings) -> list[DkimKey]:
             except OSError as exc:
                 raise ConfigError(
                     f"cannot read the DKIM key file {file}: {exc.strerror}",
-                    hint="Check mail.dkim_key_file, or create the key with 'newsletter dkim keygen --selector S'.",
+                    hint="Check mail.dkim_key_file,"
+                    " or create the key with 'newsletter dkim keygen --selector S'.",
                 ) from None
             keys += parse_private_keys(data, f"the DKIM key file {file}")
         source = "mail.dkim_key_file"
@@ -518,7 +520,10 @@ class DkimSigner:
             ).encode("ascii")
             # What is signed is this header's own canonical form with b= empty (RFC 6376 3.7),
             # written out here rather than canonicalised from ``value`` (the same bytes, no regex).
-            canonical = f"dkim-signature:v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain}; s={key.selector}; t={stamp}; h={self._h_canonical}; bh={bh}; b="
+            canonical = (
+                f"dkim-signature:v=1; a={key.algorithm}; c=relaxed/relaxed; d={self.domain};"
+                f" s={key.selector}; t={stamp}; h={self._h_canonical}; bh={bh}; b="
+            )
             digest = hashlib.sha256(signed + canonical.encode("ascii")).digest()
             b = base64.b64encode(key.sign_digest(digest))
             out.append(

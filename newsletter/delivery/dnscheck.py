@@ -103,9 +103,15 @@ def key_problem(resolver: dns.resolver.Resolver, key: DkimKey, domain: str) -> s
     if not tags.get("p"):
         return f"DKIM: the key at {name} is revoked (empty p=); {fix}, or use another selector"
     if tags.get("k", "rsa") != key.kind:
-        return f"DKIM: {name} publishes a k={tags.get('k', 'rsa')} key but mail.dkim_selector {key.selector} signs with {key.kind}; {fix}"
+        return (
+            f"DKIM: {name} publishes a k={tags.get('k', 'rsa')} key"
+            f" but mail.dkim_selector {key.selector} signs with {key.kind}; {fix}"
+        )
     if tags["p"] != key.public_b64():
-        return f"DKIM: key mismatch at {name}: the published key is not the public half of the configured private key; {fix}, or configure the private key that belongs to it"
+        return (
+            f"DKIM: key mismatch at {name}: the published key is not the public half of the configured"
+            f" private key; {fix}, or configure the private key that belongs to it"
+        )
     return None
 
 
@@ -125,12 +131,14 @@ def ready_signer(settings: Settings) -> DkimSigner | None:
         except LookupFailed as exc:
             raise ConfigError(
                 f"cannot check the DKIM key of selector {key.selector}: {exc}",
-                hint="Check mail.dns_server (or the system resolver), or set mail.dkim_check_dns = false to send without the check.",
+                hint="Check mail.dns_server (or the system resolver),"
+                " or set mail.dkim_check_dns = false to send without the check.",
             ) from None
         if problem:
             raise ConfigError(
                 problem,
-                hint="Mail signed with this key would fail DKIM. 'newsletter dns check' lists every record; mail.dkim_check_dns = false skips this check.",
+                hint="Mail signed with this key would fail DKIM. 'newsletter dns check' lists every record;"
+                " mail.dkim_check_dns = false skips this check.",
             )
         _checked[seen] = time.monotonic()
     return signer
@@ -293,7 +301,8 @@ def _keys_or_none(settings: Settings, found: list[Finding]) -> list[DkimKey]:
             Finding(
                 "fail",
                 "DKIM",
-                "mail is not signed (mail.dkim_selector is empty); run 'newsletter dkim keygen --selector S', publish the record it prints and set mail.dkim_selector and mail.dkim_key_file",
+                "mail is not signed (mail.dkim_selector is empty); run 'newsletter dkim keygen --selector S',"
+                " publish the record it prints and set mail.dkim_selector and mail.dkim_key_file",
             )
         )
         return []
@@ -315,11 +324,13 @@ def _check_alignment(settings: Settings, from_domain: str, bounces: str) -> Find
     problems = []
     if organizational(bounces) != organizational(from_domain):
         problems.append(
-            f"the bounce domain {bounces} is not under the From domain {from_domain}, so SPF does not align for DMARC (set mail.bounce_domain to {from_domain} or a subdomain of it)"
+            f"the bounce domain {bounces} is not under the From domain {from_domain}, so SPF does not align"
+            f" for DMARC (set mail.bounce_domain to {from_domain} or a subdomain of it)"
         )
     if settings.mail.dkim_selector and organizational(signing) != organizational(from_domain):
         problems.append(
-            f"DKIM signs as d={signing}, not the From domain {from_domain}, so DKIM does not align for DMARC (set mail.dkim_domain to {from_domain})"
+            f"DKIM signs as d={signing}, not the From domain {from_domain}, so DKIM does not align for DMARC"
+            f" (set mail.dkim_domain to {from_domain})"
         )
     if problems:
         return Finding("fail", "alignment", "; ".join(problems))
@@ -339,7 +350,8 @@ def _check_spf(resolver: dns.resolver.Resolver, domain: str, relays: Sequence[st
         return Finding(
             "fail",
             what,
-            f'no SPF record; publish  {domain}. TXT "v=spf1 ip4:<your relay IP> -all"  (or your provider\'s include:)',
+            f'no SPF record; publish  {domain}. TXT "v=spf1 ip4:<your relay IP> -all"'
+            "  (or your provider's include:)",
         )
     if len(records) > 1:
         return Finding(
@@ -357,7 +369,8 @@ def _check_spf(resolver: dns.resolver.Resolver, domain: str, relays: Sequence[st
         return Finding(
             "warn",
             what,
-            f"'{record}' found; pass --relay <IP of the server that hands your mail out> to check that it is allowed",
+            f"'{record}' found;"
+            " pass --relay <IP of the server that hands your mail out> to check that it is allowed",
         )
     refused = []
     for relay in relays:
@@ -366,7 +379,8 @@ def _check_spf(resolver: dns.resolver.Resolver, domain: str, relays: Sequence[st
             return Finding(
                 "warn",
                 what,
-                f"'{record}' could not be evaluated for {relay} (macros, exists or too many lookups); check it with your provider's tool",
+                f"'{record}' could not be evaluated for {relay} (macros, exists or too many lookups);"
+                " check it with your provider's tool",
             )
         if not verdict:
             refused.append(relay)
@@ -374,7 +388,8 @@ def _check_spf(resolver: dns.resolver.Resolver, domain: str, relays: Sequence[st
         return Finding(
             "fail",
             what,
-            f"'{record}' does not include the relay {', '.join(refused)}; add ip4:/ip6: for it (or your provider's include:) before the 'all'",
+            f"'{record}' does not include the relay {', '.join(refused)};"
+            " add ip4:/ip6: for it (or your provider's include:) before the 'all'",
         )
     return Finding("ok", what, f"'{record}' passes {', '.join(relays)}")
 
@@ -393,7 +408,8 @@ def _check_dmarc(resolver: dns.resolver.Resolver, from_domain: str) -> Finding:
                 return Finding(
                     "warn",
                     what,
-                    "p=none only monitors; once reports show your mail passes, move to p=quarantine, then p=reject",
+                    "p=none only monitors; once reports show your mail passes,"
+                    " move to p=quarantine, then p=reject",
                 )
             if policy not in ("quarantine", "reject"):
                 return Finding(
@@ -405,7 +421,9 @@ def _check_dmarc(resolver: dns.resolver.Resolver, from_domain: str) -> Finding:
     return Finding(
         "fail",
         f"DMARC _dmarc.{from_domain}",
-        f'no DMARC record (Gmail and Yahoo require one of bulk senders); publish  _dmarc.{from_domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{from_domain}"  then tighten p=',
+        "no DMARC record (Gmail and Yahoo require one of bulk senders);"
+        f' publish  _dmarc.{from_domain}. TXT "v=DMARC1; p=none; rua=mailto:dmarc@{from_domain}"'
+        "  then tighten p=",
     )
 
 
@@ -416,13 +434,15 @@ def _check_mx(resolver: dns.resolver.Resolver, domain: str) -> Finding:
         return Finding(
             "fail",
             what,
-            f"no MX record, so bounces to bounces+...@{domain} cannot arrive; publish an MX pointing at the host that runs 'newsletter bounces'",
+            f"no MX record, so bounces to bounces+...@{domain} cannot arrive;"
+            " publish an MX pointing at the host that runs 'newsletter bounces'",
         )
     hosts = sorted(str(r.exchange).rstrip(".") for r in records)  # type: ignore[attr-defined]
     if hosts == [""]:
         return Finding(
             "fail",
             what,
-            f"a null MX (RFC 7505): {domain} accepts no mail, so bounces are lost; point it at the host that runs 'newsletter bounces'",
+            f"a null MX (RFC 7505): {domain} accepts no mail, so bounces are lost;"
+            " point it at the host that runs 'newsletter bounces'",
         )
     return Finding("ok", what, ", ".join(hosts))

@@ -38,7 +38,8 @@ class Journal:
         except OSError as exc:
             raise DeliveryError(
                 f"cannot write the send journal in {directory}: {exc.strerror or exc}",
-                hint="Set delivery.journal_dir (NEWSLETTER_DELIVERY_JOURNAL_DIR) to a directory this user can write; the edition waits, unsent, for 'newsletter send --resume'.",
+                hint="Set delivery.journal_dir (NEWSLETTER_DELIVERY_JOURNAL_DIR) to a directory this user"
+                " can write; the edition waits, unsent, for 'newsletter send --resume'.",
             ) from exc
 
     def data_sent(self, delivery_id: int) -> None:

@@ -27,7 +27,10 @@ from newsletter.models import Cadence
 
 SCHEDULE_CADENCES: dict[str, Cadence] = {"daily": Cadence.DAILY, "weekly": Cadence.WEEKLY}
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 = Sunday
-CRON_HINT = "Use five fields 'minute hour day month weekday' (e.g. '0 7 * * 1-5' = 07:00 Monday to Friday); an empty value turns the schedule off."
+CRON_HINT = (
+    "Use five fields 'minute hour day month weekday' (e.g. '0 7 * * 1-5' = 07:00 Monday to Friday);"
+    " an empty value turns the schedule off."
+)
 DST_SCAN_YEARS = 5  # zone rules rarely change further ahead than this
 _DOW_ITEM = re.compile(r"^(\*|[0-7a-z]{1,3}(?:-[0-7a-z]{1,3})?)(?:/(\d+))?$")
 
@@ -51,7 +54,8 @@ class Schedule:
 
 
 def edition_key(name: str, slot: datetime, zone: ZoneInfo) -> str:
-    """``<schedule>-<slot in the zone, to the minute, with its offset>``, e.g. ``daily-2026-03-09T07:00-04:00``.
+    """``<schedule>-<slot in the zone, to the minute, with its offset>``,
+    e.g. ``daily-2026-03-09T07:00-04:00``.
 
     The offset keeps the two 01:30s of a fall-back night apart, should anyone schedule there.
     """
@@ -171,7 +175,8 @@ def next_fire_times(trigger: CronTrigger, count: int, *, after: datetime) -> lis
 
 @dataclass(frozen=True)
 class Transition:
-    """A change of UTC offset: wall-clock times in [start, end) do not exist (gap) or occur twice (overlap)."""
+    """A change of UTC offset: wall-clock times in [start, end) do not exist (gap) or occur twice
+    (overlap)."""
 
     at: datetime  # the UTC instant of the change
     start: datetime  # naive wall-clock bounds of the affected hour(s)
@@ -234,12 +239,19 @@ def check_dst(
         if hit is not None and hit < change.end.replace(tzinfo=UTC):
             local = hit.replace(tzinfo=None)
             if change.gap:
-                why = f"does not exist on {local:%Y-%m-%d} in {zone.key} (clocks jump from {change.start:%H:%M} to {change.end:%H:%M}), so that day would get no edition"
+                why = (
+                    f"does not exist on {local:%Y-%m-%d} in {zone.key} (clocks jump from"
+                    f" {change.start:%H:%M} to {change.end:%H:%M}), so that day would get no edition"
+                )
             else:
-                why = f"happens twice on {local:%Y-%m-%d} in {zone.key} (clocks go back from {change.end:%H:%M} to {change.start:%H:%M}), so that day could get two editions"
+                why = (
+                    f"happens twice on {local:%Y-%m-%d} in {zone.key} (clocks go back from"
+                    f" {change.end:%H:%M} to {change.start:%H:%M}), so that day could get two editions"
+                )
             raise ConfigError(
                 f"{key} {expr!r} fires at {local:%H:%M}, which {why}",
-                hint=f"Pick a time outside {change.start:%H:%M}-{change.end:%H:%M} (e.g. 0 7 * * 1-5), or set schedule.timezone to UTC.",
+                hint=f"Pick a time outside {change.start:%H:%M}-{change.end:%H:%M} (e.g. 0 7 * * 1-5),"
+                " or set schedule.timezone to UTC.",
             )
 
 

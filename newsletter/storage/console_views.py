@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from newsletter.models import Subscriber
 from newsletter.storage.part import StorePart
 from newsletter.storage.schema import bounce_events, deliveries, editions, subscribers
-from newsletter.storage.subscribers import _subscriber
+from newsletter.storage.subscriber_search import as_subscriber as _subscriber
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class ConsoleViews(StorePart):
     def search_subscribers(
         self, *, query: str = "", status: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[Subscriber], int]:
-        """Subscribers whose address or name contains ``query`` (case-insensitive), one page, and the total."""
+        """Subscribers whose address or name contains ``query`` (case-insensitive), one page, and
+        the total."""
         where: list[Any] = []
         if query:
             pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -111,7 +111,8 @@ class ReportStore(StorePart):
     def misdated_reports(
         self, *, as_of: datetime, upto: int, future_tolerance: timedelta = FUTURE_TOLERANCE
     ) -> list[Report]:
-        """Reports up to ``upto`` dated more than ``future_tolerance`` after ``as_of``: sent with their date as given."""
+        """Reports up to ``upto`` dated more than ``future_tolerance`` after ``as_of``: sent with
+        their date as given."""
         query = (
             sa.select(reports)
             .where(reports.c.seq <= upto, reports.c.published > as_of + future_tolerance)

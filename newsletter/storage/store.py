@@ -112,10 +112,14 @@ def _require_sqlite_features() -> None:
     RETURNING and UPDATE ... FROM (3.35) and the JSON functions (``json_each``, built in
     since 3.38, an option before). Refused at start, not as a traceback mid-send."""
     version = ".".join(map(str, sqlite3.sqlite_version_info))
-    hint = "Use a Python built with a newer SQLite (python.org and Debian 12 builds are), or PostgreSQL (database.url)."
+    hint = (
+        "Use a Python built with a newer SQLite (python.org and Debian 12 builds are),"
+        " or PostgreSQL (database.url)."
+    )
     if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
         raise StoreError(
-            f"this Python's SQLite is {version}; the service needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer",
+            f"this Python's SQLite is {version};"
+            f" the service needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer",
             hint=hint,
         )
     probe = sqlite3.connect(":memory:")
@@ -142,7 +146,8 @@ def _sqlite_location(url: str, parent: Path) -> tuple[str, bool]:
     elif not parent.is_dir():
         raise StoreError(
             f"the database directory {parent} does not exist (database.url {url!r})",
-            hint="Check database.url (NEWSLETTER_DATABASE_URL) for a typo; to start a new database there, create the directory first.",
+            hint="Check database.url (NEWSLETTER_DATABASE_URL) for a typo;"
+            " to start a new database there, create the directory first.",
         )
     path = Path(url.removeprefix("sqlite:///"))
     writable = (
@@ -179,7 +184,8 @@ def _refuse_writes_to_read_only(context: Any) -> None:
     if "readonly database" in str(context.original_exception):
         raise StoreError(
             "the database file is read-only, and this command writes to it",
-            hint="Run it as a user that may write the file (and its directory). Read-only commands work: subscribers list, editions, config, preview --no-fetch.",
+            hint="Run it as a user that may write the file (and its directory). Read-only commands work:"
+            " subscribers list, editions, config, preview --no-fetch.",
         ) from context.original_exception
 
 

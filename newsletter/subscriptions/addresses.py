@@ -23,7 +23,8 @@ FORBIDDEN_CHARS = ("\r", "\n", "\x00")
 
 
 def normalise_email(value: str, *, check_deliverability: bool = False) -> str:
-    """The canonical (lower-case, IDNA-normalised) form of an address; InvalidAddress with the reason when it is not one.
+    """The canonical (lower-case, IDNA-normalised) form of an address; InvalidAddress with the
+    reason when it is not one.
 
     Exactly what email-validator returns, lower-cased. A plain ASCII local part at a
     domain it has already accepted (the usual address of a long list) is answered from
@@ -131,7 +132,8 @@ def unknown_topics(store: Store, topics: Iterable[str]) -> list[str]:
 
 
 def choice(kind: Any, value: str | None, default: Any, column: str) -> Any:
-    """``kind(value)`` for an enum column, ``default`` when empty, SubscriberError naming the allowed values."""
+    """``kind(value)`` for an enum column, ``default`` when empty, SubscriberError naming the
+    allowed values."""
     text = (value or "").strip().lower()
     if not text:
         return default

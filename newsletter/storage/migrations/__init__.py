@@ -60,7 +60,9 @@ def ensure_schema(engine: Engine) -> None:
             return
         raise StoreError(
             "the database has the service's tables but no schema version",
-            hint="It was made without migrations: export its subscribers with the build that made it ('newsletter subscribers export'), then import them into a new database ('newsletter subscribers import').",
+            hint="It was made without migrations: export its subscribers with the build that made it"
+            " ('newsletter subscribers export'), then import them into a new database"
+            " ('newsletter subscribers import').",
         )
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     known = {rev.revision for rev in script.walk_revisions()}
