@@ -62,7 +62,8 @@ def baseline(path: Path, db: Path) -> tuple[float, float, int]:
             good.append((address, name, topics))
     conn = sqlite3.connect(db)
     conn.execute(
-        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL, name TEXT, topics TEXT)"
+        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email TEXT UNIQUE NOT NULL,"
+        " name TEXT, topics TEXT)"
     )
     with conn:
         conn.executemany("INSERT INTO subscribers (email, name, topics) VALUES (?, ?, ?)", good)
@@ -98,16 +99,20 @@ def main() -> None:
         ours_s, ours_cpu, ours_n = pipeline(source, Path(tmp) / "import.sqlite")
     assert base_n == ours_n, f"the two runs stored different row counts: {base_n} vs {ours_n}"
     print(
-        f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at {min(args.domains, args.rows):,} domain(s)"
+        f"rows in file:            {args.rows:,} ({args.rows - base_n:,} invalid) at"
+        f" {min(args.domains, args.rows):,} domain(s)"
     )
     print(
-        f"(a) plain work:          {base_s:6.2f} s wall, {base_cpu:6.2f} s CPU  {args.rows / base_s:10,.0f} rows/s"
+        f"(a) plain work:          {base_s:6.2f} s wall,"
+        f" {base_cpu:6.2f} s CPU  {args.rows / base_s:10,.0f} rows/s"
     )
     print(
-        f"(b) subscribers import:  {ours_s:6.2f} s wall, {ours_cpu:6.2f} s CPU  {args.rows / ours_s:10,.0f} rows/s"
+        f"(b) subscribers import:  {ours_s:6.2f} s wall,"
+        f" {ours_cpu:6.2f} s CPU  {args.rows / ours_s:10,.0f} rows/s"
     )
     print(
-        f"ratio (a)/(b):           {base_s / ours_s:.2f}x wall, {base_cpu / ours_cpu:.2f}x CPU  (target >= 0.5x)"
+        f"ratio (a)/(b):           {base_s / ours_s:.2f}x wall,"
+        f" {base_cpu / ours_cpu:.2f}x CPU  (target >= 0.5x)"
     )
 
 

@@ -75,11 +75,15 @@ def fill(url: str, rows: int) -> None:
         surnames = "ARRAY[" + ", ".join(f"'{n}'" for n in SURNAMES) + "]"
         with store.engine.begin() as conn:
             conn.exec_driver_sql(
-                "INSERT INTO subscribers (email, name, status, topics, cadence, paused, created_at, updated_at, confirmed_at, status_reason, legacy_links)"
-                " SELECT 'reader' || lpad(i::text, 7, '0') || '@example.' || CASE WHEN mod(i, 3) = 0 THEN 'org' ELSE 'net' END,"
+                "INSERT INTO subscribers (email, name, status, topics, cadence, paused, created_at,"
+                " updated_at, confirmed_at, status_reason, legacy_links)"
+                " SELECT 'reader' || lpad(i::text, 7, '0') || '@example.' ||"
+                " CASE WHEN mod(i, 3) = 0 THEN 'org' ELSE 'net' END,"
                 f" 'Reader ' || ({surnames})[mod(i, {len(SURNAMES)}) + 1] || ' ' || i,"
-                " CASE WHEN mod(i, 50) = 0 THEN 'bounced' WHEN mod(i, 10) = 0 THEN 'unsubscribed' ELSE 'active' END,"
-                " CASE WHEN mod(i, 4) = 0 THEN '[\"Access Control\"]' ELSE '[]' END::json, 'daily', false, now(), now(), now(), '', false"
+                " CASE WHEN mod(i, 50) = 0 THEN 'bounced'"
+                " WHEN mod(i, 10) = 0 THEN 'unsubscribed' ELSE 'active' END,"
+                " CASE WHEN mod(i, 4) = 0 THEN '[\"Access Control\"]' ELSE '[]' END::json, 'daily', false,"
+                " now(), now(), now(), '', false"
                 f" FROM generate_series(0, {rows - 1}) AS i"
             )
             conn.exec_driver_sql("ANALYZE subscribers")

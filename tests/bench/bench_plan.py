@@ -263,7 +263,8 @@ def main() -> None:
         t0 = time.perf_counter()
         make_db(source, size)
         print(
-            f"{size:,} readers: {'PostgreSQL' if args.postgresql else 'SQLite'} database built in {time.perf_counter() - t0:.1f} s"
+            f"{size:,} readers: {'PostgreSQL' if args.postgresql else 'SQLite'} database built in"
+            f" {time.perf_counter() - t0:.1f} s"
         )
         base = run_child("baseline", databases.copy(source, "base"))
         plan = run_child("plan", databases.copy(source, "plan"))
@@ -272,10 +273,12 @@ def main() -> None:
         per = plan["wall"] / max(plan["rows"], 1) * 1e6
         base_per = base["wall"] / max(base["rows"], 1) * 1e6
         print(
-            f"  plain work (stream rows + executemany): {base['rows']:,} rows, {base['wall']:.2f} s, {base_per:.1f} µs/row, peak {base['peak_mb']:.0f} MB"
+            f"  plain work (stream rows + executemany): {base['rows']:,} rows, {base['wall']:.2f} s,"
+            f" {base_per:.1f} µs/row, peak {base['peak_mb']:.0f} MB"
         )
         print(
-            f"  planning (ledger, selection, variants):  {plan['rows']:,} rows, {plan['wall']:.2f} s, {per:.1f} µs/recipient, peak {plan['peak_mb']:.0f} MB"
+            f"  planning (ledger, selection, variants):  {plan['rows']:,} rows, {plan['wall']:.2f} s,"
+            f" {per:.1f} µs/recipient, peak {plan['peak_mb']:.0f} MB"
         )
         verdict = (
             ("MET" if per <= 30 else "NOT MET") if size == 100_000 else "(the 30 µs target is set at 100,000)"
@@ -284,7 +287,8 @@ def main() -> None:
     if args.scale_check:
         small, large = results[100_000]["plan"]["peak_mb"], results[1_000_000]["plan"]["peak_mb"]
         print(
-            f"peak RSS: {small:.0f} MB at 100,000, {large:.0f} MB at 1,000,000: {large / small:.2f}x   target <= 1.5x: {'MET' if large / small <= 1.5 else 'NOT MET'}"
+            f"peak RSS: {small:.0f} MB at 100,000, {large:.0f} MB at 1,000,000:"
+            f" {large / small:.2f}x   target <= 1.5x: {'MET' if large / small <= 1.5 else 'NOT MET'}"
         )
 
 

@@ -5,7 +5,7 @@
     .venv/bin/python tests/bench/bench_send.py --scale-check        # peak RSS at 1,000,000 vs 100,000
     .venv/bin/python tests/bench/bench_send.py --rate-check         # smtp.rate_limit=200 held over 30 s
     .venv/bin/python tests/bench/bench_send.py --profile            # where the pipeline's CPU goes
-    .venv/bin/python tests/bench/bench_send.py --dkim-check         # DKIM signing off, ed25519, rsa: msg/s and CPU
+    .venv/bin/python tests/bench/bench_send.py --dkim-check         # DKIM off, ed25519, rsa: msg/s and CPU
 
 What it measures, side by side and against the same SMTP server each time:
 
@@ -161,7 +161,8 @@ def verdict(ok: bool) -> str:
 
 
 def make_subscriber_db(path: Path, count: int) -> float:
-    """A fresh SQLite database (schema through the service's own migrations) with ``count`` active subscribers."""
+    """A fresh SQLite database (schema through the service's own migrations) with ``count`` active
+    subscribers."""
     import sqlalchemy as sa
 
     from newsletter.storage.schema import subscribers
@@ -365,7 +366,8 @@ def child_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = time.perf_counter() - t0
             timeline.append((round(elapsed, 1), done[0], round(current_rss_mb(), 1)))
             print(
-                f"    [{elapsed:6.0f} s] {done[0]:>9,} results, RSS {current_rss_mb():.0f} MB (peak {peak_rss_mb():.0f} MB)",
+                f"    [{elapsed:6.0f} s] {done[0]:>9,} results,"
+                f" RSS {current_rss_mb():.0f} MB (peak {peak_rss_mb():.0f} MB)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -629,31 +631,39 @@ def report_target(target: str, res: dict[str, Any], n: int) -> list[tuple[str, b
     main_us = pipe["main_thread_cpu"] / n * 1e6
     print(f"\n== target {target}: {fmt(n)} recipients, {res['connections']} connections ==")
     print(
-        f"  (a) baseline smtplib      {fmt(a):>9} msg/s   wall {base['wall']:.1f} s  CPU {base['cpu']:.1f} s ({base['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {base['rss_mb']:.0f} MB"
+        f"  (a) baseline smtplib      {fmt(a):>9} msg/s   wall {base['wall']:.1f} s  CPU {base['cpu']:.1f} s"
+        f" ({base['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {base['rss_mb']:.0f} MB"
     )
     print(
-        f"  (b) pipeline (send)       {fmt(b):>9} msg/s   wall {pipe['wall']:.1f} s  CPU {pipe['cpu']:.1f} s ({pipe['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {pipe['rss_mb']:.0f} MB"
+        f"  (b) pipeline (send)       {fmt(b):>9} msg/s   wall {pipe['wall']:.1f} s  CPU {pipe['cpu']:.1f} s"
+        f" ({pipe['cpu'] / n * 1e6:.0f} us/msg)  peak RSS {pipe['rss_mb']:.0f} MB"
     )
     print(
-        f"      of which planning     {pipe['plan_wall']:.1f} s wall, {pipe['plan_cpu']:.1f} s CPU ({pipe['plan_cpu'] / n * 1e6:.0f} us/recipient), {pipe['variants']} variants;"
+        f"      of which planning     {pipe['plan_wall']:.1f} s wall,"
+        f" {pipe['plan_cpu']:.1f} s CPU ({pipe['plan_cpu'] / n * 1e6:.0f} us/recipient),"
+        f" {pipe['variants']} variants;"
         f" sending {send_wall:.1f} s = {fmt(pipe['count'] / send_wall if send_wall > 0 else 0)} msg/s"
     )
     print(f"      rows: {pipe['counts']}, edition {pipe['status']}")
     ratio = b / a if a else 0.0
     print(f"  (b)/(a) = {ratio:.2f}")
     print(
-        f"  CPU outside SMTP I/O: {extra_cpu_us:.0f} us/recipient  [(CPU of b - CPU of a) / N]; main thread alone: {main_us:.0f} us/recipient"
+        f"  CPU outside SMTP I/O: {extra_cpu_us:.0f} us/recipient  [(CPU of b - CPU of a) / N];"
+        f" main thread alone: {main_us:.0f} us/recipient"
     )
     # The split that says how the difference comes about: the pipeline's other threads are its SMTP
     # connections (plus a lease timer); their CPU against smtplib's for the same messages.
     print(
-        f"  CPU by part: pipeline main thread {main_us:.0f} us/recipient (planning {pipe['plan_cpu'] / n * 1e6:.0f}),"
-        f" its SMTP connection threads {(pipe['cpu'] - pipe['main_thread_cpu']) / n * 1e6:.0f} us/msg; baseline smtplib {base['cpu'] / n * 1e6:.0f} us/msg"
+        f"  CPU by part: pipeline main thread {main_us:.0f} us/recipient"
+        f" (planning {pipe['plan_cpu'] / n * 1e6:.0f}),"
+        f" its SMTP connection threads {(pipe['cpu'] - pipe['main_thread_cpu']) / n * 1e6:.0f} us/msg;"
+        f" baseline smtplib {base['cpu'] / n * 1e6:.0f} us/msg"
     )
     ok = pipe["count"] == n and base["count"] == n
     if not ok:
         print(
-            f"  WARNING: pipeline sent {pipe['count']}, baseline {base['count']} of {n}; errors {base['errors']}"
+            f"  WARNING: pipeline sent {pipe['count']}, baseline {base['count']} of {n};"
+            f" errors {base['errors']}"
         )
     rows = []
     if target == "smtp-sink":
@@ -711,9 +721,12 @@ def render_row(times: list[float], variants: int) -> tuple[str, bool, str]:
     cold, warm = times[0], times[1:]
     mean, worst = statistics.mean(warm), max(warm)
     print(
-        f"\n== render + inline (DigestRenderer.render: Jinja2 + premailer), {variants} variants x 5 rounds ==\n"
-        f"  first render in the process (templates compiled) {cold:.1f} ms; then per variant: mean {mean:.1f} ms,"
-        f" median {statistics.median(warm):.1f} ms, p90 {sorted(warm)[int(len(warm) * 0.9)]:.1f} ms, max {worst:.1f} ms"
+        "\n== render + inline (DigestRenderer.render: Jinja2 + premailer),"
+        f" {variants} variants x 5 rounds ==\n"
+        f"  first render in the process (templates compiled) {cold:.1f} ms; then per variant:"
+        f" mean {mean:.1f} ms,"
+        f" median {statistics.median(warm):.1f} ms, p90 {sorted(warm)[int(len(warm) * 0.9)]:.1f} ms,"
+        f" max {worst:.1f} ms"
     )
     return (
         "render + inline <= 20 ms per variant",
@@ -743,8 +756,11 @@ def scale_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
         results[n] = res
         note = "  PARTIAL: stopped by --max-seconds" if res.get("partial") else ""
         print(
-            f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB (after imports {res['rss_before_mb']:.0f} MB, at the end of planning {res['rss_at_planned_mb']:.0f} MB);"
-            f" planning {res['plan_wall']:.0f} s; {fmt(res['count'])} results in {res['wall']:.0f} s; rows {res['counts']}{note}",
+            f"  {fmt(n):>9}: peak RSS {res['rss_mb']:.0f} MB"
+            f" (after imports {res['rss_before_mb']:.0f} MB, at the end of planning"
+            f" {res['rss_at_planned_mb']:.0f} MB);"
+            f" planning {res['plan_wall']:.0f} s; {fmt(res['count'])} results in {res['wall']:.0f} s;"
+            f" rows {res['counts']}{note}",
             flush=True,
         )
     big, small = results[1_000_000], results[100_000]
@@ -792,7 +808,8 @@ def rate_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
                 sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps[:: max(1, len(stamps) // 300)]
             )
             print(
-                f"  {name}: {len(stamps)} messages over {span:.1f} s = {measured[name]:.1f} msg/s; busiest 1-second window {worst}"
+                f"  {name}: {len(stamps)} messages over {span:.1f} s = {measured[name]:.1f} msg/s;"
+                f" busiest 1-second window {worst}"
             )
     rate = measured.get("server (sink receive times)") or measured.get("client (results collected)", 0.0)
     off = abs(rate - limit) / limit
@@ -843,8 +860,10 @@ def dkim_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
             cpus[kind].append(res["cpu"] / n * 1e6)
             sending = res["count"] / send_wall if send_wall > 0 else 0.0
             print(
-                f"  round {round_no} {kind or 'unsigned':9} {fmt(rates[kind][-1]):>7} msg/s end to end ({fmt(sending)} msg/s sending);"
-                f" CPU {cpus[kind][-1]:.0f} us/recipient, main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
+                f"  round {round_no} {kind or 'unsigned':9} {fmt(rates[kind][-1]):>7} msg/s end to end"
+                f" ({fmt(sending)} msg/s sending);"
+                f" CPU {cpus[kind][-1]:.0f} us/recipient,"
+                f" main thread {res['main_thread_cpu'] / n * 1e6:.0f} us/recipient;"
                 f" rows {res['counts']}",
                 flush=True,
             )
@@ -853,11 +872,13 @@ def dkim_check(args: argparse.Namespace, work: Path) -> tuple[str, bool, str]:
     cpu = {kind: statistics.median(values) for kind, values in cpus.items()}
     ed, rsa = rate["ed25519"] / rate[""], rate["rsa"] / rate[""]
     print(
-        f"  medians: unsigned {fmt(rate[''])} msg/s ({cpu['']:.0f} us CPU/recipient), ed25519 {fmt(rate['ed25519'])} msg/s ({cpu['ed25519']:.0f} us),"
+        f"  medians: unsigned {fmt(rate[''])} msg/s ({cpu['']:.0f} us CPU/recipient),"
+        f" ed25519 {fmt(rate['ed25519'])} msg/s ({cpu['ed25519']:.0f} us),"
         f" rsa {fmt(rate['rsa'])} msg/s ({cpu['rsa']:.0f} us)"
     )
     print(
-        f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}; signing CPU per recipient: ed25519 +{cpu['ed25519'] - cpu['']:.0f} us, rsa +{cpu['rsa'] - cpu['']:.0f} us"
+        f"  ed25519 / unsigned = {ed:.2f}; rsa / unsigned = {rsa:.2f}; signing CPU per recipient:"
+        f" ed25519 +{cpu['ed25519'] - cpu['']:.0f} us, rsa +{cpu['rsa'] - cpu['']:.0f} us"
     )
     return (
         f"ed25519 signing keeps >= 0.8 of the unsigned rate at {fmt(n)}",
@@ -875,7 +896,8 @@ def profile_run(args: argparse.Namespace, work: Path) -> None:
             "pipeline", port=srv.port, connections=args.connections, db=db, work=work, profile=True
         )
     print(
-        f"cProfile of the main thread (planning, rendering, outbox, claims, splicing, commits); {fmt(n)} recipients, wall {res['wall']:.1f} s under the profiler"
+        "cProfile of the main thread (planning, rendering, outbox, claims, splicing, commits);"
+        f" {fmt(n)} recipients, wall {res['wall']:.1f} s under the profiler"
     )
     print(res["profile_tottime"])
     print(res["profile_cumulative"])
@@ -941,7 +963,8 @@ def main() -> None:
         "--max-seconds",
         type=float,
         default=0.0,
-        help="--scale-check: stop the 1,000,000 run after this long and report the peak RSS so far (default: no limit)",
+        help="--scale-check: stop the 1,000,000 run after this long and report the peak RSS so far"
+        " (default: no limit)",
     )
     args = parser.parse_args()
 
@@ -969,7 +992,8 @@ def main() -> None:
             rows.append(scale_check(args, work))
         elif args.dkim_check:
             print(
-                f"\n== DKIM: the pipeline with signing off, ed25519-sha256 and rsa-sha256 (2048), {fmt(args.subscribers)} recipients, smtp-sink =="
+                "\n== DKIM: the pipeline with signing off, ed25519-sha256 and rsa-sha256 (2048),"
+                f" {fmt(args.subscribers)} recipients, smtp-sink =="
             )
             rows.append(dkim_check(args, work))
         elif args.rate_check:
@@ -991,11 +1015,13 @@ def main() -> None:
                 rows += report_target(target, res, args.subscribers)
             if not args.no_receive:
                 print(
-                    f"\n== receive rate: our sink vs MailDev, {fmt(args.receive_count)} messages, the same smtplib client ({args.connections} connections) =="
+                    f"\n== receive rate: our sink vs MailDev, {fmt(args.receive_count)} messages,"
+                    f" the same smtplib client ({args.connections} connections) =="
                 )
                 rows.append(sink_vs_maildev(args, work, message))
         print(
-            "\nMethod: each measurement runs in a fresh child process; CPU = getrusage(RUSAGE_SELF) user+system over the"
+            "\nMethod: each measurement runs in a fresh child process;"
+            " CPU = getrusage(RUSAGE_SELF) user+system over the"
             "\nmeasured section; peak RSS = ru_maxrss of that child; SMTP servers run in their own processes."
         )
         print_summary(rows)

@@ -43,7 +43,8 @@ def plain_claim_and_commit(db: Path, edition_id: int, batch: int) -> tuple[float
         started = time.thread_time()
         conn.execute("BEGIN")
         rows = conn.execute(
-            "SELECT d.id, d.subscriber_id, d.variant_id, d.email, d.name, d.message_id, d.attempts, s.status, s.paused"
+            "SELECT d.id, d.subscriber_id, d.variant_id, d.email, d.name, d.message_id, d.attempts,"
+            " s.status, s.paused"
             " FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id"
             " WHERE d.edition_id = ? AND d.state = 'pending' ORDER BY d.state, d.id LIMIT ?",
             (edition_id, batch),
@@ -52,7 +53,8 @@ def plain_claim_and_commit(db: Path, edition_id: int, batch: int) -> tuple[float
         marks = ",".join("?" * len(ids))
         if ids:
             conn.execute(
-                f"UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = '2026-01-01 00:00:00', claimed_by = 'h:1',"
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1,"
+                " updated_at = '2026-01-01 00:00:00', claimed_by = 'h:1',"
                 f" lease_until = '2026-01-01 00:05:00', claim_token = 't' WHERE id IN ({marks})",
                 ids,
             )
@@ -63,13 +65,17 @@ def plain_claim_and_commit(db: Path, edition_id: int, batch: int) -> tuple[float
         started = time.thread_time()
         conn.execute("BEGIN")
         conn.execute(
-            f"UPDATE deliveries SET state = 'sent', updated_at = '2026-01-01 00:00:01', sent_at = '2026-01-01 00:00:01', last_code = 250,"
-            f" last_reply = '', next_attempt_at = NULL, claim_token = NULL WHERE id IN ({marks}) AND state = 'sending' AND claim_token = 't' RETURNING id",
+            "UPDATE deliveries SET state = 'sent', updated_at = '2026-01-01 00:00:01',"
+            " sent_at = '2026-01-01 00:00:01', last_code = 250,"
+            " last_reply = '', next_attempt_at = NULL, claim_token = NULL"
+            f" WHERE id IN ({marks}) AND state = 'sending' AND claim_token = 't' RETURNING id",
             ids,
         ).fetchall()
         conn.execute(
-            f"UPDATE subscribers SET ledger_seq = max(coalesce(subscribers.ledger_seq, d.ledger_seq), d.ledger_seq),"
-            f" last_digest_at = '2026-01-01 00:00:00' FROM deliveries d WHERE d.id IN ({marks}) AND d.subscriber_id = subscribers.id",
+            "UPDATE subscribers"
+            " SET ledger_seq = max(coalesce(subscribers.ledger_seq, d.ledger_seq), d.ledger_seq),"
+            f" last_digest_at = '2026-01-01 00:00:00' FROM deliveries d WHERE d.id IN ({marks})"
+            " AND d.subscriber_id = subscribers.id",
             ids,
         )
         conn.execute("COMMIT")
@@ -153,18 +159,24 @@ def main() -> None:
             return seconds / n * 1e6 if n else 0.0
 
         print(
-            f"send steps alone: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {rows_done:,} rows, batches of {batch}"
+            f"send steps alone: python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version},"
+            f" {rows_done:,} rows, batches of {batch}"
         )
         print(f"  planning       {per_row(plan_cpu, rows_done):6.1f} us/row")
         print(
-            f"  claim          {per_row(claim_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_claim, plain_rows):5.1f} us/row  ({claim_cpu / plain_claim if plain_claim else 0:.2f}x)"
+            f"  claim          {per_row(claim_cpu, rows_done):6.1f} us/row   plain SQL"
+            f" {per_row(plain_claim, plain_rows):5.1f} us/row"
+            f"  ({claim_cpu / plain_claim if plain_claim else 0:.2f}x)"
         )
         print(f"  build + tokens {per_row(build_cpu, rows_done):6.1f} us/row")
         print(
-            f"  commit         {per_row(commit_cpu, rows_done):6.1f} us/row   plain SQL {per_row(plain_commit, plain_rows):5.1f} us/row  ({commit_cpu / plain_commit if plain_commit else 0:.2f}x)"
+            f"  commit         {per_row(commit_cpu, rows_done):6.1f} us/row   plain SQL"
+            f" {per_row(plain_commit, plain_rows):5.1f} us/row"
+            f"  ({commit_cpu / plain_commit if plain_commit else 0:.2f}x)"
         )
         print(
-            f"  main-thread steps added up: {per_row(plan_cpu + claim_cpu + build_cpu + commit_cpu, rows_done):.1f} us/row"
+            "  main-thread steps added up:"
+            f" {per_row(plan_cpu + claim_cpu + build_cpu + commit_cpu, rows_done):.1f} us/row"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

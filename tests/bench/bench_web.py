@@ -118,7 +118,10 @@ def measure(
 
 
 def line(label: str, values: list[float]) -> str:
-    return f"{label:<46} first {values[0] * 1000:8.1f} ms   median {statistics.median(values) * 1000:7.1f} ms   max {max(values) * 1000:8.1f} ms"
+    return (
+        f"{label:<46} first {values[0] * 1000:8.1f} ms   median {statistics.median(values) * 1000:7.1f} ms"
+        f"   max {max(values) * 1000:8.1f} ms"
+    )
 
 
 def main() -> None:
@@ -156,7 +159,8 @@ def main() -> None:
     print(line(f"(c) before ({args.before}): mail in the request pool", before))
     # The first GET after the burst is the one that meets a full thread pool (if the mail is in it).
     print(
-        f"ratio of the worst GET: (b)/(a) {max(after) / max(idle):.1f}   (c)/(a) {max(before) / max(idle):.1f}"
+        f"ratio of the worst GET: (b)/(a) {max(after) / max(idle):.1f}"
+        f"   (c)/(a) {max(before) / max(idle):.1f}"
     )
 
 
