@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from newsletter.admin.api import api_routes, register_api
 from newsletter.admin.console import console_routes
 from newsletter.admin.context import Console, NeedsLogin, Refused
-from newsletter.admin.security import ConsoleHeaders
+from newsletter.admin.security import console_headers
 from newsletter.errors import NewsletterError
 from newsletter.service import Service
 
@@ -57,7 +57,7 @@ def create_console(service: Service, *, dev: bool = False) -> Starlette:
 
     app = Starlette(
         routes=[*console_routes(console), *api_routes(console)],
-        middleware=[Middleware(ConsoleHeaders), Middleware(OffUntilUsers, console=console)],
+        middleware=[Middleware(console_headers), Middleware(OffUntilUsers, console=console)],
         exception_handlers={
             Refused: refused,
             NeedsLogin: needs_login,

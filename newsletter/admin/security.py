@@ -1,7 +1,8 @@
 """The console's request guards: security headers, the same-origin rule for POSTs, login rate limits.
 
 - Every console response is ``no-store`` and sends a strict Content-Security-Policy
-  (our own scripts and styles only). Digest previews, shown in sandboxed frames, get
+  (our own scripts and styles only), through the site's own middleware
+  (``newsletter.web.headers.SecurityHeaders``) with the console's policy. Digest previews, shown in sandboxed frames, get
   inline styles and may be framed by the console only.
 - A state-changing request must come from the console's own origin: a
   ``Sec-Fetch-Site`` other than same-origin, or an ``Origin`` (else ``Referer``) whose
@@ -17,7 +18,9 @@ from threading import Lock
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
+
+from newsletter.web.headers import SecurityHeaders
 
 CONSOLE_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -37,34 +40,10 @@ def csp_for(path: str) -> str:
     return CONSOLE_CSP
 
 
-class ConsoleHeaders:
-    """Pure ASGI: security headers and no-store on every console response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        extra = [
-            (b"content-security-policy", csp_for(path).encode()),
-            (b"referrer-policy", b"same-origin"),
-            (b"x-content-type-options", b"nosniff"),
-            (b"cache-control", b"no-store"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"x-frame-options", b"SAMEORIGIN" if path.endswith(FRAME_SUFFIX) else b"DENY"),
-        ]
-        names = {name for name, _ in extra}
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-                message = {**message, "headers": kept + extra}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+def console_headers(app: ASGIApp) -> SecurityHeaders:
+    """The site's security-header middleware with the console's policy: its CSP per path,
+    Referrer-Policy same-origin (the console links to itself), and no-store everywhere."""
+    return SecurityHeaders(app, csp_for=csp_for, referrer="same-origin", no_store=True)
 
 
 def same_origin(request: Request) -> bool:
