@@ -36,7 +36,7 @@ from newsletter.cli.common import console, err_console, reports_errors, service_
     "from_maildir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Process bounces saved in this Maildir instead of listening.",
+    help="Process bounces saved in this Maildir instead of listening; reports already judged count nothing.",
 )
 @click.option(
     "--report",
@@ -73,14 +73,16 @@ def bounces(
             console.print(f"{key}: {verdict.action} ({verdict.reason})")
         suppressed = sum(1 for _, v in results if v.action == "suppressed")
         unmatched = sum(1 for _, v in results if v.action == "unmatched")
+        repeats = sum(1 for _, v in results if v.action == "repeat")
         # Unmatched reports changed nobody: they could not prove which digest they are about.
+        # Repeats were judged before (by an earlier run or the listener): the store remembers.
         console.print(
-            f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody)"
+            f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody), {repeats} already judged (counted once)"
         )
         return
     if listen not in ("127.0.0.1", "::1", "localhost"):
         err_console.print(
-            f"Note: listening on {listen}; only reports carrying a valid VERP token (or our Message-ID for the address they name) act."
+            f"Note: listening on {listen}; only reports carrying a valid VERP token (or our random Message-ID for the address they name) act, each once."
         )
     with BounceReceiver(processor, maildir=maildir, host=listen, port=port) as receiver:
         console.print(

@@ -3,9 +3,13 @@
 Every digest goes out with a VERP envelope sender, ``bounces+TOKEN@DOMAIN``,
 where TOKEN is the signed id of its outbox row. **Only an authenticated report
 acts**: one whose envelope recipient carries a token that verifies, or whose
-original Message-ID is the outbox row *of the very address it names*. Anything
-else -- a forged DSN to postmaster@, a report naming a stranger -- is kept in the
-audit Maildir and listed as ``unmatched``; it changes nobody.
+original Message-ID is the outbox row *of the very address it names* -- and that
+Message-ID is 128 random bits (``MessageIds``), so no reader can compute another's.
+Message-IDs of the shape planned before (``<eN.sM.X@domain>``, X shared by an
+edition's rows) are still found, but prove nothing by mail: any reader of that
+edition can compute them; their rows' VERP tokens still act. Anything else -- a
+forged DSN to postmaster@, a report naming a stranger -- is kept in the audit
+Maildir and listed as ``unmatched``; it changes nobody.
 
 What an authenticated report does is decided by ``delivery.judgement`` (the same
 table as SMTP replies): a bad address suppresses, a soft failure (mailbox full,
@@ -59,6 +63,8 @@ ACTIONS = {
     Verdict.SENDER: "sender",
 }
 VERP_RE = re.compile(r"bounces\+([A-Za-z0-9_.\-]+)@", re.I)
+# Message-IDs planned before they were random: edition, subscriber id and one suffix per edition.
+GUESSABLE_ID_RE = re.compile(r"<e\d+\.s\d+\.[0-9a-f]{12}@", re.I)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,8 @@ class BounceVerdict:
 
     ``action``: suppressed (bad address), soft, blocked, sender (our problem, nobody
     blamed), unsubscribed (a complaint), unmatched (a failure report we could not
-    authenticate: kept, changes nothing) or ignored (not a failure).
+    authenticate: kept, changes nothing), repeat (about a message already judged: the
+    same report again, or another about it; changes nothing) or ignored (not a failure).
     """
 
     action: str
@@ -205,6 +212,8 @@ class BounceProcessor:
             stage="dsn",
             status=status,
         )
+        if judgement is None:
+            return _repeat(row)
         log.info("bounce: subscriber %s: %s (%s)", row.subscriber_id, judgement.verdict.value, status)
         return BounceVerdict(
             ACTIONS[judgement.verdict], f"Action: failed, Status: {status}", row.subscriber_id, status
@@ -240,6 +249,8 @@ class BounceProcessor:
             source="dsn",
             stage="dsn",
         )
+        if judgement is None:
+            return _repeat(row)
         return BounceVerdict(
             ACTIONS[judgement.verdict],
             f"non-standard bounce ({judgement.rule})",
@@ -269,22 +280,31 @@ class BounceProcessor:
                 "unmatched",
                 f"complaint ({feedback_type}) for {', '.join(named) or 'a redacted address'}: no valid token and no Message-ID of ours for that address",
             )
-        self.suppressor.complaint(
+        if not self.suppressor.complaint(
             subscriber_id=row.subscriber_id,
             delivery_id=row.id,
             reason=f"complaint ({feedback_type}) by feedback loop report",
             source="arf",
-        )
+        ):
+            return _repeat(row)
         return BounceVerdict("unsubscribed", f"complaint ({feedback_type})", row.subscriber_id)
 
     def authenticate(
-        self, msg: Message | None, envelope: Iterable[str], named: Iterable[str], *, message_id: str = ""
+        self,
+        msg: Message | None,
+        envelope: Iterable[str],
+        named: Iterable[str],
+        *,
+        message_id: str = "",
+        provider_signed: bool = False,
     ) -> Delivery | None:
         """The outbox row a report proves it is about, or None.
 
         Proof is a VERP token that verifies (in the envelope recipient, or in the
         Return-Path of the returned original), or the original Message-ID of the
-        row whose address the report names.
+        row whose address the report names. A Message-ID of the old guessable shape
+        proves a row only in an event the provider signed (``provider_signed``: a
+        webhook; the provider reports what it sent), never in mail anyone can send us.
         """
         candidates = list(envelope)
         inner = original_headers(msg) if msg is not None else None
@@ -295,10 +315,9 @@ class BounceProcessor:
             if row is not None:
                 return row
         message_id = message_id or (str(inner.get("Message-ID", "")).strip() if inner is not None else "")
-        if message_id:
-            row = self.outbox.find_delivery_by_message_id(
-                message_id if message_id.startswith("<") else f"<{message_id}>"
-            )
+        message_id = message_id if message_id.startswith("<") else f"<{message_id}>"
+        if message_id != "<>" and (provider_signed or not GUESSABLE_ID_RE.match(message_id)):
+            row = self.outbox.find_delivery_by_message_id(message_id)
             if row is not None and row.email.lower() in {a.lower() for a in named}:
                 return row
         return None
@@ -313,6 +332,12 @@ class BounceProcessor:
         except TokenError:
             return None
         return self.outbox.get_delivery(delivery_id)
+
+
+def _repeat(row: Delivery) -> BounceVerdict:
+    return BounceVerdict(
+        "repeat", f"outbox row {row.id} was already judged: a report counts once", row.subscriber_id
+    )
 
 
 def _first_text(msg: Message) -> str:

@@ -95,24 +95,27 @@ def make_message_id(domain: str) -> str:
 
 
 class MessageIds:
-    """Message-IDs for one edition: unique by construction, cheap at 100k recipients.
+    """Message-IDs for outbox rows: ``<R@domain>``, R 128 random bits (32 hex digits) per row.
 
-    <edition.subscriber.nonce@domain>: the edition and subscriber make it unique
-    within this database; the random nonce (one per planning run) keeps it unique
-    across databases and re-created editions.
+    A Message-ID is proof that a report is about a row (``delivery.bounces``), and every
+    reader sees their own: so it carries no structure another reader could use (no edition,
+    no subscriber id, nothing shared between rows). Planning writes rows in SQL and draws R
+    there (``storage.planning``); ``make`` draws it in Python, in the same shape.
+    ``edition_id`` is accepted for callers and written nowhere.
     """
 
-    def __init__(self, domain: str, edition_id: int) -> None:
-        self._suffix = f".{secrets.token_hex(6)}@{domain}>"
-        self._prefix = f"<e{edition_id}.s"
+    RANDOM_BYTES = 16
 
-    def make(self, subscriber_id: int) -> str:
-        return f"{self._prefix}{subscriber_id}{self._suffix}"
+    def __init__(self, domain: str, edition_id: int | None = None) -> None:
+        self._suffix = f"@{domain}>"
+
+    def make(self) -> str:
+        return f"<{secrets.token_hex(self.RANDOM_BYTES)}{self._suffix}"
 
     @property
     def affixes(self) -> tuple[str, str]:
-        """What goes before and after the subscriber id (for planning, which builds them in SQL)."""
-        return self._prefix, self._suffix
+        """What goes before and after the random part (for planning, which draws it in SQL)."""
+        return "<", self._suffix
 
 
 # Characters quoted-printable keeps as they are, spaces quoted (RFC 2045 6.7: 33-126 but "=").

@@ -14,6 +14,11 @@ Every failure is judged once, by ``delivery.judgement.judge`` (the table of code
   against the reader: the sender pauses the edition instead.
 
 4xx replies inside a run are retried, never recorded.
+
+**A judgement counts once**: one outbox row is one message to one reader, so it is
+judged failed at most once and complained about at most once, whatever reports arrive
+about it (the same DSN replayed, a Maildir judged again, a webhook event re-sent; see
+``BounceStore.mark_judged``). A repeat records nothing and returns None / False.
 """
 
 from __future__ import annotations
@@ -68,16 +73,19 @@ class Suppressor:
         status: str = "",
         judgement: Judgement | None = None,
         now: datetime | None = None,
-    ) -> Judgement:
+    ) -> Judgement | None:
         """Judge one failure (unless ``judgement`` is given) and record what it means.
 
-        Returns the judgement; a sender problem records nothing.
+        Returns the judgement (a sender problem records nothing), or None when this
+        outbox row's failure was already counted.
         """
         now = now or self.clock()
         judgement = judgement or judge(code, reply, status=status, stage=stage)
         kind = KINDS.get(judgement.verdict)
         if kind is None:
             return judgement
+        if delivery_id is not None and not self.bounces.mark_judged([f"row:{delivery_id}:failure"], now=now):
+            return None
         status = judgement.status or enhanced_status(status) or enhanced_status(reply)
         self.bounces.record_bounce(
             subscriber_id=subscriber_id,
@@ -118,9 +126,17 @@ class Suppressor:
         reason: str,
         source: str,
         now: datetime | None = None,
-    ) -> None:
-        """A reader reported a digest as spam (ARF, a provider's complaint event): unsubscribe them."""
+    ) -> bool:
+        """A reader reported a digest as spam (ARF, a provider's complaint event): unsubscribe them.
+
+        False (nothing done) when this outbox row's complaint was already counted: a
+        replayed complaint never unsubscribes a reader who came back since.
+        """
         now = now or self.clock()
+        if delivery_id is not None and not self.bounces.mark_judged(
+            [f"row:{delivery_id}:complaint"], now=now
+        ):
+            return False
         self.bounces.record_bounce(
             subscriber_id=subscriber_id,
             delivery_id=delivery_id,
@@ -132,6 +148,7 @@ class Suppressor:
             now=now,
         )
         self.subscribers.set_status(subscriber_id, SubscriberStatus.UNSUBSCRIBED, reason=reason, now=now)
+        return True
 
     def record_failures(self, outcomes: Iterable[DeliveryOutcome]) -> None:
         """Record every failed send among ``outcomes``.

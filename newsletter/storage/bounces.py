@@ -1,14 +1,16 @@
 """Bounce events per subscriber: counted by the soft-bounce policy, and per receiving
-domain for policy refusals (kind ``blocked``)."""
+domain for policy refusals (kind ``blocked``); and the judgements already counted
+(``judged_reports``), so a report or provider event counts once however often it arrives."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from newsletter.storage.part import StorePart
-from newsletter.storage.schema import bounce_events, deliveries, subscribers
+from newsletter.storage.schema import bounce_events, deliveries, judged_reports, subscribers
 
 
 class BounceStore(StorePart):
@@ -39,6 +41,51 @@ class BounceStore(StorePart):
                     at=now or self.clock(),
                 )
             )
+
+    def already_judged(self, keys: Sequence[str], *, now: datetime | None = None) -> bool:
+        """Whether any of ``keys`` was counted before (and has not expired)."""
+        if not keys:
+            return False
+        now = now or self.clock()
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    sa.select(judged_reports.c.key)
+                    .where(
+                        judged_reports.c.key.in_(list(keys)),
+                        sa.or_(judged_reports.c.expires_at.is_(None), judged_reports.c.expires_at >= now),
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
+    def mark_judged(
+        self, keys: Sequence[str], *, expires_at: datetime | None = None, now: datetime | None = None
+    ) -> bool:
+        """Record ``keys`` as counted; False (nothing recorded) if any of them already was.
+
+        The primary key makes this the one atomic step: of two processes judging the same
+        report at once, one records it and the other gets False. Expired keys are pruned
+        here, so the table holds only rows' keys and events still inside their window.
+        """
+        if not keys:
+            return True
+        now = now or self.clock()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    judged_reports.delete().where(
+                        judged_reports.c.expires_at.is_not(None), judged_reports.c.expires_at < now
+                    )
+                )
+                conn.execute(
+                    judged_reports.insert(),
+                    [{"key": k[:300], "at": now, "expires_at": expires_at} for k in dict.fromkeys(keys)],
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def count_bounces(self, subscriber_id: int, *, kind: str, since: datetime) -> int:
         with self.engine.connect() as conn:

@@ -98,7 +98,8 @@ class PlanningStore(StorePart):
         killed midway is finished by running it again. A reader whose topics or mark
         changed since the groups were read matches no group and is left for the next
         edition, still owed (the mark did not move).
-        ``message_id_affixes``: the Message-ID is prefix + subscriber id + suffix.
+        ``message_id_affixes``: the Message-ID is prefix + 128 random bits (32 hex digits,
+        drawn by the database per row, see ``_random_hex``) + suffix.
         """
         now = now or self.clock()
         prefix, suffix = message_id_affixes
@@ -128,7 +129,11 @@ class PlanningStore(StorePart):
                     for start in range(low, high + 1, SPAN):
                         span = (subscribers.c.id >= start, subscribers.c.id < start + SPAN)
                         with conn.begin():
-                            conn.execute(_insert_rows(edition_id, cadences, span, prefix, suffix, now))
+                            conn.execute(
+                                _insert_rows(
+                                    edition_id, cadences, span, prefix, suffix, now, conn.dialect.name
+                                )
+                            )
                             conn.execute(_advance_nothing_for(edition_id, cadences, span, horizon))
                 with conn.begin():
                     # Counted, not summed from rowcount: psycopg reports -1 for INSERT ... SELECT.
@@ -179,10 +184,9 @@ def _insert_rows(
     prefix: str,
     suffix: str,
     now: datetime,
+    dialect: str,
 ) -> sa.Insert:
-    message_id = (
-        sa.literal(prefix, sa.Text) + sa.cast(subscribers.c.id, sa.Text) + sa.literal(suffix, sa.Text)
-    )
+    message_id = sa.literal(prefix, sa.Text) + _random_hex(dialect) + sa.literal(suffix, sa.Text)
     chosen = (
         sa.select(
             sa.literal(edition_id, sa.Integer),
@@ -217,6 +221,22 @@ def _insert_rows(
         "carried",
     ]
     return deliveries.insert().from_select(columns, chosen)
+
+
+def _random_hex(dialect: str) -> sa.ColumnElement[str]:
+    """32 hex digits from the database's cryptographic generator, drawn per row.
+
+    A Message-ID is proof of which reader a report is about, and its reader sees it: it
+    must not be computable from another row's (see ``delivery.message.MessageIds``).
+    SQLite: ``randomblob`` (ChaCha20 since 3.40, seeded from the OS). PostgreSQL:
+    ``gen_random_uuid`` (pg_strong_random; 122 random bits each), two hashed to 128 bits.
+    """
+    if dialect == "postgresql":
+        return sa.literal_column(
+            "substr(encode(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())), 'hex'), 1, 32)",
+            sa.Text,
+        )
+    return sa.literal_column("lower(hex(randomblob(16)))", sa.Text)
 
 
 def _advance_nothing_for(

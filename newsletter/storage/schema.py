@@ -178,6 +178,17 @@ bounce_events = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
 )
 
+# Judgements already counted, so a report or event counts once however often it arrives
+# (newsletter.storage.bounces): "row:<delivery id>:failure|complaint" (kept with the outbox),
+# "<provider>:<event id>" (kept until expires_at, past the provider's freshness window).
+judged_reports = sa.Table(
+    "judged_reports",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, index=True),  # NULL: kept
+)
+
 send_locks = sa.Table(
     "send_locks",
     metadata,

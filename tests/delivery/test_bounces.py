@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.delivery.bounces import BounceProcessor, BounceReceiver
+from newsletter.delivery.bounces import BounceReceiver
 from newsletter.delivery.judgement import Verdict, enhanced_status, judge
 from newsletter.delivery.smtp_client import helo_name
 from newsletter.delivery.suppression import BLOCKED_BURST
@@ -22,68 +22,8 @@ from newsletter.errors import ConfigError
 from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
 from tests.delivery.helpers import bounce_count, flat, subscriber_status
+from tests.delivery.reports import arf, auto_reply, dsn, envelope_of, global_dsn, processor
 from tests.factories import build_settings
-
-
-def dsn(*, recipient: str, message_id: str, action: str, status: str, diagnostic: str = "") -> bytes:
-    """A multipart/report DSN as an MTA writes it (RFC 3464), CRLF line ends."""
-    boundary = "dsn-boundary-42"
-    lines = [
-        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>",
-        "To: <bounces@example.com>",
-        "Subject: Delivery Status Notification",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=us-ascii",
-        "",
-        f"Delivery to {recipient}: {action}.",
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        "Reporting-MTA: dns; mx.example.net",
-        "Arrival-Date: Thu, 1 Jan 2026 10:00:00 +0000",
-        "",
-        f"Final-Recipient: rfc822; {recipient}",
-        f"Action: {action}",
-        f"Status: {status}",
-        *([f"Diagnostic-Code: smtp; {diagnostic}"] if diagnostic else []),
-        "",
-        f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
-        "",
-        "From: Video Surveillance News <news@example.com>",
-        f"To: {recipient}",
-        f"Message-ID: {message_id}",
-        "Subject: Your digest",
-        "",
-        f"--{boundary}--",
-        "",
-    ]
-    return "\r\n".join(lines).encode()
-
-
-def auto_reply(recipient: str) -> bytes:
-    return "\r\n".join(
-        [
-            f"From: {recipient}",
-            "To: <bounces@example.com>",
-            "Subject: Out of office",
-            "Auto-Submitted: auto-replied",
-            "",
-            "I am away until Monday.",
-            "",
-        ]
-    ).encode()
-
-
-def envelope_of(world, email: str) -> tuple[str, str]:
-    """(VERP envelope sender, Message-ID) of the digest the sink received for ``email``."""
-    [message] = [m for m in world.sink.messages() if m.rcpt_tos == (email,)]
-    return message.mail_from, str(message.headers["Message-ID"])
 
 
 def bounce_sources(world, email: str) -> list[str]:
@@ -95,13 +35,6 @@ def bounce_sources(world, email: str) -> list[str]:
                 sa.select(bounce_events.c.source).where(bounce_events.c.subscriber_id == sid)
             )
         ]
-
-
-def processor(world) -> BounceProcessor:
-    service = world.service
-    return BounceProcessor(
-        service.store.outbox, service.store.subscribers, service.signer, service.runner.suppressor()
-    )
 
 
 def test_dsn_to_the_verp_address_suppresses_and_delayed_or_auto_replies_do_not(world, tmp_path: Path):
@@ -252,90 +185,6 @@ def test_receiver_creates_its_maildir(world, tmp_path: Path):
 
 
 # -- the one judgement, and who may act ----------------------------------------------------
-
-
-def global_dsn(*, recipient: str, message_id: str, status: str = "5.1.1") -> bytes:
-    """A DSN for SMTPUTF8 mail as Postfix writes it (RFC 6533): global report parts, UTF-8 fields,
-    and Auto-Submitted: auto-replied in the headers."""
-    boundary = "global-dsn-7"
-    lines = [
-        "From: MAILER-DAEMON@relay.example.net (Mail Delivery System)",
-        "Subject: Undelivered Mail Returned to Sender",
-        "To: bounces@example.com",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=global-delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        "I'm sorry to have to inform you that your message could not be delivered. — postfix",
-        "",
-        f"--{boundary}",
-        "Content-Type: message/global-delivery-status",
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        "Reporting-MTA: dns; relay.example.net",
-        "X-Postfix-Sender: utf-8; bounces+x@example.com",
-        "",
-        f"Final-Recipient: utf-8; {recipient}",
-        f"Original-Recipient: utf-8; {recipient}",
-        "Action: failed",
-        f"Status: {status}",
-        f"Diagnostic-Code: smtp; 550 {status} <{recipient}>: Recipient address rejected: User unknown",
-        "",
-        f"--{boundary}",
-        "Content-Type: message/global-headers",
-        "Content-Transfer-Encoding: 8bit",
-        "",
-        "From: Video Surveillance News <news@example.com>",
-        f"To: {recipient}",
-        f"Message-ID: {message_id}",
-        "Subject: Übersicht",
-        "",
-        f"--{boundary}--",
-        "",
-    ]
-    return "\r\n".join(lines).encode("utf-8")
-
-
-def arf(*, recipient: str, message_id: str, return_path: str = "") -> bytes:
-    """An ARF feedback report (RFC 5965) as a mailbox provider's feedback loop sends it."""
-    boundary = "arf-1"
-    return "\r\n".join(
-        [
-            "From: fbl@mailbox.example",
-            "Subject: FW: Your digest",
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/report; report-type=feedback-report; boundary="{boundary}"',
-            "",
-            f"--{boundary}",
-            "Content-Type: text/plain",
-            "",
-            "This is an email abuse report.",
-            f"--{boundary}",
-            "Content-Type: message/feedback-report",
-            "",
-            "Feedback-Type: abuse",
-            "User-Agent: SomeFBL/1.0",
-            "Version: 1",
-            f"Original-Rcpt-To: {recipient}",
-            "",
-            f"--{boundary}",
-            "Content-Type: message/rfc822",
-            "",
-            *([f"Return-Path: <{return_path}>"] if return_path else []),
-            "From: news@example.com",
-            f"To: {recipient}",
-            f"Message-ID: {message_id}",
-            "Subject: Your digest",
-            "",
-            "body",
-            f"--{boundary}--",
-            "",
-        ]
-    ).encode()
 
 
 def bounce_kinds(world, email: str) -> list[str]:
@@ -497,20 +346,31 @@ def test_global_dsns_were_ignored_and_postfix_auto_submitted_dsns_logged_as_auto
 def test_mail_expired_in_a_relay_was_ignored_now_a_soft_bounce(world, tmp_path: Path):
     world.configure(delivery_soft_bounce_limit=2)
     emails = world.add_subscribers(2)
-    world.run("e1")
     target = emails[0]
+
+    def expired(message_id: str) -> bytes:
+        return dsn(
+            recipient=target,
+            message_id=message_id,
+            action="failed",
+            status="4.4.7",
+            diagnostic="delivery temporarily suspended: connect to mx.example.org: Connection timed out",
+        )
+
+    world.run("e1")
     verp, mid = envelope_of(world, target)
-    expired = dsn(
-        recipient=target,
-        message_id=mid,
-        action="failed",
-        status="4.4.7",
-        diagnostic="delivery temporarily suspended: connect to mx.example.org: Connection timed out",
-    )
-    deliver_reports(world, tmp_path, [(verp, expired)])
+    deliver_reports(world, tmp_path, [(verp, expired(mid))])
     assert bounce_kinds(world, target) == ["soft"]
     assert subscriber_status(world.store, target) == "active"
-    deliver_reports(world, tmp_path, [(verp, expired)])
+    # The next digest expires too (the same report again would count once: see test_report_replay).
+    world.add_report()
+    world.run("e2")
+    [(verp2, mid2)] = [
+        (m.mail_from, str(m.headers["Message-ID"]))
+        for m in world.sink.messages()
+        if m.rcpt_tos == (target,) and str(m.headers["Message-ID"]) != mid
+    ]
+    deliver_reports(world, tmp_path, [(verp2, expired(mid2))])
     assert subscriber_status(world.store, target) == "bounced", "delivery.soft_bounce_limit expiries suppress"
     assert subscriber_status(world.store, emails[1]) == "active"
 

@@ -3,6 +3,8 @@ provider module implements (one module per provider, as flufl.bounce keeps one d
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -14,6 +16,9 @@ from starlette.responses import Response
 
 MAX_BODY = 256 * 1024
 MAX_SKEW = 600  # seconds a signed timestamp may be off (Mailgun, SendGrid)
+# How long an event's ids are remembered: past every provider's freshness window (SES: a
+# day), so a replay inside it is known; after it, the timestamp check refuses the replay.
+EVENT_MEMORY = 2 * 24 * 3600
 
 
 @dataclass
@@ -27,6 +32,9 @@ class Event:
     diagnostic: str = ""
     permanent: bool = True
     proofs: list[str] = field(default_factory=list)  # strings that may hold a VERP address or our Message-ID
+    keys: list[str] = field(
+        default_factory=list
+    )  # the provider's ids for this event: seen once, it counts once
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,12 @@ async def read_body(request: Request) -> bytes:
         if len(body) > MAX_BODY:
             break
     return body[:MAX_BODY]
+
+
+def content_key(provider: str, *parts: object) -> str:
+    """An event's key from its content, for events that carry no id of their own."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return f"{provider}:sha256:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def fresh(timestamp: str) -> bool:

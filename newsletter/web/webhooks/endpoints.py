@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from newsletter.delivery.bounces import VERP_RE, BounceProcessor
 from newsletter.service import Service
-from newsletter.web.webhooks.base import Event, Provider
+from newsletter.web.webhooks.base import EVENT_MEMORY, Event, Provider
 from newsletter.web.webhooks.mailgun import Mailgun
 from newsletter.web.webhooks.postmark import Postmark
 from newsletter.web.webhooks.sendgrid import Sendgrid
@@ -43,7 +44,7 @@ MESSAGE_ID_RE = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 @dataclass(frozen=True)
 class Outcome:
     address: str
-    action: str  # suppressed | soft | blocked | sender | unsubscribed | unmatched | ignored
+    action: str  # suppressed | soft | blocked | sender | unsubscribed | unmatched | repeat | ignored
 
 
 class Webhooks:
@@ -58,6 +59,7 @@ class Webhooks:
             Sendgrid(settings),
         ]
         store = service.store
+        self.bounces = store.bounces
         self.processor = BounceProcessor(
             store.outbox, store.subscribers, service.signer, service.runner.suppressor()
         )
@@ -88,26 +90,38 @@ class Webhooks:
         return outcomes
 
     def _apply_one(self, event: Event, source: str) -> str:
+        """What one event did; an event whose ids were seen before is a ``repeat`` and does nothing."""
         if event.kind not in ("bounce", "complaint") or not event.address:
             return "ignored"
+        if self.bounces.already_judged(event.keys):
+            return "repeat"
+        action = self._act(event, source)
+        if action not in ("ignored", "unmatched"):
+            now = self.bounces.clock()
+            self.bounces.mark_judged(event.keys, expires_at=now + timedelta(seconds=EVENT_MEMORY), now=now)
+        return action
+
+    def _act(self, event: Event, source: str) -> str:
         verps = [s for s in event.proofs if VERP_RE.search(s)]
         message_ids = [m for s in event.proofs for m in MESSAGE_ID_RE.findall(s)]
         row = self.processor.authenticate(None, verps, [event.address.lower()])
         for message_id in message_ids:
             if row is not None:
                 break
-            row = self.processor.authenticate(None, [], [event.address.lower()], message_id=message_id)
+            row = self.processor.authenticate(
+                None, [], [event.address.lower()], message_id=message_id, provider_signed=True
+            )
         if row is None:
             return "unmatched"
         suppressor = self.processor.suppressor
         if event.kind == "complaint":
-            suppressor.complaint(
+            counted = suppressor.complaint(
                 subscriber_id=row.subscriber_id,
                 delivery_id=row.id,
                 reason=f"complaint reported by {source}",
                 source=source[:20],
             )
-            return "unsubscribed"
+            return "unsubscribed" if counted else "repeat"
         if not event.permanent and not event.status.startswith("5"):
             return "ignored"  # the provider still retries: like a delayed DSN
         judgement = suppressor.record(
@@ -119,6 +133,8 @@ class Webhooks:
             stage="dsn",
             status=event.status,
         )
+        if judgement is None:
+            return "repeat"
         return {"bad_address": "suppressed"}.get(judgement.verdict.value, judgement.verdict.value)
 
 

@@ -1,7 +1,8 @@
 """Mailgun ``failed`` and ``complained`` events.
 
 The provider's proof is an HMAC-SHA256 of timestamp and token under
-``webhooks.mailgun_signing_key``, the timestamp within ``MAX_SKEW`` of now.
+``webhooks.mailgun_signing_key``, the timestamp within ``MAX_SKEW`` of now. Its token and event id are remembered (the endpoint
+counts an event once), as Mailgun advises against replays.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ class Mailgun:
         if not hmac.compare_digest(expected, given) or not fresh(timestamp):
             return Response("bad signature", status_code=403)
         data = payload.get("event-data") or {}
-        return Notice(events(data if isinstance(data, dict) else {}))
+        found = events(data if isinstance(data, dict) else {})
+        for event in found:
+            # Mailgun's token is new for every webhook call: a replay brings the same one.
+            event.keys = [
+                f"mailgun:token:{token}",
+                *([f"mailgun:event:{data['id']}"] if data.get("id") else []),
+            ]
+        return Notice(found)
 
 
 def events(data: dict[str, Any]) -> list[Event]:

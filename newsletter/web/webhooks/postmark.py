@@ -1,7 +1,8 @@
 """Postmark bounce and spam-complaint webhooks.
 
 The provider's proof is the HTTP basic-auth password in the webhook URL (user ``postmark``),
-``webhooks.postmark_secret``.
+``webhooks.postmark_secret``. Each event's ``ID`` is remembered: the endpoint counts an
+event once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.responses import Response
 
 from newsletter.config import WebhookSettings
 from newsletter.delivery.judgement import enhanced_status
-from newsletter.web.webhooks.base import Event, Notice, read_body, smtp_code, strings
+from newsletter.web.webhooks.base import Event, Notice, content_key, read_body, smtp_code, strings
 
 
 class Postmark:
@@ -46,9 +47,10 @@ class Postmark:
 
 def events(payload: dict[str, Any]) -> list[Event]:
     record = str(payload.get("RecordType", ""))
+    keys = [f"postmark:{record}:{payload['ID']}" if payload.get("ID") else content_key("postmark", payload)]
     proofs = list(strings({k: payload.get(k) for k in ("Metadata", "Headers", "Content", "MessageID")}))
     if record == "SpamComplaint":
-        return [Event("complaint", str(payload.get("Email", "")), proofs=proofs)]
+        return [Event("complaint", str(payload.get("Email", "")), proofs=proofs, keys=keys)]
     if record == "Bounce":
         kind = str(payload.get("Type", ""))
         # Postmark reports a SoftBounce once it has stopped retrying; Transient is a delay notice.
@@ -68,6 +70,7 @@ def events(payload: dict[str, Any]) -> list[Event]:
                 details.strip(),
                 permanent,
                 proofs,
+                keys,
             )
         ]
     return []

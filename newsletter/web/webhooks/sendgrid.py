@@ -1,7 +1,8 @@
 """SendGrid's signed event webhook: ``bounce``, ``dropped`` and ``spamreport`` events.
 
 The provider's proof is an ECDSA (P-256, SHA-256) signature of timestamp and body under
-``webhooks.sendgrid_public_key``, the timestamp within ``MAX_SKEW`` of now.
+``webhooks.sendgrid_public_key``, the timestamp within ``MAX_SKEW`` of now. Each event's ``sg_event_id`` (or, without one, its
+content and timestamp) is remembered: the endpoint counts an event once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.config import WebhookSettings
-from newsletter.web.webhooks.base import Event, Notice, fresh, read_body, smtp_code, strings
+from newsletter.web.webhooks.base import Event, Notice, content_key, fresh, read_body, smtp_code, strings
 
 
 class Sendgrid:
@@ -49,14 +50,17 @@ class Sendgrid:
             payload = json.loads(body)
         except ValueError:
             return Response("not JSON", status_code=400)
-        return Notice(events(payload if isinstance(payload, list) else []))
+        return Notice(events(payload if isinstance(payload, list) else [], timestamp=timestamp))
 
 
-def events(payload: list[Any]) -> list[Event]:
+def events(payload: list[Any], *, timestamp: str = "") -> list[Event]:
     out = []
     for e in payload:
         if not isinstance(e, dict):
             continue
+        keys = [
+            f"sendgrid:{e['sg_event_id']}" if e.get("sg_event_id") else content_key("sendgrid", timestamp, e)
+        ]
         proofs = [
             str(e.get("smtp-id", "")),
             *strings(e.get("unique_args", {})),
@@ -64,7 +68,7 @@ def events(payload: list[Any]) -> list[Event]:
         ]
         kind = str(e.get("event", ""))
         if kind == "spamreport":
-            out.append(Event("complaint", str(e.get("email", "")), proofs=proofs))
+            out.append(Event("complaint", str(e.get("email", "")), proofs=proofs, keys=keys))
         elif kind in ("bounce", "dropped"):
             reason = str(e.get("reason", ""))
             status = str(e.get("status", ""))

@@ -2,8 +2,11 @@
 
 The provider's proof is the SNS message signature: the signing certificate is fetched only
 from ``https://sns.<region>.amazonaws.com/...pem``, and the topic must be one of
-``webhooks.ses_topic_arns``. SES reports the envelope sender (our VERP address) as
-``mail.source``.
+``webhooks.ses_topic_arns``. A message whose signed ``Timestamp`` is more than
+``SES_MAX_AGE`` old (or ahead of now) is refused, and each notification's ``MessageId`` is
+remembered (the endpoint counts an event once), so a captured notification cannot be
+replayed. Certificates are cached, at most ``CERT_CACHE`` of them for ``CERT_TTL``.
+SES reports the envelope sender (our VERP address) as ``mail.source``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ import binascii
 import json
 import logging
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -26,11 +33,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from newsletter.config import WebhookSettings
-from newsletter.web.webhooks.base import Event, Notice, read_body, smtp_code, strings
+from newsletter.web.webhooks.base import MAX_SKEW, Event, Notice, read_body, smtp_code, strings
 
 log = logging.getLogger("newsletter.web.webhooks")
 
 SNS_CERT_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# SNS retries an HTTPS delivery for at most about an hour under its own policy; a day is ample.
+SES_MAX_AGE = 24 * 3600
+CERT_CACHE = 8  # SNS signs with one certificate per region at a time
+CERT_TTL = 24 * 3600
 CertFetcher = Callable[[str], bytes]
 
 
@@ -42,7 +53,8 @@ class Ses:
     def __init__(self, settings: WebhookSettings, *, fetch_cert: CertFetcher | None = None) -> None:
         self.settings = settings
         self.fetch_cert = fetch_cert or _fetch_https
-        self._certs: dict[str, bytes] = {}
+        self._certs: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._certs_lock = threading.Lock()
 
     def enabled(self) -> bool:
         return bool(self.settings.ses_topic_arns)
@@ -59,6 +71,8 @@ class Ses:
             return Response("unknown topic", status_code=403)
         if not await run_in_threadpool(self.signature_valid, message):
             return Response("bad signature", status_code=403)
+        if not recent(str(message.get("Timestamp", ""))):
+            return Response("stale", status_code=403)
         if message.get("Type") == "SubscriptionConfirmation":
             # Confirming means fetching SubscribeURL; an operator does it once, on purpose.
             log.warning(
@@ -73,7 +87,10 @@ class Ses:
             notification = json.loads(message.get("Message", ""))
         except ValueError:
             return Response("bad notification", status_code=400)
-        return Notice(events(notification if isinstance(notification, dict) else {}))
+        found = events(notification if isinstance(notification, dict) else {})
+        for event in found:
+            event.keys = [f"ses:{message.get('MessageId', '')}:{event.address.lower()}"]
+        return Notice(found)
 
     def signature_valid(self, message: dict[str, Any]) -> bool:
         cert_url = str(message.get("SigningCertURL", ""))
@@ -93,9 +110,7 @@ class Ses:
             hashes.SHA256() if str(message.get("SignatureVersion")) == "2" else hashes.SHA1()
         )  # SNS v1 is SHA1withRSA
         try:
-            if cert_url not in self._certs:
-                self._certs[cert_url] = self.fetch_cert(cert_url)
-            key = x509.load_pem_x509_certificate(self._certs[cert_url]).public_key()
+            key = x509.load_pem_x509_certificate(self.certificate(cert_url)).public_key()
             if not isinstance(key, rsa.RSAPublicKey):
                 return False
             key.verify(
@@ -107,6 +122,38 @@ class Ses:
         except (InvalidSignature, ValueError, binascii.Error, OSError):
             return False
         return True
+
+    def certificate(self, url: str) -> bytes:
+        """The PEM at ``url``, fetched once and kept for ``CERT_TTL`` among the last ``CERT_CACHE``."""
+        now = time.monotonic()
+        with self._certs_lock:
+            cached = self._certs.get(url)
+            if cached is not None and now - cached[0] < CERT_TTL:
+                self._certs.move_to_end(url)
+                return cached[1]
+        pem = self.fetch_cert(url)
+        with self._certs_lock:
+            self._certs[url] = (now, pem)
+            self._certs.move_to_end(url)
+            while len(self._certs) > CERT_CACHE:
+                self._certs.popitem(last=False)
+        return pem
+
+    @property
+    def cached_certificates(self) -> int:
+        return len(self._certs)
+
+
+def recent(timestamp: str) -> bool:
+    """An SNS ``Timestamp`` (ISO 8601, UTC) no older than ``SES_MAX_AGE`` and not ahead of now."""
+    try:
+        when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        return False
+    age = time.time() - when.timestamp()
+    return -MAX_SKEW <= age <= SES_MAX_AGE
 
 
 def events(notification: dict[str, Any]) -> list[Event]:
