@@ -9,38 +9,26 @@ after it happened, so running the same key again resumes instead of resending.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from newsletter.config import Settings
 from newsletter.content.feed_state import refresh_feed
-from newsletter.content.planner import Ledger, Selection, select_reports
 from newsletter.content.render import DigestRenderer
-from newsletter.delivery.journal import journal_files, journal_owner, journals_in, replay
-from newsletter.delivery.message import MessageIds, PreparedMessage
+from newsletter.delivery.message import PreparedMessage
 from newsletter.delivery.sender import Sender, worker_host
 from newsletter.delivery.suppression import Suppressor
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_planning_lock, hold_send_lock
+from newsletter.editions.planning import EditionPlanner, PlannedRecipient, cadences_for
+from newsletter.editions.recovery import SenderRecovery
 from newsletter.errors import EditionError, FeedError, NewsletterError
-from newsletter.models import (
-    Cadence,
-    DeliveryOutcome,
-    DeliveryState,
-    Edition,
-    EditionStatus,
-    Report,
-    Subscriber,
-)
-from newsletter.storage.planning import GroupChoice
+from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, Edition, EditionStatus, Subscriber
 from newsletter.storage.store import Store
 from newsletter.tokens import TokenSigner
 
 log = logging.getLogger("newsletter.editions.runner")
-RECENT_WINDOW = 500  # newest reports a first digest may be topped up from
 ENDED = (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED)
 
 
@@ -50,21 +38,6 @@ class EditionResult:
     created: bool  # False: the key existed (a rerun or a resume)
     tally: dict[str, int] = field(default_factory=dict)  # rows per state reached in this run
     message: str = ""
-
-
-@dataclass(frozen=True)
-class PlannedRecipient:
-    subscriber: Subscriber
-    selection: Selection
-
-
-@dataclass(frozen=True)
-class _GroupReader:
-    """A reader group as selection sees it (``last_digest_at`` only says whether they had one)."""
-
-    topics: tuple[str, ...]
-    last_digest_at: datetime | None
-    ledger_seq: int | None
 
 
 class EditionRunner:
@@ -89,10 +62,13 @@ class EditionRunner:
         self.signer = signer
         self.clock = clock or (lambda: datetime.now(UTC))
         self.renderer = DigestRenderer(settings)
-        self.domain = settings.mail.from_address.rsplit("@", 1)[1]
         # This machine's name in every lock it holds, as in the rows it claims: two machines
         # sharing a host name (containers) must never judge each other's holders by local pids.
         self.host = worker_host(settings.delivery.worker_name)
+        self.planner = EditionPlanner(settings, store, self.renderer, clock=lambda: self.clock())
+        self.recovery = SenderRecovery(
+            settings, store, host=self.host, clock=lambda: self.clock(), suppressor=self.suppressor
+        )
 
     # -- feed ---------------------------------------------------------------------
 
@@ -102,7 +78,7 @@ class EditionRunner:
         log.info("feed: %s", "not modified" if not_modified else f"{added} new and {updated} changed reports")
         return added, updated
 
-    # -- planning -----------------------------------------------------------------
+    # -- planning and recovery (planning.py, recovery.py) ----------------------------
 
     def plan(
         self,
@@ -112,41 +88,14 @@ class EditionRunner:
         cadences: Sequence[Cadence] | None = None,
     ) -> list[PlannedRecipient]:
         """What each recipient would get now (for previews); nothing is written."""
-        source = (
-            list(subscribers)
-            if subscribers is not None
-            else list(self.store.subscribers.iter_recipients(cadences=cadences))
-        )
-        marks = [s.ledger_seq for s in source if s.ledger_seq is not None]
-        ledger = self._ledger(as_of or self.clock(), lowest=min(marks) if marks else None)
-        return [
-            PlannedRecipient(s, select_reports(s, ledger, max_reports=self.settings.digest.max_reports))
-            for s in source
-        ]
+        return self.planner.plan(subscribers, as_of=as_of, cadences=cadences)
 
-    def _ledger(self, as_of: datetime, *, lowest: int | None) -> Ledger:
-        horizon = self.store.reports.settled_horizon(
-            as_of=as_of, settle=timedelta(seconds=self.settings.reports.settle)
-        )
-        for report in self.store.reports.misdated_reports(as_of=as_of, upto=horizon):
-            log.warning(
-                "report %r is dated %s, far after this edition: sent now with the date the feed gives",
-                report.title,
-                report.published.isoformat(),
-            )
-        owed = (
-            self.store.reports.ledger_reports(after=lowest, upto=horizon)
-            if lowest is not None and lowest < horizon
-            else []
-        )
-        recent = self.store.reports.recent_reports(limit=RECENT_WINDOW, upto_seq=horizon)
-        return Ledger(horizon, owed, recent)
+    def recover_dead_senders(self) -> None:
+        """Settle every edition a dead sender of this machine left rows or a journal in."""
+        self.recovery.recover_dead_senders()
 
     def suppressor(self) -> Suppressor:
         return Suppressor(self.settings, self.store.subscribers, self.store.bounces, clock=self.clock)
-
-    def archive_url(self, variant_id: int) -> str:
-        return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
 
     # -- the entry points ------------------------------------------------------------
 
@@ -271,7 +220,7 @@ class EditionRunner:
         Takes no schedule lock: several workers drain one edition side by side, each
         claiming its own rows. An edition not yet planned is left to its sender.
         """
-        self._recover(edition)
+        self.recovery.recover(edition)
         if edition.status is EditionStatus.PLANNED:
             return EditionResult(edition, False, message="not planned yet; its sender plans it")
         return self._plan_and_send(
@@ -333,12 +282,12 @@ class EditionRunner:
         on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     ) -> EditionResult:
         log.info("resuming edition %s (%s)", edition.key, edition.status.value)
-        self._recover(edition)
+        self.recovery.recover(edition)
         if edition.status is EditionStatus.PLANNED and not self.store.editions.delivery_counts(edition.id):
             # Killed before planning wrote anything, maybe before the feed was stored: fetch it now,
             # or the edition would be planned from stale (or no) reports.
             self._fetch_for(edition)
-        cadences = _cadences_for(edition.schedule)
+        cadences = cadences_for(edition.schedule)
         return self._plan_and_send(
             edition, cadences=cadences, on_planned=on_planned, on_outcome=on_outcome, created=False
         )
@@ -360,7 +309,7 @@ class EditionRunner:
         note = ""
         if edition.status is EditionStatus.PLANNED:
             with hold_planning_lock(self.store.locks, clock=self.clock, host=self.host):
-                total = self._write_outbox(edition, cadences=cadences)
+                total = self.planner.write_outbox(edition, cadences=cadences)
                 waiting = self.store.subscribers.count_waiting(cadences=cadences, outside_edition=edition.id)
             if waiting:
                 # Kept as the edition's reason, so `newsletter editions ID` says who is not in it and why.
@@ -391,7 +340,7 @@ class EditionRunner:
             return EditionResult(
                 fresh, created, message=f"edition {edition.key} is {fresh.status.value} now; nothing sent"
             )
-        self._repair_variants(edition)
+        self.planner.repair_variants(edition)
         if not send:
             planned = self.store.editions.delivery_counts(edition.id).get(DeliveryState.PENDING.value, 0)
             return EditionResult(
@@ -479,187 +428,3 @@ class EditionRunner:
         fresh = self.store.editions.get_edition(edition.id)
         assert fresh is not None
         return fresh
-
-    def _write_outbox(self, edition: Edition, *, cadences: Sequence[Cadence] | None) -> int:
-        """Plan: one row per reader with reports, one variant per report set; returns the rows written.
-
-        Call it holding the planning lock. Readers are planned as groups (same topics,
-        mark and first-digest standing choose the same reports), and the rows are
-        written by the database from the groups' choices (storage/planning.py). Readers
-        another edition still owes are left out. Each row records the reader's mark
-        once it is sent, and how many reports were carried to the next digest. Readers
-        with nothing to get have their mark moved to the horizon at once (they were
-        judged, and nothing was for them). Safe to rerun after a crash: readers that
-        already have a row are skipped, and existing variants are reused.
-        """
-        groups = self.store.planning.reader_groups(cadences=cadences, edition_id=edition.id)
-        marks = [g.ledger_seq for g in groups if g.ledger_seq is not None]
-        ledger = self._ledger(edition.as_of, lowest=min(marks) if marks else None)
-        variant_ids = {tuple(v.report_ids): v.id for v in self.store.editions.list_variants(edition.id)}
-        max_reports = self.settings.digest.max_reports
-        choices = []
-        for group in groups:
-            reader = _GroupReader(group.topics, None if group.first else edition.as_of, group.ledger_seq)
-            selection = select_reports(reader, ledger, max_reports=max_reports)
-            if not selection.reports:
-                choices.append(GroupChoice(group, None, ledger.horizon))
-                continue
-            variant_id = variant_ids.get(selection.key)
-            if variant_id is None:
-                variant_id = variant_ids[selection.key] = self._add_variant(edition, selection.reports)
-            choices.append(GroupChoice(group, variant_id, selection.mark, selection.carried))
-        return self.store.planning.write_choices(
-            choices,
-            edition_id=edition.id,
-            cadences=cadences,
-            horizon=ledger.horizon,
-            message_id_affixes=MessageIds(self.domain, edition.id).affixes,
-            now=self.clock(),
-        )
-
-    def _repair_variants(self, edition: Edition) -> None:
-        """Render variants a crash left empty (the row is written before its render finishes)."""
-        for variant in self.store.editions.list_variants(edition.id):
-            if not variant.html:
-                reports = self.store.reports.get_reports(variant.report_ids)
-                digest = self.renderer.render(reports, archive_url=self.archive_url(variant.id))
-                self.store.editions.set_variant_content(
-                    variant.id, subject=digest.subject, html=digest.html, text=digest.text
-                )
-
-    def _add_variant(self, edition: Edition, reports: Sequence[Report]) -> int:
-        variant_id = self.store.editions.add_variant(
-            edition_id=edition.id, report_ids=[r.id for r in reports], subject="", html="", text=""
-        )
-        digest = self.renderer.render(reports, archive_url=self.archive_url(variant_id))
-        self.store.editions.set_variant_content(
-            variant_id, subject=digest.subject, html=digest.html, text=digest.text
-        )
-        return variant_id
-
-    def recover_dead_senders(self) -> None:
-        """Recover every edition a dead sender of this machine left rows in, or a journal file in
-        ``delivery.journal_dir`` (a worker does this each time it looks for work).
-
-        ``drain`` recovers only an edition it can claim rows of: rows a sender killed here held
-        stayed 'sending' until their lease ran out, and the journal of a sender killed after
-        another machine finished its edition was never read nor removed.
-        """
-        host = self.host
-        ids = {
-            edition_id
-            for edition_id, holder in self.store.outbox.sending_holders()
-            if _dead_here(holder, host)
-        }
-        for path in journals_in(Path(self.settings.delivery.journal_dir)):
-            owner = journal_owner(path)
-            if owner is not None and not _alive(owner[1]):
-                ids.add(owner[0])
-        for edition_id in sorted(ids):
-            edition = self.store.editions.get_edition(edition_id)
-            if edition is not None:
-                self._recover(edition)
-
-    def _recover(self, edition: Edition) -> None:
-        """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.
-
-        Rows whose data was sent without a recorded reply are sent again with the
-        same Message-ID (at most one per connection that was open at the crash).
-        Rows held by a live sender, or by one on another machine, are left alone:
-        the other machine's rows come back when their lease runs out. One recovery
-        at a time per edition (a database lock): two at once would each requeue rows
-        the other had just handed out again. Every write is fenced on the dead holder,
-        so a row someone else took meanwhile is not touched.
-        """
-        lock = SendLock(
-            self.store.locks, f"recover:{edition.id}", clock=self.clock, heartbeat=False, host=self.host
-        )
-        if not lock.try_acquire():
-            log.info("edition %s: another process is recovering it; not recovering here", edition.key)
-            return
-        try:
-            self._recover_held(edition)
-        finally:
-            lock.release()
-
-    def _recover_held(self, edition: Edition) -> None:
-        directory = Path(self.settings.delivery.journal_dir)
-        host = self.host
-        dead: dict[int, tuple[int, str]] = {}  # row id -> (subscriber id, holder)
-        for row_id, subscriber_id, claimed_by in self.store.outbox.sending_rows(edition.id):
-            if _dead_here(claimed_by, host):
-                dead[row_id] = (subscriber_id, claimed_by)
-        paths = [p for p in journal_files(directory, edition.id) if not _alive(_journal_pid(p))]
-        entries = replay(paths)
-        outcomes: dict[str, list[DeliveryOutcome]] = {}
-        retry: dict[str, list[int]] = {}
-        for row_id in sorted(dead):
-            subscriber_id, holder = dead[row_id]
-            entry = entries.get(row_id)
-            if (
-                entry is not None
-                and entry.state is not None
-                and entry.state not in (DeliveryState.DEFERRED, DeliveryState.PENDING)
-            ):
-                outcomes.setdefault(holder, []).append(
-                    DeliveryOutcome(
-                        row_id,
-                        subscriber_id,
-                        entry.state,
-                        entry.code,
-                        entry.reply or "recovered from the send journal",
-                    )
-                )
-            else:
-                retry.setdefault(holder, []).append(row_id)
-        recorded = requeued = 0
-        for holder, found in outcomes.items():
-            written = self.store.outbox.record_outcomes(found, as_of=edition.as_of, holder=holder)
-            self.suppressor().record_failures([o for o in found if o.delivery_id in written])
-            recorded += len(written)
-        for holder, ids in retry.items():
-            requeued += self.store.outbox.give_back(
-                ids, holder=holder, reply="requeued after an interrupted send"
-            )
-        if dead or paths:
-            log.info(
-                "recovered edition %s: %d results from journals, %d rows requeued",
-                edition.key,
-                recorded,
-                requeued,
-            )
-        for path in paths:
-            path.unlink(missing_ok=True)
-
-
-def _dead_here(claimed_by: str, host: str) -> bool:
-    """No holder, or a sender of this machine (``host``) whose process is gone."""
-    owner_host, _, pid = claimed_by.rpartition(":")
-    return not claimed_by or (owner_host == host and pid.isdigit() and not _alive(int(pid)))
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _journal_pid(path: Path) -> int:
-    owner = journal_owner(path)
-    return owner[1] if owner else -1
-
-
-def _cadences_for(schedule: str) -> list[Cadence] | None:
-    if schedule == Cadence.DAILY.value:
-        return [Cadence.DAILY]
-    if schedule == Cadence.WEEKLY.value:
-        return [Cadence.WEEKLY]
-    return None
