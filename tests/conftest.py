@@ -6,7 +6,8 @@
   (tests/factories.py ``service_env``);
 - ``make_service``: Services from ``base_env`` plus overrides, optionally on a FakeClock,
   closed after the test (Settings alone: ``build_settings`` / ``settings_from_env``);
-- ``sample_service`` / ``sample_rows``: subscribers/sample.csv loaded / read.
+- ``sample_service`` / ``sample_rows``: subscribers/sample.csv loaded / read;
+- ``feed_server``: bytes served over real HTTP (tests/servers.py ``FeedServer``).
 
 Packages with needs of their own override or add to these in their conftest.
 """
@@ -24,6 +25,7 @@ from newsletter.config import SAMPLE_SUBSCRIBERS
 from newsletter.service import Service
 from newsletter.subscriptions import import_file
 from tests.factories import FakeClock, Services, service_env
+from tests.servers import FeedServer
 
 
 @pytest.fixture
@@ -68,3 +70,11 @@ def sample_service(make_service: Callable[..., Service]) -> Service:
 def sample_rows() -> list[dict[str, str]]:
     with SAMPLE_SUBSCRIBERS.open(newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """``feed_server.serve(path, body)`` -> the URL where a real HTTP server answers with ``body``."""
+    server = FeedServer()
+    yield server
+    server.close()

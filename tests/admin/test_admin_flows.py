@@ -9,18 +9,9 @@ from typing import Any
 
 from newsletter.models import EditionStatus
 from newsletter.sink.faults import FaultRule
+from tests.servers import wait_until
 
 from .helpers import ORIGIN, Operator
-
-
-def wait_until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def test_preview_lists_each_report_with_its_reason_at_600_and_375(signed_in: Any) -> None:

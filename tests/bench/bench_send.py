@@ -67,6 +67,7 @@ from typing import Any
 HERE = Path(__file__).resolve()
 PROJECT = HERE.parents[2]
 sys.path.insert(0, str(PROJECT))
+from tests.servers import free_port  # noqa: E402  (needs the project on sys.path)
 
 MAILDEV_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "newsletter-bench" / "maildev"
 SMTP_SINK_CANDIDATES = ("/usr/sbin/smtp-sink", "/usr/lib/postfix/sbin/smtp-sink")
@@ -94,12 +95,6 @@ TARGETS = {
 
 
 # -- small utilities ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:

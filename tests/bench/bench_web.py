@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.servers import free_port  # noqa: E402  (needs the project on sys.path)
+
 SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 CHILD = """
 import sys, uvicorn
@@ -46,12 +48,6 @@ service = Service(settings)
 service.runner.ingest()
 uvicorn.run(create_app(service), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(tree: Path, work: Path, smtp_port: int) -> tuple[subprocess.Popen[bytes], str]:

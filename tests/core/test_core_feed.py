@@ -199,40 +199,15 @@ def test_feed_with_an_undated_entry_stores_every_entry(make_service, tmp_path):
     assert service.store.reports.count_reports() == 2
 
 
-def test_feed_over_http(make_service, tmp_path):
+def test_feed_over_http(feed_server):
     """A feed served over HTTP by a real local server (http.server in a thread)."""
-    import http.server
-    import threading
-
     body = rss([Item("Served over HTTP", "http", utc(2018, 8, 3), topics=["China"])]).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/feed.xml":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/rss+xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        result = load_reports(base + "/feed.xml", timeout=5, teaser_length=100)
-        assert [r.title for r in result.reports] == ["Served over HTTP"]
-        with pytest.raises(FeedError) as excinfo:
-            load_reports(base + "/missing.xml", timeout=5, teaser_length=100)
-        assert "404" in str(excinfo.value) and base + "/missing.xml" in str(excinfo.value)
-    finally:
-        server.shutdown()
-        server.server_close()
+    result = load_reports(feed_server.serve("/feed.xml", body), timeout=5, teaser_length=100)
+    assert [r.title for r in result.reports] == ["Served over HTTP"]
+    missing = feed_server.base + "/missing.xml"
+    with pytest.raises(FeedError) as excinfo:
+        load_reports(missing, timeout=5, teaser_length=100)
+    assert "404" in str(excinfo.value) and missing in str(excinfo.value)
 
 
 def test_plain_text_title_keeps_angle_brackets():

@@ -7,7 +7,6 @@ started in this process; the database and the sink's Maildir are then inspected.
 
 from __future__ import annotations
 
-import http.server
 import os
 import random
 import shutil
@@ -32,6 +31,7 @@ from newsletter.subscriptions import add_subscriber
 from newsletter.tokens import TokenSigner
 from tests.factories import SECRET_KEY, service_env
 from tests.invariants import Checked, check_delivery, header
+from tests.servers import FeedServer
 
 N = 240  # subscribers
 CONNECTIONS = 4
@@ -237,45 +237,10 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
 # -- crash windows outside the send loop ---------------------------------------------------
 
 
-class SlowFeed:
-    """Serves the sample feed over HTTP, holding each request until released."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self.release = threading.Event()
-        body = SAMPLE_FEED.read_bytes()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requested.set()
-                outer.release.wait(30)
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/rss+xml")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client was killed while waiting
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def slow_feed() -> Iterator[SlowFeed]:
-    feed = SlowFeed()
+def slow_feed() -> Iterator[FeedServer]:
+    """The sample feed over HTTP, holding each request until released."""
+    feed = FeedServer(held=True)
     try:
         yield feed
     finally:
@@ -283,10 +248,10 @@ def slow_feed() -> Iterator[SlowFeed]:
 
 
 def test_kill_while_fetching_the_feed_then_resume_sends_the_edition(
-    template_db, tmp_path: Path, slow_feed: SlowFeed
+    template_db, tmp_path: Path, slow_feed: FeedServer
 ):
     template, emails = template_db
-    trial = Trial(tmp_path / "trial", template, feed=slow_feed.url)
+    trial = Trial(tmp_path / "trial", template, feed=slow_feed.serve("/feed.xml", SAMPLE_FEED.read_bytes()))
     key = "fetching"
     try:
         proc = trial.spawn("send", "--key", key)

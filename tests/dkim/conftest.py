@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,24 +19,10 @@ from pathlib import Path
 import pytest
 
 from newsletter.delivery.dkim import DkimKey, generate_key
+from tests.servers import free_port
 
 NSD = shutil.which("nsd") or ("/usr/sbin/nsd" if Path("/usr/sbin/nsd").exists() else None)
 Record = tuple[str, str, str]
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for the DNS server")
 
 
 def zone_value(rtype: str, value: str) -> str:
@@ -72,7 +57,7 @@ def dns_zone(tmp_path: Path) -> Iterator[Callable[[Sequence[Record]], str]]:
         work = tmp_path / f"nsd{count[0]}"
         work.mkdir()
         write_zone(work / "zone", origin, records)
-        port = free_port()
+        port = free_port(udp=True)
         (work / "nsd.conf").write_text(
             "server:\n"
             f"  ip-address: 127.0.0.1@{port}\n"

@@ -25,6 +25,7 @@ from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import deliveries
 from tests.factories import bulk_subscribers, utc
 from tests.invariants import check_delivery
+from tests.servers import wait_until
 
 from .helpers import NEWSLETTER, plan_only, subprocess_env
 
@@ -47,13 +48,6 @@ def copies(sink) -> Counter[str]:
     """Message-ID -> copies the sink holds."""
     sink.flush()
     return Counter(m.headers["Message-ID"] for m in sink.messages())
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def finish(*workers: subprocess.Popen[str]) -> list[tuple[int, str, str]]:

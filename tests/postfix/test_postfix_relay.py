@@ -13,7 +13,7 @@ from newsletter.sink.faults import FaultRule
 from newsletter.storage.schema import bounce_events
 from newsletter.subscriptions import add_subscriber
 from tests.delivery.helpers import bounce_count, flat, subscriber_status
-from tests.postfix.instance import free_port
+from tests.servers import free_port
 
 
 def kinds(world, email: str) -> list[str]:
