@@ -29,7 +29,7 @@ from newsletter.admin.endpoints.editions import (
     send_now,
     test_send,
 )
-from newsletter.admin.endpoints.imports import import_readers
+from newsletter.admin.endpoints.imports import import_job, import_readers
 from newsletter.admin.endpoints.readers import (
     change_reader,
     create_reader,
@@ -83,6 +83,7 @@ def api_routes(console: Console) -> list[BaseRoute]:
         Route("/api/v1/readers/{reader_id:int}", change_reader, methods=["PATCH"]),
         Route("/api/v1/readers/{reader_id:int}/reactivate", reactivate_reader, methods=["POST"]),
         Route("/api/v1/import", import_readers, methods=["POST"]),
+        Route("/api/v1/import/{job_id}", import_job, methods=["GET"]),
         Route("/api/v1/preview", preview, methods=["GET"]),
         Route("/api/v1/test-send", test_send, methods=["POST"]),
         Route("/api/v1/send/audience", audience, methods=["GET"]),

@@ -51,6 +51,8 @@ def console_routes(console: Console) -> list[BaseRoute]:
         Route("/admin/import", imports.import_form, methods=["GET"]),
         Route("/admin/import/preview", imports.import_preview, methods=["POST"]),
         Route("/admin/import/run", imports.import_run, methods=["POST"]),
+        Route("/admin/import/jobs/{job_id}.json", imports.import_job_json, methods=["GET"]),
+        Route("/admin/import/jobs/{job_id}", imports.import_job, methods=["GET"]),
         Route("/admin/audit", accounts.audit_log, methods=["GET"]),
         Route("/admin/users", accounts.users, methods=["GET"]),
         Route("/admin/users/new", accounts.create_user, methods=["POST"]),

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.admin.accounts import Accounts, SignedIn, role_at_least
 from newsletter.admin.engine import ConsoleEngine
-from newsletter.admin.importing import Uploads
+from newsletter.admin.import_jobs import ImportJobs
+from newsletter.admin.importing import MAX_IMPORT_BYTES, Uploads, UploadTooLarge
 from newsletter.admin.security import AttemptLimiter, client_of, same_origin
 from newsletter.config import DEFAULT_TEMPLATES
 from newsletter.service import Service
@@ -36,7 +39,7 @@ SESSION_COOKIE = "nl_console"
 SECURE_SESSION_COOKIE = "__Host-nl_console"  # __Host-: Secure, Path=/, no Domain, enforced by browsers
 LOGIN_COOKIE = "nl_console_login"
 MAX_FORM = 64 * 1024
-MAX_UPLOAD = 5 * 1024 * 1024
+MAX_UPLOAD = MAX_IMPORT_BYTES  # an import's file, streamed to disk
 
 
 class Refused(Exception):
@@ -64,6 +67,7 @@ class Console:
         )
         self.engine = ConsoleEngine(service)
         self.uploads = Uploads()  # files between the import's mapping preview and the import
+        self.imports = ImportJobs(service.store)  # imports running in the background, and the last ones
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(DEFAULT_TEMPLATES)),
             autoescape=jinja2.select_autoescape(["html"]),
@@ -130,7 +134,9 @@ class Console:
 
 
 async def read_form(request: Request, *, upload: bool = False) -> FormData:
-    limit = MAX_UPLOAD if upload else MAX_FORM
+    if upload:
+        return await read_upload_form(request)
+    limit = MAX_FORM
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise Refused(413, "the form is too large")
@@ -143,6 +149,30 @@ async def read_form(request: Request, *, upload: bool = False) -> FormData:
     try:
         return await request.form(max_files=1 if upload else 0, max_fields=200)
     except Exception as exc:  # python-multipart raises several kinds for garbage
+        raise Refused(400, "the form could not be read") from exc
+
+
+async def read_upload_form(request: Request) -> FormData:
+    """A form with one file, parsed as it streams in: the file spools to disk in Starlette's parser
+    (never whole in memory), the other fields stay small, and the body stops at MAX_UPLOAD."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_UPLOAD):
+        raise Refused(413, UploadTooLarge().message, hint=UploadTooLarge().hint)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise Refused(400, "the form could not be read", hint="Upload the file with the console's form.")
+
+    async def capped() -> AsyncGenerator[bytes, None]:
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > MAX_UPLOAD:
+                raise Refused(413, UploadTooLarge().message, hint=UploadTooLarge().hint)
+            yield chunk
+
+    parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=200, max_part_size=MAX_FORM)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
         raise Refused(400, "the form could not be read") from exc
 
 

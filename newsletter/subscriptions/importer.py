@@ -165,21 +165,28 @@ def _validated(plan: ColumnPlan, fields: list[str]) -> ImportRow:
     )
 
 
-def import_file(store: Store, path: Path, *, encoding: str = "utf-8", **options: object) -> ImportResult:
-    """``import_csv`` on a file, after checking the whole file decodes (nothing is written if it does not)."""
+def import_file(
+    store: Store, path: Path, *, encoding: str = "utf-8", source: str | None = None, **options: object
+) -> ImportResult:
+    """``import_csv`` on a file, after checking the whole file decodes (nothing is written if it does not).
+
+    ``source`` names the file in results and errors (default: its path; an upload gives the
+    name it was uploaded under). The CLI, the console and the API all import through here.
+    """
     try:
         codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     except LookupError as exc:
         raise SubscriberError(f"unknown encoding {encoding!r}", hint="Use utf-8, cp1252 or latin-1.") from exc
+    name = source or str(path)
     try:
         _check_encoding(path, codec)
         with path.open(newline="", encoding=codec) as stream:
-            return import_csv(store, stream, source=str(path), **options)  # type: ignore[arg-type]
+            return import_csv(store, stream, source=name, **options)  # type: ignore[arg-type]
     except OSError as exc:
-        raise SubscriberError(f"cannot read {path}: {exc.strerror}", hint="Check the path.") from exc
+        raise SubscriberError(f"cannot read {name}: {exc.strerror}", hint="Check the path.") from exc
     except UnicodeDecodeError as exc:
         raise SubscriberError(
-            f"{path} is not {'UTF-8' if codec == 'utf-8-sig' else encoding} text (byte {exc.start} of a block cannot be read)",
+            f"{name} is not {'UTF-8' if codec == 'utf-8-sig' else encoding} text (byte {exc.start} of a block cannot be read)",
             hint="Save the file as 'CSV UTF-8', or name its encoding: --encoding cp1252 (Excel on Windows) or latin-1.",
         ) from exc
 

@@ -38,3 +38,29 @@
   }
   document.addEventListener("DOMContentLoaded", function () { setTimeout(poll, 500); });
 })();
+// Import progress: an import's page polls its job every second and shows the result when it ends.
+(function () {
+  "use strict";
+  function poll(el) {
+    var id = el.getAttribute("data-import-job");
+    fetch("/admin/import/jobs/" + encodeURIComponent(id) + ".json", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (job) {
+        if (!job) { setTimeout(function () { poll(el); }, 5000); return; }
+        var done = el.querySelector("[data-import-done]");
+        var bar = el.querySelector("progress");
+        var state = el.querySelector("[data-import-state]");
+        if (done) { done.textContent = job.done.toLocaleString("en-US"); }
+        if (bar) { bar.max = Math.max(job.total, 1); bar.value = job.done; }
+        if (state) { state.textContent = job.state === "waiting" ? " (waiting for the import before it)" : ""; }
+        document.body.setAttribute("data-polled", String(Date.now()));
+        if (job.state === "waiting" || job.state === "importing") { setTimeout(function () { poll(el); }, 1000); }
+        else { window.location.reload(); }
+      })
+      .catch(function () { setTimeout(function () { poll(el); }, 5000); });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var el = document.querySelector("[data-import-job]");
+    if (el && el.getAttribute("data-state") !== "finished" && el.getAttribute("data-state") !== "failed") { setTimeout(function () { poll(el); }, 500); }
+  });
+})();

@@ -26,6 +26,14 @@ def upload(console: Any, content: str, *, name: str = "members_export.csv", fmt:
     )
 
 
+def finished(console: Any, started: Any) -> Any:
+    """The page of an import started by ``started`` (a 303 to it), once the import has ended."""
+    assert started.status_code == 303, started.text
+    page = started.headers["location"]
+    console.app.state.console.imports.wait(page.rsplit("/", 1)[1], timeout=60)
+    return console.client.get(page)
+
+
 def test_mailchimp_export_is_previewed_with_its_columns_then_imported(signed_in: Any) -> None:
     console = signed_in("editor")
     shown = upload(console, MAILCHIMP)
@@ -39,15 +47,18 @@ def test_mailchimp_export_is_previewed_with_its_columns_then_imported(signed_in:
     )  # nothing imported yet
     upload_id = re.search(r'name="upload" value="([^"]+)"', shown.text)
     assert upload_id
-    done = console.client.post(
-        "/admin/import/run",
-        data={
-            "csrf": console.csrf("/admin/import"),
-            "upload": upload_id.group(1),
-            "format": "",
-            "map_email": "Email Address",
-        },
-        headers=ORIGIN,
+    done = finished(
+        console,
+        console.client.post(
+            "/admin/import/run",
+            data={
+                "csrf": console.csrf("/admin/import"),
+                "upload": upload_id.group(1),
+                "format": "",
+                "map_email": "Email Address",
+            },
+            headers=ORIGIN,
+        ),
     )
     assert done.status_code == 200, done.text
     assert "2 added" in done.text and "1 invalid" in done.text
@@ -81,15 +92,18 @@ def test_column_choice_overrides_the_preset(signed_in: Any) -> None:
     assert shown.status_code == 200 and "hal@example.org</td><td>Hal</td>" in shown.text
     upload_id = re.search(r'name="upload" value="([^"]+)"', shown.text)
     assert upload_id
-    done = console.client.post(
-        "/admin/import/run",
-        data={
-            "csrf": console.csrf("/admin/import"),
-            "upload": upload_id.group(1),
-            "map_email": "Contact",
-            "map_name": "Who",
-        },
-        headers=ORIGIN,
+    done = finished(
+        console,
+        console.client.post(
+            "/admin/import/run",
+            data={
+                "csrf": console.csrf("/admin/import"),
+                "upload": upload_id.group(1),
+                "map_email": "Contact",
+                "map_name": "Who",
+            },
+            headers=ORIGIN,
+        ),
     )
     assert "1 added" in done.text
 
@@ -117,16 +131,30 @@ def test_api_import_uses_the_same_presets_and_column_map(signed_in: Any) -> None
     token = re.search(r'id="new-token">([^<]+)<', made.text)
     assert token
     auth = {"Authorization": f"Bearer {token.group(1)}", "Content-Type": "text/csv"}
-    r = console.client.post("/api/v1/import", content=MAILCHIMP.encode(), headers=auth)
-    assert r.status_code == 200, r.text
-    assert r.json()["format"] == "mailchimp" and r.json()["added"] == 2 and r.json()["invalid"] == 1
-    r = console.client.post(
-        "/api/v1/import",
-        params={"map": ["email=Contact"]},
-        content=b"Contact,Who\r\nhal@example.org,Hal\r\n",
-        headers=auth,
+
+    def imported(r: Any) -> dict[str, Any]:
+        """The API's answer to an import (202 and its job), then the job's once it has ended."""
+        assert r.status_code == 202, r.text
+        console.app.state.console.imports.wait(r.json()["id"], timeout=60)
+        job = console.client.get(r.headers["location"], headers=auth)
+        assert job.status_code == 200 and job.json()["state"] == "finished", job.text
+        return job.json()["result"]
+
+    r = imported(console.client.post("/api/v1/import", content=MAILCHIMP.encode(), headers=auth))
+    assert r["format"] == "mailchimp" and r["added"] == 2 and r["invalid"] == 1
+    r = imported(
+        console.client.post(
+            "/api/v1/import",
+            params={"map": ["email=Contact"]},
+            content=b"Contact,Who\r\nhal@example.org,Hal\r\n",
+            headers=auth,
+        )
     )
-    assert r.status_code == 200 and r.json()["added"] == 1
+    assert r["added"] == 1
+    # A file without an address column is refused at once, before any row is read.
+    no_email = console.client.post("/api/v1/import", content=b"Who,When\r\nHal,today\r\n", headers=auth)
+    assert no_email.status_code == 400 and "no email column" in no_email.text
+    assert console.client.get("/api/v1/import/nonsense", headers=auth).status_code == 404
     assert console.client.post("/api/v1/import", content=b"\xff\xfe\x00bad", headers=auth).status_code == 400
     assert (
         console.client.post(
