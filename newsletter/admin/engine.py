@@ -28,7 +28,7 @@ from typing import Any
 from newsletter.content.planner import why_included
 from newsletter.delivery.sender import worker_name
 from newsletter.editions.lock import lock_name
-from newsletter.editions.preview import Preview, render_preview, send_test
+from newsletter.editions.preview import HeldBack, Preview, held_back, read_feed, render_preview, send_test
 from newsletter.editions.runner import EditionRunner
 from newsletter.errors import EditionError, NewsletterError
 from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, Edition, EditionStatus, Report
@@ -39,10 +39,27 @@ log = logging.getLogger("newsletter.admin.engine")
 MANUAL = "manual"  # "send now" to every reader, whatever their cadence
 UNFINISHED = (EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED)
 STATUS_POLL = 0.5  # seconds between looks at the edition's status during a send
+PLAN_WAIT = 120.0  # seconds a console send waits for its planning, beyond the feed's timeout
 
 
 class PausedByOperator(Exception):
     """Raised from the send's outcome hook to stop it: an operator paused the edition."""
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who an edition of ``schedule`` would mail now, and what the count does not include yet."""
+
+    schedule: str
+    readers: int
+    held: HeldBack  # reports the settle window still holds back
+    feed: str  # why the feed was not read now ("" when it was)
+
+
+@dataclass(frozen=True)
+class SendStarted:
+    edition: Edition
+    readers: int  # the rows planned: the count confirmed, audited and mailed
 
 
 @dataclass(frozen=True)
@@ -90,15 +107,24 @@ class ConsoleEngine:
             hint="The dashboard lists the schedules (schedule.daily, schedule.weekly).",
         )
 
-    def audience(self, schedule: str) -> int:
-        """How many readers an edition of ``schedule`` would mail now (those with something new)."""
-        planned = self.runner.plan(cadences=self.cadences_for(schedule))
-        return sum(1 for p in planned if p.selection.reports)
+    def audience(self, schedule: str) -> Audience:
+        """How many readers an edition of ``schedule`` would mail now: the number a send is confirmed with.
+
+        Reads the feed first (the engine's one conditional fetch), then counts as the send's
+        planning chooses (``EditionPlanner.audience``), so the count shown is the count planned.
+        """
+        cadences = self.cadences_for(schedule)
+        feed = read_feed(self.runner)
+        readers = self.runner.planner.audience(cadences=cadences, as_of=self.runner.clock())
+        return Audience(schedule, readers, held_back(self.runner), feed)
 
     # -- preview and test send ---------------------------------------------------------------
 
-    def preview(self, email: str | None) -> Preview:
-        return render_preview(self.runner, email=email)
+    def preview(self, email: str | None, *, fetch: bool = True) -> Preview:
+        """What ``email`` would get now; reads the feed first unless ``fetch=False`` (the page's frames,
+        loaded right after the page that read it)."""
+        feed = read_feed(self.runner) if fetch else ""
+        return render_preview(self.runner, email=email, feed=feed)
 
     @staticmethod
     def reasons(preview: Preview) -> list[tuple[Report, str]]:
@@ -115,15 +141,46 @@ class ConsoleEngine:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def start_send(self, schedule: str) -> Edition:
-        """Start an edition of ``schedule`` now, in the background; returns it once it exists."""
+    def start_send(self, schedule: str, *, confirmed: int) -> SendStarted:
+        """Start an edition of ``schedule`` now, in the background, for exactly ``confirmed`` readers.
+
+        The engine reads the feed, plans under the schedule's send lock and, before writing
+        any row, refuses (AudienceChanged: nothing sent, no reader's state changed) when the
+        plan is not the confirmed count. Returns once the edition is planned, with the
+        number planned (the number to audit), or raises why it did not start.
+        """
         cadences = self.cadences_for(schedule)
         key = f"{schedule}-now-{self.now():%Y%m%dT%H%M%S.%fZ}"
+        planned: list[int] = []
         self._background(
-            lambda watch: self.runner.run(key=key, schedule=schedule, cadences=cadences, on_outcome=watch),
+            lambda watch: self.runner.run(
+                key=key,
+                schedule=schedule,
+                cadences=cadences,
+                expect=confirmed,
+                on_planned=planned.append,
+                on_outcome=watch,
+            ),
             key=key,
         )
-        return self._wait_for(key)
+        wait = self.settings.reports.timeout + PLAN_WAIT
+        deadline = time.monotonic() + wait
+        while not planned:
+            with self._lock:
+                failed = self._failed.pop(key, None)
+                running = key in self._running
+            if failed is not None:
+                raise failed  # the audience changed, the feed failed, another send holds the lock
+            edition = self.store.editions.find_edition(key)
+            if edition is not None and edition.status is EditionStatus.SKIPPED and not running:
+                raise EditionError(f"edition {key} was skipped: {edition.reason}")
+            if time.monotonic() > deadline:
+                raise EditionError(
+                    f"edition {key} was not planned within {wait:.0f} s",
+                    hint="It goes on in the background; see the dashboard.",
+                )
+            time.sleep(0.05)
+        return SendStarted(self._wait_for(key), planned[0])
 
     def pause(self, edition_id: int, *, by: str) -> Edition:
         edition = self._edition(edition_id)

@@ -39,15 +39,15 @@ def preview(ctx: click.Context, email: str | None, out: str | None, no_fetch: bo
     result = render_preview(service.runner, email=email, feed=feed)
     if out and not result.html:
         raise CliError(
-            f"nothing new for {result.subscriber.email} now, so there is no digest: nothing was written to {out}",
+            f"nothing new for {result.subscriber.email} now, so there is no digest:"
+            f" nothing was written to {out}",
             hint="Preview another reader (--subscriber EMAIL), or wait for new reports in the feed."
             + (f" Note: {feed}." if feed else ""),
         )
     if feed:
         console.print(f"Note: {feed}", markup=False)
-    console.print(
-        f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {result.subject or '(no digest: nothing new)'}"
-    )
+    subject = result.subject or "(no digest: nothing new)"
+    console.print(f"[bold]To:[/bold] {result.subscriber.email}   [bold]Subject:[/bold] {subject}")
     console.print(f"Why: {result.selection.reason}")
     table = Table()
     table.add_column("published")

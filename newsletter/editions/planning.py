@@ -18,8 +18,9 @@ from newsletter.config import Settings
 from newsletter.content.planner import Ledger, Selection, select_reports
 from newsletter.content.render import DigestRenderer
 from newsletter.delivery.message import MessageIds
-from newsletter.models import Cadence, Edition, Report, Subscriber
-from newsletter.storage.planning import GroupChoice
+from newsletter.errors import AudienceChanged
+from newsletter.models import Cadence, Edition, EditionStatus, Report, Subscriber
+from newsletter.storage.planning import GroupChoice, ReaderGroup
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.editions.planning")
@@ -100,7 +101,23 @@ class EditionPlanner:
     def archive_url(self, variant_id: int) -> str:
         return f"{self.settings.site.base_url.rstrip('/')}/archive/{variant_id}"
 
-    def write_outbox(self, edition: Edition, *, cadences: Sequence[Cadence] | None) -> int:
+    def audience(self, *, cadences: Sequence[Cadence] | None, as_of: datetime, edition_id: int = 0) -> int:
+        """How many readers an edition planned at ``as_of`` would mail: the count a send is confirmed
+        with. Chosen exactly as ``write_outbox`` chooses; nothing is written. ``edition_id`` 0 is no
+        edition: readers that an unfinished edition still owes are left out, as planning leaves them.
+        """
+        _, chosen = self._choose(edition_id=edition_id, as_of=as_of, cadences=cadences)
+        return sum(group.readers for group, selection in chosen if selection.reports)
+
+    def check_audience(self, expect: int, *, cadences: Sequence[Cadence] | None, as_of: datetime) -> None:
+        """AudienceChanged unless an edition planned at ``as_of`` would mail ``expect`` readers."""
+        planned = self.audience(cadences=cadences, as_of=as_of)
+        if planned != expect:
+            raise AudienceChanged(expect, planned)
+
+    def write_outbox(
+        self, edition: Edition, *, cadences: Sequence[Cadence] | None, expect: int | None = None
+    ) -> int:
         """Plan: one row per reader with reports, one variant per report set; returns the rows written.
 
         Call it holding the planning lock. Readers are planned as groups (same topics,
@@ -111,16 +128,23 @@ class EditionPlanner:
         with nothing to get have their mark moved to the horizon at once (they were
         judged, and nothing was for them). Safe to rerun after a crash: readers that
         already have a row are skipped, and existing variants are reused.
+
+        ``expect`` (a send confirmed for that many readers): when the plan mails another number,
+        the edition is skipped with the reason and AudienceChanged raised before any row, variant
+        or mark is written, so the count confirmed is the count planned or nothing happens.
         """
-        groups = self.store.planning.reader_groups(cadences=cadences, edition_id=edition.id)
-        marks = [g.ledger_seq for g in groups if g.ledger_seq is not None]
-        ledger = self.ledger(edition.as_of, lowest=min(marks) if marks else None)
+        ledger, chosen = self._choose(edition_id=edition.id, as_of=edition.as_of, cadences=cadences)
+        if expect is not None:
+            planned = sum(group.readers for group, selection in chosen if selection.reports)
+            if planned != expect:
+                refused = AudienceChanged(expect, planned)
+                self.store.editions.set_edition_status(
+                    edition.id, EditionStatus.SKIPPED, reason=f"refused: {refused.message}", now=self.clock()
+                )
+                raise refused
         variant_ids = {tuple(v.report_ids): v.id for v in self.store.editions.list_variants(edition.id)}
-        max_reports = self.settings.digest.max_reports
         choices = []
-        for group in groups:
-            reader = _GroupReader(group.topics, None if group.first else edition.as_of, group.ledger_seq)
-            selection = select_reports(reader, ledger, max_reports=max_reports)
+        for group, selection in chosen:
             if not selection.reports:
                 choices.append(GroupChoice(group, None, ledger.horizon))
                 continue
@@ -136,6 +160,26 @@ class EditionPlanner:
             message_id_affixes=MessageIds(self.domain, edition.id).affixes,
             now=self.clock(),
         )
+
+    def _choose(
+        self, *, edition_id: int, as_of: datetime, cadences: Sequence[Cadence] | None
+    ) -> tuple[Ledger, list[tuple[ReaderGroup, Selection]]]:
+        """The reader groups this edition may plan, each with the reports it would get at ``as_of``."""
+        groups = self.store.planning.reader_groups(cadences=cadences, edition_id=edition_id)
+        marks = [g.ledger_seq for g in groups if g.ledger_seq is not None]
+        ledger = self.ledger(as_of, lowest=min(marks) if marks else None)
+        max_reports = self.settings.digest.max_reports
+        return ledger, [
+            (
+                group,
+                select_reports(
+                    _GroupReader(group.topics, None if group.first else as_of, group.ledger_seq),
+                    ledger,
+                    max_reports=max_reports,
+                ),
+            )
+            for group in groups
+        ]
 
     def repair_variants(self, edition: Edition) -> None:
         """Render variants a crash left empty (the row is written before its render finishes)."""

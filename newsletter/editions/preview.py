@@ -146,9 +146,9 @@ def send_test(
 ) -> Preview:
     """Mail the digest one reader (default: the first active one) would get now to ``to_address``.
 
-    Reads the feed first (``read_feed``; not with ``fetch=False``). The real message for that reader, built and
-    signed as the edition's are, marked "[Test]" and sent on its own: no outbox row, no
-    ledger mark, no edition. Its unsubscribe and preferences links and its envelope
+    Reads the feed first (``read_feed``; not with ``fetch=False``). The real message for that
+    reader, built and signed as the edition's are, marked "[Test]" and sent on its own: no
+    outbox row, no ledger mark, no edition. Its unsubscribe and preferences links and its envelope
     carry test tokens, so clicking around a test (or the mailbox's one-click button)
     never changes the reader. ConfigError when a DKIM key is bad or unpublished (as a
     send); EditionError when there is nothing to send or the server does not take it.

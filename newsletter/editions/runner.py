@@ -112,6 +112,7 @@ class EditionRunner:
         as_of: datetime | None = None,
         fetch: bool = True,
         send: bool = True,
+        expect: int | None = None,
         on_planned: Callable[[int], None] | None = None,
         on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     ) -> EditionResult:
@@ -121,7 +122,8 @@ class EditionRunner:
         schedule runs). A finished edition (sent, skipped, failed) is not run again. A
         feed that cannot be fetched fails the edition with the reason and sends nothing.
         ``send=False`` stops after planning: the outbox is written and the edition is
-        left "sending" for `newsletter worker` processes to drain.
+        left "sending" for `newsletter worker` processes to drain. ``expect``: the reader count
+        the send was confirmed with; a plan of another count is AudienceChanged, nothing written.
         """
         as_of = as_of or self.clock()
         existing = self.store.editions.find_edition(key)
@@ -132,6 +134,12 @@ class EditionRunner:
                 message=f"edition {key} already ended ({existing.status.value}); nothing sent",
             )
         with self.send_lock(schedule):
+            if expect is not None and existing is None:
+                # Compared before the edition exists too, so a refusal leaves nothing behind.
+                if fetch:
+                    self.ingest()  # the edition's one read of the feed: not read again below
+                    fetch = False
+                self.planner.check_audience(expect, cadences=cadences, as_of=as_of)
             edition, created = self.store.editions.create_edition(
                 key=key, schedule=schedule, as_of=as_of, now=self.clock()
             )
@@ -159,6 +167,7 @@ class EditionRunner:
                 on_outcome=on_outcome,
                 created=True,
                 send=send,
+                expect=expect,
             )
 
     def resume(
@@ -301,6 +310,7 @@ class EditionRunner:
         on_outcome: Callable[[DeliveryOutcome], None] | None,
         created: bool,
         send: bool = True,
+        expect: int | None = None,
         unpause: bool = True,
     ) -> EditionResult:
         """Plan the edition if it is not yet, then send what it owes. ``unpause=False`` (a worker)
@@ -309,7 +319,7 @@ class EditionRunner:
         note = ""
         if edition.status is EditionStatus.PLANNED:
             with hold_planning_lock(self.store.locks, clock=self.clock, host=self.host):
-                total = self.planner.write_outbox(edition, cadences=cadences)
+                total = self.planner.write_outbox(edition, cadences=cadences, expect=expect)
                 waiting = self.store.subscribers.count_waiting(cadences=cadences, outside_edition=edition.id)
             if waiting:
                 # Kept as the edition's reason, so `newsletter editions ID` says who is not in it and why.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from newsletter.admin.context import Console, Refused
 from newsletter.admin.endpoints.base import ERRORS, ApiError, Done, Paging, answer, audit, needs, spec
+from newsletter.errors import AudienceChanged
 from newsletter.models import Edition
 
 
@@ -73,7 +75,10 @@ class AudienceQuery(BaseModel):
 
 class Audience(BaseModel):
     schedule: str
-    readers: int
+    readers: int = Field(description="readers an edition planned now would mail: confirm a send with it")
+    held_back: int = Field(description="stored reports the settle window (reports.settle) still holds back")
+    held_until: datetime | None = Field(description="when the last of them is released (UTC)")
+    note: str = Field(description="why the feed was not read now; empty when it was")
 
 
 def edition_out(e: Edition) -> dict[str, Any]:
@@ -184,8 +189,17 @@ async def audience(request: Request) -> Response:
     """How many readers an edition of ``schedule`` would mail now: the number to confirm a send with."""
     console: Console = request.app.state.console
     schedule = request.context.query.schedule  # type: ignore[attr-defined]
-    readers = await run_in_threadpool(console.engine.audience, schedule)
-    return answer(Audience, {"schedule": schedule, "readers": readers})
+    counted = await run_in_threadpool(console.engine.audience, schedule)
+    return answer(
+        Audience,
+        {
+            "schedule": schedule,
+            "readers": counted.readers,
+            "held_back": len(counted.held.reports),
+            "held_until": counted.held.until,
+            "note": counted.feed or str(counted.held),
+        },
+    )
 
 
 @needs("editor")
@@ -195,16 +209,22 @@ async def audience(request: Request) -> Response:
     tags=["sending"],
 )
 async def send_now(request: Request) -> Response:
-    """Start an edition of a schedule now; refused (409) unless confirm_count equals the audience."""
+    """Start an edition of a schedule now for exactly ``confirm_count`` readers.
+
+    The engine reads the feed and plans under the schedule's lock; when the plan is not
+    ``confirm_count`` it is refused (409) before any row is written, and nothing is sent.
+    """
     body: SendNow = request.context.json  # type: ignore[attr-defined]
     console: Console = request.app.state.console
-    readers = await run_in_threadpool(console.engine.audience, body.schedule)
-    if body.confirm_count != readers or readers == 0:
+    if body.confirm_count <= 0:
         raise Refused(
-            409,
-            f"confirm_count is {body.confirm_count} but {readers} readers would get this edition now",
-            hint="GET /api/v1/send/audience and confirm that number.",
+            409, "confirm_count must be the audience, and at least 1", hint="GET /api/v1/send/audience."
         )
-    edition = await run_in_threadpool(console.engine.start_send, body.schedule)
-    await run_in_threadpool(audit, request, "edition.send", edition.key, f"{readers} readers")
-    return answer(EditionOut, edition_out(edition), 202)
+    try:
+        started = await run_in_threadpool(
+            partial(console.engine.start_send, body.schedule, confirmed=body.confirm_count)
+        )
+    except AudienceChanged as exc:
+        raise Refused(409, exc.message, hint=exc.hint) from exc
+    await run_in_threadpool(audit, request, "edition.send", started.edition.key, f"{started.readers} readers")
+    return answer(EditionOut, edition_out(started.edition), 202)

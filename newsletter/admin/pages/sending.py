@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -9,7 +11,7 @@ from starlette.responses import HTMLResponse, Response
 from newsletter.admin.context import Refused
 from newsletter.admin.engine import MANUAL
 from newsletter.admin.pages.base import PageGroup, see_other
-from newsletter.errors import NewsletterError
+from newsletter.errors import AudienceChanged, NewsletterError
 
 
 class SendingPages(PageGroup):
@@ -34,19 +36,24 @@ class SendingPages(PageGroup):
         signed, form = await self.c.posted(request, "editor")
         schedule = str(form.get("schedule") or "")
         confirmed = str(form.get("confirm_count") or "")
-        audience = await run_in_threadpool(self.c.engine.audience, schedule)
-        if confirmed != str(audience):
-            # The list changed since the confirmation was shown, or it was never shown: ask again.
-            raise Refused(
-                409,
-                f"the confirmation was for {confirmed or 'no'} readers but {audience} would get this edition now",
-                hint="Confirm again.",
-            )
-        if audience == 0:
+        if not confirmed.isdigit() or len(confirmed) > 9:
+            raise Refused(409, "this send was not confirmed with a reader count", hint="Open Send now again.")
+        if int(confirmed) == 0:
             raise Refused(409, "no reader has anything new; nothing to send")
-        edition = await run_in_threadpool(self.c.engine.start_send, schedule)
+        try:
+            # The engine plans under the schedule's lock and sends exactly the confirmed count, or
+            # refuses before writing anything when the plan differs (the count changed since shown).
+            started = await run_in_threadpool(self.c.engine.start_send, schedule, confirmed=int(confirmed))
+        except AudienceChanged as exc:
+            raise Refused(409, exc.message, hint=exc.hint) from exc
+        edition = started.edition
         await run_in_threadpool(
-            self.c.audit, request, signed.operator.email, "edition.send", edition.key, f"{audience} readers"
+            self.c.audit,
+            request,
+            signed.operator.email,
+            "edition.send",
+            edition.key,
+            f"{started.readers} readers",
         )
         return see_other(f"/admin/editions/{edition.id}")
 
@@ -75,7 +82,10 @@ class SendingPages(PageGroup):
 
     async def preview_frame(self, request: Request) -> Response:
         await self.c.signed_in(request, "editor")
-        preview = await run_in_threadpool(self.c.engine.preview, request.query_params.get("email", "")[:320])
+        # The page that holds this frame read the feed a moment ago: render from what is stored.
+        preview = await run_in_threadpool(
+            partial(self.c.engine.preview, request.query_params.get("email", "")[:320], fetch=False)
+        )
         return HTMLResponse(preview.html or "<p>Nothing new for this reader now.</p>")
 
     async def test_send(self, request: Request) -> Response:
