@@ -158,6 +158,7 @@ def send(
         if task:
             progress.stop()
     _print_result(result)
+    _say_held_back(service, result)
     _exit_honestly(service, result)
 
 
@@ -279,6 +280,15 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _say_held_back(service: Any, result: Any) -> None:
+    """Reports stored but still in the settle window when the edition was planned: the next one has them."""
+    from newsletter.editions.preview import held_back
+
+    held = held_back(service.runner, as_of=result.edition.as_of)
+    if held.reports:
+        console.print(f"Not in this edition: {held}", markup=False)
 
 
 def _print_result(result: Any) -> None:

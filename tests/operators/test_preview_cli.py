@@ -1,4 +1,4 @@
-"""`newsletter preview`: --out with nothing new, and reports the settle window holds back.
+"""`newsletter preview` and `send`: --out with nothing new, and reports the settle window holds back.
 
 Regressions: `preview --out FILE` wrote nothing and said nothing when the reader had nothing
 new; reports waiting for the settle window (reports.settle) were not mentioned.
@@ -44,3 +44,24 @@ def test_preview_names_the_reports_the_settle_window_holds_and_until_when(cli, t
     until = fresh + timedelta(seconds=600)
     assert f"2 reports wait for the settle window until {until:%Y-%m-%d %H:%M} UTC" in out
     assert "Old News" in out and "Fresh One" not in out.split("wait for the settle window")[0]
+
+
+def test_send_names_the_reports_the_settle_window_kept_out_of_the_edition(cli, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "feed.xml"
+    path.write_text(
+        rss(
+            [
+                Item("Old News", "old", utc(2020, 1, 1)),
+                Item("Fresh One", "fresh-1", now - timedelta(minutes=3)),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env = {"NEWSLETTER_REPORTS_FEED": str(path), "NEWSLETTER_REPORTS_SETTLE": "600"}
+    ok(cli("subscribers", "add", "reader@example.org", env=env))
+    out = ok(cli("send", "--key", "e1", env=env))
+    until = now - timedelta(minutes=3) + timedelta(seconds=600)
+    assert (
+        f"Not in this edition: 1 report waits for the settle window until {until:%Y-%m-%d %H:%M} UTC" in out
+    )
