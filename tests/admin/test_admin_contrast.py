@@ -142,6 +142,9 @@ def test_every_button_on_the_send_reader_and_import_pages_is_readable_at_1280_an
                 page.get_by_role("button", name="Preview the columns").click()
                 expect(page.get_by_text(re.compile("read as a mailchimp export"))).to_be_visible()
                 problems += look(page, f"import-preview-{width}")
+                page.get_by_role("button", name="Import", exact=True).click()
+                expect(page.get_by_role("status")).to_contain_text("invalid")
+                problems += look(page, f"import-finished-{width}")
                 page.close()
         finally:
             browser.close()

@@ -198,3 +198,42 @@ def test_uploads_that_are_not_utf8_or_too_large_leave_nothing_on_disk(
     for refused in (declared, streamed):
         assert refused.status_code == 413 and "larger than" in refused.text
     assert list(directory.iterdir()) == []
+
+
+def test_the_import_page_follows_an_18_mb_import_in_a_real_browser_to_the_end(
+    live: tuple[str, Service, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from .test_admin_browser import CHROMIUM, CHROMIUM_ARGS
+    from .test_admin_contrast import SCREENS
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium (/usr/bin/chromium) is not installed")
+    base_url, service, _app = live
+    export = tmp_path / "members_export.csv"
+    assert write_export(export, domain="browser.example.net") > 18_000_000
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(base_url + "/admin/login")
+            page.get_by_label("Email").fill("editor@console.example.org")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.goto(base_url + "/admin/import")
+            page.get_by_label("CSV file").set_input_files(str(export))
+            page.get_by_role("button", name="Preview the columns").click()
+            expect(page.get_by_text(f"{MEMBERS:,} rows after the header")).to_be_visible(timeout=60_000)
+            page.get_by_role("button", name="Import", exact=True).click()
+            bar = page.locator("#import-progress")
+            expect(bar).to_have_attribute("max", str(MEMBERS))
+            page.screenshot(path=str(SCREENS / "import-running-1000.png"))
+            expect(page.get_by_role("status")).to_contain_text(f"{MEMBERS:,} added", timeout=120_000)
+            expect(bar).to_have_attribute("value", str(MEMBERS))
+            page.screenshot(path=str(SCREENS / "import-finished-1000.png"))
+        finally:
+            browser.close()
+    assert service.store.subscribers.find_subscriber(f"member{MEMBERS - 1:06}@browser.example.net")
