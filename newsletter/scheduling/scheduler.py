@@ -1,71 +1,54 @@
 """APScheduler wiring: scheduled editions on time, once, and never empty.
 
-``start_scheduler(service)`` (inside a running event loop, e.g. the web app's
-lifespan) starts an AsyncIOScheduler whose jobs live in the service's database
-(SQLAlchemyJobStore, table ``scheduler_jobs``): one CronTrigger per enabled
-schedule, read in ``schedule.timezone``, with coalesce on, max_instances 1 and
-``misfire_grace_time = schedule.misfire_grace``.
+``start_scheduler(service)`` starts a BackgroundScheduler (APScheduler 3.11, public API only)
+with one job per enabled schedule: a CronTrigger read in ``schedule.timezone``, coalesce on,
+max_instances 1 (a fire never overlaps the schedule's previous one), and an upkeep job every
+five minutes. Each fire calls ``ScheduledEditions.run(name)`` in a worker thread, which:
 
-Each fire calls ``fire(service, name, slot)`` in a worker thread. ``fire``:
+- finds the slot it serves: the schedule's latest fire time at or before now;
+- names the edition ``<schedule>-<slot in the zone>`` (unique in the database, so two
+  processes firing one slot make one edition);
+- records "skipped: too late" when it wakes more than ``schedule.misfire_grace`` after the
+  slot (so APScheduler's own misfire_grace_time is None: a late wake must be recorded, not
+  only logged);
+- takes the schedule's send lock, fetches the feed with a conditional GET (a feed outage fails
+  the edition, nothing is sent) and runs ``EditionRunner.run`` (the one send path; it records
+  "skipped: no new reports" on a quiet day).
 
-- names the edition ``<schedule>-<slot in the zone>`` (unique in the database, so
-  two processes firing one slot make one edition);
-- records "skipped: too late" when it wakes more than the grace after the slot;
-- takes the schedule's send lock (``newsletter.editions.lock``), fetches the feed
-  with a conditional GET (a feed outage fails the edition, nothing is sent) and
-  runs ``EditionRunner.run`` (the one send path; it records "skipped: no new
-  reports" on a quiet day).
+Downtime: jobs live in memory; at start each schedule's next run is its first slot after the
+newest edition it has in the database. A slot that passed while the process was down is due at
+once, and coalescing makes every missed slot one run for the latest: exactly one catch-up (sent
+if within the grace, else recorded "skipped: too late"). A schedule with no edition yet, or a
+new cron, starts from now.
 
-After days down the stored job's next run time lies in the past; coalescing turns
-every missed slot into one run for the latest, so exactly one catch-up edition
-follows (sent if within the grace, otherwise recorded "skipped: too late").
-
-Two deliberate departures from stock APScheduler, both to honour an injected
-clock (tests drive time without sleeping): the scheduler computes "now" from
-``clock`` when looking for due jobs, and the executor hands each job its slot
-time and applies the grace itself, recording the skip instead of only logging it.
+Time in tests: ``ScheduledEditions`` reads the service's clock, so a test calls ``run`` at the
+times the schedule's trigger gives; one test runs the real scheduler with a per-second trigger.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_SUBMITTED,
-    JobExecutionEvent,
-    JobSubmissionEvent,
-)
-from apscheduler.executors.asyncio import AsyncIOExecutor
-from apscheduler.executors.base import MaxInstancesReachedError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.schedulers.base import STATE_PAUSED
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from newsletter.editions.lock import SendLockBusy
-from newsletter.editions.runner import EditionRunner
 from newsletter.errors import ConfigError, FeedError, NewsletterError
 from newsletter.models import EditionStatus
 from newsletter.scheduling.schedules import Schedule, load_schedules
 from newsletter.service import Service
 
 log = logging.getLogger("newsletter.scheduling.scheduler")
-JOB_TABLE = "scheduler_jobs"
 JOB_PREFIX = "edition:"
+UPKEEP_JOB = "upkeep"
+UPKEEP_INTERVAL = 300.0  # seconds between looks for unfinished editions and due retries
 ENDED = (EditionStatus.SENT, EditionStatus.SKIPPED, EditionStatus.FAILED)
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+# How far back a fire looks for the slot it serves, widening until one is found (a fire wakes
+# just after its slot, so the first window nearly always holds it).
+SLOT_LOOKBACK = tuple(timedelta(seconds=s) for s in (60, 3600, 86400, 8 * 86400, 32 * 86400, 400 * 86400))
 
 
 @dataclass(frozen=True)
@@ -85,23 +68,14 @@ class FireResult:
 
 
 def fire(
-    service: Service,
-    schedule_name: str,
-    slot: datetime,
-    *,
-    now: datetime | None = None,
-    runner: EditionRunner | None = None,
-    clock: Clock | None = None,
-    schedule: Schedule | None = None,
+    service: Service, schedule_name: str, slot: datetime, *, now: datetime, schedule: Schedule | None = None
 ) -> FireResult:
-    """Run (or skip) the edition of one schedule slot; blocking, call it in a worker thread.
+    """Run (or skip) the edition of one schedule slot, woken at ``now``; blocking.
 
     Never raises for an operator-fixable problem (feed down, lock busy, SMTP
     refusal): it records or logs it and returns; the scheduler keeps running.
     """
-    clock = clock or _utcnow
-    now = now or clock()
-    runner = runner or service.runner
+    runner = service.runner
     store = service.store
     if schedule is None:
         schedule = _schedule_named(service, schedule_name, now)
@@ -183,173 +157,86 @@ def _duration(delta: timedelta) -> str:
     return sign + text
 
 
-async def run_scheduled_edition(
-    schedule_name: str,
-    *,
-    service: Service | None = None,
-    runner: EditionRunner | None = None,
-    slot: datetime | None = None,
-    clock: Clock | None = None,
-) -> FireResult:
-    """The job function stored in the job store (by reference): one fire, off the event loop.
-
-    ``EditionExecutor`` supplies the keywords (they cannot be pickled into the job store).
-    """
-    if service is None or slot is None:
-        raise RuntimeError("run_scheduled_edition runs under EditionExecutor, which passes service and slot")
-    clock = clock or _utcnow
-    return await asyncio.to_thread(
-        fire, service, schedule_name, slot, now=clock(), runner=runner, clock=clock
-    )
+def latest_slot(trigger: CronTrigger, now: datetime) -> datetime | None:
+    """The trigger's latest fire time at or before ``now`` (None: none in the last 400 days)."""
+    for lookback in SLOT_LOOKBACK:
+        slot = trigger.get_next_fire_time(None, now - lookback)
+        if slot is None or slot > now:
+            continue
+        while (following := trigger.get_next_fire_time(slot, slot)) is not None and following <= now:
+            slot = following
+        return slot
+    return None
 
 
-# -- APScheduler pieces -----------------------------------------------------------
+# -- the jobs -----------------------------------------------------------------------
 
 
-class EditionExecutor(AsyncIOExecutor):
-    """Runs edition jobs as tasks on the loop, handing each its slot time and the service.
+@dataclass
+class ScheduledEditions:
+    """The scheduler's jobs for one service: ``run`` fires a schedule, ``upkeep`` resumes.
 
-    Stock executors call the job without its scheduled time and judge misfires by
-    the real clock; an edition needs the slot for its key and ``fire`` records a
-    late wake, so this executor passes both through.
+    ``now`` is the service's clock (the real one in production, a fake one in tests).
     """
 
-    def __init__(self, *, service: Service, runner: EditionRunner, clock: Clock) -> None:
-        super().__init__()
-        self.service = service
-        self.runner = runner
-        self.clock = clock
-        self.results: list[FireResult] = []
+    service: Service
+    schedules: list[Schedule]
+    results: list[FireResult] = field(default_factory=list)
 
-    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        async def run() -> list[JobExecutionEvent]:
-            events = []
-            for run_time in run_times:
-                try:
-                    result = await job.func(
-                        *job.args, service=self.service, runner=self.runner, slot=run_time, clock=self.clock
-                    )
-                except Exception as exc:  # logged and reported; the scheduler keeps running
-                    log.exception("job %s failed for slot %s", job.id, run_time)
-                    events.append(
-                        JobExecutionEvent(
-                            EVENT_JOB_ERROR,
-                            job.id,
-                            job._jobstore_alias,
-                            run_time,
-                            exception=exc,
-                            traceback=traceback.format_exc(),
-                        )
-                    )
-                else:
-                    self.results.append(result)
-                    events.append(
-                        JobExecutionEvent(
-                            EVENT_JOB_EXECUTED, job.id, job._jobstore_alias, run_time, retval=result
-                        )
-                    )
-            return events
+    def now(self) -> datetime:
+        return (self.service.clock or _utcnow)()
 
-        def done(f: asyncio.Future[list[JobExecutionEvent]]) -> None:
-            self._pending_futures.discard(f)
-            try:
-                events = f.result()
-            except BaseException as exc:  # cancelled at shutdown
-                self._run_job_error(job.id, exc, exc.__traceback__)
-            else:
-                self._run_job_success(job.id, events)
+    def run(self, schedule_name: str) -> FireResult:
+        """The job of one schedule: fire the slot it is due for now."""
+        now = self.now()
+        [schedule] = [s for s in self.schedules if s.name == schedule_name]
+        slot = latest_slot(schedule.trigger, now)
+        if slot is None:
+            raise RuntimeError(f"schedule {schedule_name} has no slot before {now.isoformat()}")
+        result = fire(self.service, schedule_name, slot, now=now, schedule=schedule)
+        self.results.append(result)
+        return result
 
-        task = self._eventloop.create_task(run())
-        task.add_done_callback(done)
-        self._pending_futures.add(task)
+    def upkeep(self) -> None:
+        """Resume editions a crash left unfinished and send deferred rows that are due."""
+        try:
+            self.service.runner.upkeep()
+        except Exception:  # the scheduler keeps running whatever one look costs
+            log.exception("looking for unfinished editions failed")
+
+    def next_run(self, schedule: Schedule) -> datetime | None:
+        """Where the schedule's job starts: its first slot after its newest edition (due at
+        once if that has passed: the catch-up), or its next slot from now if it has none."""
+        last = self.service.store.editions.last_slot(schedule.name)
+        return schedule.trigger.get_next_fire_time(last, self.now())
 
 
-class ClockedScheduler(AsyncIOScheduler):
-    """An AsyncIOScheduler that asks ``clock`` for the time when it looks for due jobs.
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
-    ``_process_jobs`` follows APScheduler 3.11's own, with the clock in place of
-    ``datetime.now`` and a log line for slots coalesced away after downtime.
-    """
 
-    def __init__(self, *, clock: Clock, **options: Any) -> None:
-        self._clock = clock
-        super().__init__(**options)
-
-    def _process_jobs(self) -> float | None:
-        if self.state == STATE_PAUSED:
-            return None
-        now = self._clock().astimezone(self.timezone)
-        next_wakeup: datetime | None = None
-        events: list[Any] = []
-        with self._jobstores_lock:
-            for alias, jobstore in self._jobstores.items():
-                try:
-                    due_jobs = jobstore.get_due_jobs(now)
-                except Exception as exc:  # database briefly away: try again later
-                    log.warning("cannot read jobs from job store %r: %s", alias, exc)
-                    retry = now + timedelta(seconds=self.jobstore_retry_interval)
-                    next_wakeup = retry if next_wakeup is None or retry < next_wakeup else next_wakeup
-                    continue
-                for job in due_jobs:
-                    executor = self._lookup_executor(job.executor)
-                    run_times = job._get_run_times(now)
-                    if len(run_times) > 1 and job.coalesce:
-                        log.warning(
-                            "job %s missed %d slots (%s to %s); coalesced into one run for the latest",
-                            job.id,
-                            len(run_times),
-                            run_times[0],
-                            run_times[-1],
-                        )
-                    run_times = run_times[-1:] if run_times and job.coalesce else run_times
-                    if run_times:
-                        try:
-                            executor.submit_job(job, run_times)
-                        except MaxInstancesReachedError:
-                            log.warning(
-                                "job %s skipped: the previous run is still going (max_instances %d)",
-                                job.id,
-                                job.max_instances,
-                            )
-                            events.append(
-                                JobSubmissionEvent(EVENT_JOB_MAX_INSTANCES, job.id, alias, run_times)
-                            )
-                        else:
-                            events.append(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, alias, run_times))
-                        following = job.trigger.get_next_fire_time(run_times[-1], now)
-                        if following:
-                            job._modify(next_run_time=following)
-                            jobstore.update_job(job)
-                        else:
-                            self.remove_job(job.id, alias)
-                store_next = jobstore.get_next_run_time()
-                if store_next and (next_wakeup is None or store_next < next_wakeup):
-                    next_wakeup = store_next.astimezone(self.timezone)
-        for event in events:
-            self._dispatch_event(event)
-        if self.state == STATE_PAUSED or next_wakeup is None:
-            return None
-        return max((next_wakeup - self._clock()).total_seconds(), 0.0)
+# -- the scheduler ------------------------------------------------------------------
 
 
 @dataclass
 class SchedulerHandle:
-    """The running scheduler of one process. ``shutdown()`` stops it (jobs stay stored)."""
+    """The running scheduler of one process. ``shutdown()`` stops it."""
 
-    scheduler: ClockedScheduler
-    executor: EditionExecutor
-    schedules: list[Schedule]
-    upkeep: asyncio.Task[None] | None = None
+    scheduler: BackgroundScheduler
+    jobs: ScheduledEditions
 
-    def shutdown(self) -> None:
-        if self.upkeep is not None:
-            self.upkeep.cancel()
+    @property
+    def schedules(self) -> list[Schedule]:
+        return self.jobs.schedules
+
+    def shutdown(self, *, wait: bool = False) -> None:
+        """Stop firing; ``wait``: also wait for the fires already running to end."""
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=wait)
             log.info("scheduler stopped")
 
     def next_run_times(self) -> dict[str, datetime | None]:
-        """Each schedule's stored next fire time, in its zone."""
+        """Each schedule's next fire time, in its zone."""
         times: dict[str, datetime | None] = {}
         for schedule in self.schedules:
             job = self.scheduler.get_job(JOB_PREFIX + schedule.name)
@@ -358,101 +245,50 @@ class SchedulerHandle:
             )
         return times
 
-    async def run_due(self) -> list[FireResult]:
-        """Wake the scheduler now (by its clock) and wait for the fires it starts.
 
-        What the scheduler's own timer does, made awaitable for tests and the CLI.
-        """
-        start = len(self.executor.results)
-        wait = self.scheduler._process_jobs()
-        self.scheduler._start_timer(wait)
-        while pending := [f for f in self.executor._pending_futures if not f.done()]:
-            await asyncio.wait(pending)
-        return self.executor.results[start:]
+def start_scheduler(service: Service, *, schedules: list[Schedule] | None = None) -> SchedulerHandle:
+    """Start the edition scheduler in a background thread; returns a handle with ``shutdown()``.
 
-
-def start_scheduler(service: Service, *, clock: Clock | None = None) -> SchedulerHandle:
-    """Start the edition scheduler on the running event loop; returns a handle with ``shutdown()``.
-
-    Raises ConfigError for a bad schedule (one line, with a hint) and RuntimeError
-    outside a running loop. Jobs persist in the database: a job whose cron and zone
-    are unchanged keeps its stored next run time, so slots missed while the
-    process was down are caught up (coalesced into one).
+    ``schedules``: the ones to run (default: the configured ones). Raises ConfigError for a
+    bad schedule (one line, with a hint).
     """
-    asyncio.get_running_loop()  # AsyncIOScheduler binds to the running loop
-    clock = clock or _utcnow
-    schedules = load_schedules(service.settings, now=clock())
-    store = service.store
-    # The service's runner uses the real clock; a fake clock needs its own runner.
-    runner = (
-        service.runner
-        if clock is _utcnow
-        else EditionRunner(service.settings, store, service.signer, clock=clock)
+    if schedules is None:
+        schedules = load_schedules(service.settings, now=_utcnow())
+    jobs = ScheduledEditions(service, schedules)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    scheduler.add_listener(_overlap_refused, EVENT_JOB_MAX_INSTANCES)
+    for schedule in jobs.schedules:
+        scheduler.add_job(
+            jobs.run,
+            trigger=schedule.trigger,
+            args=[schedule.name],
+            id=JOB_PREFIX + schedule.name,
+            name=f"{schedule.name} edition ({schedule.cron}, {schedule.zone.key})",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,  # fire() judges a late wake and records it
+            next_run_time=jobs.next_run(schedule),
+        )
+    scheduler.add_job(
+        jobs.upkeep,
+        trigger="interval",
+        seconds=UPKEEP_INTERVAL,
+        id=UPKEEP_JOB,
+        name="upkeep (resume unfinished editions, send due retries)",
+        coalesce=True,
+        max_instances=1,
+        next_run_time=_utcnow(),
     )
-    executor = EditionExecutor(service=service, runner=runner, clock=clock)
-    scheduler = ClockedScheduler(
-        clock=clock,
-        timezone=UTC,
-        jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)},
-        executors={"default": executor},
-        job_defaults={
-            "coalesce": True,
-            "max_instances": 1,
-            "misfire_grace_time": service.settings.schedule.misfire_grace,
-        },
-    )
-    scheduler.start(paused=True)  # job store open, nothing runs until the jobs match the config
-    _sync_jobs(scheduler, schedules, now=clock())
-    scheduler.resume()
-    handle = SchedulerHandle(scheduler, executor, schedules)
-    handle.upkeep = asyncio.get_running_loop().create_task(_upkeep_loop(service, runner))
+    scheduler.start()
+    handle = SchedulerHandle(scheduler, jobs)
     for name, when in handle.next_run_times().items():
         log.info("schedule %s: next edition at %s", name, when.isoformat() if when else "never")
-    if not schedules:
+    if not jobs.schedules:
         log.warning(
             "no schedule enabled (schedule.daily and schedule.weekly are empty); only 'newsletter send' sends"
         )
     return handle
 
 
-UPKEEP_INTERVAL = 300.0  # seconds between looks for unfinished editions and due retries
-
-
-async def _upkeep_loop(service: Service, runner: EditionRunner) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(runner.upkeep)
-        except Exception:  # the scheduler keeps running whatever one look costs
-            log.exception("looking for unfinished editions failed")
-        await asyncio.sleep(UPKEEP_INTERVAL)
-
-
-def _sync_jobs(scheduler: ClockedScheduler, schedules: list[Schedule], *, now: datetime) -> None:
-    """Make the stored jobs match the config; keep a stored next run time when the trigger is unchanged."""
-    wanted = {JOB_PREFIX + s.name: s for s in schedules}
-    for job in scheduler.get_jobs():
-        if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
-            log.info("schedule %s turned off; its job is removed", job.id.removeprefix(JOB_PREFIX))
-            scheduler.remove_job(job.id)
-    for job_id, schedule in wanted.items():
-        existing = scheduler.get_job(job_id)
-        if (
-            existing is not None
-            and existing.next_run_time is not None
-            and repr(existing.trigger) == repr(schedule.trigger)
-        ):
-            next_run = existing.next_run_time
-        else:
-            next_run = schedule.trigger.get_next_fire_time(None, now)
-        scheduler.add_job(
-            run_scheduled_edition,
-            trigger=schedule.trigger,
-            args=[schedule.name],
-            id=job_id,
-            name=f"{schedule.name} edition ({schedule.cron}, {schedule.zone.key})",
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=schedule.misfire_grace,
-            next_run_time=next_run,
-        )
+def _overlap_refused(event: JobEvent) -> None:
+    log.warning("job %s skipped: its previous run is still going (max_instances 1)", event.job_id)

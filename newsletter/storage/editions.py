@@ -76,6 +76,16 @@ class EditionStore(StorePart):
             row = conn.execute(sa.select(editions).where(editions.c.key == key)).first()
         return _edition(row) if row else None
 
+    def last_slot(self, schedule: str) -> datetime | None:
+        """The latest as_of of the schedule's editions, whatever became of them (None: none yet).
+
+        The scheduler starts from here: a slot after it that has passed was missed.
+        """
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.max(editions.c.as_of)).where(editions.c.schedule == schedule)
+            ).scalar()
+
     def get_edition(self, edition_id: int) -> Edition | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(editions).where(editions.c.id == edition_id)).first()

@@ -569,7 +569,6 @@ def _lifespan(
         finally:
             queue.stop()
             if running is not None:
-                # On the loop thread: an asyncio scheduler's timer may only be touched from its loop.
                 running.shutdown()
                 log.info("scheduler stopped")
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from newsletter.models import Cadence, Edition
 from newsletter.service import Service
-from tests.factories import Services, pg_server_url, service_env, subscribe, write_rss
+from tests.factories import FakeClock, Services, pg_server_url, service_env, subscribe, write_rss
 
 
 @dataclass
@@ -36,8 +36,8 @@ class World:
     def env(self) -> dict[str, str]:
         return self.services.env
 
-    def service(self, **overrides: str) -> Service:
-        return self.services.new(**overrides)
+    def service(self, *, clock: FakeClock | None = None, **overrides: str) -> Service:
+        return self.services.new(clock=clock, **overrides)
 
     def subscribe(self, service: Service, email: str, cadence: Cadence = Cadence.DAILY) -> None:
         subscribe(service.store, email, cadence)

@@ -1,13 +1,14 @@
-"""Scheduled editions end to end: APScheduler triggers, a fake clock, a real SMTP sink.
+"""Scheduled editions end to end: the schedules' triggers, a fake clock, a real SMTP sink.
 
-Time moves only through FakeClock; each step wakes the scheduler as its timer would
-(`SchedulerHandle.run_due`), so nothing sleeps and every fire goes through the job
-store, the executor, the send lock and EditionRunner.run.
+Time moves only through FakeClock. ``walk`` wakes the jobs as APScheduler would (each
+schedule at its next run, at once if that has passed, then at each next fire time of its
+trigger) and calls ``ScheduledEditions.run``, so nothing sleeps and every fire goes through
+the send lock and EditionRunner.run. tests/scheduler/test_real_scheduler.py runs the real
+APScheduler.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from datetime import date, datetime, time, timedelta
 from email import policy
@@ -17,7 +18,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.models import Cadence, EditionStatus
-from newsletter.scheduling.scheduler import FireResult, SchedulerHandle, fire, start_scheduler
+from newsletter.scheduling.scheduler import FireResult, ScheduledEditions, fire, latest_slot
+from newsletter.scheduling.schedules import load_schedules
 from newsletter.service import Service
 from tests.factories import FakeClock, Item, write_rss
 
@@ -26,6 +28,7 @@ from .conftest import World
 NY = ZoneInfo("America/New_York")
 EVERY_DAY = {"NEWSLETTER_SCHEDULE_DAILY": "0 7 * * *", "NEWSLETTER_SCHEDULE_WEEKLY": ""}
 READERS = ["ana@example.org", "ben@example.org"]
+WAKE = timedelta(seconds=2)  # the scheduler's thread wakes a moment after the slot
 
 
 def at(day: date, hour: int, minute: int = 0, zone: ZoneInfo = NY) -> datetime:
@@ -41,22 +44,39 @@ def daily_feed(world: World, days: list[date], zone: ZoneInfo = NY) -> None:
     write_rss(world.feed, [Item(f"Report of {d}", f"r{d}", at(d, 5, zone=zone)) for d in days])
 
 
-async def walk(
-    handles: list[SchedulerHandle], clock: FakeClock, until: datetime, step: timedelta = timedelta(minutes=20)
-) -> list[FireResult]:
-    """Move the clock in steps, waking every scheduler at each step, until ``until``."""
-    results: list[FireResult] = []
-    while clock() < until:
-        clock.advance(step)
-        for batch in await asyncio.gather(*(h.run_due() for h in handles)):
-            results.extend(batch)
+def jobs_of(service: Service) -> ScheduledEditions:
+    assert service.clock is not None
+    return ScheduledEditions(service, load_schedules(service.settings, now=service.clock()))
+
+
+def wakes(jobs: ScheduledEditions, start: datetime, until: datetime) -> list[tuple[datetime, str]]:
+    """When APScheduler would wake each schedule's job from ``start`` until ``until``: at its
+    next run (at once if that has passed: coalesced into one run), then after each run at the
+    trigger's next fire time after the latest slot."""
+    due = {s.name: (s.trigger, jobs.next_run(s)) for s in jobs.schedules}
+    out: list[tuple[datetime, str]] = []
+    now = start
+    while True:
+        pending = [(when, name) for name, (_, when) in due.items() if when is not None]
+        if not pending:
+            return out
+        when, name = min(pending)
+        now = max(when, now) + WAKE
+        if now >= until:
+            return out
+        out.append((now, name))
+        trigger = due[name][0]
+        due[name] = (trigger, trigger.get_next_fire_time(latest_slot(trigger, now), now))
+
+
+def walk(jobs: ScheduledEditions, clock: FakeClock, until: datetime) -> list[FireResult]:
+    """Move the clock to each wake until ``until`` and fire there, as the scheduler's thread would."""
+    results = []
+    for when, name in wakes(jobs, clock(), until):
+        clock.set(when)
+        results.append(jobs.run(name))
+    clock.set(until)
     return results
-
-
-async def stop(*handles: SchedulerHandle) -> None:
-    for handle in handles:
-        handle.shutdown()
-    await asyncio.sleep(0)  # AsyncIOScheduler.shutdown runs on the loop
 
 
 def readers(
@@ -90,18 +110,11 @@ def test_dst_week_gives_one_edition_a_day_at_seven_local(
     zone = ZoneInfo(zone_name)
     days = [change_day + timedelta(days=i - 3) for i in range(7)]
     daily_feed(world, days, zone)
-    service = world.service(**EVERY_DAY, NEWSLETTER_SCHEDULE_TIMEZONE=zone_name)
-    readers(world, service)
     clock = FakeClock(at(days[0], 0, zone=zone))
+    service = world.service(clock=clock, **EVERY_DAY, NEWSLETTER_SCHEDULE_TIMEZONE=zone_name)
+    readers(world, service)
 
-    async def scenario() -> list[FireResult]:
-        handle = start_scheduler(service, clock=clock)
-        try:
-            return await walk([handle], clock, until=clock() + timedelta(days=7))
-        finally:
-            await stop(handle)
-
-    results = asyncio.run(scenario())
+    results = walk(jobs_of(service), clock, until=clock() + timedelta(days=7))
     expected = [key(d, zone) for d in days]
     editions = world.editions(service)
     assert [e.key for e in editions] == expected
@@ -122,29 +135,15 @@ def test_three_days_down_gives_exactly_one_catch_up(
     monday = date(2026, 3, 2)
     days = [monday + timedelta(days=i) for i in range(5)]
     daily_feed(world, days)
-    first = world.service(**EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url)
-    readers(world, first)
     clock = FakeClock(at(monday, 6))
-
-    async def before() -> None:
-        handle = start_scheduler(first, clock=clock)
-        await walk([handle], clock, until=at(monday, 8))
-        await stop(handle)
-
-    asyncio.run(before())
+    first = world.service(clock=clock, **EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url)
+    readers(world, first)
+    walk(jobs_of(first), clock, until=at(monday, 8))
     first.close()
     # Down from Monday 08:00 until Thursday: the Tuesday, Wednesday and Thursday slots pass unseen.
     clock.set(at(days[3], restart_hour, 20))
-    second = world.service(**EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url)  # a new process
-
-    async def after() -> list[FireResult]:
-        handle = start_scheduler(second, clock=clock)
-        try:
-            return await walk([handle], clock, until=at(days[4], 8))
-        finally:
-            await stop(handle)
-
-    results = asyncio.run(after())
+    second = world.service(clock=clock, **EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url)  # a new process
+    results = walk(jobs_of(second), clock, until=at(days[4], 8))
     editions = world.editions(second)
     if restart_hour == 7:
         # One catch-up for Thursday carries Tuesday's to Thursday's reports; Friday is normal.
@@ -176,32 +175,25 @@ def test_two_schedulers_on_one_database_make_one_edition_per_slot(world: World, 
     monday = date(2026, 3, 2)
     days = [monday + timedelta(days=i) for i in range(3)]
     daily_feed(world, days)
-    services = [world.service(**EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url) for _ in range(2)]
+    clock = FakeClock(at(monday, 0))
+    services = [
+        world.service(clock=clock, **EVERY_DAY, NEWSLETTER_DATABASE_URL=database_url) for _ in range(2)
+    ]
     readers(world, services[0])
     services[1].store  # schema created up front: two first-time CREATE TABLEs would race
-    clock = FakeClock(at(monday, 0))
-    step = timedelta(minutes=20)
-    steps = int((at(days[-1], 12) - clock()) / step)
-    together = threading.Barrier(2, action=lambda: clock.advance(step), timeout=60)
-    starting = threading.Lock()
+    plan = wakes(jobs_of(services[0]), clock(), until=at(days[-1], 12))
+    assert len(plan) == 3
+    moments = iter(plan)
+    together = threading.Barrier(2, action=lambda: clock.set(next(moments)[0]), timeout=60)
     results: list[FireResult] = []
     errors: list[BaseException] = []
 
     def process(service: Service) -> None:
-        async def main() -> list[FireResult]:
-            with starting:
-                handle = start_scheduler(service, clock=clock)
-            out: list[FireResult] = []
-            try:
-                for _ in range(steps):
-                    together.wait()
-                    out.extend(await handle.run_due())
-            finally:
-                await stop(handle)
-            return out
-
+        jobs = jobs_of(service)
         try:
-            results.extend(asyncio.run(main()))
+            for _, name in plan:
+                together.wait()
+                results.append(jobs.run(name))
         except BaseException as exc:  # surfaced below, not lost in the thread
             together.abort()
             errors.append(exc)
@@ -260,21 +252,14 @@ def test_two_processes_firing_one_slot_at_once_send_it_once(world: World, databa
 def test_a_late_wake_is_skipped_and_nothing_is_lost(world: World) -> None:
     monday = date(2026, 3, 2)
     daily_feed(world, [monday, monday + timedelta(days=1)])
-    service = world.service(**EVERY_DAY)
-    readers(world, service)
     clock = FakeClock(at(monday, 6))
+    service = world.service(clock=clock, **EVERY_DAY)
+    readers(world, service)
+    jobs = jobs_of(service)
 
-    async def scenario() -> tuple[list[FireResult], list[FireResult]]:
-        handle = start_scheduler(service, clock=clock)
-        try:
-            clock.set(at(monday, 8, 30))  # the loop was stalled (suspend, overload) past the 1 h grace
-            late = await handle.run_due()
-            rest = await walk([handle], clock, until=at(monday + timedelta(days=1), 8))
-            return late, rest
-        finally:
-            await stop(handle)
-
-    late, rest = asyncio.run(scenario())
+    clock.set(at(monday, 8, 30))  # the process was stalled (suspend, overload) past the 1 h grace
+    late = [jobs.run("daily")]
+    walk(jobs, clock, until=at(monday + timedelta(days=1), 8))
     assert [(r.key, r.outcome) for r in late] == [(key(monday), "skipped")]
     assert late[0].message.startswith("skipped: too late")
     monday_edition, tuesday_edition = world.editions(service)
@@ -326,18 +311,11 @@ def test_a_late_wake_edition_is_never_planned_so_upkeep_cannot_send_it(world: Wo
 def test_a_quiet_day_is_skipped_without_sending(world: World) -> None:
     monday = date(2026, 3, 2)
     daily_feed(world, [monday])  # nothing is published on Tuesday
-    service = world.service(**EVERY_DAY)
-    readers(world, service)
     clock = FakeClock(at(monday, 6))
+    service = world.service(clock=clock, **EVERY_DAY)
+    readers(world, service)
 
-    async def scenario() -> list[FireResult]:
-        handle = start_scheduler(service, clock=clock)
-        try:
-            return await walk([handle], clock, until=at(monday + timedelta(days=1), 8))
-        finally:
-            await stop(handle)
-
-    results = asyncio.run(scenario())
+    results = walk(jobs_of(service), clock, until=at(monday + timedelta(days=1), 8))
     assert [r.outcome for r in results] == ["sent", "skipped"]
     sent, quiet = world.editions(service)
     assert quiet.key == key(monday + timedelta(days=1))
@@ -350,21 +328,15 @@ def test_a_quiet_day_is_skipped_without_sending(world: World) -> None:
 
 def test_a_feed_outage_fails_the_edition_and_the_next_fire_retries(world: World) -> None:
     monday = date(2026, 3, 2)
-    service = world.service(**EVERY_DAY, NEWSLETTER_REPORTS_FEED=str(world.tmp / "gone.xml"))
-    readers(world, service)
     clock = FakeClock(at(monday, 6))
+    service = world.service(clock=clock, **EVERY_DAY, NEWSLETTER_REPORTS_FEED=str(world.tmp / "gone.xml"))
+    readers(world, service)
+    jobs = jobs_of(service)
 
-    async def scenario() -> list[FireResult]:
-        handle = start_scheduler(service, clock=clock)
-        try:
-            results = await walk([handle], clock, until=at(monday, 8))
-            daily_feed(world, [monday])
-            (world.tmp / "gone.xml").write_bytes(world.feed.read_bytes())  # the feed is back
-            return results + await walk([handle], clock, until=at(monday + timedelta(days=1), 8))
-        finally:
-            await stop(handle)
-
-    results = asyncio.run(scenario())
+    results = walk(jobs, clock, until=at(monday, 8))
+    daily_feed(world, [monday])
+    (world.tmp / "gone.xml").write_bytes(world.feed.read_bytes())  # the feed is back
+    results += walk(jobs, clock, until=at(monday + timedelta(days=1), 8))
     assert [r.outcome for r in results] == ["failed", "sent"]
     down, back = world.editions(service)
     assert down.status is EditionStatus.FAILED
@@ -380,19 +352,12 @@ def test_default_schedules_send_each_cadence_its_own_edition(world: World) -> No
     saturday = date(2026, 3, 7)
     days = [saturday + timedelta(days=i) for i in range(8)]
     daily_feed(world, days)
-    service = world.service()
+    clock = FakeClock(at(saturday, 0))
+    service = world.service(clock=clock)
     world.subscribe(service, "daily@example.org", Cadence.DAILY)
     world.subscribe(service, "weekly@example.org", Cadence.WEEKLY)
-    clock = FakeClock(at(saturday, 0))
 
-    async def scenario() -> list[FireResult]:
-        handle = start_scheduler(service, clock=clock)
-        try:
-            return await walk([handle], clock, until=at(days[-1], 0))
-        finally:
-            await stop(handle)
-
-    asyncio.run(scenario())
+    walk(jobs_of(service), clock, until=at(days[-1], 0))
     weekdays = [d for d in days if d.weekday() < 5]
     assert [d.strftime("%a") for d in weekdays] == ["Mon", "Tue", "Wed", "Thu", "Fri"]
     monday = weekdays[0]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -14,7 +14,7 @@ from newsletter.cli import main
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_send_lock, lock_name
 from newsletter.errors import ConfigError
 from newsletter.models import Cadence
-from newsletter.scheduling.scheduler import start_scheduler
+from newsletter.scheduling.scheduler import ScheduledEditions, start_scheduler
 from newsletter.scheduling.schedules import edition_key, load_schedules, load_zone, schedule_for_key
 from newsletter.service import Service
 from newsletter.storage.store import Store
@@ -23,6 +23,7 @@ from tests.factories import FakeClock, settings_from_env
 from .conftest import World
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # DST scans start here: 2026-2031
+ZONE = ZoneInfo("America/New_York")
 
 
 @pytest.fixture
@@ -158,16 +159,10 @@ def test_edition_keys_name_the_slot_in_the_zone() -> None:
     ] == ["daily", "weekly", "manual", "manual"]
 
 
-def test_start_scheduler_refuses_a_bad_schedule_and_needs_a_loop(world: World) -> None:
+def test_start_scheduler_refuses_a_bad_schedule(world: World) -> None:
     bad = world.service(NEWSLETTER_SCHEDULE_DAILY="30 2 * * *")
-
-    async def start() -> None:
-        start_scheduler(bad, clock=FakeClock(NOW))
-
     with pytest.raises(ConfigError, match="does not exist"):
-        asyncio.run(start())
-    with pytest.raises(RuntimeError):
-        start_scheduler(world.service(), clock=FakeClock(NOW))
+        start_scheduler(bad)
 
 
 # -- the CLI -------------------------------------------------------------------------
@@ -341,45 +336,29 @@ def test_edition_keys_are_unique_across_stores(database_url: str) -> None:
         two.dispose()
 
 
-def test_jobs_persist_in_the_database_with_their_next_run(world: World, database_url: str) -> None:
+def test_the_next_run_starts_after_the_newest_edition_in_the_database(
+    world: World, database_url: str
+) -> None:
     clock = FakeClock(datetime(2026, 3, 2, 10, tzinfo=UTC))  # Monday 05:00 New York
-    service: Service = world.service(NEWSLETTER_DATABASE_URL=database_url)
 
-    async def once() -> dict[str, datetime | None]:
-        handle = start_scheduler(service, clock=clock)
-        times = handle.next_run_times()
-        handle.shutdown()
-        await asyncio.sleep(0)
-        return times
+    def next_runs(**env: str) -> dict[str, str | None]:
+        service: Service = world.service(clock=clock, NEWSLETTER_DATABASE_URL=database_url, **env)
+        jobs = ScheduledEditions(service, load_schedules(service.settings, now=clock()))
+        found = {s.name: jobs.next_run(s) for s in jobs.schedules}
+        return {name: when.astimezone(ZONE).isoformat() if when else None for name, when in found.items()}
 
-    first = asyncio.run(once())
-    assert {k: v.isoformat() if v else None for k, v in first.items()} == {
-        "daily": "2026-03-02T07:00:00-05:00",
-        "weekly": "2026-03-02T07:00:00-05:00",
-    }
-    clock.advance(
-        timedelta(days=3)
-    )  # a restart days later keeps the stored (now past) next run: the catch-up
-    assert asyncio.run(once()) == first
-    changed = world.service(
-        NEWSLETTER_DATABASE_URL=database_url,
-        NEWSLETTER_SCHEDULE_DAILY="0 8 * * *",
-        NEWSLETTER_SCHEDULE_WEEKLY="",
-    )
-    service = changed
-
-    async def reconfigured() -> dict[str, datetime | None]:
-        handle = start_scheduler(changed, clock=clock)
-        times = handle.next_run_times()
-        jobs = sorted(j.id for j in handle.scheduler.get_jobs())
-        handle.shutdown()
-        await asyncio.sleep(0)
-        assert jobs == ["edition:daily"]  # the weekly job was removed with its schedule
-        return times
-
-    # A changed cron starts afresh from now (Thursday 05:00): no catch-up of a slot it never had.
-    assert {k: v.isoformat() if v else None for k, v in asyncio.run(reconfigured()).items()} == {
-        "daily": "2026-03-05T08:00:00-05:00"
+    # Nothing sent yet: each schedule starts at its next slot from now.
+    assert next_runs() == {"daily": "2026-03-02T07:00:00-05:00", "weekly": "2026-03-02T07:00:00-05:00"}
+    service = world.service(clock=clock, NEWSLETTER_DATABASE_URL=database_url)
+    monday = datetime(2026, 3, 2, 12, tzinfo=UTC)  # 07:00 New York
+    service.store.editions.create_edition(key="daily-2026-03-02T07:00-05:00", schedule="daily", as_of=monday)
+    # Down from Monday until Thursday 05:00: the daily job is due at once for the slots it
+    # missed (APScheduler coalesces them into one run); the weekly one had no edition yet.
+    clock.advance(timedelta(days=3))
+    assert next_runs() == {"daily": "2026-03-03T07:00:00-05:00", "weekly": "2026-03-09T07:00:00-04:00"}
+    # A schedule turned off has no job; a new cron with no edition of its own starts from now.
+    assert next_runs(NEWSLETTER_SCHEDULE_DAILY="", NEWSLETTER_SCHEDULE_WEEKLY="0 8 * * 4") == {
+        "weekly": "2026-03-05T08:00:00-05:00"
     }
 
 
@@ -419,15 +398,11 @@ def test_start_scheduler_with_the_real_clock_starts_and_stops(world: World) -> N
     """The web app's call: start_scheduler(service) in its loop, later handle.shutdown()."""
     service = world.service()
 
-    async def lifespan() -> tuple[dict[str, datetime | None], bool, bool]:
-        handle = start_scheduler(service)
-        running = handle.scheduler.running
-        times = handle.next_run_times()
-        handle.shutdown()
-        await asyncio.sleep(0)
-        return times, running, handle.scheduler.running
-
-    times, running, still_running = asyncio.run(lifespan())
+    handle = start_scheduler(service)
+    running = handle.scheduler.running
+    times = handle.next_run_times()
+    handle.shutdown()
+    still_running = handle.scheduler.running
     assert running and not still_running
     now = datetime.now(UTC)
     assert all(t is not None and now < t <= now + timedelta(days=7) for t in times.values())
