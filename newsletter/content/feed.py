@@ -242,28 +242,35 @@ def _report_from_entry(
         )
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = datetime.fromtimestamp(calendar.timegm(stamp), tz=UTC) if stamp is not None else seen_at
-    teaser_source = entry.get("summary") or ""
-    teaser_markup = _is_markup(entry.get("summary_detail"))
-    if not teaser_source and entry.get("content"):
-        teaser_source = entry.content[0].get("value", "")
-        teaser_markup = _is_markup(entry.content[0])
-    topics = tuple(
-        dict.fromkeys(
-            plain_text(t.get("term") or t.get("label") or "", limit=60)
-            for t in entry.get("tags", [])
-            if (t.get("term") or t.get("label"))
-        )
-    )
-    members_only = any(
-        str(entry.get(key, "")).strip().lower() in ("true", "1", "yes") for key in MEMBERS_KEYS
-    )
     report = Report(
         id=ident,
         title=title,
         url=link,
         published=published,
-        teaser=plain_text(teaser_source, limit=teaser_length, markup=teaser_markup),
-        topics=tuple(t for t in topics if t),
-        members_only=members_only,
+        teaser=_teaser(entry, teaser_length),
+        topics=_topics(entry),
+        members_only=any(
+            str(entry.get(key, "")).strip().lower() in ("true", "1", "yes") for key in MEMBERS_KEYS
+        ),
     )
     return report, stamp is not None
+
+
+def _teaser(entry: Any, teaser_length: int) -> str:
+    """The entry's summary, or else the start of its content, as plain text."""
+    source = entry.get("summary") or ""
+    markup = _is_markup(entry.get("summary_detail"))
+    if not source and entry.get("content"):
+        source = entry.content[0].get("value", "")
+        markup = _is_markup(entry.content[0])
+    return plain_text(source, limit=teaser_length, markup=markup)
+
+
+def _topics(entry: Any) -> tuple[str, ...]:
+    """The entry's categories (term, or else label), in order, each once."""
+    topics = dict.fromkeys(
+        plain_text(t.get("term") or t.get("label") or "", limit=60)
+        for t in entry.get("tags", [])
+        if (t.get("term") or t.get("label"))
+    )
+    return tuple(t for t in topics if t)
