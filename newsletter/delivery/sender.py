@@ -50,7 +50,7 @@ from newsletter.delivery.connections import Connections, Job
 from newsletter.delivery.dnscheck import ready_signer
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.leases import Leases, worker_host, worker_name
-from newsletter.delivery.message import PreparedMessage
+from newsletter.delivery.message import PreparedMessage, envelope_sender
 from newsletter.delivery.smtp_client import helo_name
 from newsletter.delivery.suppression import DomainGuard, Suppressor
 from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
@@ -116,7 +116,6 @@ class Sender:
         self.token = self.leases.token
         self._last_commit = time.monotonic()
         self.base_url = settings.site.base_url.rstrip("/")
-        self.bounce_domain = settings.mail.bounce_domain or settings.mail.from_address.rsplit("@", 1)[1]
         helo_name(
             settings.smtp
         )  # a 'localhost' greeting towards a remote server is refused before any row is claimed
@@ -284,7 +283,7 @@ class Sender:
             preferences_url=f"{self.base_url}/preferences/{preferences}",
         )
         # VERP: a bounce names the row it is about, so late bounces find their subscriber.
-        mail_from = f"bounces+{self.signer.make(Purpose.BOUNCE, row.id)}@{self.bounce_domain}"
+        mail_from = envelope_sender(self.settings.mail, self.signer.make(Purpose.BOUNCE, row.id))
         return Job(row, mail_from, data)
 
     def _signed_message(

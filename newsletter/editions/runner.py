@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from newsletter.config import Settings
 from newsletter.content.feed_state import refresh_feed
 from newsletter.content.render import DigestRenderer
-from newsletter.delivery.message import PreparedMessage
+from newsletter.delivery.message import edition_message
 from newsletter.delivery.sender import Sender, worker_host
 from newsletter.delivery.suppression import Suppressor
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_planning_lock, hold_send_lock
@@ -358,16 +358,9 @@ class EditionRunner:
                 created,
                 message=f"planned {planned} rows; 'newsletter worker' sends them",
             )
-        prepared = {
-            v.id: PreparedMessage(
-                from_name=self.settings.mail.from_name,
-                from_address=self.settings.mail.from_address,
-                reply_to=self.settings.mail.reply_to,
-                subject=v.subject,
-                text=v.text,
-                html=v.html,
-                list_id=self.settings.mail.list_id,
-                extra_headers=(("X-Newsletter-Edition", edition.key),),
+        prepared = {  # the one builder of a digest's message (a test send's too)
+            v.id: edition_message(
+                self.settings.mail, subject=v.subject, text=v.text, html=v.html, edition_key=edition.key
             )
             for v in self.store.editions.list_variants(edition.id)
         }
