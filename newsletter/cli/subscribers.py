@@ -1,21 +1,31 @@
-"""`newsletter subscribers ...`: add, remove, reactivate, list, import and export."""
+"""`newsletter subscribers ...`: add, edit, remove, reactivate, list, import and export.
+
+The changes to one reader go through ``subscriptions.operations``, which audits them
+under ``cli:<login>``.
+"""
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from newsletter.cli.common import CliError, console, err_console, reports_errors, service_from, when
-from newsletter.models import SubscriberStatus
+from newsletter.models import Cadence, Subscriber, SubscriberStatus
 from newsletter.storage.store import Store
 from newsletter.subscriptions.formats import PRESETS
+
+if TYPE_CHECKING:
+    from newsletter.subscriptions.operations import Actor
 
 FORMAT_NAMES = tuple(PRESETS)
 SHOWN_ERRORS = 10  # bad rows printed; --errors FILE has them all
@@ -24,7 +34,7 @@ PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not 
 
 @click.group()
 def subscribers() -> None:
-    """Add, remove, list, import and export subscribers."""
+    """Add, edit, remove, list, import and export subscribers."""
 
 
 @subscribers.command("add")
@@ -35,10 +45,10 @@ def subscribers() -> None:
 @reports_errors
 def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> None:
     """Add an active subscriber (the operator vouches for consent)."""
-    from newsletter.subscriptions import add_subscriber
+    from newsletter.subscriptions.operations import add_reader
 
     store = service_from(ctx).store
-    subscriber, created = add_subscriber(store, email, name=name, topics=topics)
+    subscriber, created = add_reader(store, cli_actor(), email, name=name, topics=topics)
     _warn_unknown_topics(store, dict.fromkeys(subscriber.topics, 1))
     if created and subscriber.status is not SubscriberStatus.ACTIVE:
         # The suppression list remembers who left: adding them back is not their consent.
@@ -53,6 +63,38 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
         )
 
 
+@subscribers.command("edit")
+@click.argument("email")
+@click.option("--topics", default=None, help="Topics separated by ';' or ',' (empty: all topics).")
+@click.option("--cadence", type=click.Choice([c.value for c in Cadence]), default=None, help="How often.")
+@click.option("--paused/--unpaused", default=None, help="Hold their digests, or send them again.")
+@click.pass_context
+@reports_errors
+def subscribers_edit(
+    ctx: click.Context, email: str, topics: str | None, cadence: str | None, paused: bool | None
+) -> None:
+    """Change a subscriber's topics, cadence or pause (options left out stay as they are)."""
+    from newsletter.subscriptions.operations import edit_reader
+
+    if topics is None and cadence is None and paused is None:
+        raise CliError("nothing to change", "Give --topics, --cadence, --paused or --unpaused.")
+    store = service_from(ctx).store
+    subscriber = edit_reader(
+        store,
+        cli_actor(),
+        _find(store, email),
+        topics=topics,
+        cadence=Cadence(cadence) if cadence else None,
+        paused=paused,
+    )
+    _warn_unknown_topics(store, dict.fromkeys(subscriber.topics, 1))
+    console.print(
+        f"{subscriber.email}: topics {', '.join(subscriber.topics) or 'all'}, {subscriber.cadence.value}"
+        + (", paused" if subscriber.paused else ""),
+        markup=False,
+    )
+
+
 @subscribers.command("remove")
 @click.argument("email")
 @click.option(
@@ -65,13 +107,12 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
 def subscribers_remove(ctx: click.Context, email: str, forget: bool) -> None:
     """Delete a subscriber and their delivery history (an unsubscribed or bounced address stays suppressed)."""
     from newsletter.subscriptions import normalise_email
+    from newsletter.subscriptions.operations import remove_reader
 
     address = normalise_email(email)
-    store = service_from(ctx).store
-    if not store.subscribers.remove_subscriber(address, forget=forget):
+    if not remove_reader(service_from(ctx).store, cli_actor(), address, forget=forget):
         raise CliError(f"{address} is not a subscriber", "'newsletter subscribers list' shows them.")
     if forget:
-        store.webmail.forget(address)
         console.print(f"Erased {address}: only a hash of the mailbox is kept, so it is never mailed again")
     else:
         console.print(f"Removed {address}")
@@ -83,17 +124,36 @@ def subscribers_remove(ctx: click.Context, email: str, forget: bool) -> None:
 @reports_errors
 def subscribers_reactivate(ctx: click.Context, email: str) -> None:
     """Make a bounced or unsubscribed address active again (after checking it with its owner)."""
-    from newsletter.subscriptions import normalise_email
+    from newsletter.subscriptions.operations import reactivate_reader
 
     store = service_from(ctx).store
-    subscriber = store.subscribers.find_subscriber(normalise_email(email))
-    if subscriber is None:
-        raise CliError(f"{email} is not a subscriber", "'newsletter subscribers list' shows them.")
+    subscriber = _find(store, email)
     if subscriber.status is SubscriberStatus.ACTIVE:
         console.print(f"{subscriber.email} is already active; nothing changed")
         return
-    store.subscribers.set_status(subscriber.id, SubscriberStatus.ACTIVE, reason="reactivated by an operator")
+    reactivate_reader(store, cli_actor(), subscriber)
     console.print(f"{subscriber.email} is active again (was {subscriber.status.value})")
+
+
+def cli_actor() -> Actor:
+    """The audit log's name for whoever runs the command: ``cli:<operating-system login>``."""
+    from newsletter.subscriptions.operations import Actor
+
+    try:
+        login = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment and no passwd entry (some containers)
+        login = f"uid {os.getuid()}"
+    return Actor(f"cli:{login}")
+
+
+def _find(store: Store, email: str) -> Subscriber:
+    """The subscriber with this address, or the CLI's error naming where to look."""
+    from newsletter.subscriptions import normalise_email
+
+    subscriber = store.subscribers.find_subscriber(normalise_email(email))
+    if subscriber is None:
+        raise CliError(f"{email} is not a subscriber", "'newsletter subscribers list' shows them.")
+    return subscriber
 
 
 @subscribers.command("list")

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from newsletter.admin.accounts import role_at_least
 from newsletter.admin.context import Console, Refused
 from newsletter.admin.security import client_of
+from newsletter.subscriptions.operations import Actor
 
 DOCS_PATH = "api/v1/docs"
 
@@ -92,6 +93,11 @@ def audit(request: Request, action: str, target: str = "", detail: str = "") -> 
         detail=detail + " (API)",
         client=client_of(request),
     )
+
+
+def actor_of(request: Request) -> Actor:
+    """The token's owner as reader operations name them in the audit log (marked "API")."""
+    return Actor(request.state.operator.email, client=client_of(request), via="API")
 
 
 def answer(model: type[BaseModel], data: Any, status: int = 200) -> JSONResponse:

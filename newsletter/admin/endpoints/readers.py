@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.admin.context import Console, Refused
-from newsletter.admin.endpoints.base import ERRORS, ApiError, Done, Paging, answer, audit, needs, spec
+from newsletter.admin.endpoints.base import ERRORS, ApiError, Done, Paging, actor_of, answer, needs, spec
 from newsletter.models import Cadence, Subscriber, SubscriberStatus
-from newsletter.subscriptions import add_subscriber, parse_topics
+from newsletter.subscriptions.operations import add_reader, edit_reader, remove_reader
+from newsletter.subscriptions.operations import reactivate_reader as reactivate
 
 
 class ReaderQuery(Paging):
@@ -55,6 +56,13 @@ class ReaderChange(BaseModel):
     )
     cadence: Cadence | None = None
     paused: bool | None = None
+
+
+class Removal(BaseModel):
+    forget: bool = Field(
+        False,
+        description="the person asked to be erased: keep only a hash of the mailbox, never mail it again",
+    )
 
 
 def reader_out(s: Subscriber) -> dict[str, Any]:
@@ -117,28 +125,19 @@ async def create_reader(request: Request) -> Response:
     body: NewReader = request.context.json  # type: ignore[attr-defined]
     console: Console = request.app.state.console
     reader, created = await run_in_threadpool(
-        add_subscriber, console.store, body.email, name=body.name, topics=body.topics
+        add_reader, console.store, actor_of(request), body.email, name=body.name, topics=body.topics
     )
-    await run_in_threadpool(audit, request, "reader.add" if created else "reader.add-existing", reader.email)
     return answer(ReaderOut, reader_out(reader), 201 if created else 200)
 
 
 @needs("editor")
 @spec.validate(resp=Resp(HTTP_200=ReaderOut, HTTP_404=ApiError, **ERRORS), tags=["readers"])
 async def reactivate_reader(request: Request) -> Response:
+    """Make a bounced, unsubscribed or pending reader active again (after checking with them)."""
     console: Console = request.app.state.console
-    store = console.store
-    reader = await run_in_threadpool(store.subscribers.get_subscriber, request.path_params["reader_id"])
-    if reader is None:
-        raise Refused(404, "no such reader")
-    await run_in_threadpool(
-        store.subscribers.set_status,
-        reader.id,
-        SubscriberStatus.ACTIVE,
-        reason=f"reactivated by {request.state.operator.email}",
-    )
-    await run_in_threadpool(audit, request, "reader.reactivate", reader.email, f"was {reader.status.value}")
-    fresh = await run_in_threadpool(store.subscribers.get_subscriber, reader.id)
+    reader = await _found(console, request.path_params["reader_id"])
+    await run_in_threadpool(reactivate, console.store, actor_of(request), reader)
+    fresh = await run_in_threadpool(console.store.subscribers.get_subscriber, reader.id)
     return answer(ReaderOut, reader_out(fresh or reader))
 
 
@@ -152,37 +151,35 @@ async def change_reader(request: Request) -> Response:
     """Change a reader's topics, cadence or pause (fields left out stay as they are)."""
     body: ReaderChange = request.context.json  # type: ignore[attr-defined]
     console: Console = request.app.state.console
-    store = console.store
-    reader = await run_in_threadpool(store.subscribers.get_subscriber, request.path_params["reader_id"])
-    if reader is None:
-        raise Refused(404, "no such reader")
-    topics = parse_topics(body.topics) if body.topics is not None else reader.topics
-    cadence = body.cadence or reader.cadence
-    paused = reader.paused if body.paused is None else body.paused
-    await run_in_threadpool(
-        store.subscribers.update_preferences, reader.id, topics=topics, cadence=cadence, paused=paused
+    reader = await _found(console, request.path_params["reader_id"])
+    changed = await run_in_threadpool(
+        edit_reader,
+        console.store,
+        actor_of(request),
+        reader,
+        topics=body.topics,
+        cadence=body.cadence,
+        paused=body.paused,
     )
-    await run_in_threadpool(
-        audit,
-        request,
-        "reader.edit",
-        reader.email,
-        f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}",
-    )
-    fresh = await run_in_threadpool(store.subscribers.get_subscriber, reader.id)
-    return answer(ReaderOut, reader_out(fresh or reader))
+    return answer(ReaderOut, reader_out(changed))
 
 
 @needs("editor")
-@spec.validate(resp=Resp(HTTP_200=Done, HTTP_404=ApiError, **ERRORS), tags=["readers"])
+@spec.validate(query=Removal, resp=Resp(HTTP_200=Done, HTTP_404=ApiError, **ERRORS), tags=["readers"])
 async def delete_reader(request: Request) -> Response:
-    """Remove a reader and forget their delivery history."""
+    """Remove a reader and their delivery history (``forget``: erase them, as they asked)."""
+    q: Removal = request.context.query  # type: ignore[attr-defined]
     console: Console = request.app.state.console
-    reader = await run_in_threadpool(
-        console.store.subscribers.get_subscriber, request.path_params["reader_id"]
-    )
+    reader = await _found(console, request.path_params["reader_id"])
+    if not await run_in_threadpool(
+        remove_reader, console.store, actor_of(request), reader.email, forget=q.forget
+    ):
+        raise Refused(404, "no such reader")
+    return answer(Done, {"message": "erased" if q.forget else f"{reader.email} removed"})
+
+
+async def _found(console: Console, reader_id: int) -> Subscriber:
+    reader = await run_in_threadpool(console.store.subscribers.get_subscriber, reader_id)
     if reader is None:
         raise Refused(404, "no such reader")
-    await run_in_threadpool(console.store.subscribers.remove_subscriber, reader.email)
-    await run_in_threadpool(audit, request, "reader.remove", reader.email)
-    return answer(Done, {"message": f"{reader.email} removed"})
+    return reader

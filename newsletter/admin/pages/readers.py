@@ -10,10 +10,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter.admin.accounts import SignedIn
 from newsletter.admin.context import Refused
 from newsletter.admin.pages.base import PAGE_SIZE, PageGroup, page_number, see_other
-from newsletter.models import Cadence, SubscriberStatus
-from newsletter.subscriptions import add_subscriber, export_csv, parse_topics
+from newsletter.admin.security import client_of
+from newsletter.models import Cadence, Subscriber, SubscriberStatus
+from newsletter.subscriptions import export_csv
+from newsletter.subscriptions.operations import (
+    Actor,
+    add_reader,
+    edit_reader,
+    reactivate_reader,
+    remove_reader,
+)
 
 
 class ReaderPages(PageGroup):
@@ -68,54 +77,34 @@ class ReaderPages(PageGroup):
 
     async def add_reader(self, request: Request) -> Response:
         signed, form = await self.c.posted(request, "editor")
-        reader, created = await run_in_threadpool(
-            add_subscriber,
+        reader, _created = await run_in_threadpool(
+            add_reader,
             self.store,
+            self._actor(request, signed),
             str(form.get("email") or ""),
             name=str(form.get("name") or ""),
             topics=str(form.get("topics") or ""),
-        )
-        await run_in_threadpool(
-            self.c.audit,
-            request,
-            signed.operator.email,
-            "reader.add" if created else "reader.add-existing",
-            reader.email,
         )
         return see_other(f"/admin/readers/{reader.id}")
 
     async def reactivate(self, request: Request) -> Response:
         signed, _form = await self.c.posted(request, "editor")
         reader = await self._reader(request.path_params["reader_id"])
-        await run_in_threadpool(
-            self.store.subscribers.set_status,
-            reader.id,
-            SubscriberStatus.ACTIVE,
-            reason=f"reactivated by {signed.operator.email}",
-        )
-        await run_in_threadpool(
-            self.c.audit,
-            request,
-            signed.operator.email,
-            "reader.reactivate",
-            reader.email,
-            f"was {reader.status.value}",
-        )
+        await run_in_threadpool(reactivate_reader, self.store, self._actor(request, signed), reader)
         return see_other(f"/admin/readers/{reader.id}")
 
     async def remove(self, request: Request) -> Response:
+        """Remove a reader (typing their address confirms it); ``forget`` erases them, as they asked."""
         signed, form = await self.c.posted(request, "editor")
         reader = await self._reader(request.path_params["reader_id"])
         if str(form.get("confirm") or "") != reader.email:
             raise Refused(409, "type the reader's address to confirm removing them")
-        await run_in_threadpool(self.store.subscribers.remove_subscriber, reader.email)
         await run_in_threadpool(
-            self.c.audit,
-            request,
-            signed.operator.email,
-            "reader.remove",
+            remove_reader,
+            self.store,
+            self._actor(request, signed),
             reader.email,
-            "forgotten with their delivery history",
+            forget=form.get("forget") == "1",
         )
         return see_other("/admin/readers")
 
@@ -123,21 +112,17 @@ class ReaderPages(PageGroup):
         signed, form = await self.c.posted(request, "editor")
         reader = await self._reader(request.path_params["reader_id"])
         try:
-            topics = parse_topics(str(form.get("topics") or ""))
             cadence = Cadence(str(form.get("cadence") or reader.cadence.value))
         except ValueError as exc:
             raise Refused(400, "cadence must be daily or weekly") from exc
-        paused = form.get("paused") == "1"
         await run_in_threadpool(
-            self.store.subscribers.update_preferences,
-            reader.id,
-            topics=topics,
+            edit_reader,
+            self.store,
+            self._actor(request, signed),
+            reader,
+            topics=str(form.get("topics") or ""),
             cadence=cadence,
-            paused=paused,
-        )
-        detail = f"topics {';'.join(topics) or 'all'}, {cadence.value}{', paused' if paused else ''}"
-        await run_in_threadpool(
-            self.c.audit, request, signed.operator.email, "reader.edit", reader.email, detail
+            paused=form.get("paused") == "1",
         )
         return see_other(f"/admin/readers/{reader.id}")
 
@@ -165,7 +150,11 @@ class ReaderPages(PageGroup):
             headers={"Content-Disposition": 'attachment; filename="readers.csv"'},
         )
 
-    async def _reader(self, reader_id: int) -> Any:
+    @staticmethod
+    def _actor(request: Request, signed: SignedIn) -> Actor:
+        return Actor(signed.operator.email, client=client_of(request))
+
+    async def _reader(self, reader_id: int) -> Subscriber:
         reader = await run_in_threadpool(self.store.subscribers.get_subscriber, reader_id)
         if reader is None:
             raise Refused(404, f"no reader #{reader_id}")
