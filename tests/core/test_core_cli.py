@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import socket
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -22,6 +21,7 @@ from newsletter.storage.store import Store
 from newsletter.tokens import Purpose, TokenSigner
 from tests.factories import SECRET_KEY
 from tests.invariants import assert_wire_format, parse
+from tests.servers import free_port
 
 from .helpers import parts, scan_html
 
@@ -178,12 +178,6 @@ def test_config_shows_effective_values_and_hides_secrets(cli, sink):
     assert "(set)" in out
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_bad_inputs_are_clean_errors(cli, tmp_path, sink):
     out = clean_error(cli("config", env={"NEWSLETTER_SMTP_PORT": "abc"}))
     assert "smtp.port" in out and "NEWSLETTER_SMTP_PORT" in out
@@ -198,7 +192,7 @@ def test_bad_inputs_are_clean_errors(cli, tmp_path, sink):
     )
     assert "missing.csv" in clean_error(cli("subscribers", "import", str(tmp_path / "missing.csv")))
     ok(cli("subscribers", "add", "reader@example.org"))
-    url = f"http://127.0.0.1:{closed_port()}/feed.xml"
+    url = f"http://127.0.0.1:{free_port()}/feed.xml"
     out = clean_error(
         cli(
             "send", "--key", "nofeed", env={"NEWSLETTER_REPORTS_FEED": url, "NEWSLETTER_REPORTS_TIMEOUT": "2"}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC
 
 import pytest
@@ -14,6 +13,7 @@ from newsletter.errors import FeedError
 from newsletter.models import EditionStatus
 from newsletter.subscriptions import add_subscriber
 from tests.factories import Item, rss, utc
+from tests.servers import free_port
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom">
@@ -142,14 +142,8 @@ def test_entry_without_date_is_kept_dated_when_first_seen_and_one_without_link_i
     assert "Relative" in str(excinfo.value)
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_feed_url_fails_the_edition_and_sends_nothing(make_service, sink):
-    url = f"http://127.0.0.1:{closed_port()}/feed.xml"
+    url = f"http://127.0.0.1:{free_port()}/feed.xml"
     service = make_service(NEWSLETTER_REPORTS_FEED=url, NEWSLETTER_REPORTS_TIMEOUT="2")
     add_subscriber(service.store, "reader@example.org")
     with pytest.raises(FeedError) as excinfo:

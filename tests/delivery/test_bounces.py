@@ -24,6 +24,7 @@ from newsletter.storage.schema import bounce_events
 from tests.delivery.helpers import bounce_count, flat, subscriber_status
 from tests.delivery.reports import arf, auto_reply, dsn, envelope_of, global_dsn, processor
 from tests.factories import build_settings
+from tests.servers import free_port
 
 
 def bounce_sources(world, email: str) -> list[str]:
@@ -524,16 +525,10 @@ class _HttpOnly:
                 conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("case", ["closed port", "unknown host", "http port", "tls mismatch", "auth failure"])
 def test_misconfiguration_looked_like_success_now_exits_nonzero_with_a_hint(world, case):
     overrides = {
-        "closed port": {"smtp_port": _closed_port()},
+        "closed port": {"smtp_port": free_port()},
         "unknown host": {"smtp_host": "no-such-host.invalid", "smtp_helo_name": "news.example.com"},
         "http port": {"smtp_port": _HttpOnly().port},
         "tls mismatch": {"smtp_security": "tls"},
@@ -559,7 +554,7 @@ def test_misconfiguration_looked_like_success_now_exits_nonzero_with_a_hint(worl
 
 
 def test_resume_waited_for_the_backoff_now_resume_now_retries_at_once(world):
-    world.configure(smtp_port=_closed_port(), smtp_retries=0)
+    world.configure(smtp_port=free_port(), smtp_retries=0)
     emails = world.add_subscribers(4)
     out = world.cli("send", "--key", "e1")
     assert out.exit_code == 1

@@ -22,6 +22,7 @@ from newsletter.sink.errors import OneClickError
 from newsletter.sink.message import StoredMessage
 from newsletter.sink.oneclick import perform_one_click
 from newsletter.sink.server import SinkServer
+from tests.servers import free_port
 
 
 @dataclass
@@ -129,9 +130,7 @@ def test_server_errors_are_reported(sink: SinkServer, unsubscribe_app: Unsubscri
 
 
 def test_unreachable_endpoint_is_an_error_in_the_result(sink: SinkServer) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        closed_port = s.getsockname()[1]
-    message = deliver(sink, message_to(f"http://127.0.0.1:{closed_port}/u/tok"))
+    message = deliver(sink, message_to(f"http://127.0.0.1:{free_port()}/u/tok"))
     result = sink.one_click(message.id)
     assert result.status_code is None and result.error and "Connect" in result.error
 

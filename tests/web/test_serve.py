@@ -14,6 +14,7 @@ from newsletter.errors import ConfigError, TokenError
 from newsletter.service import Service
 from newsletter.web.app import create_app
 from tests.factories import SECRET_KEY
+from tests.servers import free_port
 
 from .helpers import make_settings
 
@@ -67,15 +68,12 @@ def test_a_bad_schedule_stops_the_app_from_starting_instead_of_serving_without_s
 
 def test_serve_dev_answers_http_and_warns_about_the_per_run_key(tmp_path: Path) -> None:
     import os
-    import socket
     import subprocess
     import threading
 
     import httpx
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = tmp_path / "empty.toml"
     config.write_text("", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
