@@ -1,4 +1,5 @@
-"""`newsletter dkim keygen` and `newsletter dns check`, run as an operator runs them, against nsd on loopback."""
+"""`newsletter dkim keygen` and `newsletter dns check`, run as an operator runs them,
+against nsd on loopback."""
 
 from __future__ import annotations
 

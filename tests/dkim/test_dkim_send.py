@@ -97,7 +97,8 @@ def test_digests_signed_by_send_verify_against_loopback_dns(
 def test_signature_is_made_before_dot_stuffing_so_leading_dots_verify(
     make_service, sink, tmp_path, dns_zone, ed_key
 ):
-    """A body line starting with "." is doubled on the wire and undone by the receiver: what was signed is what arrives."""
+    """A body line starting with "." is doubled on the wire and undone by the receiver:
+    what was signed is what arrives."""
     server = dns_zone([key_record(ed_key)])
     service = make_service(**key_env(tmp_path, ed_key, server=server))
     service.store.subscribers.add_subscriber(email=".dot@example.org", name="Dot")

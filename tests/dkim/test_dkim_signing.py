@@ -19,7 +19,10 @@ from newsletter.errors import ConfigError
 from tests.factories import build_settings
 
 MARKS = [RECIPIENT_MARK, UNSUBSCRIBE_MARK, PREFERENCES_MARK]
-SIGNED = "from:subject:list-id:mime-version:content-type:list-unsubscribe-post:to:date:message-id:list-unsubscribe:from"
+SIGNED = (
+    "from:subject:list-id:mime-version:content-type:list-unsubscribe-post:"
+    "to:date:message-id:list-unsubscribe:from"
+)
 
 
 def lookup_for(*keys: DkimKey):
@@ -51,8 +54,14 @@ def prepared(text: str, html: str) -> PreparedMessage:
     )
 
 
-TEXT = f"Hello  there \n.a line that starts with a dot\n\tindented\n\nUnsubscribe: {UNSUBSCRIBE_MARK}\nSent to {RECIPIENT_MARK}\n"
-HTML = f'<p>Hi   {RECIPIENT_MARK}</p>\n   <a href="{UNSUBSCRIBE_MARK}">out</a> <a href="{PREFERENCES_MARK}">prefs</a>  \n'
+TEXT = (
+    "Hello  there \n.a line that starts with a dot\n\tindented\n\n"
+    f"Unsubscribe: {UNSUBSCRIBE_MARK}\nSent to {RECIPIENT_MARK}\n"
+)
+HTML = (
+    f"<p>Hi   {RECIPIENT_MARK}</p>\n"
+    f'   <a href="{UNSUBSCRIBE_MARK}">out</a> <a href="{PREFERENCES_MARK}">prefs</a>  \n'
+)
 
 
 def test_both_key_types_sign_and_each_signature_verifies_with_dkimpy(ed_key, rsa_key):

@@ -19,7 +19,8 @@ def mail_service(make_service: Callable[..., Service]) -> Service:
 
 @pytest.fixture
 def mails(mail_service: Service) -> dict[str, bytes]:
-    """Each mail type's bytes (not dot-stuffed) for subscriber 123456, the digest with a long unbroken word."""
+    """Each mail type's bytes (not dot-stuffed) for subscriber 123456,
+    the digest with a long unbroken word."""
     who = subscriber(123456, email="jose.nunez.long-address@example.org", name="José Núñez")
     out = {}
     for kind in MAIL_TYPES:

@@ -65,7 +65,8 @@ def digest_bytes(
     *,
     archive_url: str = "",
 ) -> tuple[bytes, dict[str, str]]:
-    """(dot-stuffed wire bytes, the signed links spliced in) of one digest, exactly as the sender makes them."""
+    """(dot-stuffed wire bytes, the signed links spliced in) of one digest,
+    exactly as the sender makes them."""
     digest = DigestRenderer(settings).render(reports, archive_url=archive_url)
     mail = settings.mail
     prepared = PreparedMessage(
@@ -96,7 +97,8 @@ def mailer(settings: Settings, signer: TokenSigner, subscribers: SubscriberStore
 def transactional_bytes(
     settings: Settings, signer: TokenSigner, subscribers: SubscriberStore, kind: str, subscriber: Subscriber
 ) -> bytes:
-    """The confirmation or manage mail, as the web app builds it (not dot-stuffed: the SMTP client does that)."""
+    """The confirmation or manage mail, as the web app builds it (not dot-stuffed:
+    the SMTP client does that)."""
     return mailer(settings, signer, subscribers).build(KINDS[kind], subscriber, now=DATE)
 
 

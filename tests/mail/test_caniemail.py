@@ -27,10 +27,15 @@ CLI = (
 )
 CLIENTS = "gmail.*,outlook.*,apple-mail.*,yahoo.*"
 ALLOWED = {
-    "<body> element": "Outlook and Yahoo mobile apps replace <body> with a <div>; the wrapper table repeats its background",
+    "<body> element": (
+        "Outlook and Yahoo mobile apps replace <body> with a <div>; the wrapper table repeats its background"
+    ),
     "role attribute": "role=presentation is an accessibility hint; clients that drop it lose nothing visible",
     "border-radius": "Outlook on Windows draws the badges and the button with square corners",
-    "word-break": "long words wrap where supported; elsewhere (Outlook on Windows: a fixed 600 px ghost table anyway) they may not",
+    "word-break": (
+        "long words wrap where supported;"
+        " elsewhere (Outlook on Windows: a fixed 600 px ghost table anyway) they may not"
+    ),
 }
 FEATURE = re.compile(r"^`(.+?)` is not supported by `(.+?)`")
 
@@ -57,7 +62,8 @@ def caniemail_errors(html: str, tmp_path: Path) -> list[tuple[str, str]]:
 def test_caniemail_reports_nothing_beyond_the_allow_list(
     htmls: dict[str, str], tmp_path: Path, kind: str
 ) -> None:
-    """Regression: @media (dropped by Gmail mobile web and Outlook), display:none, opacity and overflow in the preheader."""
+    """Regression: @media (dropped by Gmail mobile web and Outlook), display:none,
+    opacity and overflow in the preheader."""
     errors = caniemail_errors(htmls[kind], tmp_path)
     print(f"caniemail {kind}: {len(errors)} errors, features {sorted({f for f, _ in errors})}")
     unexpected = sorted({f"{feature} ({client})" for feature, client in errors if feature not in ALLOWED})

@@ -65,7 +65,8 @@ def overflow(browser: Any, html: str, width: int, *, screenshot: Path | None = N
 def test_no_mail_type_overflows_a_phone_or_desktop_with_or_without_its_style_block(
     browser: Any, htmls: dict[str, str], kind: str
 ) -> None:
-    """Regression: confirmation and manage mails were a fixed 600 px; the digest needed @media and a long word widened it to 841 px."""
+    """Regression: confirmation and manage mails were a fixed 600 px;
+    the digest needed @media and a long word widened it to 841 px."""
     for html, variant in ((htmls[kind], "as sent"), (STYLE_BLOCK.sub("", htmls[kind]), "without <style>")):
         for width in WIDTHS:
             scroll, right = overflow(browser, html, width)
@@ -75,7 +76,8 @@ def test_no_mail_type_overflows_a_phone_or_desktop_with_or_without_its_style_blo
 
 
 def test_the_digest_has_no_media_query_and_no_fixed_width(htmls: dict[str, str]) -> None:
-    """Regression: the digest's layout lived in an @media rule (dropped by Gmail apps) around a fixed 600 px table."""
+    """Regression: the digest's layout lived in an @media rule (dropped by Gmail apps)
+    around a fixed 600 px table."""
     for kind, html in htmls.items():
         assert "@media" not in html, kind
         visible = re.sub(

@@ -17,7 +17,8 @@ from tests.factories import Item, utc, write_rss
 from tests.mail.helpers import parts, report
 
 LONG_TITLES = [
-    f"Hikvision {n}: the first US city bans the Chinese manufacturer after the federal government did, in detail"
+    f"Hikvision {n}: the first US city bans the Chinese manufacturer after the federal government did,"
+    " in detail"
     for n in range(10)
 ]
 
@@ -30,7 +31,8 @@ def rendered(service: Service, titles: list[str], *, teaser: str = "A teaser.") 
 
 
 def test_subject_leads_with_the_headline_near_60_characters_plus_the_count(mail_service: Service) -> None:
-    """Regression: the subject started with the From name and ran 70-130 characters, cutting the headline on phones."""
+    """Regression: the subject started with the From name and ran 70-130 characters,
+    cutting the headline on phones."""
     digest = rendered(mail_service, LONG_TITLES)
     assert digest.subject.startswith(LONG_TITLES[0][:40]), digest.subject
     assert not digest.subject.startswith(mail_service.settings.site.name)
@@ -56,7 +58,8 @@ def test_the_preview_line_carries_the_other_headlines_and_view_in_browser_is_nea
 
 
 def test_the_preview_line_has_no_hidden_low_contrast_text(mail_service: Service) -> None:
-    """Regression: the preheader was hidden text in the background colour (SpamAssassin HTML_FONT_LOW_CONTRAST)."""
+    """Regression: the preheader was hidden text in the background colour (SpamAssassin
+    HTML_FONT_LOW_CONTRAST)."""
     html = rendered(mail_service, LONG_TITLES).html
     assert (
         "display:none" not in html.replace(" ", "")
@@ -67,7 +70,10 @@ def test_the_preview_line_has_no_hidden_low_contrast_text(mail_service: Service)
 
 def test_plain_text_is_wrapped_at_76_columns_with_links_on_their_own_lines(mail_service: Service) -> None:
     """Regression: teasers in the text part were unwrapped 150-character lines."""
-    teaser = "Just days after a ban of Hikvision was signed into law for the US federal government, the first US city has followed, and more will."
+    teaser = (
+        "Just days after a ban of Hikvision was signed into law for the US federal government,"
+        " the first US city has followed, and more will."
+    )
     text = rendered(mail_service, LONG_TITLES[:3], teaser=teaser).text
     for line in text.splitlines():
         urls = re.findall(r"https?://\S+|%%[A-Z_]+%%", line)
@@ -81,7 +87,8 @@ def test_plain_text_is_wrapped_at_76_columns_with_links_on_their_own_lines(mail_
 def test_the_archive_lists_one_public_page_per_edition_without_personal_wording(
     make_service: Callable[..., Service], sink: Any, tmp_path: Path
 ) -> None:
-    """Regression: the public archive said "You are receiving this because ..." and listed each variant of one edition as a separate digest."""
+    """Regression: the public archive said "You are receiving this because ..." and listed each variant of one
+    edition as a separate digest."""
     feed = write_rss(
         tmp_path / "feed.xml",
         [

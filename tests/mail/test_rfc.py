@@ -45,7 +45,8 @@ def test_encoded_words_are_at_most_75_octets_in_every_mail_type(make_service: Ca
 
 
 def test_quoted_printable_lines_are_at_most_76_octets_in_every_mail_type(mails: dict[str, bytes]) -> None:
-    """Regression: the confirmation and manage mails had 78-octet quoted-printable lines (RFC 2045 allows 76)."""
+    """Regression: the confirmation and manage mails had 78-octet quoted-printable lines
+    (RFC 2045 allows 76)."""
     for kind, raw in mails.items():
         parsed = message_from_bytes(raw)
         for part in parsed.walk():
@@ -57,7 +58,8 @@ def test_quoted_printable_lines_are_at_most_76_octets_in_every_mail_type(mails: 
 
 
 def test_list_unsubscribe_has_one_form_in_every_mail_type(mails: dict[str, bytes]) -> None:
-    """Regression: the confirmation and manage mails folded List-Unsubscribe before "<", digests kept it on one line."""
+    """Regression: the confirmation and manage mails folded List-Unsubscribe before "<",
+    digests kept it on one line."""
     forms = set()
     for kind, raw in mails.items():
         (line,) = [line for line in head(raw).split(b"\r\n") if line.lower().startswith(b"list-unsubscribe:")]
@@ -96,7 +98,10 @@ def test_the_size_cap_holds_on_the_final_bytes_of_a_150_report_digest(mail_servi
     settings = mail_service.settings
     cap = settings.digest.max_html_bytes
     teaser = (
-        "Axis is very late in releasing IR PTZs. While competitors have offered them for years, Axis has just released theirs. "
+        (
+            "Axis is very late in releasing IR PTZs. While competitors have offered them for years,"
+            " Axis has just released theirs. "
+        )
         * 3
     )[:280]
     reports = [

@@ -1,4 +1,5 @@
-"""The sink's mail checks (newsletter.sink.mail_checks): each one passes a good message and catches its defect.
+"""The sink's mail checks (newsletter.sink.mail_checks):
+each one passes a good message and catches its defect.
 
 These are the checks a developer using the sink would have needed to see the defects of
 the old mails: a body link that lost a dot, 78-octet quoted-printable lines, a 77-octet
@@ -26,7 +27,8 @@ def message(
         from_address="news@example.com",
         subject="S",
         text=f"Hello\n\nUnsubscribe:\n{text_link}\n\n1 Main Street, Springfield, MA 01103\n",
-        html=f'{html_body}<p><a href="{html_link}">Unsubscribe</a></p><p>1 Main Street, Springfield, MA 01103</p>',
+        html=f'{html_body}<p><a href="{html_link}">Unsubscribe</a></p>'
+        "<p>1 Main Street, Springfield, MA 01103</p>",
         list_id="L <l.example.com>",
     ).for_recipient(
         to_address="r@example.org",

@@ -1,4 +1,5 @@
-"""SpamAssassin (Debian's package, local rules only, no network) scores every mail type 0.0 on rules we control.
+"""SpamAssassin (Debian's package, local rules only,
+no network) scores every mail type 0.0 on rules we control.
 
 Rules about how the test delivers (no Received header, no relay) are not the product's;
 everything else must stay silent. Skipped only when spamassassin is not installed

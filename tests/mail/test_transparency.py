@@ -58,7 +58,8 @@ def insert_subscriber(store: Any, subscriber_id: int, email: str) -> None:
 def test_body_links_keep_their_dots_with_a_54_character_base_url_and_six_digit_ids(
     make_service, sink, tmp_path: Path
 ) -> None:
-    """Regression: base_url of 54 characters, subscriber ids 100000..: the body links lost a dot on the wire."""
+    """Regression: base_url of 54 characters, subscriber ids 100000..:
+    the body links lost a dot on the wire."""
     feed = write_rss(
         tmp_path / "feed.xml", [Item("Axis launches a new camera line", "axis", utc(2026, 11, 20, 9))]
     )
