@@ -134,7 +134,7 @@ COMMANDS = {
     "sink": LazyCommand(
         _sink, "Run the local SMTP sink: store every message in a Maildir, check it, show it."
     ),
-    "subscribers": LazyCommand(_subscribers, "Add, remove, list, import and export subscribers."),
+    "subscribers": LazyCommand(_subscribers, "Add, edit, remove, list, import and export subscribers."),
     "worker": LazyCommand(
         _worker,
         "Only drain outboxes: help send editions that are already planned (run several, on several machines).",

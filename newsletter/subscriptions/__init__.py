@@ -4,7 +4,9 @@ tools'), export.
 - ``addresses``: normalising addresses, names and topics; adding one subscriber;
 - ``formats``: other tools' export columns and status words, delimiter sniffing, ``--map``;
 - ``importer``: the batched import, its summary and its bad rows;
-- ``export``: our CSV.
+- ``export``: our CSV;
+- ``operations``: what an operator does to one reader (add, edit, reactivate, remove, forget),
+  audited; the CLI, the console and the API call it.
 """
 
 from __future__ import annotations
