@@ -38,11 +38,16 @@ def feed(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def editor(make_service: Any, feed: Path) -> Iterator[Operator]:
+def settle() -> str:
+    return "0"  # seconds (reports.settle): the tests' default, no settle window
+
+
+@pytest.fixture
+def editor(make_service: Any, feed: Path, settle: str) -> Iterator[Operator]:
     """A fresh install: the feed holds a Cameras report, nothing is stored yet; one Cameras reader
     and five Access readers; an editor signed in."""
     feed.write_text(rss([CAMERAS]), encoding="utf-8")
-    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed))
+    service = make_service(NEWSLETTER_REPORTS_FEED=str(feed), NEWSLETTER_REPORTS_SETTLE=settle)
     service.store.subscribers.add_subscriber(email="cam@example.org", topics=["Cameras"])
     for i in range(5):
         service.store.subscribers.add_subscriber(email=f"access{i}@example.org", topics=["Access"])
@@ -144,3 +149,20 @@ def test_api_send_refuses_a_stale_count_before_writing_anything(
     assert refused.status_code == 409 and "from 1 to 6 readers" in refused.json()["error"]
     editor.engine.wait_idle()
     assert sink.messages() == [] and reader_marks(editor) == before and audited_counts(editor) == []
+
+
+@pytest.mark.parametrize("settle", ["600"])
+def test_preview_send_page_and_api_name_the_reports_the_settle_window_holds(
+    editor: Operator, feed: Path
+) -> None:
+    fresh = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    feed.write_text(rss([CAMERAS, Item("Just In", "just-in", fresh, topics=["Cameras"])]), encoding="utf-8")
+    held = "1 report waits for the settle window until"
+    page = editor.client.get("/admin/preview", params={"email": "cam@example.org"})
+    assert "Camera Report" in page.text and held in page.text
+    assert held in editor.client.get("/admin/send", params={"schedule": "manual"}).text
+    auth = api_auth(editor)
+    preview = editor.client.get("/api/v1/preview", params={"email": "cam@example.org"}, headers=auth).json()
+    assert preview["reports"] == ["Camera Report"] and held in preview["note"]
+    audience = editor.client.get("/api/v1/send/audience", params={"schedule": "manual"}, headers=auth).json()
+    assert audience["held_back"] == 1 and held in audience["note"]

@@ -56,6 +56,9 @@ class PreviewOut(BaseModel):
     reports: list[str]
     html: str
     text: str
+    note: str = Field(
+        "", description="why the feed was not read now, and reports the settle window still holds"
+    )
 
 
 class TestSend(BaseModel):
@@ -165,6 +168,7 @@ async def preview(request: Request) -> Response:
             "reports": [r.title for r in p.selection.reports],
             "html": p.html,
             "text": p.text,
+            "note": "; ".join(n for n in (p.feed, str(p.held)) if n),
         },
     )
 
