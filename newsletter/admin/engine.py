@@ -4,15 +4,10 @@ Everything the console asks of ``newsletter.editions`` goes through ``ConsoleEng
 so a change in the engine's entry points is a change here only. Sends started here
 run ``EditionRunner.run`` / ``resume`` (the one send path) in a background thread.
 
-Pause: the engine has no operator pause yet, so this adapter pauses cooperatively.
-The edition is marked paused in the database; a send this process runs hears it on
-its next outcome (the ``on_outcome`` hook raises ``PausedByOperator``), the sender
-puts its queued rows back to pending as it does for any stop, and the rows it had
-claimed but not queued are released here. An edition that no sender is working on
-(deferred rows waiting) simply stays paused: the scheduler's upkeep leaves paused
-editions to an operator. A send this console did not start (the scheduler's,
-`newsletter send`'s) cannot hear the request, so pausing it is refused with the holder of its
-schedule's lock rather than recorded and then silently overwritten when it ends.
+Pause and resume are the engine's (``EditionRunner.pause`` / ``resume``), the same the API and
+`newsletter pause` / `resume` use: every sender of the edition, whichever process or machine
+runs it (this console's threads, `newsletter send`, the scheduler, workers), stops at its next
+batch and gives its unsent rows back; nothing takes a paused edition up but a resume.
 """
 
 from __future__ import annotations
@@ -23,27 +18,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from newsletter.content.planner import why_included
-from newsletter.delivery.sender import worker_name
-from newsletter.editions.lock import lock_name
 from newsletter.editions.preview import HeldBack, Preview, held_back, read_feed, render_preview, send_test
 from newsletter.editions.runner import EditionRunner
 from newsletter.errors import EditionError, NewsletterError
-from newsletter.models import Cadence, DeliveryOutcome, DeliveryState, Edition, EditionStatus, Report
+from newsletter.models import Cadence, Edition, EditionStatus, Report
 from newsletter.scheduling.schedules import Schedule, load_schedules
 from newsletter.service import Service
 
 log = logging.getLogger("newsletter.admin.engine")
 MANUAL = "manual"  # "send now" to every reader, whatever their cadence
 UNFINISHED = (EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED)
-STATUS_POLL = 0.5  # seconds between looks at the edition's status during a send
+RESUME_WAIT = 5.0  # seconds a resume waits to see the edition taken up (or why not)
 PLAN_WAIT = 120.0  # seconds a console send waits for its planning, beyond the feed's timeout
-
-
-class PausedByOperator(Exception):
-    """Raised from the send's outcome hook to stop it: an operator paused the edition."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +62,6 @@ class ConsoleEngine:
         self.service = service
         self.settings = service.settings
         self.store = service.store
-        self._pause_requests: set[int] = set()
         self._running: set[str] = set()  # keys of the editions this console's threads are sending
         self._failed: dict[str, NewsletterError] = {}  # why a send of this console stopped, by key
         self._lock = threading.Lock()
@@ -153,13 +140,12 @@ class ConsoleEngine:
         key = f"{schedule}-now-{self.now():%Y%m%dT%H%M%S.%fZ}"
         planned: list[int] = []
         self._background(
-            lambda watch: self.runner.run(
+            lambda: self.runner.run(
                 key=key,
                 schedule=schedule,
                 cadences=cadences,
                 expect=confirmed,
                 on_planned=planned.append,
-                on_outcome=watch,
             ),
             key=key,
         )
@@ -182,37 +168,30 @@ class ConsoleEngine:
             time.sleep(0.05)
         return SendStarted(self._wait_for(key), planned[0])
 
-    def pause(self, edition_id: int, *, by: str) -> Edition:
-        edition = self._edition(edition_id)
-        if edition.status not in (EditionStatus.PLANNED, EditionStatus.SENDING):
-            raise EditionError(
-                f"edition {edition.key} is {edition.status.value}; only a sending edition can be paused"
-            )
-        with self._lock:
-            mine = edition.key in self._running
-        held = self.store.locks.current(lock_name(edition.schedule))
-        if not mine and held is not None and held.expires_at > self.now():
-            # A send of another process or of the scheduler: it has no pause hook to hear us, and
-            # marking the edition paused would be a lie its end would overwrite.
-            raise EditionError(
-                f"edition {edition.key} is being sent by {held.holder} (the scheduler or 'newsletter send'), which the console cannot interrupt",
-                hint="Pause works on sends started from the console or the API, and on editions no sender is working on; stop that send where it runs, then pause here.",
-            )
-        with self._lock:
-            self._pause_requests.add(edition_id)
-        self.store.editions.set_edition_status(
-            edition_id, EditionStatus.PAUSED, reason=f"paused by {by}", now=self.now()
-        )
-        return self._edition(edition_id)
+    def pause(self, edition_id: int, *, by: str, client: str = "") -> Edition:
+        """Pause the edition (the engine's one pause, audited there): whoever sends it stops at
+        its next batch."""
+        return self.runner.pause(self._edition(edition_id), by=by, client=client)
 
-    def resume(self, edition_id: int) -> Edition:
+    def resume(self, edition_id: int, *, by: str = "an operator", client: str = "") -> Edition:
+        """Resume a paused edition in the background (the engine's resume, audited there); returns
+        it once the resume has taken it, or raises why it could not (another send still holds
+        its schedule's lock: the stopped sender finishing its messages in flight)."""
         edition = self._edition(edition_id)
         if edition.status is not EditionStatus.PAUSED:
             raise EditionError(f"edition {edition.key} is {edition.status.value}, not paused")
-        with self._lock:
-            self._pause_requests.discard(edition_id)
-        self._background(lambda watch: self.runner.resume(edition, on_outcome=watch), key=edition.key)
-        return edition
+        self._background(lambda: self.runner.resume(edition, by=by, client=client), key=edition.key)
+        deadline = time.monotonic() + RESUME_WAIT
+        while time.monotonic() < deadline:
+            with self._lock:
+                failed = self._failed.pop(edition.key, None)
+            if failed is not None:
+                raise failed
+            fresh = self._edition(edition_id)
+            if fresh.status is not EditionStatus.PAUSED:
+                return fresh
+            time.sleep(0.05)
+        return self._edition(edition_id)
 
     def edition(self, edition_id: int) -> Edition:
         return self._edition(edition_id)
@@ -247,39 +226,14 @@ class ConsoleEngine:
             hint="Another send of this schedule may hold its lock; see the dashboard.",
         )
 
-    def _background(self, run: Callable[[Callable[[DeliveryOutcome], None]], object], *, key: str) -> None:
-        state: dict[str, Any] = {"checked": time.monotonic(), "edition_id": None, "raised": False}
-
-        def watch(_outcome: DeliveryOutcome) -> None:
-            if state["raised"]:
-                # Once only: the sender collects the results still in flight after the stop and must
-                # record them (a row sent but not recorded would be sent again on resume).
-                return
-            edition_id = state["edition_id"]
-            if edition_id is None:
-                found = self.store.editions.find_edition(key)
-                edition_id = state["edition_id"] = found.id if found else None
-            with self._lock:
-                asked = edition_id in self._pause_requests
-            if (
-                not asked
-                and edition_id is not None
-                and time.monotonic() - float(state["checked"] or 0) > STATUS_POLL
-            ):
-                # Paused from another process (a second console): the database says so.
-                state["checked"] = time.monotonic()
-                asked = self._edition(int(edition_id)).status is EditionStatus.PAUSED
-            if asked:
-                state["raised"] = True
-                raise PausedByOperator()
+    def _background(self, run: Callable[[], object], *, key: str) -> None:
+        """Run a send in a thread; a pause stops it as any sender (the engine's status check)."""
 
         def target() -> None:
             with self._lock:
                 self._running.add(key)
             try:
-                run(watch)
-            except PausedByOperator:
-                self._settle_pause(key)
+                run()
             except NewsletterError as exc:
                 log.warning("console send %s stopped: %s", key, exc.message)
                 with self._lock:
@@ -293,24 +247,3 @@ class ConsoleEngine:
         thread = threading.Thread(target=target, name=f"console-send-{key}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
-
-    def _settle_pause(self, key: str) -> None:
-        """After a paused run stopped: rows it claimed but never queued go back to pending."""
-        edition = self.store.editions.find_edition(key)
-        if edition is None:
-            return
-        mine = worker_name(self.settings.delivery.worker_name)
-        held = [
-            row_id
-            for row_id, _subscriber, claimed_by in self.store.outbox.sending_rows(edition.id)
-            if claimed_by == mine
-        ]
-        if held:
-            self.store.outbox.set_rows_state(
-                held, DeliveryState.PENDING, reply="edition paused by an operator"
-            )
-        reason = edition.reason if edition.status is EditionStatus.PAUSED else "paused by an operator"
-        self.store.editions.set_edition_status(
-            edition.id, EditionStatus.PAUSED, reason=reason, now=self.now()
-        )
-        log.info("edition %s paused by an operator; %d claimed rows released", key, len(held))

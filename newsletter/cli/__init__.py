@@ -60,9 +60,21 @@ def _dns() -> click.Command:
 
 
 def _editions() -> click.Command:
-    from newsletter.cli.sending import editions
+    from newsletter.cli.editions import editions
 
     return editions
+
+
+def _pause() -> click.Command:
+    from newsletter.cli.editions import pause
+
+    return pause
+
+
+def _resume() -> click.Command:
+    from newsletter.cli.editions import resume
+
+    return resume
 
 
 def _preview() -> click.Command:
@@ -123,7 +135,14 @@ COMMANDS = {
     "editions": LazyCommand(
         _editions, "List editions, or show one with its counts and most common failure replies."
     ),
+    "pause": LazyCommand(
+        _pause, "Pause an edition (default: the newest one sending): every sender stops at its next batch."
+    ),
     "preview": LazyCommand(_preview, "Render a digest without sending; list which reports are in and why."),
+    "resume": LazyCommand(
+        _resume,
+        "Resume a paused or unfinished edition (default: the newest one); the same as 'send --resume'.",
+    ),
     "schedule": LazyCommand(
         _schedule, "Show each schedule (schedule.daily, schedule.weekly) and its next fire times."
     ),

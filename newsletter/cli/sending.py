@@ -83,13 +83,19 @@ def send(
             conflicting=bool(key or resume or plan_only or retry_unknown or now),
         )
         return
+    target = service.store.editions.find_edition(key) if key else None
+    if resume and key and target is None:
+        raise CliError(f"no edition {key!r} to resume", hint="'newsletter editions' lists them.")
+    if target is not None and target.status is EditionStatus.PAUSED and not plan_only:
+        resume = True  # the operator named a paused edition: theirs to resume
     if now:
-        _retry_deferred_now(service, resume=resume)
+        _retry_deferred_now(service, resume=resume, edition=target)
     runner = service.runner
     progress = _progress()
     task: list[Any] = []
 
-    plain = {"total": 0, "done": 0, "said": time.monotonic()}
+    plain = {"total": 0, "said": time.monotonic()}
+    done: set[int] = set()  # rows, not outcomes: a row deferred and tried again in the run counts once
 
     def planned(total: int) -> None:
         if total and sys.stdout.isatty():
@@ -101,14 +107,14 @@ def send(
         # Count what the database will record as done; a row handed back (stopped, paused) is not.
         if o.state is DeliveryState.PENDING:
             return
+        done.add(o.delivery_id)
         if task:
-            progress.advance(task[0])
+            progress.update(task[0], completed=len(done))
             return
         # Without a terminal (cron, a log file): a plain line every PROGRESS_EVERY seconds.
-        plain["done"] += 1
         if time.monotonic() - plain["said"] >= PROGRESS_EVERY:
             plain["said"] = time.monotonic()
-            console.print(f"sending: {plain['done']:,} of {plain['total']:,} done")
+            console.print(f"sending: {len(done):,} of {plain['total']:,} done")
 
     def resuming(edition: Edition, requeued: int) -> None:
         started.append(edition.key)
@@ -128,7 +134,12 @@ def send(
     try:
         if resume:
             result = runner.resume(
-                retry_unknown=retry_unknown, on_start=resuming, on_planned=planned, on_outcome=outcome
+                target,
+                retry_unknown=retry_unknown,
+                by=operator(),
+                on_start=resuming,
+                on_planned=planned,
+                on_outcome=outcome,
             )
             if result is None:
                 console.print("Nothing to resume: every edition has ended.")
@@ -165,6 +176,17 @@ def send(
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stdout is not a terminal
 
 
+def operator() -> str:
+    """Who acts from this shell, as the audit log names them (pause, resume)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "unknown user"
+    return f"{user} (command line)"
+
+
 def _stop_on_sigterm() -> list[str]:
     """Make SIGTERM stop a send as Ctrl-C does (the list names the signal once one came)."""
     import signal
@@ -173,7 +195,7 @@ def _stop_on_sigterm() -> list[str]:
 
     def stop(_signum: int, _frame: Any) -> None:
         came.append("SIGTERM")
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("SIGTERM")  # the engine pauses the edition "stopped by SIGTERM"
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
@@ -184,7 +206,9 @@ def _stopped(ctx: click.Context, service: Any, started: list[str], *, signal_nam
     """A send stopped by Ctrl-C or SIGTERM: what was done, how to go on, exit 130 or 143.
 
     The sender let the messages in flight finish and gave every row it had not tried back
-    (pending); a row whose result only reached the journal is settled by the resume.
+    (pending), and the engine paused the edition: a deliberate stop stays stopped (the
+    scheduler's upkeep resumes only what a crash left). A row whose result only reached the
+    journal is settled by the resume.
     """
     edition = service.store.editions.find_edition(started[-1]) if started else None
     if edition is not None:
@@ -195,7 +219,9 @@ def _stopped(ctx: click.Context, service: Any, started: list[str], *, signal_nam
             or "no rows yet"
         )
         console.print(f"Stopped by {signal_name}: edition {edition.key} (#{edition.id}) has {counts}.")
-        console.print("Resume it with: newsletter send --resume")
+        if edition.status is EditionStatus.PAUSED:
+            console.print(f"It is paused ({edition.reason}); nothing sends it until you resume it.")
+        console.print(f"Resume it with: newsletter send --resume (or: newsletter resume {edition.key})")
     else:
         console.print(f"Stopped by {signal_name} before an edition started; nothing was sent.")
     ctx.exit(143 if signal_name == "SIGTERM" else 130)
@@ -225,14 +251,17 @@ def _send_test(
     )
 
 
-def _retry_deferred_now(service: Any, *, resume: bool) -> None:
-    """`send --resume --now`: the newest unfinished edition's deferred rows become due at once."""
-    from newsletter.models import DeliveryState, EditionStatus
-
+def _retry_deferred_now(service: Any, *, resume: bool, edition: Edition | None) -> None:
+    """`send --resume --now`: the deferred rows of ``edition`` (default: the newest unfinished
+    one) become due at once."""
     if not resume:
         raise click.UsageError("--now goes with --resume")
-    unfinished = service.store.editions.list_editions(
-        statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=1
+    unfinished = (
+        [edition]
+        if edition is not None
+        else service.store.editions.list_editions(
+            statuses=[EditionStatus.SENDING, EditionStatus.PAUSED], limit=1
+        )
     )
     if unfinished:
         ids = [
@@ -414,74 +443,3 @@ def _report_unfinished(service: Any) -> None:
             "; ".join(must_act),
             hint="Fix the cause, then 'newsletter send --resume' (or start the workers again).",
         )
-
-
-@click.command()
-@click.argument("edition_id", required=False, type=int)
-@click.option("--limit", default=20, show_default=True)
-@click.pass_context
-@reports_errors
-def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
-    """List editions, or show one with its counts and most common failure replies."""
-    store = service_from(ctx).store
-    if edition_id is None:
-        table = Table()
-        for col in (
-            "id",
-            "key",
-            "status",
-            "started",
-            "finished",
-            "sent",
-            "failed",
-            "deferred",
-            "unknown",
-            "other",
-        ):
-            table.add_column(col)
-        for e in store.editions.list_editions(limit=limit):
-            c = e.counts
-            other = sum(n for s, n in c.items() if s not in ("sent", "failed", "deferred", "unknown"))
-            table.add_row(
-                str(e.id),
-                e.key,
-                e.status.value,
-                when(e.started_at),
-                when(e.finished_at),
-                str(c.get("sent", 0)),
-                str(c.get("failed", 0)),
-                str(c.get("deferred", 0)),
-                str(c.get("unknown", 0)),
-                str(other),
-            )
-        console.print(table)
-        return
-    edition = store.editions.get_edition(edition_id)
-    if edition is None:
-        raise click.ClickException(f"no edition #{edition_id}; 'newsletter editions' lists them")
-    console.print(
-        f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}"
-    )
-    if edition.reason:
-        console.print(f"Reason: {edition.reason}")
-    console.print(
-        f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}"
-    )
-    for state, n in sorted(edition.counts.items()):
-        console.print(f"  {state:<11} {n}")
-    readers, carried = store.outbox.carried(edition.id)
-    if readers:
-        console.print(
-            f"{readers} readers have reports carried to their next digest ({carried} in all): over digest.max_reports, sent oldest first"
-        )
-    replies = store.outbox.failure_replies(edition.id)
-    if replies:
-        console.print("Most common failure replies:")
-        for code, reply, n in replies:
-            console.print(f"  {n:>6} × {code or '-'} {reply}")
-    judged = store.bounces.kinds_by_domain(edition_id=edition.id)
-    if judged:
-        # Policy refusals (blocked) never suppress a reader: they are the operator's to see.
-        console.print("Failures by receiving domain (hard/soft count against readers; blocked is about us):")
-        for domain, kind, n in judged:
-            console.print(f"  {n:>6} × {kind:<9} {domain}")

@@ -19,7 +19,7 @@ from newsletter.config import Settings
 from newsletter.delivery.journal import journal_files, journal_owner, journals_in, replay
 from newsletter.delivery.suppression import Suppressor
 from newsletter.editions.lock import SendLock
-from newsletter.models import DeliveryOutcome, DeliveryState, Edition
+from newsletter.models import DeliveryOutcome, DeliveryState, Edition, EditionStatus
 from newsletter.storage.store import Store
 
 log = logging.getLogger("newsletter.editions.recovery")
@@ -65,6 +65,28 @@ class SenderRecovery:
             edition = self.store.editions.get_edition(edition_id)
             if edition is not None:
                 self.recover(edition)
+
+    def requeue_unknown(self, edition: Edition | None) -> tuple[Edition | None, int]:
+        """`send --resume --retry-unknown`: the rows whose outcome was unknown in the newest edition
+        that has any go back to pending (same Message-ID), and that edition is sending again.
+        Returns it and how many rows were requeued; (``edition``, 0) when no edition has any."""
+        with_unknown = [
+            e
+            for e in self.store.editions.list_editions(limit=50)
+            if e.counts.get(DeliveryState.UNKNOWN.value)
+        ]
+        if not with_unknown:
+            return edition, 0
+        found = with_unknown[0]
+        requeued = self.store.outbox.requeue_unknown(found.id)
+        # The edition had ended; its unknown rows make it unfinished again.
+        self.store.editions.set_edition_status(
+            found.id,
+            EditionStatus.SENDING,
+            reason=f"{requeued} unknown rows requeued by an operator",
+            now=self.clock(),
+        )
+        return self.store.editions.get_edition(found.id), requeued
 
     def recover(self, edition: Edition) -> None:
         """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.

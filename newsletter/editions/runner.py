@@ -20,6 +20,7 @@ from newsletter.content.render import DigestRenderer
 from newsletter.delivery.message import edition_message
 from newsletter.delivery.sender import Sender, worker_host
 from newsletter.delivery.suppression import Suppressor
+from newsletter.editions import pausing
 from newsletter.editions.lock import SendLock, SendLockBusy, hold_planning_lock, hold_send_lock
 from newsletter.editions.planning import EditionPlanner, PlannedRecipient, cadences_for
 from newsletter.editions.recovery import SenderRecovery
@@ -156,30 +157,43 @@ class EditionRunner:
                         False,
                         message=f"edition {key} already exists ({edition.status.value}); nothing planned",
                     )
-                return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
+                if edition.status is EditionStatus.PAUSED:
+                    # Only an operator's resume takes a paused edition up (a scheduled fire of its slot does not).
+                    return EditionResult(
+                        edition,
+                        False,
+                        message=f"edition {key} is paused ({edition.reason}); nothing sent: 'newsletter resume {key}' resumes it",
+                    )
+                with pausing.stop_pauses(self.store, edition, clock=self.clock):
+                    return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
             log.info("edition %s (%s) started", key, schedule)
-            if fetch:
-                self._fetch_for(edition)
-            return self._plan_and_send(
-                edition,
-                cadences=cadences,
-                on_planned=on_planned,
-                on_outcome=on_outcome,
-                created=True,
-                send=send,
-                expect=expect,
-            )
+            with pausing.stop_pauses(self.store, edition, clock=self.clock):
+                if fetch:
+                    self._fetch_for(edition)
+                return self._plan_and_send(
+                    edition,
+                    cadences=cadences,
+                    on_planned=on_planned,
+                    on_outcome=on_outcome,
+                    created=True,
+                    send=send,
+                    expect=expect,
+                )
 
     def resume(
         self,
         edition: Edition | None = None,
         *,
         retry_unknown: bool = False,
+        by: str = "an operator",
+        client: str = "",
         on_start: Callable[[Edition, int], None] | None = None,
         on_planned: Callable[[int], None] | None = None,
         on_outcome: Callable[[DeliveryOutcome], None] | None = None,
     ) -> EditionResult | None:
-        """Finish an unfinished edition (default: the newest one) under its schedule's lock.
+        """An operator's resume: finish an unfinished edition (default: the newest one), paused
+        ones included, under its schedule's lock. The pause's reason is cleared and the resume
+        written to the audit log (``by``, ``client``); a ctrl-C or SIGTERM pauses it again.
 
         ``retry_unknown`` first puts the rows whose outcome was unknown back to pending
         (same Message-ID), in the newest edition that has any. ``on_start`` hears which
@@ -187,22 +201,7 @@ class EditionRunner:
         """
         requeued = 0
         if retry_unknown:
-            with_unknown = [
-                e
-                for e in self.store.editions.list_editions(limit=50)
-                if e.counts.get(DeliveryState.UNKNOWN.value)
-            ]
-            if with_unknown:
-                edition = with_unknown[0]
-                requeued = self.store.outbox.requeue_unknown(edition.id)
-                # The edition had ended; its unknown rows make it unfinished again.
-                self.store.editions.set_edition_status(
-                    edition.id,
-                    EditionStatus.SENDING,
-                    reason=f"{requeued} unknown rows requeued by an operator",
-                    now=self.clock(),
-                )
-                edition = self._reload(edition)
+            edition, requeued = self.recovery.requeue_unknown(edition)
         if edition is None:
             unfinished = self.store.editions.list_editions(
                 statuses=[EditionStatus.PLANNED, EditionStatus.SENDING, EditionStatus.PAUSED], limit=1
@@ -219,7 +218,21 @@ class EditionRunner:
             edition = self._reload(edition)
             if on_start is not None:
                 on_start(edition, requeued)
-            return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
+            edition = pausing.unpause(self.store, edition, by=by, client=client, now=self.clock())
+            with pausing.stop_pauses(self.store, edition, clock=self.clock):
+                return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
+
+    def pause(self, edition: Edition, *, by: str, reason: str = "", client: str = "") -> Edition:
+        """Pause ``edition``: the one pause, for the console, the API, `newsletter pause` and a
+        stopped `newsletter send`. Every sender of it (`newsletter send`, the scheduler, a console
+        thread, workers) looks at the status before each batch it claims: it stops there, lets
+        its messages in flight finish and gives its unsent rows back. Nothing takes a paused
+        edition up again (upkeep, a scheduled fire) until an operator's ``resume``.
+
+        The reason is ``reason`` (default "paused by BY") with the time; it goes to the audit
+        log with ``by``. EditionError unless the edition is planned or sending.
+        """
+        return pausing.pause(self.store, edition, by=by, reason=reason, client=client, now=self.clock())
 
     def drain(
         self, edition: Edition, *, on_outcome: Callable[[DeliveryOutcome], None] | None = None
@@ -233,7 +246,7 @@ class EditionRunner:
         if edition.status is EditionStatus.PLANNED:
             return EditionResult(edition, False, message="not planned yet; its sender plans it")
         return self._plan_and_send(
-            edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False, unpause=False
+            edition, cadences=None, on_planned=None, on_outcome=on_outcome, created=False
         )
 
     def upkeep(self) -> list[str]:
@@ -311,11 +324,10 @@ class EditionRunner:
         created: bool,
         send: bool = True,
         expect: int | None = None,
-        unpause: bool = True,
     ) -> EditionResult:
-        """Plan the edition if it is not yet, then send what it owes. ``unpause=False`` (a worker)
-        leaves alone an edition that was paused or ended since it was read: only an operator's
-        resume or a sender holding the schedule's lock takes a paused edition up again."""
+        """Plan the edition if it is not yet, then send what it owes. An edition paused or ended
+        since it was read (by an operator, during its planning too) is left as it is: only an
+        operator's ``resume`` takes a paused edition up again."""
         note = ""
         if edition.status is EditionStatus.PLANNED:
             with hold_planning_lock(self.store.locks, clock=self.clock, host=self.host):
@@ -342,7 +354,7 @@ class EditionRunner:
                     if s in ("pending", "deferred")
                 )
             )
-        going_on = None if unpause else (EditionStatus.PLANNED, EditionStatus.SENDING)
+        going_on = (EditionStatus.PLANNED, EditionStatus.SENDING)
         if not self.store.editions.set_edition_status(
             edition.id, EditionStatus.SENDING, reason=note, now=self.clock(), only_from=going_on
         ):
@@ -376,24 +388,13 @@ class EditionRunner:
             give_up_after=edition.created_at + timedelta(seconds=self.settings.delivery.max_age),
             on_outcome=on_outcome,
             clock=self.clock,
-            halted=lambda: self._halted(edition.key),
+            halted=lambda: pausing.halted(self.store, edition.key),
         )
         tally = sender.run()
         if sender.halted_reason:
             log.info("edition %s: %s", edition.key, sender.halted_reason)
             return EditionResult(self._reload(edition), created, tally, sender.halted_reason)
         return self._finish(edition, tally, created, paused_reason=sender.paused_reason)
-
-    def _halted(self, key: str) -> str:
-        """Why this run must claim no more rows: the edition is no longer sending (an operator
-        paused it in the console, or another sender paused or finished it). Empty: go on.
-        Asked once a batch: ``find_edition`` reads the one row, without the edition's counts."""
-        edition = self.store.editions.find_edition(key)
-        if edition is None or edition.status is EditionStatus.SENDING:
-            return ""
-        return f"stopped: the edition is {edition.status.value} now" + (
-            f" ({edition.reason})" if edition.reason else ""
-        )
 
     def _finish(
         self, edition: Edition, tally: dict[str, int], created: bool, *, paused_reason: str = ""
@@ -412,13 +413,21 @@ class EditionRunner:
         elif deferred:
             due = self.store.outbox.next_due(edition.id)
             reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
+            # Fenced like every status a sender writes: a pause that came after its last batch stays.
             self.store.editions.set_edition_status(
-                edition.id, EditionStatus.SENDING, reason=reason, now=self.clock()
+                edition.id,
+                EditionStatus.SENDING,
+                reason=reason,
+                now=self.clock(),
+                only_from=[EditionStatus.SENDING],
             )
             message = reason
-        else:
-            self.store.editions.set_edition_status(edition.id, EditionStatus.SENT, now=self.clock())
+        elif self.store.editions.set_edition_status(
+            edition.id, EditionStatus.SENT, now=self.clock(), only_from=[EditionStatus.SENDING]
+        ):
             message = "finished"
+        else:
+            message = f"every row is done, but the edition is {self._reload(edition).status.value} now"
         log.info(
             "edition %s: %s (%s)",
             edition.key,

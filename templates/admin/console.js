@@ -1,4 +1,5 @@
-// Live progress: pages with editions poll /admin/progress.json every second while any is sending.
+// Live progress: pages with editions poll /admin/progress.json every second while any is sending;
+// status, reason, start and finish times, counts and the Pause/Resume form follow the edition.
 (function () {
   "use strict";
   function countsText(counts) {
@@ -10,13 +11,26 @@
     return Array.prototype.slice.call(document.querySelectorAll("[data-edition], [data-progress-one]"));
   }
   function idOf(el) { return el.getAttribute("data-edition") || el.getAttribute("data-progress-one"); }
+  function time(el, value) {
+    // "minutes" cells (the editions list) show the time without seconds.
+    if (el) { el.textContent = value ? (el.getAttribute("data-finished") === "minutes" || el.getAttribute("data-started") === "minutes" ? value.slice(0, 16) : value) : "-"; }
+  }
   function update(el, e) {
     var status = el.querySelector("[data-status]");
     var counts = el.querySelector("[data-counts]");
     var bar = el.querySelector("progress");
+    var reasonLine = el.querySelector("[data-reason-line]");
+    var reason = el.querySelector("[data-reason]");
     if (status) { status.textContent = e.status; }
+    if (reason) { reason.textContent = e.reason; }
+    if (reasonLine) { reasonLine.hidden = !e.reason; }
+    time(el.querySelector("[data-started]"), e.started);
+    time(el.querySelector("[data-finished]"), e.finished);
     if (counts) { counts.textContent = countsText(e.counts); }
     if (bar) { bar.max = Math.max(e.total, 1); bar.value = e.done; }
+    Array.prototype.forEach.call(el.querySelectorAll("form[data-when]"), function (form) {
+      form.hidden = form.getAttribute("data-when").split(" ").indexOf(e.status) < 0;
+    });
     el.setAttribute("data-live-status", e.status);
   }
   function poll() {

@@ -300,32 +300,6 @@ def test_admin_sees_settings_without_secrets_and_checks_the_suppression_list(sig
     assert console.client.get("/admin/suppressions").status_code == 403
 
 
-def test_pausing_a_send_the_console_did_not_start_is_refused_not_recorded(signed_in: Any) -> None:
-    """The scheduler's or `newsletter send`'s run cannot hear a pause: saying "paused" would be false."""
-    from datetime import UTC, datetime
-
-    from newsletter.editions.lock import hold_send_lock
-
-    console = signed_in("editor")
-    store = console.service.store
-    edition, _ = store.editions.create_edition(
-        key="daily-2026-11-30T07:00-05:00", schedule="daily", as_of=datetime.now(UTC)
-    )
-    store.editions.set_edition_status(edition.id, EditionStatus.SENDING)
-    with hold_send_lock(store.locks, "daily"):
-        r = console.post(f"/admin/editions/{edition.id}/pause", csrf_from=f"/admin/editions/{edition.id}")
-        assert r.status_code == 400 and "cannot interrupt" in r.text
-        assert store.editions.get_edition(edition.id).status is EditionStatus.SENDING
-    # With no sender working on it (e.g. deferred rows waiting), a pause holds: the scheduler's upkeep leaves paused editions alone.
-    assert (
-        console.post(
-            f"/admin/editions/{edition.id}/pause", csrf_from=f"/admin/editions/{edition.id}"
-        ).status_code
-        == 303
-    )
-    assert store.editions.get_edition(edition.id).status is EditionStatus.PAUSED
-
-
 def test_admin_adds_users_and_changes_roles_but_never_removes_the_last_admin(signed_in: Any) -> None:
     console = signed_in("admin")
     accounts = console.service.store.accounts

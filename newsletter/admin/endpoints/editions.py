@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from newsletter.admin.context import Console, Refused
 from newsletter.admin.endpoints.base import ERRORS, ApiError, Done, Paging, answer, audit, needs, spec
+from newsletter.admin.security import client_of
 from newsletter.errors import AudienceChanged
 from newsletter.models import Edition
 
@@ -134,10 +135,13 @@ async def get_edition(request: Request) -> Response:
 async def pause_edition(request: Request) -> Response:
     """Pause a sending edition (rows not yet sent wait)."""
     console: Console = request.app.state.console
+    # The engine writes the audit entry, with the reason, as for every pause.
     edition = await run_in_threadpool(
-        console.engine.pause, request.path_params["edition_id"], by=request.state.operator.email
+        console.engine.pause,
+        request.path_params["edition_id"],
+        by=f"{request.state.operator.email} (API)",
+        client=client_of(request),
     )
-    await run_in_threadpool(audit, request, "edition.pause", edition.key)
     return answer(EditionOut, edition_out(edition))
 
 
@@ -146,8 +150,12 @@ async def pause_edition(request: Request) -> Response:
 async def resume_edition(request: Request) -> Response:
     """Resume a paused edition in the background."""
     console: Console = request.app.state.console
-    edition = await run_in_threadpool(console.engine.resume, request.path_params["edition_id"])
-    await run_in_threadpool(audit, request, "edition.resume", edition.key)
+    edition = await run_in_threadpool(
+        console.engine.resume,
+        request.path_params["edition_id"],
+        by=f"{request.state.operator.email} (API)",
+        client=client_of(request),
+    )
     return answer(EditionOut, edition_out(edition))
 
 

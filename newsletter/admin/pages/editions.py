@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from newsletter.admin.context import Refused
 from newsletter.admin.pages.base import ACTIVE, PAGE_SIZE, PageGroup, page_number, see_other
+from newsletter.admin.security import client_of
 from newsletter.content.render import web_version
 from newsletter.models import DeliveryState
 
@@ -61,6 +62,8 @@ class EditionPages(PageGroup):
                     "key": e.key,
                     "status": e.status.value,
                     "reason": e.reason,
+                    "started": e.started_at.strftime("%Y-%m-%d %H:%M:%S") if e.started_at else None,
+                    "finished": e.finished_at.strftime("%Y-%m-%d %H:%M:%S") if e.finished_at else None,
                     "counts": e.counts,
                     "total": sum(e.counts.values()),
                     "done": sum(n for s, n in e.counts.items() if s not in ("pending", "sending")),
@@ -144,13 +147,14 @@ class EditionPages(PageGroup):
     async def pause(self, request: Request) -> Response:
         signed, _form = await self.c.posted(request, "editor")
         edition_id = request.path_params["edition_id"]
-        edition = await run_in_threadpool(self.c.engine.pause, edition_id, by=signed.operator.email)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "edition.pause", edition.key)
+        # The engine writes the audit entry, with the reason, as for every pause.
+        by, client = signed.operator.email, client_of(request)
+        await run_in_threadpool(self.c.engine.pause, edition_id, by=by, client=client)
         return see_other(f"/admin/editions/{edition_id}")
 
     async def resume(self, request: Request) -> Response:
         signed, _form = await self.c.posted(request, "editor")
         edition_id = request.path_params["edition_id"]
-        edition = await run_in_threadpool(self.c.engine.resume, edition_id)
-        await run_in_threadpool(self.c.audit, request, signed.operator.email, "edition.resume", edition.key)
+        by, client = signed.operator.email, client_of(request)
+        await run_in_threadpool(self.c.engine.resume, edition_id, by=by, client=client)
         return see_other(f"/admin/editions/{edition_id}")
