@@ -18,6 +18,7 @@ from newsletter.admin.context import Console, NeedsLogin, Refused
 from newsletter.admin.security import console_headers
 from newsletter.errors import NewsletterError
 from newsletter.service import Service
+from newsletter.web.headers import SecuredApp
 
 log = logging.getLogger("newsletter.admin")
 
@@ -55,9 +56,10 @@ def create_console(service: Service, *, dev: bool = False) -> Starlette:
         log.exception("console error serving %s %s", request.method, request.url.path, exc_info=exc)
         return await refused(request, Refused(500, "something went wrong", hint="See the server log."))
 
-    app = Starlette(
+    app = SecuredApp(
         routes=[*console_routes(console), *api_routes(console)],
-        middleware=[Middleware(console_headers), Middleware(OffUntilUsers, console=console)],
+        headers=console_headers,  # outside everything: the 500 page carries them too
+        middleware=[Middleware(OffUntilUsers, console=console)],
         exception_handlers={
             Refused: refused,
             NeedsLogin: needs_login,

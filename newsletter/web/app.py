@@ -31,7 +31,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from newsletter.content.render import template_environment, web_version
 from newsletter.errors import InvalidAddress, SubscriberError, TokenError
@@ -43,7 +42,7 @@ from newsletter.storage.suppressions import canonical_mailbox
 from newsletter.subscriptions import normalise_email, parse_topics
 from newsletter.tokens import Link, Purpose
 from newsletter.web.forms import BadForm, Form, read_form
-from newsletter.web.headers import SecurityHeaders
+from newsletter.web.headers import SecuredApp
 from newsletter.web.mailer import Mailer, MailQueue
 from newsletter.web.ratelimit import RateLimiter, RateLimits, client_key, open_storage
 
@@ -532,7 +531,7 @@ def create_app(
     from newsletter.web.webhooks import webhook_routes
 
     routes += webhook_routes(service)
-    app = _App(
+    app = SecuredApp(
         routes=routes,
         exception_handlers={
             PageError: page_error,
@@ -545,14 +544,6 @@ def create_app(
     )
     app.router.redirect_slashes = False  # its redirect is absolute, built from the Host header
     return app
-
-
-class _App(Starlette):
-    """Starlette with the security headers outside everything, its 500 answer included
-    (a user middleware sits inside ServerErrorMiddleware and never sees that answer)."""
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeaders(super().build_middleware_stack())
 
 
 def _lifespan(

@@ -13,7 +13,9 @@ sites' logs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_CSP = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'"
@@ -91,3 +93,21 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class SecuredApp(Starlette):
+    """Starlette with a security-header middleware outside everything, its 500 answer included
+    (a user middleware sits inside ServerErrorMiddleware and never sees that answer).
+
+    ``headers`` wraps the app: ``SecurityHeaders`` (the site's policy) unless given, e.g. the
+    console's ``newsletter.admin.security.console_headers``.
+    """
+
+    def __init__(
+        self, *args: Any, headers: Callable[[ASGIApp], ASGIApp] = SecurityHeaders, **kwargs: Any
+    ) -> None:
+        self.security_headers = headers
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.security_headers(super().build_middleware_stack())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -10,6 +13,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
+from newsletter.admin.accounts import Accounts
+from newsletter.admin.app import create_console
 from newsletter.admin.security import console_headers
 from newsletter.web.headers import SecurityHeaders
 
@@ -56,3 +61,23 @@ def test_the_console_headers(path: str, frame_options: str, in_csp: str) -> None
     assert headers["cache-control"] == "no-store"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["cross-origin-opener-policy"] == "same-origin"
+
+
+async def boom(request: Request) -> Response:
+    raise RuntimeError("a bug")
+
+
+def test_the_console_500_page_carries_the_headers_too(make_service: Any) -> None:
+    """Regression: the console's headers were a user middleware, inside Starlette's
+    ServerErrorMiddleware, so its 500 page went out with no CSP, no framing rule and no no-store."""
+    service = make_service()
+    Accounts(service.store.accounts, idle=timedelta(hours=1)).create_user(
+        "ops@example.org", role="admin", password="a long enough password"
+    )
+    console = create_console(service)
+    console.router.routes.insert(0, Route("/admin/boom", boom))
+    page = TestClient(console, raise_server_exceptions=False).get("/admin/boom")
+    assert page.status_code == 500
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
