@@ -95,26 +95,22 @@ def make_message_id(domain: str) -> str:
 
 
 class MessageIds:
-    """Message-IDs for outbox rows: ``<R@domain>``, R 128 random bits (32 hex digits) per row.
+    """Message-IDs for outbox rows: ``<T.R@domain>``, R 128 random bits (32 hex digits) per row.
 
     A Message-ID is proof that a report is about a row (``delivery.bounces``), and every
-    reader sees their own: so it carries no structure another reader could use (no edition,
-    no subscriber id, nothing shared between rows). Planning writes rows in SQL and draws R
-    there (``storage.planning``); ``make`` draws it in Python, in the same shape.
-    ``edition_id`` is accepted for callers and written nowhere.
+    reader sees their own: so it carries nothing another reader could use (no edition, no
+    subscriber id; only T, when the row was planned, is shared by the rows planned in the
+    same transaction, to keep the unique index's inserts local). Planning writes rows in SQL
+    and draws T and R there (``storage.planning``). ``edition_id`` is accepted for callers
+    and written nowhere.
     """
-
-    RANDOM_BYTES = 16
 
     def __init__(self, domain: str, edition_id: int | None = None) -> None:
         self._suffix = f"@{domain}>"
 
-    def make(self) -> str:
-        return f"<{secrets.token_hex(self.RANDOM_BYTES)}{self._suffix}"
-
     @property
     def affixes(self) -> tuple[str, str]:
-        """What goes before and after the random part (for planning, which draws it in SQL)."""
+        """What goes before and after T.R (for planning, which draws them in SQL)."""
         return "<", self._suffix
 
 
