@@ -30,7 +30,7 @@ from newsletter.subscriptions import normalise_email
 from newsletter.tokens import Purpose
 
 log = logging.getLogger("newsletter.editions.preview")
-LAST_SEQ = 2**62  # above any stored report's seq
+LAST_SEQ = 2**31 - 1  # above any stored report's seq (an INTEGER column on PostgreSQL too)
 
 
 @dataclass(frozen=True)
