@@ -56,6 +56,7 @@ def what_a_reader_knows(world, attacker: str, victim: str) -> list[str]:
     verp, own_id = envelope_of(world, attacker)
     [mail] = [m for m in world.sink.messages() if m.rcpt_tos == (attacker,)]
     links = set(LINK_TOKEN.findall((mail.text or "") + (mail.html or "")))
+    assert links, "the digest's own link tokens are part of what the reader knows"
     ids = {e: world.store.subscribers.find_subscriber(e).id for e in (attacker, victim)}
     edition = world.edition("e1").id
     local, domain = own_id.strip("<>").split("@", 1)
