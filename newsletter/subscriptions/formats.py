@@ -244,13 +244,43 @@ def plan_columns(
     source: str = "CSV",
 ) -> ColumnPlan:
     """Resolve the header against a preset (``fmt`` or detected) and ``--map``; SubscriberError if no address column."""
-    mapping = mapping or {}
     if fmt is not None and fmt not in PRESETS:
         raise SubscriberError(f"unknown format {fmt!r}", hint=f"Formats: {', '.join(PRESETS)}.")
     preset = PRESETS[fmt] if fmt else detect_preset(header)
     index = {
         _key(h): i for i, h in reversed(list(enumerate(header)))
     }  # the first of two same-named columns wins
+    columns = _mapped_columns(header, index, mapping or {}, source)
+    if "email" not in columns:
+        columns["email"] = _email_column(header, index, preset, source)
+    for name, candidates in (
+        ("topics", preset.topics),
+        ("cadence", preset.cadence),
+        ("status", preset.status),
+    ):
+        hit = None if name in columns else _first(index, candidates)
+        if hit is not None:
+            columns[name] = hit
+    name_columns: tuple[int, ...] = ()
+    if "name" not in columns:
+        parts = [_first(index, part) for part in preset.name_parts]
+        name_columns = tuple(p for p in parts if p is not None)
+    checks = _status_checks(index, preset)
+    file_status = next((status for column, status in preset.file_status if column in index), None)
+    used = set(columns.values()) | set(name_columns) | {i for _, i in checks}
+    unknown, ignored = _unread_columns(header, used, preset)
+    return ColumnPlan(preset, columns, name_columns, checks, file_status, unknown, ignored, tuple(header))
+
+
+def _first(index: Mapping[str, int], candidates: Sequence[str]) -> int | None:
+    """The column of the first candidate header the file has."""
+    return next((index[c] for c in candidates if c in index), None)
+
+
+def _mapped_columns(
+    header: Sequence[str], index: Mapping[str, int], mapping: Mapping[str, str], source: str
+) -> dict[str, int]:
+    """The ``--map`` fields' columns; SubscriberError naming a column the file lacks."""
     columns: dict[str, int] = {}
     for name, column in mapping.items():
         if _key(column) not in index:
@@ -259,46 +289,42 @@ def plan_columns(
                 hint=f"Its columns are: {_listing(header)}.",
             )
         columns[name] = index[_key(column)]
-    if "email" not in columns:
-        candidates = preset.email + (GENERIC_EMAIL if preset.name == "newsletter" else ())
-        found = next((index[c] for c in candidates if c in index), None)
-        if found is None:
-            raise SubscriberError(
-                f"{source} has no email column (its columns: {_listing(header)})",
-                hint='Name the address column with --map email="COLUMN", or choose the tool that made the file with --format ('
-                + ", ".join(PRESETS)
-                + ").",
-            )
-        columns["email"] = found
-    for name, candidates in (
-        ("topics", preset.topics),
-        ("cadence", preset.cadence),
-        ("status", preset.status),
-    ):
-        if name not in columns:
-            hit = next((index[c] for c in candidates if c in index), None)
-            if hit is not None:
-                columns[name] = hit
-    name_columns: tuple[int, ...] = ()
-    if "name" not in columns:
-        parts = [next((index[c] for c in part if c in index), None) for part in preset.name_parts]
-        name_columns = tuple(p for p in parts if p is not None)
-    checks = tuple(
+    return columns
+
+
+def _email_column(header: Sequence[str], index: Mapping[str, int], preset: Preset, source: str) -> int:
+    """The preset's address column (any usual name for our own format); SubscriberError if none."""
+    found = _first(index, preset.email + (GENERIC_EMAIL if preset.name == "newsletter" else ()))
+    if found is None:
+        raise SubscriberError(
+            f"{source} has no email column (its columns: {_listing(header)})",
+            hint='Name the address column with --map email="COLUMN", or choose the tool that made the file with --format ('
+            + ", ".join(PRESETS)
+            + ").",
+        )
+    return found
+
+
+def _status_checks(index: Mapping[str, int], preset: Preset) -> tuple[tuple[str, int], ...]:
+    """The preset's do-not-mail columns the file has, as ColumnPlan.status_checks."""
+    return tuple(
         [("true", index[c]) for c in preset.gone_if_true if c in index]
         + [("false", index[c]) for c in preset.gone_if_false if c in index]
         + [("set", index[c]) for c in preset.gone_if_set if c in index]
     )
-    file_status = next((status for column, status in preset.file_status if column in index), None)
-    used = set(columns.values()) | set(name_columns) | {i for _, i in checks}
+
+
+def _unread_columns(
+    header: Sequence[str], used: set[int], preset: Preset
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The named columns nothing reads: (unknown to the preset, the tool's own metadata)."""
     unknown: list[str] = []
     ignored: list[str] = []
     for i, h in enumerate(header):
         if i in used or not h.strip():
             continue
         (ignored if _key(h) in preset.metadata else unknown).append(h.strip())
-    return ColumnPlan(
-        preset, columns, name_columns, checks, file_status, tuple(unknown), tuple(ignored), tuple(header)
-    )
+    return tuple(unknown), tuple(ignored)
 
 
 @dataclass(frozen=True)
