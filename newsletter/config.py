@@ -72,7 +72,7 @@ class SmtpSettings:
     timeout: float = 30.0
     connections: int = 4
     rate_limit: float = 0.0  # messages per second over all connections, 0 = unlimited
-    retries: int = 3  # transient failures retried within one run
+    retries: int = 3  # in-run retries of a row whose connection failed under it (a 4xx defers at once)
     helo_name: str = ""  # the name we greet the server with (EHLO); empty: this host's fully-qualified name
 
 
@@ -99,7 +99,8 @@ class MailSettings:
 class DeliverySettings:
     journal_dir: str = str(PROJECT_DIR / "subscribers" / "journal")
     batch_size: int = 500  # rows claimed and results committed per transaction
-    retry_delay: float = 1.0  # first in-run retry of a transient failure, doubling each time
+    retry_delay: float = 1.0  # first pause of a connection the server refused or lost, doubling
+    retry_delay_max: float = 30.0  # the longest such pause
     backoff: str = "300,900,3600,14400"  # seconds before each later attempt of a deferred row
     max_age: int = 3 * 24 * 3600  # a deferred row older than this fails
     soft_bounce_limit: int = 5  # soft failures within the window that suppress an address
@@ -111,10 +112,6 @@ class DeliverySettings:
         0.25  # seconds: results are committed at least this often (bounds repeats after a takeover)
     )
     worker_name: str = ""  # this machine's name in claimed_by (name:pid); empty: the system's host name
-
-    @property
-    def backoff_steps(self) -> tuple[int, ...]:
-        return tuple(int(x) for x in self.backoff.split(",") if x.strip())
 
 
 @dataclass(frozen=True)
@@ -137,6 +134,7 @@ class WebSettings:
     max_header_bytes: int = 16384  # h11's limit on a request's line and headers (a larger one is refused)
     rate_limit_storage: str = "memory://"  # redis://host:6379/0 to share the limits between web processes
     max_unconfirmed: int = 5  # confirmation mails, ever, to one mailbox that nobody confirmed
+    mail_backoff: str = "10,60,300,900,3600"  # seconds before each retry of a mail the relay did not take
 
 
 @dataclass(frozen=True)
@@ -312,6 +310,21 @@ def _coerce(section: str, key: str, value: Any, f: dataclasses.Field[Any], *, so
         ) from None
 
 
+def seconds_list(key: str, text: str) -> tuple[int, ...]:
+    """The whole seconds of a comma-separated schedule such as ``delivery.backoff``, each above 0;
+    ConfigError naming ``key`` otherwise. The one reader of such keys (see ``delivery.retry``)."""
+    try:
+        steps = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        steps = ()
+    if not steps or min(steps) <= 0:
+        raise ConfigError(
+            f"{key} must be comma-separated seconds, got {text!r}",
+            hint="For example 300,900,3600,14400 (5 min, 15 min, 1 h, 4 h).",
+        )
+    return steps
+
+
 def _validate(settings: Settings) -> None:
     if settings.smtp.security not in SECURITY_CHOICES:
         raise ConfigError(
@@ -337,15 +350,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds"
         )
-    try:
-        steps = [int(x) for x in settings.delivery.backoff.split(",") if x.strip()]
-    except ValueError:
-        steps = []
-    if not steps or min(steps) <= 0:
-        raise ConfigError(
-            f"delivery.backoff must be comma-separated seconds, got {settings.delivery.backoff!r}",
-            hint="For example 300,900,3600,14400 (5 min, 15 min, 1 h, 4 h).",
-        )
+    seconds_list("delivery.backoff", settings.delivery.backoff)
+    seconds_list("web.mail_backoff", settings.web.mail_backoff)
     if not 0 < settings.delivery.breaker_threshold <= 1:
         raise ConfigError(
             f"delivery.breaker_threshold must be in (0, 1], got {settings.delivery.breaker_threshold}",
@@ -353,11 +359,11 @@ def _validate(settings: Settings) -> None:
         )
     if (
         settings.delivery.batch_size < 1
-        or settings.delivery.retry_delay < 0
+        or not 0 <= settings.delivery.retry_delay <= settings.delivery.retry_delay_max
         or settings.delivery.breaker_window < 10
     ):
         raise ConfigError(
-            "delivery.batch_size must be at least 1, delivery.retry_delay at least 0 and delivery.breaker_window at least 10"
+            "delivery.batch_size must be at least 1, delivery.retry_delay from 0 to delivery.retry_delay_max and delivery.breaker_window at least 10"
         )
     if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
         raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")

@@ -2,7 +2,9 @@
 sending them, journaling each result at once and reporting it to the main thread.
 
 How a reply becomes a row's outcome (sent, failed, deferred, unknown, or back to pending
-for a refusal of our own side) is decided here, as each reply comes.
+for a refusal of our own side) is decided here, as each reply comes, and when a row or a
+connection is tried again is the retry policy's answer (``delivery.retry``): a connection
+never waits on a row refused for now, it defers the row and takes the next.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from newsletter.config import Settings
 from newsletter.delivery.breaker import Breaker
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.judgement import Verdict, judge, sender_hint
 from newsletter.delivery.leases import Leases
+from newsletter.delivery.retry import RetryPolicy
 from newsletter.delivery.smtp_client import Attempt, Result, SmtpConnection
 from newsletter.delivery.suppression import DomainGuard
 from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
@@ -68,6 +71,7 @@ class Connections:
         self,
         settings: Settings,
         *,
+        policy: RetryPolicy,
         jobs: queue.SimpleQueue[Job | None],
         results: queue.SimpleQueue[DeliveryOutcome],
         stop: threading.Event,
@@ -79,6 +83,7 @@ class Connections:
         untried_reply: Callable[[], str],
     ) -> None:
         self.settings = settings
+        self.policy = policy
         self.jobs = jobs
         self.results = results
         self.stop = stop
@@ -155,22 +160,23 @@ class Connections:
         """Give the row to a live connection and park this one: the server allows fewer connections now."""
         self.jobs.put(job)
         self.refused_connects += 1
-        pause = min(max(self.settings.delivery.retry_delay, 0.05) * 2**parks, 30.0)
+        pause = self.policy.pause(parks)
         log.info("connection refused while others are live: parking %.2fs", pause)
         self.stop.wait(pause)
 
     def _deliver(self, connection: SmtpConnection, journal: Journal, job: Job) -> DeliveryOutcome | None:
-        """The row's outcome; None when it was handed to a live connection instead."""
+        """The row's outcome; None when it was handed to a live connection instead.
+
+        A reply refusing the message for now (4xx: greylisting, a full mailbox) is not retried
+        here: the row is deferred at once with its own next attempt, and this connection takes
+        the next row. A connection refused or closed (421) while another is live hands the row
+        to it and parks; a connection that failed otherwise under the row (timed out, lost
+        before the data, or the only one: the server is away) pauses and tries the row again,
+        ``smtp.retries`` times, then defers it.
+        """
         row = job.delivery
-        delay = self.settings.delivery.retry_delay
-        attempt = Attempt(Result.TRANSIENT, None, "not attempted")
-        tries = 0
-        while tries <= self.settings.smtp.retries:
-            if tries:
-                # Back off this connection only; the other connections keep sending.
-                if self.stop.wait(delay):
-                    break
-                delay *= 2
+        failures = 0  # times in a row this row's connection failed under it
+        while True:
             self.limiter.wait()
             reused = connection.sent > 0
             attempt = connection.send(
@@ -201,7 +207,6 @@ class Connections:
                 # The server closed an idle or exhausted connection (e.g. after N messages):
                 # open a fresh one at once; this is not a failure of the row.
                 continue
-            tries += 1
             log.info(
                 "transient failure for row %s at %s: %s %s",
                 row.id,
@@ -209,6 +214,12 @@ class Connections:
                 attempt.code,
                 attempt.reply,
             )
+            if not attempt.connection_problem or failures >= self.policy.reconnects:
+                break  # deferred with its own next attempt; this connection goes on
+            # Back off this connection only; the other connections keep sending.
+            if self.stop.wait(self.policy.pause(failures)):
+                break
+            failures += 1
         return self._outcome(row, attempt)
 
     def _pause_for_sender(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
@@ -242,10 +253,8 @@ class Connections:
             return DeliveryOutcome(
                 row.id, row.subscriber_id, DeliveryState.UNKNOWN, attempt.code, attempt.reply
             )
-        steps = self.settings.delivery.backoff_steps
-        wait = steps[min(max(row.attempts, 1) - 1, len(steps) - 1)]
-        next_attempt = self.clock() + timedelta(seconds=wait)
-        if self.give_up_after is not None and next_attempt > self.give_up_after:
+        next_attempt = self.policy.next_attempt(row.attempts, self.clock())
+        if self.policy.gives_up(next_attempt, self.give_up_after):
             return DeliveryOutcome(
                 row.id,
                 row.subscriber_id,

@@ -7,15 +7,19 @@ database in batches. The main thread claims the next batch only once at most
 one batch is in flight, and looks at the results on a short timer rather than
 waking for each. Rules:
 
-- a 4xx (or a lost connection before the data) is retried within the run
-  (``smtp.retries`` times, ``delivery.retry_delay`` doubling), then the row is
-  deferred with the ``delivery.backoff`` schedule until ``delivery.max_age``;
+- a 4xx (greylisting, a full mailbox) is not retried within the run: the row goes back
+  to the queue, deferred, with its own next attempt from the retry policy
+  (``delivery.retry``: ``delivery.backoff`` until ``delivery.max_age``), and its
+  connection takes the next row at once; the scheduler's upkeep or ``send --resume``
+  sends it when it is due;
 - a 5xx fails the row; the run goes on;
 - a connection lost after the data was sent makes the row "unknown";
-- 421, refused connections and timeouts back off that connection only; while
-  another connection is live, the row is handed to it at once and the refused
-  connection parks, trying again after a doubling pause (the pool shrinks to
-  what the server allows and grows back slowly);
+- 421, refused connections, timeouts and connections lost before the data back off
+  that connection only (the policy's pause: ``delivery.retry_delay`` doubling, at most
+  ``delivery.retry_delay_max``): after a 421 or a refused connect while another
+  connection is live, the row is handed to it at once and the refused connection parks
+  (the pool shrinks to what the server allows and grows back slowly); otherwise the
+  connection tries the row again after the pause, ``smtp.retries`` times, then defers it;
 - a refusal of our own side (HELO, MAIL FROM, AUTH, TLS, relay access: a
   *sender problem* in ``delivery.judgement``) fails no row and blames no reader:
   the row goes back to pending and the edition pauses with the reason;
@@ -51,6 +55,7 @@ from newsletter.delivery.dnscheck import ready_signer
 from newsletter.delivery.journal import Journal
 from newsletter.delivery.leases import Leases, worker_host, worker_name
 from newsletter.delivery.message import PreparedMessage, envelope_sender
+from newsletter.delivery.retry import RetryPolicy
 from newsletter.delivery.smtp_client import helo_name
 from newsletter.delivery.suppression import DomainGuard, Suppressor
 from newsletter.models import Delivery, DeliveryOutcome, DeliveryState
@@ -125,8 +130,10 @@ class Sender:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self.domains = DomainGuard(suppressor.bounces, now=clock())
+        self.policy = RetryPolicy.from_settings(settings)
         self.connections = Connections(
             settings,
+            policy=self.policy,
             jobs=self._jobs,
             results=self._results,
             stop=self._stop,

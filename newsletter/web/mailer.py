@@ -9,7 +9,7 @@ mail.from_address as envelope sender.
 At most one such mail per address per hour, whatever asks for it: the slot is
 claimed in the database before sending and released if the send fails. The mails
 leave the request path: requests go into ``MailQueue`` (a table), drained by a
-worker thread with retries.
+worker thread with retries on the one retry policy (``delivery.retry``, ``web.mail_backoff``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from newsletter.config import Settings
 from newsletter.content.render import inline_css
 from newsletter.delivery.dkim import signer_for
 from newsletter.delivery.message import make_message_id, transactional_message
+from newsletter.delivery.retry import RetryPolicy
 from newsletter.delivery.smtp_client import Result, SmtpConnection
 from newsletter.errors import TemplateError
 from newsletter.models import Subscriber, SubscriberStatus
@@ -70,6 +71,7 @@ class Mailer:
         self.base_url = settings.site.base_url.rstrip("/")
         self.domain = settings.mail.from_address.rsplit("@", 1)[1]
         self.dkim = signer_for(settings)  # confirmation and manage mails are signed like digests
+        self.retry = RetryPolicy.from_settings(settings)
 
     def build(self, kind: MailKind, subscriber: Subscriber, *, now: datetime) -> bytes:
         """The complete message bytes (CRLF) for one subscriber."""
@@ -154,8 +156,6 @@ class MailResult(str, enum.Enum):
     FAILED = "failed"  # the relay refused it for good (5xx)
 
 
-# Seconds before each retry of a queued request whose mail the relay did not take; then it is dropped.
-RETRY_DELAYS = (10, 60, 300, 900, 3600)
 UNCONFIRMED_CAP = 5  # confirmation mails per mailbox that nobody confirmed, ever
 
 
@@ -164,7 +164,7 @@ class MailQueue:
 
     Requests ``submit`` a row and return; ``MailQueue.run`` (a daemon thread the app's
     lifespan starts) claims due rows, applies the signup or lost-link rules, mails, and
-    deletes the row, or retries it after ``RETRY_DELAYS``. So a slow or dead relay
+    deletes the row, or retries it when the retry policy says (``web.mail_backoff``). So a slow or dead relay
     never changes how fast a page answers, and a restart loses no request.
     """
 
@@ -221,8 +221,8 @@ class MailQueue:
         if job is None:
             return False
         result = self.handle(job)
-        if result is MailResult.RETRY and job.attempts < len(RETRY_DELAYS):
-            when = self.mailer.clock() + timedelta(seconds=RETRY_DELAYS[job.attempts])
+        when = self.mailer.retry.mail_retry_at(job.attempts + 1, self.mailer.clock())
+        if result is MailResult.RETRY and when is not None:
             self.store.retry_at(job.id, when, f"relay did not take the {job.action} mail")
             log.info("mail queue: %s request %d retried at %s", job.action, job.id, when.isoformat())
         else:
