@@ -228,7 +228,8 @@ class Trial:
         with self.service.store.engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT d.message_id, d.state, s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id WHERE d.edition_id = :e"
+                    "SELECT d.message_id, d.state, s.email FROM deliveries d JOIN subscribers s"
+                    " ON s.id = d.subscriber_id WHERE d.edition_id = :e"
                 ),
                 {"e": self.edition.id},
             ).all()
@@ -335,7 +336,8 @@ class Trial:
             )
             conn.execute(
                 sa.text(
-                    "UPDATE deliveries SET state = 'sending', claimed_by = :by, lease_until = now() + interval '1 hour' WHERE id = ANY(:ids)"
+                    "UPDATE deliveries SET state = 'sending', claimed_by = :by,"
+                    " lease_until = now() + interval '1 hour' WHERE id = ANY(:ids)"
                 ),
                 {"by": f"{socket.gethostname()}:999999", "ids": list(ids)},
             )

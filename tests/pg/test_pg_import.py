@@ -1,4 +1,5 @@
-"""Bulk import and listing on PostgreSQL: COPY of new rows, the suppression rules, --update, search by trigram index."""
+"""Bulk import and listing on PostgreSQL: COPY of new rows, the suppression rules, --update,
+search by trigram index."""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def test_import_copies_new_rows_in_and_keeps_every_rule_on_postgresql(pg_url, tm
                 "unsubscribed",
                 [],
                 "daily",
-                "on the suppression list (unsubscribed); only a confirmation or 'subscribers reactivate' brings it back",
+                "on the suppression list (unsubscribed);"
+                " only a confirmation or 'subscribers reactivate' brings it back",
                 False,
             ),
             ("left@example.org", "Left", "unsubscribed", [], "daily", "imported as unsubscribed", False),
@@ -147,7 +149,8 @@ def test_import_copies_new_rows_in_and_keeps_every_rule_on_postgresql(pg_url, tm
                 "unsubscribed",
                 [],
                 "daily",
-                "on the suppression list (unsubscribed); only a confirmation or 'subscribers reactivate' brings it back",
+                "on the suppression list (unsubscribed);"
+                " only a confirmation or 'subscribers reactivate' brings it back",
                 False,
             ),
             ("left@example.org", "Left", "unsubscribed", [], "daily", "imported as unsubscribed", False),
@@ -201,8 +204,10 @@ def test_search_by_trigram_index_stays_in_step_with_every_change_on_postgresql(p
             store.engine.begin() as conn
         ):  # 200,000 readers made in the server: the setup, not what is tested
             conn.exec_driver_sql(
-                "INSERT INTO subscribers (email, name, status, topics, cadence, paused, created_at, updated_at, status_reason, legacy_links)"
-                " SELECT 'reader' || i || '@example.org', 'Reader ' || i, 'active', '[]', 'daily', false, now(), now(), '', false"
+                "INSERT INTO subscribers (email, name, status, topics, cadence, paused, created_at,"
+                " updated_at, status_reason, legacy_links)"
+                " SELECT 'reader' || i || '@example.org', 'Reader ' || i, 'active', '[]', 'daily', false,"
+                " now(), now(), '', false"
                 " FROM generate_series(1, 200000) AS i"
             )
             conn.exec_driver_sql("ANALYZE subscribers")

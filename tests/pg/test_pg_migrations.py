@@ -147,7 +147,8 @@ def test_pg_trgm_installed_in_a_schema_off_the_search_path_still_gets_its_indexe
             with store.engine.connect() as conn:
                 indexes = conn.execute(
                     sa.text(
-                        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'subscribers' AND indexname LIKE '%trgm'"
+                        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'subscribers'"
+                        " AND indexname LIKE '%trgm'"
                     )
                 ).all()
             assert sorted(name for name, _ in indexes) == [
