@@ -33,7 +33,8 @@ def postfix() -> Iterator[PrivatePostfix]:
     version = postfix_version()
     if version is None:
         pytest.skip(
-            "Debian's postfix is not installed or we are not root (.ci/run installs it: apt-get install postfix)"
+            "Debian's postfix is not installed or we are not root"
+            " (.ci/run installs it: apt-get install postfix)"
         )
     # Not under pytest's basetemp: its folders are 0700, and Postfix's daemons run as user postfix.
     root = Path(tempfile.mkdtemp(prefix="newsletter-postfix-"))
@@ -67,7 +68,8 @@ class Relay:
         smtpd: Mapping[str, str] | None = None,
         files: Mapping[str, str] | None = None,
     ) -> None:
-        """Relay example.org (and ``routes``: domain or address -> transport) to the sink, bounces.test to the receiver."""
+        """Relay example.org (and ``routes``: domain or address -> transport) to the sink,
+        bounces.test to the receiver."""
         table = {
             "example.org": f"smtp:[127.0.0.1]:{self.world.sink.port}",
             BOUNCE_DOMAIN: f"smtp:[127.0.0.1]:{self.receiver.port}",
@@ -96,8 +98,8 @@ class Relay:
             if re.search(r"status=|warning|fatal|error|reject", line)
         ]
         raise AssertionError(
-            f"Postfix did not settle in {timeout}s; queue {self.postfix.queue_size()}, {len(self.received())} reports received; log:\n"
-            + "\n".join(lines[-40:])
+            f"Postfix did not settle in {timeout}s; queue {self.postfix.queue_size()},"
+            f" {len(self.received())} reports received; log:\n" + "\n".join(lines[-40:])
         )
 
     def copies(self, email: str) -> int:

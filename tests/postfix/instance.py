@@ -93,7 +93,8 @@ class PrivatePostfix:
         smtpd_options: Mapping[str, str] | None = None,
         files: Mapping[str, str] | None = None,
     ) -> None:
-        """Write main.cf (``main`` over the relay basics) and master.cf; ``files`` go into the config directory."""
+        """Write main.cf (``main`` over the relay basics) and master.cf;
+        ``files`` go into the config directory."""
         settings = {
             "compatibility_level": "3.6",
             "config_directory": str(self.config_dir),

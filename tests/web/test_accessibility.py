@@ -68,8 +68,11 @@ def test_every_subscriber_page_has_no_axe_violations(live: tuple[str, Service]) 
                 if "error" in label:
                     # The error is tied to its input: read out with it, and the input marked invalid.
                     tied = page.evaluate(
-                        "() => { const f = document.querySelector('#email'); const d = f.getAttribute('aria-describedby');"
-                        " return f.getAttribute('aria-invalid') === 'true' && !!d && !!document.getElementById(d) && document.getElementById(d).textContent.trim().length > 0; }"
+                        "() => { const f = document.querySelector('#email');"
+                        " const d = f.getAttribute('aria-describedby');"
+                        " return f.getAttribute('aria-invalid') === 'true' && !!d &&"
+                        " !!document.getElementById(d) &&"
+                        " document.getElementById(d).textContent.trim().length > 0; }"
                     )
                     if not tied:
                         found[label].append(

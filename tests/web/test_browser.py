@@ -39,8 +39,10 @@ pytestmark = pytest.mark.skipif(
 def overflowing(page: Any, width: int) -> list[str]:
     """The elements reaching past ``width`` px, to name the culprit when a layout overflows."""
     return page.evaluate(  # type: ignore[no-any-return]
-        "w => Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > w + 1)"
-        ".slice(0, 5).map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').trim().slice(0, 60))",
+        "w => Array.from(document.querySelectorAll('body *'))"
+        ".filter(e => e.getBoundingClientRect().right > w + 1)"
+        ".slice(0, 5)"
+        ".map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').trim().slice(0, 60))",
         width,
     )
 
@@ -100,7 +102,8 @@ def test_reader_signs_up_confirms_reads_and_leaves_with_one_click(
             mail = digest.as_email()
             html = mail.get_body(preferencelist=("html",)).get_content()
             (shots / "digest.html").write_text(html, encoding="utf-8")
-            # A fresh page, like a mail client's: our site's CSP (no inline styles) must not apply to the mail.
+            # A fresh page, like a mail client's:
+            # our site's CSP (no inline styles) must not apply to the mail.
             reader_view = browser.new_page(viewport={"width": 600, "height": 900})
             reader_view.set_content(html)
             assert reader_view.locator("a.report-title").count() > 0

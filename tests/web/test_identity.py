@@ -105,7 +105,8 @@ def test_links_mailed_before_the_migration_keep_working_for_their_readers_only(t
         for subscriber_id, email in ((1, "kept@example.org"), (2, "deleted@example.org")):
             conn.execute(
                 sa.text(
-                    "INSERT INTO subscribers (id, email, name, status, topics, cadence, paused, created_at, updated_at, status_reason) "
+                    "INSERT INTO subscribers (id, email, name, status, topics, cadence, paused, created_at,"
+                    " updated_at, status_reason) "
                     "VALUES (:id, :email, '', 'active', '[]', 'daily', 0, :now, :now, '')"
                 ),
                 {"id": subscriber_id, "email": email, "now": now},
