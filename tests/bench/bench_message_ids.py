@@ -45,7 +45,8 @@ def measure(kind: str, rows: int, directory: Path) -> float:
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, message_id VARCHAR(300) NOT NULL UNIQUE)")
     db.execute("CREATE TABLE s (value INTEGER PRIMARY KEY)")
     db.execute(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) INSERT INTO s SELECT x FROM c",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)"
+        " INSERT INTO s SELECT x FROM c",
         (rows,),
     )
     db.commit()
