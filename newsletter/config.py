@@ -326,30 +326,12 @@ def seconds_list(key: str, text: str) -> tuple[int, ...]:
 
 
 def _validate(settings: Settings) -> None:
-    if settings.smtp.security not in SECURITY_CHOICES:
-        raise ConfigError(
-            f"smtp.security must be one of {', '.join(SECURITY_CHOICES)}, got {settings.smtp.security!r}",
-            hint="Use 'none' for a local sink, 'starttls' for port 587, 'tls' for port 465.",
-        )
-    for name, value, low in (
-        ("smtp.port", settings.smtp.port, 1),
-        ("smtp.connections", settings.smtp.connections, 1),
-        ("web.port", settings.web.port, 1),
-        ("digest.max_reports", settings.digest.max_reports, 1),
-        ("digest.max_html_bytes", settings.digest.max_html_bytes, 10_000),
-        ("reports.teaser_length", settings.reports.teaser_length, 20),
-        ("reports.max_feed_bytes", settings.reports.max_feed_bytes, 10_000),
-    ):
-        if value < low:
-            raise ConfigError(f"{name} must be at least {low}, got {value}")
-    if settings.smtp.port > 65535 or settings.web.port > 65535:
-        raise ConfigError("smtp.port and web.port must be at most 65535")
+    """ConfigError (with a hint where one helps) for the first value the service cannot run with."""
+    _validate_smtp(settings.smtp)
+    _validate_numbers(settings)
     _validate_web(settings)
     _validate_helo(settings.smtp)
-    if not 0 <= settings.admin.port <= 65535 or settings.admin.session_idle < 60:
-        raise ConfigError(
-            "admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds"
-        )
+    _validate_admin(settings.admin)
     seconds_list("delivery.backoff", settings.delivery.backoff)
     seconds_list("web.mail_backoff", settings.web.mail_backoff)
     if not 0 < settings.delivery.breaker_threshold <= 1:
@@ -367,22 +349,61 @@ def _validate(settings: Settings) -> None:
         )
     if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
         raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
-    if not settings.site.base_url.startswith(("http://", "https://")):
+    _validate_site_mail(settings.site, settings.mail)
+
+
+def _validate_smtp(smtp: SmtpSettings) -> None:
+    """smtp.security is one we speak (its numbers: _validate_numbers; its HELO name: _validate_helo)."""
+    if smtp.security not in SECURITY_CHOICES:
         raise ConfigError(
-            f"site.base_url must start with https:// (or http:// for local testing), got {settings.site.base_url!r}",
+            f"smtp.security must be one of {', '.join(SECURITY_CHOICES)}, got {smtp.security!r}",
+            hint="Use 'none' for a local sink, 'starttls' for port 587, 'tls' for port 465.",
+        )
+
+
+def _validate_numbers(settings: Settings) -> None:
+    """The counts, sizes and ports with a floor; the SMTP and web ports also have a ceiling."""
+    for name, value, low in (
+        ("smtp.port", settings.smtp.port, 1),
+        ("smtp.connections", settings.smtp.connections, 1),
+        ("web.port", settings.web.port, 1),
+        ("digest.max_reports", settings.digest.max_reports, 1),
+        ("digest.max_html_bytes", settings.digest.max_html_bytes, 10_000),
+        ("reports.teaser_length", settings.reports.teaser_length, 20),
+        ("reports.max_feed_bytes", settings.reports.max_feed_bytes, 10_000),
+    ):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if settings.smtp.port > 65535 or settings.web.port > 65535:
+        raise ConfigError("smtp.port and web.port must be at most 65535")
+
+
+def _validate_admin(admin: AdminSettings) -> None:
+    """The console's port (0: mounted in the web app) and a session idle time of at least a minute."""
+    if not 0 <= admin.port <= 65535 or admin.session_idle < 60:
+        raise ConfigError(
+            "admin.port must be 0 (mounted under /admin) to 65535, admin.session_idle at least 60 seconds"
+        )
+
+
+def _validate_site_mail(site: SiteSettings, mail: MailSettings) -> None:
+    """What every message carries: links to an http(s) site, a sender address, single-line header
+    values and the publisher's postal address."""
+    if not site.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"site.base_url must start with https:// (or http:// for local testing), got {site.base_url!r}",
             hint="Set it to the public address of 'newsletter serve', e.g. https://news.example.com.",
         )
-    if "@" not in settings.mail.from_address:
-        raise ConfigError(f"mail.from_address must be an email address, got {settings.mail.from_address!r}")
-    single_line_keys: tuple[tuple[str, str], ...] = (
-        ("site.postal_address", settings.site.postal_address),
-        ("mail.from_name", settings.mail.from_name),
-        ("mail.list_id", settings.mail.list_id),
-    )
-    for key, text in single_line_keys:
+    if "@" not in mail.from_address:
+        raise ConfigError(f"mail.from_address must be an email address, got {mail.from_address!r}")
+    for key, text in (
+        ("site.postal_address", site.postal_address),
+        ("mail.from_name", mail.from_name),
+        ("mail.list_id", mail.list_id),
+    ):
         if any(ch in text for ch in "\r\n\x00"):
             raise ConfigError(f"{key} must be a single line", hint="Remove line breaks from the value.")
-    if not settings.site.postal_address.strip():
+    if not site.postal_address.strip():
         raise ConfigError(
             "site.postal_address is empty",
             hint="CAN-SPAM requires a physical postal address in every message.",
