@@ -77,12 +77,15 @@ def bounces(
         # Unmatched reports changed nobody: they could not prove which digest they are about.
         # Repeats were judged before (by an earlier run or the listener): the store remembers.
         console.print(
-            f"{len(results)} messages, {suppressed} subscribers suppressed, {unmatched} unmatched (kept in {from_maildir}, changed nobody), {repeats} already judged (counted once)"
+            f"{len(results)} messages, {suppressed} subscribers suppressed, "
+            f"{unmatched} unmatched (kept in {from_maildir}, changed nobody), "
+            f"{repeats} already judged (counted once)"
         )
         return
     if listen not in ("127.0.0.1", "::1", "localhost"):
         err_console.print(
-            f"Note: listening on {listen}; only reports carrying a valid VERP token (or our random Message-ID for the address they name) act, each once."
+            f"Note: listening on {listen}; only reports carrying a valid VERP token "
+            "(or our random Message-ID for the address they name) act, each once."
         )
     with BounceReceiver(processor, maildir=maildir, host=listen, port=port) as receiver:
         console.print(
@@ -106,7 +109,8 @@ def _report(service: object, days: int) -> None:
         console.print(f"No judged failures in the last {days} days.")
         return
     console.print(
-        f"Judged failures per receiving domain, last {days} days (blocked = a policy refusal of us; it suppresses nobody):"
+        f"Judged failures per receiving domain, last {days} days "
+        "(blocked = a policy refusal of us; it suppresses nobody):"
     )
     for domain, kind, n in rows:
         console.print(f"  {n:>6} × {kind:<9} {domain}")

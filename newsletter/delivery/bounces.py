@@ -63,6 +63,7 @@ ACTIONS = {
     Verdict.SENDER: "sender",
 }
 VERP_RE = re.compile(r"bounces\+([A-Za-z0-9_.\-]+)@", re.I)
+NO_PROOF = "no valid token and no Message-ID of ours for that address"
 # Message-IDs planned before they were random: edition, subscriber id and one suffix per edition.
 GUESSABLE_ID_RE = re.compile(r"<e\d+\.s\d+\.[0-9a-f]{12}@", re.I)
 
@@ -192,7 +193,8 @@ class BounceProcessor:
         if row is None:
             return BounceVerdict(
                 "unmatched",
-                f"Action: failed, Status: {status or '?'} for {', '.join(a for a in named if a) or 'nobody named'}: no valid token and no Message-ID of ours for that address",
+                f"Action: failed, Status: {status or '?'} for "
+                f"{', '.join(a for a in named if a) or 'nobody named'}: {NO_PROOF}",
                 status=status,
             )
         # The block about this row's address, when the DSN names it (a forward may name another).
@@ -238,7 +240,7 @@ class BounceProcessor:
         if row is None:
             return BounceVerdict(
                 "unmatched",
-                f"non-standard bounce for {', '.join(named)}: no valid token and no Message-ID of ours for that address",
+                f"non-standard bounce for {', '.join(named)}: {NO_PROOF}",
             )
         text = _first_text(msg)
         judgement = self.suppressor.record(
@@ -278,7 +280,7 @@ class BounceProcessor:
         if row is None:
             return BounceVerdict(
                 "unmatched",
-                f"complaint ({feedback_type}) for {', '.join(named) or 'a redacted address'}: no valid token and no Message-ID of ours for that address",
+                f"complaint ({feedback_type}) for {', '.join(named) or 'a redacted address'}: {NO_PROOF}",
             )
         if not self.suppressor.complaint(
             subscriber_id=row.subscriber_id,
@@ -349,7 +351,11 @@ def _first_text(msg: Message) -> str:
 
 
 def process_maildir(processor: BounceProcessor, directory: Path) -> list[tuple[str, BounceVerdict]]:
-    """Process every message saved in a Maildir (new/ and cur/); envelope recipients come from Delivered-To / X-Original-To."""
+    """Process every message saved in a Maildir (new/ and cur/).
+
+    Envelope recipients come from Delivered-To / X-Original-To; a report already judged
+    (by the listener or an earlier run) is a ``repeat`` and changes nothing.
+    """
     box = mailbox.Maildir(str(directory), create=False)
     results = []
     for key in sorted(box.keys()):

@@ -113,7 +113,8 @@ class Suppressor:
                 self.subscribers.set_status(
                     subscriber_id,
                     SubscriberStatus.BOUNCED,
-                    reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within {self.settings.delivery.soft_bounce_window} days",
+                    reason=f"{self.settings.delivery.soft_bounce_limit} soft bounces within "
+                    f"{self.settings.delivery.soft_bounce_window} days",
                     now=now,
                 )
         return judgement
@@ -199,5 +200,6 @@ class DomainGuard:
         domain = domain_of(email)
         n = self._counts.get(domain, 0)
         if n >= self.burst:
-            return f"{DOMAIN_PAUSED}: {n} policy refusals (blocked) from {domain} within {int(BLOCKED_WINDOW.total_seconds() // 60)} min"
+            minutes = int(BLOCKED_WINDOW.total_seconds() // 60)
+            return f"{DOMAIN_PAUSED}: {n} policy refusals (blocked) from {domain} within {minutes} min"
         return ""

@@ -253,7 +253,8 @@ def _random_hex(dialect: str) -> sa.ColumnElement[str]:
     """
     if dialect == "postgresql":
         return sa.literal_column(
-            "substr(encode(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())), 'hex'), 1, 32)",
+            "substr(encode(sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())),"
+            " 'hex'), 1, 32)",
             sa.Text,
         )
     return sa.literal_column("lower(hex(randomblob(16)))", sa.Text)

@@ -1,6 +1,7 @@
-"""Provider webhooks (newsletter/web/webhooks/, one module per provider): Amazon SES through SNS (signature verified),
-Postmark, Mailgun and SendGrid, judged by the one table; a complaint unsubscribes; an event acts only
-with the provider's proof *and* our own (a VERP token, or our Message-ID for the address it names)."""
+"""Provider webhooks (newsletter/web/webhooks/, one module per provider): Amazon SES through SNS
+(signature verified), Postmark, Mailgun and SendGrid, judged by the one table; a complaint
+unsubscribes; an event acts only with the provider's proof *and* our own (a VERP token, or our
+Message-ID for the address it names)."""
 
 from __future__ import annotations
 

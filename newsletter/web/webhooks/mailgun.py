@@ -1,8 +1,9 @@
 """Mailgun ``failed`` and ``complained`` events.
 
 The provider's proof is an HMAC-SHA256 of timestamp and token under
-``webhooks.mailgun_signing_key``, the timestamp within ``MAX_SKEW`` of now. Its token and event id are remembered (the endpoint
-counts an event once), as Mailgun advises against replays.
+``webhooks.mailgun_signing_key``, the timestamp within ``MAX_SKEW`` of now. Its token and
+event id are remembered (the endpoint counts an event once), as Mailgun advises against
+replays.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """SendGrid's signed event webhook: ``bounce``, ``dropped`` and ``spamreport`` events.
 
 The provider's proof is an ECDSA (P-256, SHA-256) signature of timestamp and body under
-``webhooks.sendgrid_public_key``, the timestamp within ``MAX_SKEW`` of now. Each event's ``sg_event_id`` (or, without one, its
-content and timestamp) is remembered: the endpoint counts an event once.
+``webhooks.sendgrid_public_key``, the timestamp within ``MAX_SKEW`` of now. Each event's
+``sg_event_id`` (or, without one, its content and timestamp) is remembered: the endpoint
+counts an event once.
 """
 
 from __future__ import annotations
