@@ -77,6 +77,13 @@ class FaultRule:
     times: int | None = None
 
     def __post_init__(self) -> None:
+        """FaultSpecError (saying what to write instead) for a rule the sink cannot act on."""
+        self._check_action()
+        self._check_counts()
+        self._check_patterns()
+
+    def _check_action(self) -> None:
+        """A known stage and action; a reply has a code (400-599), a drop none; to= needs recipients."""
         if self.stage not in STAGES:
             raise FaultSpecError(f"unknown stage {self.stage!r}; use one of mail, rcpt, data")
         if self.action not in ACTIONS:
@@ -92,6 +99,9 @@ class FaultRule:
             raise FaultSpecError("drop-after-store only makes sense at the data stage")
         if self.to is not None and self.stage == "mail":
             raise FaultSpecError("to= cannot match at the mail stage (no recipients yet); use rcpt or data")
+
+    def _check_counts(self) -> None:
+        """The delay, probability and counters are in range."""
         if self.delay < 0:
             raise FaultSpecError(f"delay must be >= 0 seconds, got {self.delay}")
         if self.action == "delay" and self.delay <= 0:
@@ -104,6 +114,9 @@ class FaultRule:
             raise FaultSpecError(f"every must be >= 1, got {self.every}")
         if self.times is not None and self.times < 1:
             raise FaultSpecError(f"times must be >= 1, got {self.times}")
+
+    def _check_patterns(self) -> None:
+        """The address patterns compile and the reply text is one line."""
         for name in ("to", "sender"):
             pattern = getattr(self, name)
             if pattern is not None and pattern.startswith("re:"):
