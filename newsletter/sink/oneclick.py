@@ -97,6 +97,14 @@ def choose_target(
 ) -> tuple[str, list[str]]:
     """The URI a provider would POST to, plus warnings. `OneClickError` if there is none, or if
     it is not allowed (a remote host without `allow_remote`; the sink itself: `own_ports`)."""
+    url, warnings = _unsubscribe_uri(message)
+    _refuse_target(url, allow_remote=allow_remote, own_ports=own_ports, own_host=own_host)
+    return url, warnings
+
+
+def _unsubscribe_uri(message: StoredMessage) -> tuple[str, list[str]]:
+    """The first https (else http) URI of List-Unsubscribe, plus warnings about what a provider
+    would mind; `OneClickError` if the header or such a URI is missing."""
     warnings: list[str] = []
     header = message.headers.get("List-Unsubscribe")
     if header is None:
@@ -108,12 +116,15 @@ def choose_target(
     if post is None or str(post).strip() != "List-Unsubscribe=One-Click":
         warnings.append("no valid List-Unsubscribe-Post header: a provider would not offer one-click")
     if https:
-        url = https[0]
-    elif http:
-        url = http[0]
-        warnings.append("not https: a provider requires an https URI")
-    else:
-        raise OneClickError("List-Unsubscribe has no http(s) URI in <angle brackets>; nothing to POST to")
+        return https[0], warnings
+    if http:
+        return http[0], warnings + ["not https: a provider requires an https URI"]
+    raise OneClickError("List-Unsubscribe has no http(s) URI in <angle brackets>; nothing to POST to")
+
+
+def _refuse_target(url: str, *, allow_remote: bool, own_ports: frozenset[int], own_host: str | None) -> None:
+    """`OneClickError` (refused_target where the URI itself is not allowed) for a bad port, the
+    sink itself, a remote host without `allow_remote`, or plain http to a remote host."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
@@ -137,7 +148,6 @@ def choose_target(
                 f"{url!r} is plain http on a remote host; a provider would never POST there",
                 refused_target=True,
             )
-    return url, warnings
 
 
 def perform_one_click(
