@@ -332,6 +332,14 @@ def _validate(settings: Settings) -> None:
     _validate_web(settings)
     _validate_helo(settings.smtp)
     _validate_admin(settings.admin)
+    _validate_delivery(settings)
+    if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
+        raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
+    _validate_site_mail(settings.site, settings.mail)
+
+
+def _validate_delivery(settings: Settings) -> None:
+    """The retry schedules (the sender's and the web mail queue's) and the delivery engine's limits."""
     seconds_list("delivery.backoff", settings.delivery.backoff)
     seconds_list("web.mail_backoff", settings.web.mail_backoff)
     if not 0 < settings.delivery.breaker_threshold <= 1:
@@ -347,9 +355,6 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "delivery.batch_size must be at least 1, delivery.retry_delay from 0 to delivery.retry_delay_max and delivery.breaker_window at least 10"
         )
-    if settings.smtp.rate_limit < 0 or settings.smtp.timeout <= 0 or settings.reports.timeout <= 0:
-        raise ConfigError("smtp.rate_limit must be >= 0 and the timeouts > 0")
-    _validate_site_mail(settings.site, settings.mail)
 
 
 def _validate_smtp(smtp: SmtpSettings) -> None:
