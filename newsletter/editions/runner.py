@@ -403,10 +403,14 @@ class EditionRunner:
         deferred = counts.get(DeliveryState.DEFERRED.value, 0)
         others = counts.get(DeliveryState.PENDING.value, 0) + counts.get(DeliveryState.SENDING.value, 0)
         if paused_reason:
-            self.store.editions.set_edition_status(
-                edition.id, EditionStatus.PAUSED, reason=paused_reason, now=self.clock()
-            )
-            message = paused_reason
+            # The breaker or a refusal of our own side: the same pause as an operator's, audited.
+            try:
+                pausing.pause(
+                    self.store, edition, by="the sender", reason=paused_reason, client="", now=self.clock()
+                )
+            except EditionError:
+                pass  # an operator paused it meanwhile: their reason stays
+            message = self._reload(edition).reason
         elif others:
             # Other senders (workers) still hold rows of this edition; the last one to finish closes it.
             message = f"{others} rows still with other senders"
