@@ -1,5 +1,5 @@
 """`newsletter bounces`: receive delivery reports (DSNs, complaints), replay a Maildir of them,
-or report the judged failures per receiving domain."""
+or report the judged failures at the receiving domains with most of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.common import console, err_console, reports_errors, service_from
+from newsletter.cli.common import TOP_DOMAINS, by_domain, console, err_console, reports_errors, service_from
 
 
 @click.command()
@@ -43,7 +43,7 @@ from newsletter.cli.common import console, err_console, reports_errors, service_
     "report_days",
     type=click.IntRange(1, 3650),
     default=None,
-    help="Print the judged failures per receiving domain over the last N days, then exit.",
+    help="Print the judged failures at the ten receiving domains with most over the last N days (the rest counted), then exit.",
 )
 @click.pass_context
 @reports_errors
@@ -112,5 +112,5 @@ def _report(service: object, days: int) -> None:
         f"Judged failures per receiving domain, last {days} days "
         "(blocked = a policy refusal of us; it suppresses nobody):"
     )
-    for domain, kind, n in rows:
-        console.print(f"  {n:>6} × {kind:<9} {domain}")
+    for line in by_domain(rows, top=TOP_DOMAINS):
+        console.print(line)

@@ -16,6 +16,7 @@ from newsletter.errors import NewsletterError
 from newsletter.service import Service
 
 F = TypeVar("F", bound=Callable[..., Any])
+TOP_DOMAINS = 10  # failing domains `editions ID` and `bounces --report` list; the rest are counted
 # Piped or captured output gets a wide fixed width, so tables are not cut to 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
@@ -68,3 +69,17 @@ def service_from(ctx: click.Context) -> Service:
 
 def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def by_domain(rows: list[tuple[str, str, int]], *, top: int) -> list[str]:
+    """The lines (count, kind, domain) of the ``top`` domains with most failures, then one
+    counting the other domains and their failures: an edition can fail at hundreds of domains."""
+    totals: dict[str, int] = {}
+    for domain, _kind, n in rows:
+        totals[domain] = totals.get(domain, 0) + n
+    ranked = sorted(totals, key=lambda d: (-totals[d], d))
+    shown = set(ranked[:top])
+    lines = [f"  {n:>6} × {kind:<9} {domain}" for domain, kind, n in rows if domain in shown]
+    if rest := ranked[top:]:
+        lines.append(f"  and {len(rest):,} more domains ({sum(totals[d] for d in rest):,} failures)")
+    return lines

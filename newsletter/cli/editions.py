@@ -11,11 +11,17 @@ from typing import Any
 import click
 from rich.table import Table
 
-from newsletter.cli.common import CliError, console, reports_errors, service_from, when
+from newsletter.cli.common import (
+    TOP_DOMAINS,
+    CliError,
+    by_domain,
+    console,
+    reports_errors,
+    service_from,
+    when,
+)
 from newsletter.cli.sending import operator, send
 from newsletter.models import Edition, EditionStatus
-
-TOP_DOMAINS = 10  # failing domains `editions ID` lists; the rest are counted
 
 
 def find_edition(service: Any, ref: str | None, *, statuses: list[EditionStatus]) -> Edition:
@@ -144,17 +150,3 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
         console.print("Failures by receiving domain (hard/soft count against readers; blocked is about us):")
         for line in by_domain(judged, top=TOP_DOMAINS):
             console.print(line)
-
-
-def by_domain(rows: list[tuple[str, str, int]], *, top: int) -> list[str]:
-    """The lines (count, kind, domain) of the ``top`` domains with most failures, then one
-    counting the other domains and their failures: an edition can fail at hundreds of domains."""
-    totals: dict[str, int] = {}
-    for domain, _kind, n in rows:
-        totals[domain] = totals.get(domain, 0) + n
-    ranked = sorted(totals, key=lambda d: (-totals[d], d))
-    shown = set(ranked[:top])
-    lines = [f"  {n:>6} × {kind:<9} {domain}" for domain, kind, n in rows if domain in shown]
-    if rest := ranked[top:]:
-        lines.append(f"  and {len(rest):,} more domains ({sum(totals[d] for d in rest):,} failures)")
-    return lines

@@ -594,3 +594,16 @@ def test_a_late_bounce_for_a_removed_readers_row_suppresses_nobody_else(world):
         envelope_recipients=[verp_gone],
     )
     assert subscriber_status(world.store, later[0]) == "active" and bounce_sources(world, later[0]) == []
+
+
+def test_bounces_report_lists_the_ten_domains_with_most_failures_and_counts_the_rest(world):
+    # Regression: `bounces --report` printed every failing domain (589 lines on a big list).
+    for i in range(15):
+        world.add_subscribers(1 + (i == 0), prefix=f"r{i}", domain=f"d{i:02}.example")
+    world.sink.faults.add(FaultRule(stage="rcpt", action="reply", code=550, text="5.1.1 No such user"))
+    world.run("e1")
+    out = world.cli("bounces", "--report", "7")
+    assert out.exit_code == 0, out.output
+    domains = [line for line in out.output.splitlines() if "× hard" in line]
+    assert len(domains) == 10 and "2 × hard      d00.example" in domains[0], domains
+    assert "and 5 more domains (5 failures)" in flat(out.output)
