@@ -135,7 +135,8 @@ def _verify(raw: bytes, index: int, lookup: KeyLookup) -> tuple[bool, str, str]:
     return (
         False,
         domain,
-        f"{where}: a signed header changed after signing (signature does not match; signed: {signed}) or the published key is not the signing key",
+        f"{where}: a signed header changed after signing"
+        f" (signature does not match; signed: {signed}) or the published key is not the signing key",
     )
 
 
@@ -196,7 +197,8 @@ def check_dkim_alignment(m: Checkable) -> Check:
     if not aligned:
         return failed(
             name,
-            f"valid signature(s) for d={', '.join(valid)}, not the From domain {from_domain}: DMARC fails on DKIM",
+            f"valid signature(s) for d={', '.join(valid)}, not the From domain {from_domain}:"
+            " DMARC fails on DKIM",
         )
     exact = from_domain in (d.lower() for d in aligned)
     return passed(

@@ -311,7 +311,8 @@ def parse_fault_spec(spec: str) -> FaultRule:
         code_text, _, text = action_text.partition(" ")
         if not code_text.isdigit():
             raise FaultSpecError(
-                f"fault {spec!r}: action must be a reply code, drop, drop-after-store or delay=SECONDS; {example}"
+                f"fault {spec!r}: action must be a reply code, drop, drop-after-store or delay=SECONDS;"
+                f" {example}"
             )
         fields.update(action="reply", code=int(code_text), text=text.strip())
     # "to=re:REGEX" contains the separator; glue the regex back on (so it cannot hold ':').

@@ -1,4 +1,5 @@
-"""Checks of what one mail client alone never shows: links as they arrived, encoding limits, layout on phones, spam score.
+"""Checks of what one mail client alone never shows: links as they arrived, encoding limits,
+layout on phones, spam score.
 
 - ``body-links``: every unsubscribe link in the bodies equals the List-Unsubscribe URI. A
   link that lost a character on the way (an SMTP server drops a line-leading "." that the
@@ -84,7 +85,8 @@ def _header_https_uri(m: Checkable) -> str | None:
 
 
 def _text_unsubscribe_urls(text: str, prefix: str) -> list[str]:
-    """URLs on a line that says "unsubscribe" (or on the next line, when it holds none), and any under ``prefix``."""
+    """URLs on a line that says "unsubscribe" (or on the next line, when it holds none),
+    and any under ``prefix``."""
     lines = text.splitlines()
     urls = []
     for i, line in enumerate(lines):
@@ -115,14 +117,16 @@ def check_body_links(m: Checkable) -> Check:
         if wrong:
             return failed(
                 name,
-                f"the {part} part's unsubscribe link {wrong[0][:90]!r} differs from List-Unsubscribe {uri[:90]!r}",
+                f"the {part} part's unsubscribe link {wrong[0][:90]!r} differs from List-Unsubscribe"
+                f" {uri[:90]!r}",
             )
     parts = [part for part, urls in found.items() if urls]
     if not parts:
         return passed(name, "no unsubscribe link in the bodies to compare")
     return passed(
         name,
-        f"unsubscribe links in the {' and '.join(parts)} part{'s' if len(parts) > 1 else ''} equal List-Unsubscribe",
+        f"unsubscribe links in the {' and '.join(parts)} part{'s' if len(parts) > 1 else ''} equal"
+        " List-Unsubscribe",
     )
 
 
@@ -182,7 +186,8 @@ def check_fluid_layout(m: Checkable) -> Check:
         tag, width = wide[0]
         return failed(
             name,
-            f"<{tag}> is a fixed {width} px: without @media (Gmail apps drop <style>) it shrinks on phones; use width=100% and max-width",
+            f"<{tag}> is a fixed {width} px: without @media (Gmail apps drop <style>) it shrinks on phones;"
+            " use width=100% and max-width",
         )
     return passed(
         name, f"nothing wider than {PHONE_WIDTH} px without max-width: 100%, even with <style> dropped"

@@ -140,7 +140,8 @@ def _refuse_target(url: str, *, allow_remote: bool, own_ports: frozenset[int], o
     if not is_loopback(host):
         if not allow_remote:
             raise OneClickError(
-                f"{host or url!r} is not a loopback host; start the sink with --allow-remote-one-click to POST there",
+                f"{host or url!r} is not a loopback host;"
+                " start the sink with --allow-remote-one-click to POST there",
                 refused_target=True,
             )
         if not url.lower().startswith("https://"):

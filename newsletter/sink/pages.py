@@ -57,7 +57,8 @@ async function refresh() {
     if (key !== last) { last = key; draw(data); }
   } catch (e) { /* the sink restarted; try again next tick */ }
 }
-function cell(tr, text) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
+function cell(tr, text) { const td = document.createElement('td'); \
+td.textContent = text; tr.appendChild(td); }
 function draw(data) {
   tbody.replaceChildren();
   document.getElementById('count').textContent = data.total + ' message(s)';
@@ -186,16 +187,19 @@ def message_page(message: StoredMessage, *, token: str, deletable: bool) -> str:
     body = f"""
 <h1 id="subject">{e(message.subject or "(no subject)")}</h1>
 <p>From <b>{e(message.from_ or message.mail_from)}</b> to {e(", ".join(message.rcpt_tos))}
- &middot; envelope {e(message.mail_from or "<>")} &middot; {e(message.received_at.isoformat())} &middot; {message.size} bytes</p>
+ &middot; envelope {e(message.mail_from or "<>")} &middot; {e(message.received_at.isoformat())} \
+&middot; {message.size} bytes</p>
 <p>
  <a href="/messages/{mid}.eml" download>Download .eml</a> &middot;
  <a href="/api/messages/{mid}">JSON</a> &middot;
- <button id="one-click" type="button" data-url="/api/messages/{mid}/one-click">One-click unsubscribe (as Gmail)</button>
+ <button id="one-click" type="button" data-url="/api/messages/{mid}/one-click">\
+One-click unsubscribe (as Gmail)</button>
  {delete}
 </p>
 <pre id="one-click-result" tabindex="0" aria-label="One-click result" aria-live="polite" hidden></pre>
 <h2>Checks</h2>
-<table id="checks"><thead><tr><th scope="col">Status</th><th scope="col">Check</th><th scope="col">Reason</th></tr></thead>
+<table id="checks"><thead><tr><th scope="col">Status</th><th scope="col">Check</th>\
+<th scope="col">Reason</th></tr></thead>
 <tbody>{checks}</tbody></table>
 <h2>HTML</h2>
 <div class="frames">{frames}</div>

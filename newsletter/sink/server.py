@@ -299,7 +299,8 @@ class SinkServer:
         return self.store.clear()
 
     def delete(self, msg_id: str) -> bool:
-        """Delete one message; False if it did not exist; `ForeignMessageError` if the sink did not store it."""
+        """Delete one message; False if it did not exist;
+        `ForeignMessageError` if the sink did not store it."""
         return self.store.delete(msg_id)
 
     def one_click(self, msg_id: str, *, timeout: float = 10.0) -> OneClickResult:

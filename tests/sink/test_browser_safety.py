@@ -72,7 +72,8 @@ def deliver(sink: SinkServer, raw: bytes, to: str = "reader@example.org") -> str
 def test_cross_site_page_cannot_delete_install_faults_or_fire_one_click(
     maildir: Path, attacker: Attacker, page: Any
 ) -> None:
-    """A cross-site form POST deleted every message; no-cors fetches installed a fault and fired a one-click."""
+    """A cross-site form POST deleted every message;
+    no-cors fetches installed a fault and fired a one-click."""
     with SinkServer(maildir=maildir, http_port=0) as sink:
         target = deliver(
             sink, wire(build(headers={"List-Unsubscribe": f"<{attacker.base_url}/unsubscribed>"}))

@@ -234,7 +234,9 @@ def foreign_maildir(path: Path, count: int) -> dict[str, bytes]:
     box = mailbox.Maildir(path, create=True)
     for n in range(count):
         box.add(
-            f"From: friend{n}@example.net\r\nTo: me@example.org\r\nSubject: Mine {n}\r\n\r\nhello {n}\r\n".encode()
+            (
+                f"From: friend{n}@example.net\r\nTo: me@example.org\r\nSubject: Mine {n}\r\n\r\nhello {n}\r\n"
+            ).encode()
         )
     return {p.name: p.read_bytes() for p in (path / "new").iterdir()}
 
