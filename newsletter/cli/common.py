@@ -6,14 +6,16 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
 from newsletter.config import load_settings
 from newsletter.errors import NewsletterError
-from newsletter.service import Service
+
+if TYPE_CHECKING:
+    from newsletter.service import Service
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOP_DOMAINS = 10  # failing domains `editions ID` and `bounces --report` list; the rest are counted
@@ -60,6 +62,10 @@ def settings_from(ctx: click.Context) -> Any:
 
 def service_from(ctx: click.Context) -> Service:
     """The one Service of this invocation, built on first use and closed when the command ends."""
+    # Imported here, not at the top: the Service pulls in SQLAlchemy, premailer and the whole
+    # pipeline (about 2 s of CPU), and `newsletter COMMAND --help` needs none of it.
+    from newsletter.service import Service
+
     root = ctx.find_root()
     if root.obj is None:
         root.obj = Service(settings_from(ctx))

@@ -11,7 +11,6 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
 from newsletter.cli.common import CliError, console, reports_errors, service_from, when
 from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
@@ -359,6 +358,7 @@ def _print_result(result: Any) -> None:
 @reports_errors
 def worker(ctx: click.Context, once: bool, poll: float) -> None:
     """Only drain outboxes: help send editions that are already planned (run several, on several machines)."""
+    from sqlalchemy.exc import DBAPIError  # here: importing SQLAlchemy costs ~1 s that --help need not pay
 
     service = service_from(ctx)
     if service.store.engine.dialect.name == "sqlite":

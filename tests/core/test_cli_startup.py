@@ -45,6 +45,20 @@ def test_help_imports_no_command_module() -> None:
     assert json.loads(out) == []
 
 
+def test_send_help_imports_no_heavy_module() -> None:
+    """`send --help` loads the send command's module, but not the Service it builds when it runs."""
+    out = _run(
+        "import json, sys\n"
+        "from click.testing import CliRunner\n"
+        "from newsletter.cli import main\n"
+        "result = CliRunner().invoke(main, ['send', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'newsletter.cli.sending' in sys.modules\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    assert json.loads(out) == []
+
+
 def test_importing_the_accounts_computes_no_hash() -> None:
     """The dummy hash that evens out sign-in timing is made at the first unknown address."""
     out = _run(
