@@ -166,7 +166,8 @@ class Accounts:
         return cookie, SignedIn(user, session)
 
     def session_for(self, cookie: str | None) -> SignedIn | None:
-        """The live session of this cookie value, its idle time restarted; None if unknown or idle too long."""
+        """The live session of this cookie value, its idle time restarted;
+        None if unknown or idle too long."""
         if not cookie:
             return None
         id_hash = digest(cookie)

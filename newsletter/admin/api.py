@@ -41,7 +41,8 @@ from newsletter.admin.endpoints.readers import (
 
 
 def token_or_session(func: Endpoint) -> Endpoint:
-    """For the document and its docs page (GETs, which change nothing): a token, or a console session in a browser."""
+    """For the document and its docs page (GETs, which change nothing): a token,
+    or a console session in a browser."""
     with_token = needs("viewer")(func)
 
     @functools.wraps(func)
@@ -94,5 +95,6 @@ def api_routes(console: Console) -> list[BaseRoute]:
 
 
 def register_api(app: Starlette) -> None:
-    """Let spectree read the app's routes for the document (its own unauthenticated doc routes are not added)."""
+    """Let spectree read the app's routes for the document
+    (its own unauthenticated doc routes are not added)."""
     spec.app = app

@@ -82,7 +82,8 @@ class OffUntilUsers:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not await run_in_threadpool(self.console.enabled):
             response = Response(
-                "The operator console is off: create its first user with 'newsletter admin create-user EMAIL --role admin'.\n",
+                "The operator console is off: create its first user with 'newsletter admin create-user EMAIL"
+                " --role admin'.\n",
                 status_code=404,
                 media_type="text/plain",
             )

@@ -2,8 +2,8 @@
 
 - Every console response is ``no-store`` and sends a strict Content-Security-Policy
   (our own scripts and styles only), through the site's own middleware
-  (``newsletter.web.headers.SecurityHeaders``) with the console's policy. Digest previews, shown in sandboxed frames, get
-  inline styles and may be framed by the console only.
+  (``newsletter.web.headers.SecurityHeaders``) with the console's policy. Digest previews,
+  shown in sandboxed frames, get inline styles and may be framed by the console only.
 - A state-changing request must come from the console's own origin: a
   ``Sec-Fetch-Site`` other than same-origin, or an ``Origin`` (else ``Referer``) whose
   host is not the request's host, is refused; a POST with neither is refused too
@@ -26,9 +26,16 @@ CONSOLE_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
+FRAME_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'none';"
+    " base-uri 'none'; frame-ancestors 'self'"
+)
 # The API's browsable docs (spectree's Swagger UI page) load Swagger UI from unpkg.
-DOCS_CSP = "default-src 'none'; style-src https://unpkg.com 'unsafe-inline'; script-src https://unpkg.com 'unsafe-inline'; img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'"
+DOCS_CSP = (
+    "default-src 'none'; style-src https://unpkg.com 'unsafe-inline';"
+    " script-src https://unpkg.com 'unsafe-inline'; img-src 'self' data: https:; connect-src 'self';"
+    " frame-ancestors 'none'"
+)
 FRAME_SUFFIX = "/frame"
 
 

@@ -26,7 +26,8 @@ def console_service(make_service: Callable[..., Service]) -> Service:
 
 @pytest.fixture
 def console(console_service: Service) -> Iterator[Operator]:
-    """The console (dev mode: cookies without Secure over the test's http) with an admin, an editor and a viewer."""
+    """The console (dev mode: cookies without Secure over the test's http) with an admin,
+    an editor and a viewer."""
     make_users(console_service)
     app = create_console(console_service, dev=True)
     with TestClient(app, base_url="http://testserver", follow_redirects=False) as client:

@@ -147,7 +147,8 @@ def test_operator_signs_in_previews_tests_sends_pauses_resumes_and_revokes_a_tok
             page.get_by_role("button", name="Resume").click()
             expect(page.locator("#edition-status")).to_have_text("sent", timeout=45_000)
             expect(page.locator("#edition-counts")).to_have_text(f"{READERS} sent")
-            # The live page follows the edition after the resume: no stale pause reason, finish time or Resume.
+            # The live page follows the edition after the resume: no stale pause reason,
+            # finish time or Resume.
             finished = service.store.editions.get_edition(edition_id).finished_at
             expect(page.locator("main")).not_to_contain_text("paused by")
             expect(page.locator("#edition-finished")).to_have_text(finished.strftime("%Y-%m-%d %H:%M:%S"))

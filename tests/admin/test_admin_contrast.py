@@ -59,7 +59,10 @@ COLOURS_JS = """
   return out;
 }
 """
-CONTROLS = "button, a.button, .link-button, input[type=submit], label:has(input[type=radio]), label:has(input[type=checkbox])"
+CONTROLS = (
+    "button, a.button, .link-button, input[type=submit], label:has(input[type=radio]),"
+    " label:has(input[type=checkbox])"
+)
 
 
 def luminance(rgb: list[float]) -> float:

@@ -10,9 +10,12 @@ from newsletter.models import SubscriberStatus
 from .helpers import ORIGIN
 
 MAILCHIMP = (
-    "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,LATITUDE,LONGITUDE,GMTOFF,DSTOFF,TIMEZONE,CC,REGION,LAST_CHANGED,LEID,EUID,NOTES\r\n"
-    "dana@example.org,Dana,Scully,2,2024-01-02 10:00:00,,2024-01-02 10:05:00,,,,,,,,,2024-01-02 10:05:00,1,a1,\r\n"
-    "fox@example.org,Fox,Mulder,3,2024-01-03 10:00:00,,2024-01-03 10:05:00,,,,,,,,,2024-01-03 10:05:00,2,a2,\r\n"
+    "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,"
+    "LATITUDE,LONGITUDE,GMTOFF,DSTOFF,TIMEZONE,CC,REGION,LAST_CHANGED,LEID,EUID,NOTES\r\n"
+    "dana@example.org,Dana,Scully,2,2024-01-02 10:00:00,,2024-01-02 10:05:00,,,,,,,,,"
+    "2024-01-02 10:05:00,1,a1,\r\n"
+    "fox@example.org,Fox,Mulder,3,2024-01-03 10:00:00,,2024-01-03 10:05:00,,,,,,,,,"
+    "2024-01-03 10:05:00,2,a2,\r\n"
     "not-an-address,Bad,Row,1,,,,,,,,,,,,,3,a3,\r\n"
 )
 

@@ -1,4 +1,5 @@
-"""The console's security rules, each as a named regression test: sessions, CSRF, origin, lockout, roles, secrets."""
+"""The console's security rules, each as a named regression test:
+sessions, CSRF, origin, lockout, roles, secrets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What every API endpoint shares: the spectree document, the token guard, the audit entry, errors and paging."""
+"""What every API endpoint shares: the spectree document, the token guard, the audit entry,
+errors and paging."""
 
 from __future__ import annotations
 

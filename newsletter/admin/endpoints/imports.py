@@ -23,7 +23,8 @@ class ImportQuery(BaseModel):
     format: str | None = Field(
         None,
         max_length=20,
-        description="the tool that made the file (newsletter, mailchimp, listmonk, substack, ghost); default: detected from the header",
+        description="the tool that made the file (newsletter, mailchimp, listmonk, substack, ghost);"
+        " default: detected from the header",
     )
     update: bool = Field(
         False, description="also update names, topics and cadences of readers already on the list"
