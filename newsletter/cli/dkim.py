@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from newsletter.cli.common import CliError, reports_errors, settings_from
-from newsletter.delivery.dkim import KEY_TYPES, DkimKey, dkim_domain, generate_key, private_pem
+from newsletter.delivery.dkim_keys import KEY_TYPES, DkimKey, dkim_domain, generate_key, private_pem
 from newsletter.delivery.dnscheck import check_dns, make_resolver
 
 

@@ -20,7 +20,8 @@ import dns.exception
 import dns.resolver
 
 from newsletter.config import Settings
-from newsletter.delivery.dkim import DkimKey, DkimSigner, dkim_domain, signer_for
+from newsletter.delivery.dkim import DkimSigner, signer_for
+from newsletter.delivery.dkim_keys import DkimKey, dkim_domain
 from newsletter.errors import ConfigError
 
 DNS_TIMEOUT = 5.0

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 
 from newsletter.admin.mount import WithConsole
-from newsletter.delivery.dkim import DkimKey, private_pem
+from newsletter.delivery.dkim_keys import DkimKey, private_pem
 from newsletter.models import SubscriberStatus
 from newsletter.service import Service
 from newsletter.web.app import create_app

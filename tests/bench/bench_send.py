@@ -819,7 +819,7 @@ def dkim_env(kind: str) -> dict[str, str]:
     """Settings that sign with a fresh key of ``kind`` (no DNS check: nothing is published here)."""
     if not kind:
         return {}
-    from newsletter.delivery.dkim import generate_key, private_pem
+    from newsletter.delivery.dkim_keys import generate_key, private_pem
 
     return {
         "NEWSLETTER_MAIL_DKIM_SELECTOR": f"bench-{kind}",

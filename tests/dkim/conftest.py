@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.delivery.dkim import DkimKey, generate_key
+from newsletter.delivery.dkim_keys import DkimKey, generate_key
 from tests.servers import free_port
 
 NSD = shutil.which("nsd") or ("/usr/sbin/nsd" if Path("/usr/sbin/nsd").exists() else None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsletter.delivery.dkim import DkimKey
+from newsletter.delivery.dkim_keys import DkimKey
 
 Record = tuple[str, str, str]
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from dkim_records import key_record
 
 from newsletter.cli import main
-from newsletter.delivery.dkim import DkimKey, generate_key, parse_private_keys
+from newsletter.delivery.dkim_keys import DkimKey, generate_key, parse_private_keys
 from tests.factories import SECRET_KEY
 
 
@@ -48,7 +48,7 @@ def test_keygen_rsa_is_2048_bits_and_its_record_is_split_for_zone_files(tmp_path
 
 def dkim_env(tmp_path: Path, key: DkimKey, server: str, **extra: str) -> dict[str, str]:
     path = tmp_path / f"{key.selector}.pem"
-    from newsletter.delivery.dkim import private_pem
+    from newsletter.delivery.dkim_keys import private_pem
 
     path.write_bytes(private_pem(key.private))
     return {
@@ -149,7 +149,7 @@ def test_send_with_a_malformed_key_stops_with_one_line_and_a_hint_before_any_mai
 
 
 def test_config_never_prints_the_dkim_private_key(tmp_path, ed_key):
-    from newsletter.delivery.dkim import private_pem
+    from newsletter.delivery.dkim_keys import private_pem
 
     pem = private_pem(ed_key.private).decode()
     result = run(

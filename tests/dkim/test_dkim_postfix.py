@@ -6,7 +6,7 @@ from __future__ import annotations
 import dkim
 from dkim_records import key_record
 
-from newsletter.delivery.dkim import private_pem
+from newsletter.delivery.dkim_keys import private_pem
 from newsletter.sink import dkim as sink_dkim
 from tests.postfix.conftest import postfix, relay, world  # noqa: F401  (the Postfix fixtures)
 

@@ -18,7 +18,7 @@ import pytest
 from dkim_records import key_record
 
 from newsletter.config import SAMPLE_SUBSCRIBERS
-from newsletter.delivery.dkim import DkimKey, generate_key, private_pem
+from newsletter.delivery.dkim_keys import DkimKey, generate_key, private_pem
 from newsletter.errors import ConfigError
 from newsletter.sink import dkim as sink_dkim
 from newsletter.subscriptions import import_file

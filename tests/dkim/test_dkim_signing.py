@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter.content.render import PREFERENCES_MARK, RECIPIENT_MARK, UNSUBSCRIBE_MARK
-from newsletter.delivery.dkim import DkimKey, DkimSigner, canonical_body, load_keys, private_pem, signer_for
+from newsletter.delivery.dkim import DkimSigner, signer_for
+from newsletter.delivery.dkim_canonical import canonical_body
+from newsletter.delivery.dkim_keys import DkimKey, load_keys, private_pem
 from newsletter.delivery.message import PreparedMessage, dot_stuff
 from newsletter.errors import ConfigError
 from tests.factories import build_settings

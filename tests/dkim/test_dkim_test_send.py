@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from test_dkim_send import GOOD_ZONE_EXTRA, dkimpy_lookup, key_env
 
 from newsletter.admin.app import create_console
-from newsletter.delivery.dkim import DkimKey, generate_key
+from newsletter.delivery.dkim_keys import DkimKey, generate_key
 from newsletter.editions.preview import send_test
 from newsletter.errors import ConfigError
 from newsletter.models import SubscriberStatus
