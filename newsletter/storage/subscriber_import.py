@@ -77,101 +77,127 @@ class SubscriberImports(StorePart):
         now = now or self.clock()
         counts = ImportCounts()
         with self.engine.begin() as conn:
-            existing: dict[str, Any] = {}
-            emails = [r.email for r in rows]
-            for start in range(0, len(emails), IN_CHUNK):
-                query = sa.select(
-                    subscribers.c.id,
-                    subscribers.c.email,
-                    subscribers.c.name,
-                    subscribers.c.topics,
-                    subscribers.c.cadence,
-                    subscribers.c.status,
-                )
-                for found in conn.execute(
-                    query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))
-                ):
-                    existing[found.email] = found
-            fresh = [r for r in rows if r.email not in existing]
-            # An empty suppression list (a first import) needs no hash per row to be asked.
-            listed = conn.execute(sa.select(suppressions.c.mailbox_hash).limit(1)).first() is not None
-            hashes = {r.email: mailbox_hash(r.email) for r in fresh if listed or r.status in SUPPRESSING}
-            held = _suppressed_statuses(conn, list(set(hashes.values()))) if listed else {}
-            inserts: list[dict[str, Any]] = []
-            new_suppressions: dict[str, dict[str, Any]] = {}
-            for r in fresh:
-                status, reason = r.status, ""
-                on_list = held.get(hashes[r.email]) if listed else None
-                if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
-                    status, reason = (
-                        on_list,
-                        f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back",
-                    )
-                elif status in SUPPRESSING and on_list is None:
-                    reason = f"imported as {status.value}"
-                    new_suppressions.setdefault(
-                        hashes[r.email],
-                        {
-                            "mailbox_hash": hashes[r.email],
-                            "status": status.value,
-                            "reason": reason,
-                            "created_at": now,
-                        },
-                    )
-                inserts.append(
-                    {
-                        "email": r.email,
-                        "name": r.name,
-                        "status": status.value,
-                        "topics": list(r.topics),
-                        "cadence": r.cadence.value,
-                        "status_reason": reason,
-                        "confirmed": status is SubscriberStatus.ACTIVE,
-                    }
-                )
-                if status in SUPPRESSING:
-                    counts.suppressed += 1
-                else:
-                    counts.added += 1
-            if inserts:
-                _insert_many(conn, inserts, now=now)
-            if new_suppressions:
-                conn.execute(suppressions.insert(), list(new_suppressions.values()))
-            changes: list[dict[str, Any]] = []
-            for r in rows:
-                old = existing.get(r.email)
-                if old is None:
-                    continue
-                values = _changed_fields(old, r, given) if update else {}
-                leaving = (
-                    update
-                    and r.status in SUPPRESSING
-                    and old.status in (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
-                )
-                if not values and not leaving:
-                    counts.unchanged += 1
-                    continue
-                counts.updated += 1
-                if leaving:
-                    reason = f"{r.status.value} in an imported file"
-                    conn.execute(
-                        subscribers.update()
-                        .where(subscribers.c.id == old.id)
-                        .values(status=r.status.value, status_reason=reason, updated_at=now, **values)
-                    )
-                    suppress(conn, r.email, r.status, reason=reason, now=now)
-                else:
-                    changes.append(
-                        {
-                            "row_id": old.id,
-                            "new_name": values.get("name", old.name),
-                            "new_topics": values.get("topics", list(old.topics or ())),
-                            "new_cadence": values.get("cadence", old.cadence),
-                        }
-                    )
-            if changes:
-                _update_many(conn, changes, now=now)
+            existing = _existing(conn, [r.email for r in rows])
+            _insert_fresh(conn, [r for r in rows if r.email not in existing], counts, now=now)
+            known = [(r, existing[r.email]) for r in rows if r.email in existing]
+            _change_known(conn, known, counts, given=given if update else None, now=now)
         return counts
+
+
+def _existing(conn: Any, emails: list[str]) -> dict[str, Any]:
+    """The stored rows (id, email, name, topics, cadence, status) of those of ``emails`` already here."""
+    existing: dict[str, Any] = {}
+    query = sa.select(
+        subscribers.c.id,
+        subscribers.c.email,
+        subscribers.c.name,
+        subscribers.c.topics,
+        subscribers.c.cadence,
+        subscribers.c.status,
+    )
+    for start in range(0, len(emails), IN_CHUNK):
+        for found in conn.execute(query.where(subscribers.c.email.in_(emails[start : start + IN_CHUNK]))):
+            existing[found.email] = found
+    return existing
+
+
+def _insert_fresh(conn: Any, fresh: list[ImportRow], counts: ImportCounts, *, now: datetime) -> None:
+    """Insert the rows of new addresses, held as suppressed if their mailbox is on the suppression
+    list, and put those the file marks unsubscribed or bounced on the list; counted in ``counts``."""
+    # An empty suppression list (a first import) needs no hash per row to be asked.
+    listed = conn.execute(sa.select(suppressions.c.mailbox_hash).limit(1)).first() is not None
+    hashes = {r.email: mailbox_hash(r.email) for r in fresh if listed or r.status in SUPPRESSING}
+    held = _suppressed_statuses(conn, list(set(hashes.values()))) if listed else {}
+    inserts: list[dict[str, Any]] = []
+    new_suppressions: dict[str, dict[str, Any]] = {}
+    for r in fresh:
+        on_list = held.get(hashes[r.email]) if listed else None
+        status, reason = _fresh_status(r.status, on_list)
+        if status in SUPPRESSING and on_list is None:
+            new_suppressions.setdefault(
+                hashes[r.email],
+                {
+                    "mailbox_hash": hashes[r.email],
+                    "status": status.value,
+                    "reason": reason,
+                    "created_at": now,
+                },
+            )
+        inserts.append(
+            {
+                "email": r.email,
+                "name": r.name,
+                "status": status.value,
+                "topics": list(r.topics),
+                "cadence": r.cadence.value,
+                "status_reason": reason,
+                "confirmed": status is SubscriberStatus.ACTIVE,
+            }
+        )
+        if status in SUPPRESSING:
+            counts.suppressed += 1
+        else:
+            counts.added += 1
+    if inserts:
+        _insert_many(conn, inserts, now=now)
+    if new_suppressions:
+        conn.execute(suppressions.insert(), list(new_suppressions.values()))
+
+
+def _fresh_status(status: SubscriberStatus, on_list: SubscriberStatus | None) -> tuple[SubscriberStatus, str]:
+    """The status and reason a new row is stored with: the list's status over active or pending."""
+    if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
+        return (
+            on_list,
+            f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back",
+        )
+    if status in SUPPRESSING and on_list is None:
+        return status, f"imported as {status.value}"
+    return status, ""
+
+
+def _change_known(
+    conn: Any,
+    known: list[tuple[ImportRow, Any]],
+    counts: ImportCounts,
+    *,
+    given: frozenset[str] | None,
+    now: datetime,
+) -> None:
+    """Change readers already here (imported row, stored row) in the ``given`` fields, moving an
+    active or pending one the file marks unsubscribed or bounced to that status; ``given`` None
+    (no update asked) changes nothing. Counted in ``counts``."""
+    changes: list[dict[str, Any]] = []
+    for r, old in known:
+        values = _changed_fields(old, r, given) if given is not None else {}
+        leaving = (
+            given is not None
+            and r.status in SUPPRESSING
+            and old.status in (SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)
+        )
+        if not values and not leaving:
+            counts.unchanged += 1
+            continue
+        counts.updated += 1
+        if leaving:
+            reason = f"{r.status.value} in an imported file"
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == old.id)
+                .values(status=r.status.value, status_reason=reason, updated_at=now, **values)
+            )
+            suppress(conn, r.email, r.status, reason=reason, now=now)
+        else:
+            changes.append(
+                {
+                    "row_id": old.id,
+                    "new_name": values.get("name", old.name),
+                    "new_topics": values.get("topics", list(old.topics or ())),
+                    "new_cadence": values.get("cadence", old.cadence),
+                }
+            )
+    if changes:
+        _update_many(conn, changes, now=now)
 
 
 INSERT_COLUMNS = (
