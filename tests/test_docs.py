@@ -66,3 +66,43 @@ def test_every_configuration_key_is_documented(key: str, variable: str) -> None:
     )
     if variable not in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_SMTP_PASSWORD"):
         assert f"{name} =" in TOML or f"# {name} =" in TOML, f"newsletter.toml does not show {key}"
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "newsletter"
+
+
+def _module_table() -> list[str]:
+    """The rows of README's module table (the lines after its `| module | owns |` header)."""
+    lines = README.splitlines()
+    start = lines.index("| module | owns |") + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def _modules() -> list[tuple[str, ...]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] in ("__init__", "__main__") or "migrations" in parts:
+            continue
+        found.append(parts)
+    return found
+
+
+@pytest.mark.parametrize("parts", _modules(), ids=lambda parts: "/".join(parts))
+def test_every_module_is_in_the_readme_module_table(parts: tuple[str, ...]) -> None:
+    """A module is named in the row of its package: top-level modules by their own row
+    (`config`), the others as `pkg/name`, or as `name` in a row whose first cell names `pkg/`."""
+    rows = _module_table()
+    name, top = parts[-1], parts[0]
+    if len(parts) == 1:
+        assert any(row.split("|")[1].strip() == f"`{name}`" for row in rows), f"{name} has no row"
+        return
+    named = [row for row in rows if f"`{top}/" in row.split("|")[1]]
+    assert any(f"`{name}`" in row or f"/{name}`" in row for row in named), (
+        f"{'/'.join(parts)} is not in README's module table (a row whose first cell names `{top}/`)"
+    )
