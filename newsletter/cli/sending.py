@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from newsletter.cli.common import CliError, console, reports_errors, service_from, when
+from newsletter.cli.send_result import report_result
 from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
 
 
@@ -70,8 +70,6 @@ def send(
     as_email: str | None,
 ) -> None:
     """Fetch the feed and send an edition through the configured SMTP server."""
-    from newsletter.scheduling.schedules import schedule_for_key
-
     service = service_from(ctx)
     if test_to or as_email:
         _send_test(
@@ -82,6 +80,39 @@ def send(
             conflicting=bool(key or resume or plan_only or retry_unknown or now),
         )
         return
+    target, resume = _checked(
+        service, key, resume=resume, plan_only=plan_only, retry_unknown=retry_unknown, now=now
+    )
+    shown = _Shown()
+    stopped_by = _stop_on_sigterm()
+    try:
+        if resume:
+            result = service.runner.resume(
+                target,
+                retry_unknown=retry_unknown,
+                by=operator(),
+                on_start=shown.resuming,
+                on_planned=shown.planned,
+                on_outcome=shown.outcome,
+            )
+            if result is None:
+                console.print("Nothing to resume: every edition has ended.")
+                return
+        else:
+            result = _start(service.runner, key, fetch=not no_fetch, send=not plan_only, shown=shown)
+    except KeyboardInterrupt:
+        shown.stop()
+        _stopped(ctx, service, shown.started, signal_name=stopped_by[0] if stopped_by else "Ctrl-C")
+    finally:
+        shown.stop()
+    report_result(service, result)
+
+
+def _checked(
+    service: Any, key: str | None, *, resume: bool, plan_only: bool, retry_unknown: bool, now: bool
+) -> tuple[Edition | None, bool]:
+    """The edition ``key`` names (None: none named) and whether to resume it (a paused one named is
+    resumed); with ``now``, its deferred rows become due. A wrong combination is a usage error."""
     target = service.store.editions.find_edition(key) if key else None
     if resume and key and target is None:
         raise CliError(f"no edition {key!r} to resume", hint="'newsletter editions' lists them.")
@@ -89,34 +120,69 @@ def send(
         resume = True  # the operator named a paused edition: theirs to resume
     if now:
         _retry_deferred_now(service, resume=resume, edition=target)
-    runner = service.runner
-    progress = _progress()
-    task: list[Any] = []
+    if retry_unknown and not resume:
+        raise click.UsageError("--retry-unknown goes with --resume")
+    if plan_only and resume:
+        raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
+    return target, resume
 
-    plain = {"total": 0, "said": time.monotonic()}
-    done: set[int] = set()  # rows, not outcomes: a row deferred and tried again in the run counts once
 
-    def planned(total: int) -> None:
+def _start(runner: Any, key: str | None, *, fetch: bool, send: bool, shown: _Shown) -> Any:
+    """Run a new edition (``key``, default manual-<UTC time>), its progress shown by ``shown``."""
+    from newsletter.scheduling.schedules import schedule_for_key
+
+    key = key or "manual-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    schedule = schedule_for_key(key)
+    # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
+    # exactly as the scheduler would; any other key is a manual edition for everyone.
+    cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
+    shown.started.append(key)
+    return runner.run(
+        key=key,
+        schedule=schedule,
+        cadences=cadences,
+        fetch=fetch,
+        send=send,
+        on_planned=shown.planned,
+        on_outcome=shown.outcome,
+    )
+
+
+class _Shown:
+    """The progress of one send: a bar on a terminal, else a plain line every PROGRESS_EVERY
+    seconds; ``started`` names the editions begun, for the stop message."""
+
+    def __init__(self) -> None:
+        self.bar = _progress()
+        self.task: list[Any] = []
+        self.total = 0
+        self.said = time.monotonic()
+        self.done: set[int] = (
+            set()
+        )  # rows, not outcomes: a row deferred and tried again in the run counts once
+        self.started: list[str] = []
+
+    def planned(self, total: int) -> None:
         if total and sys.stdout.isatty():
-            progress.start()
-            task.append(progress.add_task("sending", total=total))
-        plain["total"] = total
+            self.bar.start()
+            self.task.append(self.bar.add_task("sending", total=total))
+        self.total = total
 
-    def outcome(o: Any) -> None:
+    def outcome(self, o: Any) -> None:
         # Count what the database will record as done; a row handed back (stopped, paused) is not.
         if o.state is DeliveryState.PENDING:
             return
-        done.add(o.delivery_id)
-        if task:
-            progress.update(task[0], completed=len(done))
+        self.done.add(o.delivery_id)
+        if self.task:
+            self.bar.update(self.task[0], completed=len(self.done))
             return
         # Without a terminal (cron, a log file): a plain line every PROGRESS_EVERY seconds.
-        if time.monotonic() - plain["said"] >= PROGRESS_EVERY:
-            plain["said"] = time.monotonic()
-            console.print(f"sending: {len(done):,} of {plain['total']:,} done")
+        if time.monotonic() - self.said >= PROGRESS_EVERY:
+            self.said = time.monotonic()
+            console.print(f"sending: {len(self.done):,} of {self.total:,} done")
 
-    def resuming(edition: Edition, requeued: int) -> None:
-        started.append(edition.key)
+    def resuming(self, edition: Edition, requeued: int) -> None:
+        self.started.append(edition.key)
         if requeued:
             console.print(
                 f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID)."
@@ -124,52 +190,11 @@ def send(
         counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
         console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
 
-    if retry_unknown and not resume:
-        raise click.UsageError("--retry-unknown goes with --resume")
-    if plan_only and resume:
-        raise click.UsageError("--plan-only starts a new edition; it does not go with --resume")
-    started: list[str] = []
-    stopped_by = _stop_on_sigterm()
-    try:
-        if resume:
-            result = runner.resume(
-                target,
-                retry_unknown=retry_unknown,
-                by=operator(),
-                on_start=resuming,
-                on_planned=planned,
-                on_outcome=outcome,
-            )
-            if result is None:
-                console.print("Nothing to resume: every edition has ended.")
-                return
-        else:
-            key = key or "manual-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-            schedule = schedule_for_key(key)
-            # A key of a schedule (daily-..., weekly-...) sends to that schedule's cadence only,
-            # exactly as the scheduler would; any other key is a manual edition for everyone.
-            cadences = [Cadence(schedule)] if schedule in (c.value for c in Cadence) else None
-            started.append(key)
-            result = runner.run(
-                key=key,
-                schedule=schedule,
-                cadences=cadences,
-                fetch=not no_fetch,
-                send=not plan_only,
-                on_planned=planned,
-                on_outcome=outcome,
-            )
-    except KeyboardInterrupt:
-        if task:
-            progress.stop()
-            task.clear()
-        _stopped(ctx, service, started, signal_name=stopped_by[0] if stopped_by else "Ctrl-C")
-    finally:
-        if task:
-            progress.stop()
-    _print_result(result)
-    _say_held_back(service, result)
-    _exit_honestly(service, result)
+    def stop(self) -> None:
+        """Take the bar off the terminal (once)."""
+        if self.task:
+            self.bar.stop()
+            self.task.clear()
 
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines when stdout is not a terminal
@@ -274,31 +299,6 @@ def _retry_deferred_now(service: Any, *, resume: bool, edition: Edition | None) 
         console.print(f"{len(ids)} deferred rows of edition {unfinished[0].key} retried now.")
 
 
-def _exit_honestly(service: Any, result: Any) -> None:
-    """Nothing delivered because our side (connection, TLS, AUTH, HELO) failed: one line, a hint, exit 1."""
-    from newsletter.cli.common import CliError
-    from newsletter.delivery.judgement import Verdict, judge, sender_hint
-    from newsletter.delivery.suppression import split_stage
-
-    tally = result.tally or {}
-    if tally.get("sent", 0) or not (
-        tally.get("deferred", 0) or tally.get("pending", 0) or tally.get("failed", 0)
-    ):
-        return
-    for code, reply, _n in service.store.outbox.failure_replies(result.edition.id) + [
-        (None, result.edition.reason.partition("(")[2], 1)
-    ]:
-        stage, text = split_stage(reply.removeprefix("gave up after delivery.max_age: "))
-        if stage and judge(code, text, stage=stage).verdict is Verdict.SENDER:
-            smtp = service.settings.smtp
-            raise CliError(
-                f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: {code if code and code > 0 else ''} {text[:160]}".replace(
-                    "  ", " "
-                ),
-                hint=sender_hint(stage, code, text) + " Then 'newsletter send --resume --now'.",
-            )
-
-
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -308,41 +308,6 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
-
-
-def _say_held_back(service: Any, result: Any) -> None:
-    """Reports stored but still in the settle window when the edition was planned: the next one has them."""
-    from newsletter.editions.preview import held_back
-
-    held = held_back(service.runner, as_of=result.edition.as_of)
-    if held.reports:
-        console.print(f"Not in this edition: {held}", markup=False)
-
-
-def _print_result(result: Any) -> None:
-    """The summary table: sent / failed / skipped, plus the states that need attention."""
-    edition = result.edition
-    counts = edition.counts
-    table = Table(title=f"Edition {edition.key} (#{edition.id}): {edition.status.value}")
-    table.add_column("outcome")
-    table.add_column("subscribers", justify="right")
-    table.add_column("meaning")
-    table.add_row("sent", str(counts.get("sent", 0)), "accepted by the SMTP server")
-    table.add_row(
-        "failed", str(counts.get("failed", 0)), f"refused for good (see 'newsletter editions {edition.id}')"
-    )
-    table.add_row("skipped", str(counts.get("suppressed", 0)), "left or bounced during the send")
-    for state, meaning in (
-        ("deferred", "will be retried later"),
-        ("unknown", "connection lost after the data"),
-        ("pending", "not sent yet"),
-        ("sending", "with another sender"),
-    ):
-        if counts.get(state):
-            table.add_row(state, str(counts[state]), meaning)
-    console.print(table)
-    if result.message and result.message != "finished":
-        console.print(result.message)
 
 
 @click.command()
