@@ -51,7 +51,10 @@ EXPIRING = {Purpose.CONFIRM: 7 * 24 * 3600, Purpose.MANAGE: 2 * 24 * 3600}
 # Purposes whose tokens name a subscriber: these use the current (v2) format.
 SUBSCRIBER_PURPOSES = (Purpose.CONFIRM, Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.MANAGE)
 MIN_KEY_BYTES = 32
-KEY_HINT = "Set NEWSLETTER_SECRET_KEY to a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+KEY_HINT = (
+    "Set NEWSLETTER_SECRET_KEY to a long random string"
+    " (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+)
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,8 @@ COMMANDS = {
     "subscribers": LazyCommand(_subscribers, "Add, edit, remove, list, import and export subscribers."),
     "worker": LazyCommand(
         _worker,
-        "Only drain outboxes: help send editions that are already planned (run several, on several machines).",
+        "Only drain outboxes: help send editions that are already planned"
+        " (run several, on several machines).",
     ),
 }
 

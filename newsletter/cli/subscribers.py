@@ -53,7 +53,8 @@ def subscribers_add(ctx: click.Context, email: str, name: str, topics: str) -> N
     if created and subscriber.status is not SubscriberStatus.ACTIVE:
         # The suppression list remembers who left: adding them back is not their consent.
         console.print(
-            f"Added {subscriber.email} as {subscriber.status.value}: it is on the suppression list. Check with its owner, then 'newsletter subscribers reactivate {subscriber.email}'"
+            f"Added {subscriber.email} as {subscriber.status.value}: it is on the suppression list."
+            f" Check with its owner, then 'newsletter subscribers reactivate {subscriber.email}'"
         )
     elif created:
         console.print(f"Added {subscriber.email}")
@@ -100,12 +101,14 @@ def subscribers_edit(
 @click.option(
     "--forget",
     is_flag=True,
-    help="Erase every personal detail (the person asked); keep only a hash so the address is never mailed again.",
+    help="Erase every personal detail (the person asked);"
+    " keep only a hash so the address is never mailed again.",
 )
 @click.pass_context
 @reports_errors
 def subscribers_remove(ctx: click.Context, email: str, forget: bool) -> None:
-    """Delete a subscriber and their delivery history (an unsubscribed or bounced address stays suppressed)."""
+    """Delete a subscriber and their delivery history
+    (an unsubscribed or bounced address stays suppressed)."""
     from newsletter.subscriptions import normalise_email
     from newsletter.subscriptions.operations import remove_reader
 
@@ -219,12 +222,14 @@ def subscribers_list(ctx: click.Context, search: str, status: str | None, limit:
     "mapping",
     multiple=True,
     metavar='FIELD="COLUMN"',
-    help='Read a field from a column, e.g. --map email="E-Mail" (fields: email, name, topics, status, cadence).',
+    help='Read a field from a column, e.g. --map email="E-Mail"'
+    " (fields: email, name, topics, status, cadence).",
 )
 @click.option(
     "--update",
     is_flag=True,
-    help="Also change the names, topics and cadence of readers already here (only from the columns the file has).",
+    help="Also change the names, topics and cadence of readers already here"
+    " (only from the columns the file has).",
 )
 @click.option(
     "--errors",
@@ -250,7 +255,8 @@ def subscribers_import(
     errors_file: Path | None,
     encoding: str,
 ) -> None:
-    """Import a CSV: ours (email, name, topics, status, cadence) or a Mailchimp, listmonk, Substack or Ghost export.
+    """Import a CSV: ours (email, name, topics, status, cadence) or a Mailchimp, listmonk,
+    Substack or Ghost export.
 
     Unsubscribed, cleaned, blocklisted or disabled readers come in as unsubscribed or
     bounced, never active; an address on the suppression list stays suppressed. Bad
@@ -267,12 +273,14 @@ def subscribers_import(
             store, file, encoding=encoding, fmt=fmt, mapping=columns, update=update, progress=progress.update
         )
     console.print(
-        f"Read {file} as {result.format} ({DELIMITER_NAMES.get(result.delimiter, repr(result.delimiter))}-separated)",
+        f"Read {file} as {result.format}"
+        f" ({DELIMITER_NAMES.get(result.delimiter, repr(result.delimiter))}-separated)",
         markup=False,
     )
     if result.unknown_columns:
         err_console.print(
-            f"Not imported: columns {', '.join(repr(c) for c in result.unknown_columns)} (nothing reads them; --map FIELD=COLUMN takes one)",
+            f"Not imported: columns {', '.join(repr(c) for c in result.unknown_columns)}"
+            " (nothing reads them; --map FIELD=COLUMN takes one)",
             markup=False,
         )
     if result.ignored_columns:
@@ -289,7 +297,8 @@ def subscribers_import(
         err_console.print(f"{written:,} bad row(s) written to {errors_file}", markup=False)
     elif len(result.bad_rows) > SHOWN_ERRORS:
         err_console.print(
-            f"... and {len(result.bad_rows) - SHOWN_ERRORS:,} more; --errors FILE writes every bad row with its line number",
+            f"... and {len(result.bad_rows) - SHOWN_ERRORS:,} more;"
+            " --errors FILE writes every bad row with its line number",
             markup=False,
         )
     _warn_unknown_topics(store, result.unknown_topics)
@@ -375,6 +384,7 @@ def _warn_unknown_topics(store: Store, topics: Mapping[str, int]) -> None:
     )
     have = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
     err_console.print(
-        f"Warning: no report has the topic(s) {named}: a reader limited to them gets nothing. Reports have: {have}",
+        f"Warning: no report has the topic(s) {named}: a reader limited to them gets nothing. Reports have:"
+        f" {have}",
         markup=False,
     )

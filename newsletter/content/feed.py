@@ -37,7 +37,10 @@ CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MEMBERS_KEYS = ("vsn_membersonly", "membersonly", "members_only")
 DEFAULT_MAX_BYTES = 10_000_000
 CHUNK = 64 * 1024
-ENTRY_HINT = "The other entries were kept. Each entry needs a title, and a link or a guid; ask the publisher to fix this one."
+ENTRY_HINT = (
+    "The other entries were kept. Each entry needs a title, and a link or a guid;"
+    " ask the publisher to fix this one."
+)
 
 
 class EntryProblem(FeedError):
@@ -136,8 +139,10 @@ def _read_capped(chunks: Any, source: str, max_bytes: int) -> bytes:
 
 def _too_large(source: str, max_bytes: int) -> FeedError:
     return FeedError(
-        f"feed {source} is larger than reports.max_feed_bytes ({max_bytes:,} bytes); nothing was read from it",
-        hint="Raise reports.max_feed_bytes (NEWSLETTER_REPORTS_MAX_FEED_BYTES) if the feed is really that large, or use a feed of recent items only.",
+        f"feed {source} is larger than reports.max_feed_bytes ({max_bytes:,} bytes);"
+        " nothing was read from it",
+        hint="Raise reports.max_feed_bytes (NEWSLETTER_REPORTS_MAX_FEED_BYTES) if the feed is really that"
+        " large, or use a feed of recent items only.",
     )
 
 

@@ -89,7 +89,10 @@ def fire(
     )
 
     if late > timedelta(seconds=schedule.misfire_grace):
-        reason = f"too late: woke {_duration(late)} after the slot, more than schedule.misfire_grace ({schedule.misfire_grace} s)"
+        reason = (
+            f"too late: woke {_duration(late)} after the slot,"
+            f" more than schedule.misfire_grace ({schedule.misfire_grace} s)"
+        )
         edition, created = store.editions.create_edition(
             key=key, schedule=schedule.name, as_of=slot, now=now, skipped_because=reason
         )

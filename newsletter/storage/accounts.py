@@ -257,7 +257,8 @@ class AccountStore(StorePart):
             )
 
     def replace_audit_target(self, target: str, replacement: str) -> int:
-        """Name ``replacement`` instead of ``target`` in every entry (a reader erased on request); how many."""
+        """Name ``replacement`` instead of ``target`` in every entry (a reader erased on request);
+        how many."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 audit_log.update().where(audit_log.c.target == target).values(target=replacement[:500])

@@ -59,10 +59,9 @@ class SubscriberSearch(StorePart):
         """
         term = search.strip()
         if "\x00" in term:
-            return (
-                [],
-                0,
-            )  # no address or name holds a NUL (refused on the way in), and neither database takes one in a term
+            # No address or name holds a NUL (refused on the way in),
+            # and neither database takes one in a term.
+            return [], 0
         with self.engine.connect() as conn:
             if len(term) >= 3 and self._has_search_table(conn):
                 return self._fts_page(conn, term, status, limit, offset)
@@ -145,7 +144,10 @@ class SubscriberSearch(StorePart):
         }
         # CROSS JOIN fixes the order: matches first, then their rows. Left to itself SQLite may walk
         # the status index and ask the full-text index once per row, which is slower by far.
-        joined = "subscribers_search CROSS JOIN subscribers ON subscribers.id = subscribers_search.rowid WHERE subscribers_search MATCH :match"
+        joined = (
+            "subscribers_search CROSS JOIN subscribers ON subscribers.id = subscribers_search.rowid"
+            " WHERE subscribers_search MATCH :match"
+        )
         if status is not None:
             joined += " AND subscribers.status = :status"
             params["status"] = status.value

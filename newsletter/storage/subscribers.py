@@ -54,7 +54,8 @@ class SubscriberStore(SubscriberSearch, SubscriberImports):
             if held is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
                 status, reason = (
                     held,
-                    f"on the suppression list ({held.value}); only a confirmation or 'subscribers reactivate' brings it back",
+                    f"on the suppression list ({held.value});"
+                    " only a confirmation or 'subscribers reactivate' brings it back",
                 )
             try:
                 new_id = conn.execute(
@@ -160,7 +161,8 @@ class SubscriberStore(SubscriberSearch, SubscriberImports):
             return True
 
     def honours_legacy_links(self, subscriber_id: int) -> bool:
-        """Whether id-only links made before migration 0006 may act for this subscriber (they existed then)."""
+        """Whether id-only links made before migration 0006 may act for this subscriber
+        (they existed then)."""
         with self.engine.connect() as conn:
             return bool(
                 conn.execute(

@@ -243,7 +243,8 @@ def plan_columns(
     mapping: Mapping[str, str] | None = None,
     source: str = "CSV",
 ) -> ColumnPlan:
-    """Resolve the header against a preset (``fmt`` or detected) and ``--map``; SubscriberError if no address column."""
+    """Resolve the header against a preset (``fmt`` or detected) and ``--map``;
+    SubscriberError if no address column."""
     if fmt is not None and fmt not in PRESETS:
         raise SubscriberError(f"unknown format {fmt!r}", hint=f"Formats: {', '.join(PRESETS)}.")
     preset = PRESETS[fmt] if fmt else detect_preset(header)
@@ -298,9 +299,8 @@ def _email_column(header: Sequence[str], index: Mapping[str, int], preset: Prese
     if found is None:
         raise SubscriberError(
             f"{source} has no email column (its columns: {_listing(header)})",
-            hint='Name the address column with --map email="COLUMN", or choose the tool that made the file with --format ('
-            + ", ".join(PRESETS)
-            + ").",
+            hint='Name the address column with --map email="COLUMN",'
+            " or choose the tool that made the file with --format (" + ", ".join(PRESETS) + ").",
         )
     return found
 
@@ -360,7 +360,8 @@ def read_row(plan: ColumnPlan, fields: Sequence[str]) -> RawRow:
 
 
 def row_status(plan: ColumnPlan, fields: Sequence[str], text: str) -> SubscriberStatus:
-    """Ours for the row: the file's status word, overruled by any do-not-mail column; never active by default for a left reader."""
+    """Ours for the row: the file's status word, overruled by any do-not-mail column;
+    never active by default for a left reader."""
     word = text.strip().lower()
     if word:
         if word not in STATUS_WORDS:

@@ -76,7 +76,10 @@ class ImportResult:
         return [ImportRowError(f"{self.source} line {bad.line}: {bad.reason}") for bad in self.bad_rows]
 
     def summary(self) -> str:
-        return f"{self.added:,} added, {self.updated:,} updated, {self.unchanged:,} unchanged, {self.invalid:,} invalid, {self.suppressed:,} suppressed"
+        return (
+            f"{self.added:,} added, {self.updated:,} updated, {self.unchanged:,} unchanged,"
+            f" {self.invalid:,} invalid, {self.suppressed:,} suppressed"
+        )
 
 
 def import_csv(
@@ -186,8 +189,10 @@ def import_file(
         raise SubscriberError(f"cannot read {name}: {exc.strerror}", hint="Check the path.") from exc
     except UnicodeDecodeError as exc:
         raise SubscriberError(
-            f"{name} is not {'UTF-8' if codec == 'utf-8-sig' else encoding} text (byte {exc.start} of a block cannot be read)",
-            hint="Save the file as 'CSV UTF-8', or name its encoding: --encoding cp1252 (Excel on Windows) or latin-1.",
+            f"{name} is not {'UTF-8' if codec == 'utf-8-sig' else encoding} text"
+            f" (byte {exc.start} of a block cannot be read)",
+            hint="Save the file as 'CSV UTF-8', or name its encoding:"
+            " --encoding cp1252 (Excel on Windows) or latin-1.",
         ) from exc
 
 

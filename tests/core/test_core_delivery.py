@@ -62,7 +62,8 @@ def test_5xx_at_rcpt_fails_that_row_and_the_others_are_sent(service, sink):
 
 
 def test_4xx_once_defers_the_row_at_once_and_the_others_are_sent(service, sink):
-    # Not retried within the run: its later attempt is the retry policy's (tests/delivery/test_greylisting.py).
+    # Not retried within the run: its later attempt is the retry policy's
+    # (tests/delivery/test_greylisting.py).
     rule = sink.faults.add(FaultRule(stage="rcpt", code=451, to="marcus.oyelaran@example.net", times=1))
     result, inv = run(service, sink)
     assert sink.faults.fired(rule) == 1

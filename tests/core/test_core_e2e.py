@@ -106,7 +106,8 @@ def test_every_sample_subscriber_gets_one_correct_digest(sample_service, sink, f
         assert rcpt in text
         assert "%%" not in text and "%%" not in html
         assert "<" not in text.replace(url, "")  # no HTML dumped into the text part
-        # HTML part: inlined styles, no external CSS, a fluid layout that needs no @media, links and the unsubscribe link
+        # HTML part: inlined styles, no external CSS, a fluid layout that needs no @media,
+        # links and the unsubscribe link
         scan = scan_html(html)
         assert not [a for t, a in scan.tags if t == "link" and "stylesheet" in (a.get("rel") or "")]
         assert "@media" not in html and "max-width:600px" in html
@@ -250,8 +251,8 @@ def test_small_html_budget_drops_the_tail_as_more_reports(make_service, sink, tm
     from newsletter.subscriptions import add_subscriber
 
     teaser = (
-        "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. "
-        * 3
+        "Lorem ipsum dolor sit amet, consectetur adipiscing elit,"
+        " sed do eiusmod tempor incididunt ut labore. " * 3
     )[:270]
     items = [
         Item(

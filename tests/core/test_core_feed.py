@@ -26,7 +26,8 @@ ATOM = """<?xml version="1.0" encoding="utf-8"?>
     <id>urn:vsn:dahua-hikvision-banned</id>
     <published>2018-08-21T10:00:00-04:00</published>
     <updated>2018-08-22T10:00:00Z</updated>
-    <summary type="html">&lt;p&gt;The &lt;em&gt;NDAA&lt;/em&gt; bans &amp;quot;covered&amp;quot; equipment&amp;hellip;&lt;/p&gt;</summary>
+    <summary type="html">&lt;p&gt;The &lt;em&gt;NDAA&lt;/em&gt; bans \
+&amp;quot;covered&amp;quot; equipment&amp;hellip;&lt;/p&gt;</summary>
     <category term="Government"/>
     <category term="China"/>
   </entry>

@@ -1,6 +1,7 @@
 """Golden files for the rendered digest and for a whole message as it arrived at the sink.
 
-Rewrite them after an intended change with:  UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/core/test_core_golden.py
+Rewrite them after an intended change with:
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/core/test_core_golden.py
 then review the diff. Render output is compared byte for byte; in the full message only the
 Message-ID, the Date and the MIME boundary (random per message) are normalised.
 """
@@ -28,7 +29,8 @@ REPORTS = (
         title="First US City Bans Hikvision",
         url="https://example.com/reports/first-us-city-bans-hikvision",
         published=utc(2018, 8, 20, 14),
-        teaser="Just days after a ban of Hikvision was signed into law for the US federal government, the first US city has followed.",
+        teaser="Just days after a ban of Hikvision was signed into law for the US federal government,"
+        " the first US city has followed.",
         topics=("Government", "China"),
     ),
     Report(
@@ -36,7 +38,8 @@ REPORTS = (
         title="Axis First IR PTZ Tested (Q6125-LE)",
         url="https://example.com/reports/axis-first-ir-ptz-tested-q6125-le",
         published=utc(2018, 8, 17, 13),
-        teaser="Axis is very late in releasing IR PTZs. While competitors have offered them for years, Axis has just released theirs.",
+        teaser="Axis is very late in releasing IR PTZs. While competitors have offered them for years,"
+        " Axis has just released theirs.",
         topics=("Testing",),
         members_only=True,
     ),

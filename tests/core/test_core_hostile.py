@@ -113,7 +113,8 @@ HOSTILE_TITLE = (
     # Escaped twice: feedparser's sanitizer sees text, not a tag, and passes the handler on;
     # only the service's own cleaning (decode, then strip tags again) stands in its way.
     " &amp;lt;img src=y onerror=alert(3)&amp;gt;"
-    "&#13;&#10;Bcc: victim@example.org&#13;&#10;&#13;&#10;<![CDATA[&lt;script&gt;alert(2)&lt;/script&gt;]]> end"
+    "&#13;&#10;Bcc: victim@example.org&#13;&#10;&#13;&#10;<![CDATA[&lt;script&gt;alert(2)&lt;/script&gt;]]>"
+    " end"
 )
 
 

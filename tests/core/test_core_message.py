@@ -12,9 +12,8 @@ DOTS = re.compile(rb"(?m)^\.")
 
 def prepared() -> PreparedMessage:
     text = (
-        f".leading dot\n..two dots\nmiddle . dot\n{RECIPIENT_MARK}\n.{UNSUBSCRIBE_MARK}\n{PREFERENCES_MARK}.\n."
-        + "x" * 200
-        + "\n.\n"
+        ".leading dot\n..two dots\nmiddle . dot\n"
+        f"{RECIPIENT_MARK}\n.{UNSUBSCRIBE_MARK}\n{PREFERENCES_MARK}.\n." + "x" * 200 + "\n.\n"
     )
     html = f'<p>.x</p>\n.<a href="{UNSUBSCRIBE_MARK}">u</a>\n<p>{RECIPIENT_MARK}</p>\n' + ". " * 300
     return PreparedMessage(

@@ -140,7 +140,10 @@ def test_summary_counts_added_updated_unchanged_invalid_and_suppressed(store):
     store.subscribers.remove_subscriber("gone@example.org")
     add_subscriber(store, "kept@example.org", name="Kept")
     add_subscriber(store, "renamed@example.org", name="Old Name")
-    text = "email,name\nnew@example.org,New\nkept@example.org,Kept\nrenamed@example.org,New Name\nnot-an-address,X\nGone@Example.org,Back Again\n"
+    text = (
+        "email,name\nnew@example.org,New\nkept@example.org,Kept\n"
+        "renamed@example.org,New Name\nnot-an-address,X\nGone@Example.org,Back Again\n"
+    )
     result = import_csv(store, io.StringIO(text), update=True)
     assert result.summary() == "1 added, 1 updated, 1 unchanged, 1 invalid, 1 suppressed"
     # The suppression list outlived the row: the import brought the address back unsubscribed.

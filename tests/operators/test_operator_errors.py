@@ -69,7 +69,8 @@ def read_only_database(tmp_path: Path) -> Iterator[Path]:
         != 0
     ):
         pytest.skip(
-            "running as root and a read-only bind mount is not allowed here: no way to make the file read-only"
+            "running as root and a read-only bind mount is not allowed here:"
+            " no way to make the file read-only"
         )
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True, capture_output=True)

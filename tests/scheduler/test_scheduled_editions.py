@@ -283,10 +283,12 @@ def test_a_late_wake_edition_is_never_planned_so_upkeep_cannot_send_it(world: Wo
     with service.store.engine.begin() as conn:  # the database records every status the edition ever has
         conn.exec_driver_sql("CREATE TABLE statuses_seen (key TEXT, status TEXT)")
         conn.exec_driver_sql(
-            "CREATE TRIGGER born AFTER INSERT ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END"
+            "CREATE TRIGGER born AFTER INSERT ON editions BEGIN INSERT INTO statuses_seen"
+            " VALUES (NEW.key, NEW.status); END"
         )
         conn.exec_driver_sql(
-            "CREATE TRIGGER moved AFTER UPDATE OF status ON editions BEGIN INSERT INTO statuses_seen VALUES (NEW.key, NEW.status); END"
+            "CREATE TRIGGER moved AFTER UPDATE OF status ON editions BEGIN INSERT INTO statuses_seen"
+            " VALUES (NEW.key, NEW.status); END"
         )
     slot = at(monday, 7)
 

@@ -115,7 +115,8 @@ def test_bad_schedules_are_one_line_errors_with_a_hint(
         (
             "America/New_York",
             "30 1 * * *",
-            "01:30, which happens twice on 2026-11-01 in America/New_York (clocks go back from 02:00 to 01:00)",
+            "01:30, which happens twice on 2026-11-01 in America/New_York"
+            " (clocks go back from 02:00 to 01:00)",
         ),
         ("Europe/Berlin", "0 2 * * 0", "02:00, which does not exist on 2026-03-29 in Europe/Berlin"),
         ("Europe/Berlin", "15 2 * * *", "02:15, which does not exist on 2026-03-29"),
