@@ -49,6 +49,7 @@ class Breaker:
                 return
             self.reason = (
                 f"paused: {rate:.0%} of the last {window} attempts failed (threshold {self.threshold:.0%}); "
-                f"last reply {outcome.code or '-'} {outcome.reply[:120]}; fix the cause, then 'newsletter send --resume'"
+                f"last reply {outcome.code or '-'} {outcome.reply[:120]}; fix the cause,"
+                " then 'newsletter send --resume'"
             )
         log.warning("edition %s %s", self.edition_id, self.reason)

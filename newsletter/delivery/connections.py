@@ -225,7 +225,8 @@ class Connections:
     def _pause_for_sender(self, row: Delivery, attempt: Attempt) -> DeliveryOutcome:
         """Blame no reader: the row waits, pending, and the edition pauses with what to fix."""
         self.breaker.pause(
-            f"paused: the server refused our side, not a reader ({attempt.stage}: {attempt.code or '-'} {attempt.reply[:160]}); "
+            "paused: the server refused our side, not a reader"
+            f" ({attempt.stage}: {attempt.code or '-'} {attempt.reply[:160]}); "
             f"{sender_hint(attempt.stage, attempt.code, attempt.reply)} Then 'newsletter send --resume'."
         )
         return DeliveryOutcome(

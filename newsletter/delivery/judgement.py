@@ -70,17 +70,22 @@ class Rule:
 
 
 _SENDER_TEXT = (
-    r"helo command rejected|invalid helo|need fully-qualified hostname|sender address rejected|relay access denied"
-    r"|relaying denied|not permitted to relay|authentication (is )?required|authentication failed|must issue a starttls"
+    r"helo command rejected|invalid helo|need fully-qualified hostname|sender address rejected|relay access"
+    r" denied"
+    r"|relaying denied|not permitted to relay|authentication"
+    r" (is )?required|authentication failed|must issue a starttls"
     r"|bare <?(lf|cr)>?|bare newline|improper use of smtp command pipelining"
 )
 _BLOCKED_TEXT = (
-    r"spam|blocklist|blacklist|block list|black list|spamhaus|barracuda|spamcop|sorbs|dnsbl|\brbl\b|dmarc|reputation"
+    r"spam|blocklist|blacklist|block list|black"
+    r" list|spamhaus|barracuda|spamcop|sorbs|dnsbl|\brbl\b|dmarc|reputation"
     r"|content rejected|message content|policy|client host rejected|blocked|not accepted due to"
 )
 _BAD_ADDRESS_TEXT = (
-    r"user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|mailbox unavailable|invalid recipient"
-    r"|recipient (address )?rejected|address rejected|unrouteable address|mailbox (is )?disabled|account (is )?disabled"
+    r"user unknown|unknown user|no such (user|mailbox|recipient)|does not exist|mailbox unavailable|invalid"
+    r" recipient"
+    r"|recipient (address )?rejected|address rejected|unrouteable address|mailbox (is )?disabled|account"
+    r" (is )?disabled"
     r"|no mailbox here|undeliverable address"
 )
 _FULL_TEXT = (
@@ -178,7 +183,10 @@ def sender_hint(stage: str, code: int | None, reply: str) -> str:
     if "connection refused" in text:
         return "Check smtp.host and smtp.port: nothing listens there (is the SMTP server running?)."
     if "relay" in text:
-        return "The server does not relay for this host: allow it in the server's mynetworks or log in (smtp.username)."
+        return (
+            "The server does not relay for this host:"
+            " allow it in the server's mynetworks or log in (smtp.username)."
+        )
     if "sender" in text or stage == "mail":
         return "Check mail.from_address and mail.bounce_domain: the server refuses the sender address."
     if "disconnected" in text or "connection unexpectedly closed" in text or code == -1:

@@ -213,7 +213,10 @@ class PreparedMessage:
             f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode("ascii")
         )
         self._fixed_headers = b"".join(head)
-        part_head = "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        part_head = (
+            "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding:"
+            " quoted-printable\r\n\r\n"
+        )
         self._text_head = ("\r\n" + part_head.format(b=self.boundary, kind="plain")).encode("ascii")
         self._html_head = ("\r\n" + part_head.format(b=self.boundary, kind="html")).encode("ascii")
         self._closing = f"\r\n--{self.boundary}--\r\n".encode("ascii")

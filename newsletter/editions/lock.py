@@ -1,9 +1,9 @@
 """Send locks held by the database, so two sends of one schedule never run at once.
 
 A lock is one row of ``send_locks`` (name unique, holder, expiry), written through
-``store.locks``: taking it is an INSERT or the takeover of an expired row. A held lock is renewed by a heartbeat
-thread, so a send may run for hours while a crashed holder's lock still expires
-after ``ttl``. The database, not a file, holds it: every process and host that
+``store.locks``: taking it is an INSERT or the takeover of an expired row. A held lock is
+renewed by a heartbeat thread, so a send may run for hours while a crashed holder's lock
+still expires after ``ttl``. The database, not a file, holds it: every process and host that
 shares the database sees it.
 """
 

@@ -89,7 +89,8 @@ class SenderRecovery:
         return self.store.editions.get_edition(found.id), requeued
 
     def recover(self, edition: Edition) -> None:
-        """Rows a dead sender on this machine left 'sending' get their journaled result, or go back to pending.
+        """Rows a dead sender on this machine left 'sending' get their journaled result,
+        or go back to pending.
 
         Rows whose data was sent without a recorded reply are sent again with the
         same Message-ID (at most one per connection that was open at the crash).

@@ -158,11 +158,13 @@ class EditionRunner:
                         message=f"edition {key} already exists ({edition.status.value}); nothing planned",
                     )
                 if edition.status is EditionStatus.PAUSED:
-                    # Only an operator's resume takes a paused edition up (a scheduled fire of its slot does not).
+                    # Only an operator's resume takes a paused edition up
+                    # (a scheduled fire of its slot does not).
                     return EditionResult(
                         edition,
                         False,
-                        message=f"edition {key} is paused ({edition.reason}); nothing sent: 'newsletter resume {key}' resumes it",
+                        message=f"edition {key} is paused ({edition.reason}); nothing sent:"
+                        f" 'newsletter resume {key}' resumes it",
                     )
                 with pausing.stop_pauses(self.store, edition, clock=self.clock):
                     return self._resume_held(edition, on_planned=on_planned, on_outcome=on_outcome)
@@ -416,7 +418,10 @@ class EditionRunner:
             message = f"{others} rows still with other senders"
         elif deferred:
             due = self.store.outbox.next_due(edition.id)
-            reason = f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC; run 'newsletter send --resume'"
+            reason = (
+                f"{deferred} deferred; next attempt after {due:%Y-%m-%d %H:%M} UTC;"
+                " run 'newsletter send --resume'"
+            )
             # Fenced like every status a sender writes: a pause that came after its last batch stays.
             self.store.editions.set_edition_status(
                 edition.id,

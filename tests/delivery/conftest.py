@@ -122,7 +122,8 @@ class Harness:
         return self.store.editions.get_edition(edition.id)
 
     def cli(self, *args: str) -> Result:
-        """The operator CLI in-process, on this world's env and clock (the Service is handed to it as ``obj``)."""
+        """The operator CLI in-process, on this world's env and clock
+        (the Service is handed to it as ``obj``)."""
         from newsletter.cli import main
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}

@@ -228,7 +228,8 @@ def test_sigkill_then_resume_delivers_everyone_once_with_bounded_repeats(templat
         ]
         assert not again, f"rows confirmed sent before the kill were sent again: {again}"
         print(
-            f"kill at {kind}={value}: {received_before} received before, {len(confirmed)} confirmed, {checked.duplicates} repeats"
+            f"kill at {kind}={value}: {received_before} received before, {len(confirmed)} confirmed,"
+            f" {checked.duplicates} repeats"
         )
     finally:
         trial.close()

@@ -381,7 +381,8 @@ class LedgerMachine(RuleBasedStateMachine):
 def test_every_reader_gets_every_report_exactly_once_whatever_happens(tmp_path_factory, sink, backend):
     """Stateful property, bounded and derandomized for `make test`, on SQLite and (where the test
     server is set, as in CI) on PostgreSQL. The long run, by hand:
-    LEDGER_EXAMPLES=2000 LEDGER_RANDOM=1 .venv/bin/python -m pytest tests/delivery/test_ledger.py -k whatever"""
+    LEDGER_EXAMPLES=2000 LEDGER_RANDOM=1 .venv/bin/python -m pytest tests/delivery/test_ledger.py -k whatever
+    """
     server = pg_server_url()
     if backend == "postgresql" and not server:
         pytest.skip(f"{PG_URL_VAR} is not set: no PostgreSQL server to test against (CI sets it)")

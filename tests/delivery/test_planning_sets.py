@@ -115,7 +115,8 @@ def test_the_outbox_gives_each_reader_what_their_own_selection_gives(
     backend, readers, topic_picks, shifts, max_reports, daily
 ):
     """On SQLite and PostgreSQL (the SQL differs: JSON as text, NULL-safe equality). Long runs by hand:
-    PLANNING_EXAMPLES=2000 PLANNING_RANDOM=1 .venv/bin/python -m pytest tests/delivery/test_planning_sets.py"""
+    PLANNING_EXAMPLES=2000 PLANNING_RANDOM=1 .venv/bin/python -m pytest tests/delivery/test_planning_sets.py
+    """
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         env = service_env(tmp, smtp_port=1, NEWSLETTER_DIGEST_MAX_REPORTS=str(max_reports))
