@@ -119,7 +119,8 @@ def create_app(
         Route("/archive/{variant_id:int}", web.archive_item, methods=["GET"]),
         Route("/static/site.css", web.stylesheet, methods=["GET"]),
     ]
-    # Provider bounce and complaint webhooks (SES, Postmark, Mailgun, SendGrid); each answers 404 until configured.
+    # Provider bounce and complaint webhooks (SES, Postmark, Mailgun, SendGrid);
+    # each answers 404 until configured.
     from newsletter.web.webhooks import webhook_routes
 
     routes += webhook_routes(service)

@@ -95,7 +95,8 @@ class SignupPages(Site):
             raise PageError(
                 409,
                 "We cannot mail this address",
-                "Mail to this address has bounced, so we stopped sending to it. Contact us to have it checked.",
+                "Mail to this address has bounced, so we stopped sending to it. "
+                "Contact us to have it checked.",
             )
         if subscriber.status is SubscriberStatus.UNSUBSCRIBED and subscriber.updated_at is not None:
             # A confirmation made before the reader left must not bring them back: only a
@@ -106,7 +107,8 @@ class SignupPages(Site):
                 raise PageError(
                     400,
                     "This link is older than your unsubscribe",
-                    "You left after this link was sent, so it no longer subscribes you. To come back, sign up again on the front page.",
+                    "You left after this link was sent, so it no longer subscribes you. "
+                    "To come back, sign up again on the front page.",
                 )
         if subscriber.status is not SubscriberStatus.ACTIVE:
             # The reader's own confirmation: the one way (besides an operator) off the suppression list.

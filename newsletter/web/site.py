@@ -96,7 +96,8 @@ class Site:
             raise PageError(
                 429,
                 "Too many requests",
-                f"We received too many requests like this one. Please try again in about {int(wait // 60) + 1} minutes.",
+                "We received too many requests like this one. "
+                f"Please try again in about {int(wait // 60) + 1} minutes.",
                 headers={"Retry-After": str(int(wait) + 1)},
             )
 
@@ -130,7 +131,8 @@ class Site:
             raise PageError(
                 403,
                 "This form came from another site",
-                "For your safety we only accept this form from our own pages. Open the page from our site and send it again.",
+                "For your safety we only accept this form from our own pages. "
+                "Open the page from our site and send it again.",
             )
 
     def linked(self, purpose: Purpose, token: str) -> tuple[Subscriber, Link]:
