@@ -15,12 +15,13 @@ from newsletter.models import (
     EditionStatus,
     SubscriberStatus,
 )
-from newsletter.storage.part import StorePart
+from newsletter.storage.outbox_reads import OutboxReads
 from newsletter.storage.schema import deliveries, editions, subscribers
 
 
-class OutboxStore(StorePart):
-    """The outbox: one row per (edition, subscriber), its state, lease and Message-ID."""
+class OutboxStore(OutboxReads):
+    """The outbox: one row per (edition, subscriber), its state, lease and Message-ID; the reads
+    (rows, failure replies, carried reports, next due time) are ``OutboxReads``."""
 
     def add_deliveries(self, rows: Sequence[dict[str, Any]], *, now: datetime | None = None) -> None:
         """Insert outbox rows (edition_id, subscriber_id, variant_id, email, name, message_id,
@@ -344,63 +345,6 @@ class OutboxStore(StorePart):
                 .values(state=DeliveryState.PENDING.value, updated_at=self.clock())
             ).rowcount
 
-    def get_delivery(self, delivery_id: int) -> Delivery | None:
-        with self.engine.connect() as conn:
-            r = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
-        return _delivery(r) if r else None
-
-    def find_delivery_by_message_id(self, message_id: str) -> Delivery | None:
-        with self.engine.connect() as conn:
-            r = conn.execute(sa.select(deliveries).where(deliveries.c.message_id == message_id)).first()
-        return _delivery(r) if r else None
-
-    def list_deliveries(self, edition_id: int) -> list[Delivery]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(deliveries).where(deliveries.c.edition_id == edition_id).order_by(deliveries.c.id)
-            ).all()
-        return [_delivery(r) for r in rows]
-
-    def failure_replies(self, edition_id: int, *, limit: int = 5) -> list[tuple[int | None, str, int]]:
-        """The most common (code, reply, count) among failed, deferred and unknown rows."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(deliveries.c.last_code, deliveries.c.last_reply, sa.func.count().label("n"))
-                .where(
-                    deliveries.c.edition_id == edition_id,
-                    deliveries.c.state.in_(
-                        [
-                            DeliveryState.FAILED.value,
-                            DeliveryState.DEFERRED.value,
-                            DeliveryState.UNKNOWN.value,
-                        ]
-                    ),
-                )
-                .group_by(deliveries.c.last_code, deliveries.c.last_reply)
-                .order_by(sa.text("n DESC"))
-                .limit(limit)
-            ).all()
-        return [(r.last_code, r.last_reply, int(r.n)) for r in rows]
-
-    def carried(self, edition_id: int) -> tuple[int, int]:
-        """(readers, reports) the edition left for their next digest, over digest.max_reports."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(deliveries.c.carried), 0)).where(
-                    deliveries.c.edition_id == edition_id, deliveries.c.carried > 0
-                )
-            ).one()
-        return int(row[0]), int(row[1])
-
-    def next_due(self, edition_id: int) -> datetime | None:
-        """When the earliest deferred row of an edition is due, if any."""
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                    deliveries.c.edition_id == edition_id, deliveries.c.state == DeliveryState.DEFERRED.value
-                )
-            ).scalar()
-
 
 def _held_by(token: str | None, holder: str | None) -> list[Any]:
     """The fence of a write on a claimed row: still sending, under this token (else this holder)."""
@@ -437,18 +381,4 @@ def _readers_given(rows: sa.ColumnElement[bool], as_of: datetime) -> sa.Update:
                 else_=subscribers.c.last_digest_at,
             ),
         )
-    )
-
-
-def _delivery(r: Any) -> Delivery:
-    return Delivery(
-        r.id,
-        r.edition_id,
-        r.subscriber_id,
-        r.variant_id,
-        r.email,
-        r.name,
-        r.message_id,
-        DeliveryState(r.state),
-        r.attempts,
     )
