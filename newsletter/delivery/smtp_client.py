@@ -68,6 +68,7 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self.sent = 0  # messages accepted on the current connection
         self._step = "connect"  # the session step in progress, for Attempt.stage
+        self._stage = "connect"  # the step of the message in progress (the session's while connecting)
         self.parks = (
             0  # times in a row this connection was refused while others were live (the sender's pool)
         )
@@ -148,57 +149,31 @@ class SmtpConnection:
         ``before_content`` runs right before the message data is written, so the
         caller can journal that the outcome may become unknown from here on.
         """
-        stage = "connect"
+        self._stage = "connect"
         try:
             if self._smtp is None:
                 self.sent = 0
                 try:
                     self._smtp = self._connect()
                 finally:
-                    stage = self._step
+                    self._stage = self._step
             smtp = self._smtp
-            stage = "mail"
+            self._stage = "mail"
             options = ["SMTPUTF8"] if not (mail_from.isascii() and rcpt.isascii()) else []
             if smtp.has_extn("pipelining"):
-                # RFC 2920: MAIL, RCPT and DATA in one write, their replies read in order; two
-                # round trips per message instead of four (Postfix and most relays offer it).
-                smtp.send(_envelope(smtp, mail_from, rcpt, options))
-                refused: tuple[int, bytes, str] | None = None
-                for stage, accepted in (("mail", (250,)), ("rcpt", (250, 251)), ("data", (354,))):
-                    code, reply = smtp.getreply()
-                    if code in (421, -1):  # the server is closing: nothing more will come
-                        return self._refused(code, reply, stage)
-                    if refused is None and code not in accepted:
-                        refused = (code, reply, stage)
-                if refused is not None:
-                    if code == 354:
-                        # DATA accepted although the envelope was refused (RFC 2920 says it must
-                        # not be): end the empty message so the session stays in step.
-                        stage = "data"
-                        smtp.send(b".\r\n")
-                        smtp.getreply()
-                    return self._refused(*refused)
+                refused = self._pipelined(smtp, _envelope(smtp, mail_from, rcpt, options))
             else:
-                code, reply = smtp.mail(mail_from, options)
-                if code != 250:
-                    return self._refused(code, reply, stage)
-                stage = "rcpt"
-                code, reply = smtp.rcpt(rcpt)
-                if code not in (250, 251):
-                    return self._refused(code, reply, stage)
-                stage = "data"
-                smtp.putcmd("data")
-                code, reply = smtp.getreply()
-                if code != 354:
-                    return self._refused(code, reply, stage)
+                refused = self._step_by_step(smtp, mail_from, rcpt, options)
+            if refused is not None:
+                return refused
             payload = data if dot_stuffed else dot_stuff(data)
             if not payload.endswith(b"\r\n"):
                 payload += b"\r\n"
             if before_content is not None:
                 before_content()
-            stage = "content"
+            self._stage = "content"
             smtp.send(payload + b".\r\n")
-            stage = "reply"
+            self._stage = "reply"
             code, reply = smtp.getreply()
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
@@ -206,26 +181,73 @@ class SmtpConnection:
                 Result.TRANSIENT, exc.smtp_code, _text(exc.smtp_error), "auth", connection_problem=True
             )
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            self._drop()
-            failure_code: int | None = getattr(exc, "smtp_code", None)
-            if isinstance(
-                exc, ssl.SSLError | ssl.CertificateError | smtplib.SMTPNotSupportedError
-            ) and stage in ("connect", "helo", "tls"):
-                stage = "tls"  # a handshake or STARTTLS mismatch: smtp.security, not the network
-            text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
-            if stage in ("content", "reply"):
-                return Attempt(
-                    Result.UNKNOWN,
-                    failure_code,
-                    f"connection lost after the message data was sent ({text})",
-                    stage,
-                    connection_problem=True,
-                )
-            return Attempt(Result.TRANSIENT, failure_code, text, stage, connection_problem=True)
+            return self._lost(exc)
         if 200 <= code < 300:
             self.sent += 1
             return Attempt(Result.SENT, code, _text(reply), "data")
         return self._refused(code, reply, "data")
+
+    def _pipelined(self, smtp: smtplib.SMTP, envelope: bytes) -> Attempt | None:
+        """RFC 2920: MAIL, RCPT and DATA in one write, their replies read in order; two round trips
+        per message instead of four (Postfix and most relays offer it). None: DATA may follow."""
+        smtp.send(envelope)
+        refused: tuple[int, bytes, str] | None = None
+        for stage, accepted in (("mail", (250,)), ("rcpt", (250, 251)), ("data", (354,))):
+            self._stage = stage
+            code, reply = smtp.getreply()
+            if code in (421, -1):  # the server is closing: nothing more will come
+                return self._refused(code, reply, stage)
+            if refused is None and code not in accepted:
+                refused = (code, reply, stage)
+        if refused is None:
+            return None
+        if code == 354:
+            # DATA accepted although the envelope was refused (RFC 2920 says it must
+            # not be): end the empty message so the session stays in step.
+            smtp.send(b".\r\n")
+            smtp.getreply()
+        return self._refused(*refused)
+
+    def _step_by_step(
+        self, smtp: smtplib.SMTP, mail_from: str, rcpt: str, options: list[str]
+    ) -> Attempt | None:
+        """MAIL, RCPT and DATA one round trip each. None: DATA may follow."""
+        code, reply = smtp.mail(mail_from, options)
+        if code != 250:
+            return self._refused(code, reply, "mail")
+        self._stage = "rcpt"
+        code, reply = smtp.rcpt(rcpt)
+        if code not in (250, 251):
+            return self._refused(code, reply, "rcpt")
+        self._stage = "data"
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            return self._refused(code, reply, "data")
+        return None
+
+    def _lost(self, exc: BaseException) -> Attempt:
+        """The attempt when the network, TLS or the session failed at ``self._stage``: the message's
+        outcome is unknown once its data was sent, else the connection is to blame (transient)."""
+        self._drop()
+        stage = self._stage
+        failure_code: int | None = getattr(exc, "smtp_code", None)
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError | smtplib.SMTPNotSupportedError) and stage in (
+            "connect",
+            "helo",
+            "tls",
+        ):
+            stage = "tls"  # a handshake or STARTTLS mismatch: smtp.security, not the network
+        text = _text(getattr(exc, "smtp_error", b"")) or f"{exc.__class__.__name__}: {exc}"
+        if stage in ("content", "reply"):
+            return Attempt(
+                Result.UNKNOWN,
+                failure_code,
+                f"connection lost after the message data was sent ({text})",
+                stage,
+                connection_problem=True,
+            )
+        return Attempt(Result.TRANSIENT, failure_code, text, stage, connection_problem=True)
 
     def _refused(self, code: int, reply: bytes | str, stage: str) -> Attempt:
         text = _text(reply)
