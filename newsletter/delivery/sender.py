@@ -172,67 +172,91 @@ class Sender:
         renewer.start()
         tally: dict[str, int] = {}
         pending: list[DeliveryOutcome] = []
-        in_flight = 0
-        batch = self.settings.delivery.batch_size
         clean = False
         try:
-            while not self.paused_reason:
-                # The next batch is claimed once at most a batch is still in flight: the connections
-                # never run dry, and claimed rows wait in memory for seconds at most.
-                in_flight = self._settle(pending, tally, in_flight, at_most=batch)
-                if self.paused_reason:
-                    break
-                if self.halted is not None and (why := self.halted()):
-                    self.halted_reason = why
-                    break
-                rows = self.outbox.claim_deliveries(
-                    self.edition_id,
-                    limit=batch,
-                    worker=self.worker,
-                    lease_seconds=self.settings.delivery.lease,
-                    token=self.token,
-                )
-                if not rows:
-                    break
-                self.leases.claimed(r.id for r in rows)
-                date = format_datetime(self.clock())
-                for row in rows:
-                    if self.paused_reason:
-                        break  # the rest of the batch goes back to pending once the connections end
-                    try:
-                        job = self._job(row, date)
-                    except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
-                        # One bad row (e.g. a CR/LF name written around the CLI) fails alone; the run goes on.
-                        failed = DeliveryOutcome(
-                            row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}"
-                        )
-                        self.breaker.watch(failed)
-                        self._results.put(failed)
-                    else:
-                        self._jobs.put(job)
-                    in_flight += 1
-            self._settle(pending, tally, in_flight, at_most=0)
+            self._send_batches(pending, tally)
             self._commit(pending)
             clean = True
         finally:
             self._stop.set()
             renewer.join(timeout=5)
-            for _ in workers:
-                self._jobs.put(None)
-            for worker in workers:
-                worker.join(timeout=self.settings.smtp.timeout + 5)
-            ended = not any(w.is_alive() for w in workers)
-            committed = False
-            if not clean:
-                # Results that arrived before the failure are in the journal; commit what we can.
-                self._collect(pending, tally)
-            if ended:
-                self._give_back_untried(pending)
-            if not clean:
-                committed = self._commit_after_failure(pending)
-            # A journal whose every result is committed (no connection still sending) says nothing more.
-            journal.close(remove=clean or (committed and ended))
+            self._wind_down(workers, journal, pending, tally, clean=clean)
         return tally
+
+    def _send_batches(self, pending: list[DeliveryOutcome], tally: dict[str, int]) -> None:
+        """Claim and queue batches until none is left, the run pauses or is halted; then wait for
+        every result (``pending``: not yet committed; ``tally``: rows per state)."""
+        in_flight = 0
+        batch = self.settings.delivery.batch_size
+        while not self.paused_reason:
+            # The next batch is claimed once at most a batch is still in flight: the connections
+            # never run dry, and claimed rows wait in memory for seconds at most.
+            in_flight = self._settle(pending, tally, in_flight, at_most=batch)
+            if self.paused_reason:
+                break
+            if self.halted is not None and (why := self.halted()):
+                self.halted_reason = why
+                break
+            rows = self.outbox.claim_deliveries(
+                self.edition_id,
+                limit=batch,
+                worker=self.worker,
+                lease_seconds=self.settings.delivery.lease,
+                token=self.token,
+            )
+            if not rows:
+                break
+            self.leases.claimed(r.id for r in rows)
+            in_flight += self._queue(rows)
+        self._settle(pending, tally, in_flight, at_most=0)
+
+    def _queue(self, rows: list[Delivery]) -> int:
+        """Hand the connections a job per claimed row, until the run pauses; how many rows were taken."""
+        date = format_datetime(self.clock())
+        taken = 0
+        for row in rows:
+            if self.paused_reason:
+                break  # the rest of the batch goes back to pending once the connections end
+            try:
+                job = self._job(row, date)
+            except ValueError as exc:  # HeaderInjection, an address that cannot be encoded
+                # One bad row (e.g. a CR/LF name written around the CLI) fails alone; the run goes on.
+                failed = DeliveryOutcome(
+                    row.id, row.subscriber_id, DeliveryState.FAILED, None, f"message not built: {exc}"
+                )
+                self.breaker.watch(failed)
+                self._results.put(failed)
+            else:
+                self._jobs.put(job)
+            taken += 1
+        return taken
+
+    def _wind_down(
+        self,
+        workers: list[threading.Thread],
+        journal: Journal,
+        pending: list[DeliveryOutcome],
+        tally: dict[str, int],
+        *,
+        clean: bool,
+    ) -> None:
+        """End the connection threads; after a failure commit what came back; give back the rows
+        no connection took; close the journal (removed once every result in it is committed)."""
+        for _ in workers:
+            self._jobs.put(None)
+        for worker in workers:
+            worker.join(timeout=self.settings.smtp.timeout + 5)
+        ended = not any(w.is_alive() for w in workers)
+        committed = False
+        if not clean:
+            # Results that arrived before the failure are in the journal; commit what we can.
+            self._collect(pending, tally)
+        if ended:
+            self._give_back_untried(pending)
+        if not clean:
+            committed = self._commit_after_failure(pending)
+        # A journal whose every result is committed (no connection still sending) says nothing more.
+        journal.close(remove=clean or (committed and ended))
 
     def _give_back_untried(self, pending: list[DeliveryOutcome]) -> None:
         """After a pause or a stop (Ctrl-C, SIGTERM, an error), with every connection thread ended:
