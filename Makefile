@@ -37,12 +37,15 @@ caniemail:
 	  npm install --silent --no-audit --no-fund --prefix .npm/caniemail doiuse-email >/dev/null ) || \
 	  echo "doiuse-email not installed: the caniemail checks will be skipped"
 
-# Layers and cycles (import-linter), types (mypy), format and lint (ruff), configured in pyproject.toml.
+# Layers and cycles (import-linter), types (mypy), format, lint and line length (ruff), configured in
+# pyproject.toml; complexity (radon: every block graded C or better).
 check: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 	$(BIN)/ruff format --check newsletter tests
 	$(BIN)/ruff check newsletter tests
+	@blocks="$$($(BIN)/radon cc --min D --show-complexity newsletter)"; \
+	  if [ -n "$$blocks" ]; then echo "radon: blocks graded D or worse (split them):"; echo "$$blocks"; exit 1; fi
 
 # Two processes, each taking whole test modules (a module shares one private Postfix or browser);
 # the few tests that restart a shared server run alone afterwards.

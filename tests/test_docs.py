@@ -106,3 +106,15 @@ def test_every_module_is_in_the_readme_module_table(parts: tuple[str, ...]) -> N
     assert any(f"`{name}`" in row or f"/{name}`" in row for row in named), (
         f"{'/'.join(parts)} is not in README's module table (a row whose first cell names `{top}/`)"
     )
+
+
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_over_450_lines() -> None:
+    """Small modules with one owner: a module that outgrows the limit is split by what it serves."""
+    sizes = {
+        str(path.relative_to(PACKAGE)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}

@@ -437,12 +437,8 @@ class EditionRunner:
             message = "finished"
         else:
             message = f"every row is done, but the edition is {self._reload(edition).status.value} now"
-        log.info(
-            "edition %s: %s (%s)",
-            edition.key,
-            message,
-            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        )
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        log.info("edition %s: %s (%s)", edition.key, message, summary)
         return EditionResult(self._reload(edition), created, tally, message)
 
     def _reload(self, edition: Edition) -> Edition:
