@@ -200,7 +200,9 @@ def _coerce(section: str, key: str, value: Any, f: dataclasses.Field[Any], *, so
         return str(value)
     except ValueError:
         raise ConfigError(
-            f"{name} (from {source}) must be {'a number' if kind in (int, float) else 'true or false' if kind is bool else 'a string'}, got {value!r}",
+            f"{name} (from {source}) must be "
+            f"{'a number' if kind in (int, float) else 'true or false' if kind is bool else 'a string'},"
+            f" got {value!r}",
             hint=f"Fix {name}; the default is {f.default!r}.",
         ) from None
 
@@ -248,7 +250,8 @@ def _validate_delivery(settings: Settings) -> None:
         or settings.delivery.breaker_window < 10
     ):
         raise ConfigError(
-            "delivery.batch_size must be at least 1, delivery.retry_delay from 0 to delivery.retry_delay_max and delivery.breaker_window at least 10"
+            "delivery.batch_size must be at least 1, delivery.retry_delay from 0 to delivery.retry_delay_max"
+            " and delivery.breaker_window at least 10"
         )
 
 
@@ -327,11 +330,13 @@ def _validate_helo(smtp: SmtpSettings) -> None:
             hint="Use this host's public name, e.g. mail.example.com.",
         )
     if not name or smtp.host in LOOPBACK_HOSTS or smtp.host.startswith("127."):
-        return  # the default (this host's FQDN) is checked when a send starts (delivery.smtp_client.helo_name)
+        # The default (this host's FQDN) is checked when a send starts (delivery.smtp_client.helo_name).
+        return
     if name.lower().split(".")[0] == "localhost" or "." not in name:
         raise ConfigError(
             f"smtp.helo_name is {name!r}, which {smtp.host} will refuse or distrust",
-            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
+            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name,"
+            " e.g. mail.example.com.",
         )
 
 
@@ -343,7 +348,8 @@ def _validate_web(settings: Settings) -> None:
     key = settings.site.secret_key
     if key and len(key.encode("utf-8")) < MIN_SECRET_BYTES:
         raise ConfigError(
-            f"NEWSLETTER_SECRET_KEY is {len(key.encode('utf-8'))} bytes; links signed with fewer than {MIN_SECRET_BYTES} can be forged",
+            f"NEWSLETTER_SECRET_KEY is {len(key.encode('utf-8'))} bytes;"
+            f" links signed with fewer than {MIN_SECRET_BYTES} can be forged",
             hint="Use python -c 'import secrets; print(secrets.token_urlsafe(32))'.",
         )
     web = settings.web
@@ -362,7 +368,8 @@ def _validate_web(settings: Settings) -> None:
         or web.max_unconfirmed < 1
     ):
         raise ConfigError(
-            "web.limit_concurrency, web.timeout_keep_alive and web.max_unconfirmed must be at least 1, web.max_header_bytes at least 4096"
+            "web.limit_concurrency, web.timeout_keep_alive and web.max_unconfirmed must be at least 1,"
+            " web.max_header_bytes at least 4096"
         )
     if not web.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
         raise ConfigError(

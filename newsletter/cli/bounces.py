@@ -43,7 +43,8 @@ from newsletter.cli.common import TOP_DOMAINS, by_domain, console, err_console, 
     "report_days",
     type=click.IntRange(1, 3650),
     default=None,
-    help="Print the judged failures at the ten receiving domains with most over the last N days (the rest counted), then exit.",
+    help="Print the judged failures at the ten receiving domains with most over the last N days"
+    " (the rest counted), then exit.",
 )
 @click.pass_context
 @reports_errors

@@ -125,19 +125,22 @@ def editions(ctx: click.Context, edition_id: int | None, limit: int) -> None:
     if edition is None:
         raise click.ClickException(f"no edition #{edition_id}; 'newsletter editions' lists them")
     console.print(
-        f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): {edition.status.value}"
+        f"[bold]Edition {edition.key}[/bold] (#{edition.id}, schedule {edition.schedule}): "
+        f"{edition.status.value}"
     )
     if edition.reason:
         console.print(f"Reason: {edition.reason}")
     console.print(
-        f"As of {when(edition.as_of)}; started {when(edition.started_at)}; finished {when(edition.finished_at)}"
+        f"As of {when(edition.as_of)}; started {when(edition.started_at)}; "
+        f"finished {when(edition.finished_at)}"
     )
     for state, n in sorted(edition.counts.items()):
         console.print(f"  {state:<11} {n}")
     readers, carried = store.outbox.carried(edition.id)
     if readers:
         console.print(
-            f"{readers} readers have reports carried to their next digest ({carried} in all): over digest.max_reports, sent oldest first"
+            f"{readers} readers have reports carried to their next digest ({carried} in all): "
+            "over digest.max_reports, sent oldest first"
         )
     replies = store.outbox.failure_replies(edition.id)
     if replies:

@@ -71,8 +71,9 @@ def _exit_honestly(service: Any, result: Any) -> None:
         if stage and judge(code, text, stage=stage).verdict is Verdict.SENDER:
             smtp = service.settings.smtp
             raise CliError(
-                f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: {code if code and code > 0 else ''} {text[:160]}".replace(
-                    "  ", " "
-                ),
+                (
+                    f"nothing was delivered: {smtp.host}:{smtp.port} failed at {stage}: "
+                    f"{code if code and code > 0 else ''} {text[:160]}"
+                ).replace("  ", " "),
                 hint=sender_hint(stage, code, text) + " Then 'newsletter send --resume --now'.",
             )

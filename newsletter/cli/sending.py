@@ -34,7 +34,8 @@ from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
 @click.option(
     "--retry-unknown",
     is_flag=True,
-    help="With --resume: also resend rows whose outcome is unknown (same Message-ID; the reader may get two copies).",
+    help="With --resume: also resend rows whose outcome is unknown"
+    " (same Message-ID; the reader may get two copies).",
 )
 @click.option(
     "--now",
@@ -47,7 +48,8 @@ from newsletter.models import Cadence, DeliveryState, Edition, EditionStatus
     "test_to",
     default=None,
     metavar="EMAIL",
-    help="Send the next digest, as a reader would get it, to this one inbox only (no edition, no outbox row).",
+    help="Send the next digest, as a reader would get it, to this one inbox only"
+    " (no edition, no outbox row).",
 )
 @click.option(
     "--as",
@@ -185,7 +187,8 @@ class _Shown:
         self.started.append(edition.key)
         if requeued:
             console.print(
-                f"{requeued} rows of edition {edition.key} whose outcome was unknown will be sent again (same Message-ID)."
+                f"{requeued} rows of edition {edition.key} whose outcome was unknown"
+                " will be sent again (same Message-ID)."
             )
         counts = ", ".join(f"{n} {s}" for s, n in sorted(edition.counts.items())) or "no rows yet"
         console.print(f"Resuming edition {edition.key} (#{edition.id}, {edition.status.value}): {counts}")
@@ -260,18 +263,21 @@ def _send_test(
         raise click.UsageError("--as goes with --test-to EMAIL")
     if conflicting:
         raise click.UsageError(
-            "--test-to sends one test message; it does not go with --key, --resume, --plan-only, --retry-unknown or --now"
+            "--test-to sends one test message; it does not go with"
+            " --key, --resume, --plan-only, --retry-unknown or --now"
         )
     preview = send_test(service.runner, to_address=test_to, email=as_email, fetch=fetch)
     if preview.feed:
         console.print(f"Note: {preview.feed}", markup=False)
     console.print(
-        f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports) sent to {test_to}: [Test] {preview.subject}"
+        f"Test digest for {preview.subscriber.email} ({len(preview.selection.reports)} reports)"
+        f" sent to {test_to}: [Test] {preview.subject}"
     )
     if preview.held.reports:
         console.print(f"Not in it yet: {preview.held}", markup=False)
     console.print(
-        "No edition, outbox row or ledger mark was written; its unsubscribe and preferences links are test links that change nothing."
+        "No edition, outbox row or ledger mark was written;"
+        " its unsubscribe and preferences links are test links that change nothing."
     )
 
 
@@ -331,7 +337,8 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
         # guarantees as one sender; a half-working fleet is worse than none.
         raise CliError(
             "workers need PostgreSQL: this database is SQLite",
-            hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'), or set database.url to a PostgreSQL server.",
+            hint="Send with 'newsletter send' (or 'send --resume' after '--plan-only'),"
+            " or set database.url to a PostgreSQL server.",
         )
     console.print(
         f"Worker started (database {service.settings.database.url.split('@')[-1]}); Ctrl-C or SIGTERM stops."
@@ -348,7 +355,8 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
                 # rows this worker held come back to it or to another when their lease runs out.
                 pause = min(max(pause, poll) * 2, 30.0)
                 console.print(
-                    f"database unreachable ({str(exc.orig or exc).splitlines()[0][:160]}); retrying in {pause:.0f} s"
+                    f"database unreachable ({str(exc.orig or exc).splitlines()[0][:160]});"
+                    f" retrying in {pause:.0f} s"
                 )
                 time.sleep(pause)
                 continue
@@ -362,7 +370,8 @@ def worker(ctx: click.Context, once: bool, poll: float) -> None:
         # The sender let the messages in flight finish and gave back (pending) every row it had not tried.
         signal_name = stopped_by[0] if stopped_by else "Ctrl-C"
         console.print(
-            f"Stopped by {signal_name}; the rows this worker had not tried are pending again for the other workers."
+            f"Stopped by {signal_name}; the rows this worker had not tried"
+            " are pending again for the other workers."
         )
         ctx.exit(143 if signal_name == "SIGTERM" else 130)
 
@@ -381,7 +390,8 @@ def _drain_claimable(service: Any) -> bool:
         # counting such a pass as work kept `worker --once` spinning until that holder woke.
         worked = worked or bool(result.tally)
         console.print(
-            f"edition {edition.key}: {', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}"
+            f"edition {edition.key}: "
+            f"{', '.join(f'{n} {s}' for s, n in sorted(result.tally.items())) or 'nothing to do'}"
         )
     return worked
 

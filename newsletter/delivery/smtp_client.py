@@ -39,7 +39,8 @@ def helo_name(settings: SmtpSettings) -> str:
     if remote and (LOCAL_HOSTNAME.lower().split(".")[0] == "localhost" or "." not in LOCAL_HOSTNAME):
         raise ConfigError(
             f"this host calls itself {LOCAL_HOSTNAME!r}, a HELO name {settings.host} will refuse or distrust",
-            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name, e.g. mail.example.com.",
+            hint="Set smtp.helo_name (NEWSLETTER_SMTP_HELO_NAME) to this host's public, fully-qualified name,"
+            " e.g. mail.example.com.",
         )
     return LOCAL_HOSTNAME
 

@@ -149,7 +149,8 @@ def _fresh_status(status: SubscriberStatus, on_list: SubscriberStatus | None) ->
     if on_list is not None and status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING):
         return (
             on_list,
-            f"on the suppression list ({on_list.value}); only a confirmation or 'subscribers reactivate' brings it back",
+            f"on the suppression list ({on_list.value});"
+            " only a confirmation or 'subscribers reactivate' brings it back",
         )
     if status in SUPPRESSING and on_list is None:
         return status, f"imported as {status.value}"
@@ -266,7 +267,8 @@ def _insert_many(conn: Any, rows: list[dict[str, Any]], *, now: datetime) -> Non
 
 
 def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> None:
-    """Change the names, topics and cadences of readers (``changes``: row_id, new_name, new_topics, new_cadence).
+    """Change the names, topics and cadences of readers
+    (``changes``: row_id, new_name, new_topics, new_cadence).
 
     On SQLite one ``UPDATE ... FROM (VALUES ...)`` per ``SQLITE_ROWS_PER_INSERT`` rows, for
     the reason ``_insert_many`` gives: a rename fires the search index's trigger, and one
@@ -293,7 +295,8 @@ def _update_many(conn: Any, changes: list[dict[str, Any]], *, now: datetime) -> 
             "WITH changed (row_id, new_name, new_topics, new_cadence) AS (VALUES "
             + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
             + ")"
-            " UPDATE subscribers SET name = changed.new_name, topics = changed.new_topics, cadence = changed.new_cadence, updated_at = ?"
+            " UPDATE subscribers SET name = changed.new_name, topics = changed.new_topics,"
+            " cadence = changed.new_cadence, updated_at = ?"
             " FROM changed WHERE subscribers.id = changed.row_id",
             (
                 *(
@@ -340,11 +343,13 @@ def _copy_rows(conn: Any, rows: list[dict[str, Any]], *, now: datetime, mark: in
         ):  # unique_violation: another process added one of these addresses meanwhile
             raise StoreError(
                 f"the import's batch was refused: {detail}",
-                hint="Another process added some of these addresses during the import; run the import again (rows already here are left unchanged).",
+                hint="Another process added some of these addresses during the import;"
+                " run the import again (rows already here are left unchanged).",
             ) from exc
         raise StoreError(
             f"the import's batch was refused by the database: {detail}",
-            hint="This batch was not written (earlier ones were); fix the cause and run the import again: rows already here stay unchanged.",
+            hint="This batch was not written (earlier ones were); fix the cause and run the import again:"
+            " rows already here stay unchanged.",
         ) from exc
 
 
